@@ -1,0 +1,194 @@
+//! Every WireGuard timer transition of DESIGN.md, in virtual time, between two devices.
+
+use std::time::Duration;
+
+use mesh_core::wireguard::{messages::*, DropReason, Event};
+use mesh_tests::Pair;
+
+const A: usize = 0;
+const B: usize = 1;
+
+fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(s)
+}
+
+/// Both sides send a packet every second until `until` seconds.
+fn chatter(p: &mut Pair, from_a: bool, from_b: bool, until: f64) {
+    while p.secs(p.now) < until {
+        if from_a {
+            p.send(A, b"ping");
+        }
+        if from_b {
+            p.send(B, b"pong");
+        }
+        p.advance(secs(1.0));
+    }
+}
+
+#[test]
+fn handshake_then_data_both_ways() {
+    let mut p = Pair::new(1);
+    p.send(A, b"hello");
+    assert_eq!(p.sent(A, MSG_INITIATION).len(), 1);
+    assert_eq!(p.sent(B, MSG_RESPONSE).len(), 1);
+    assert_eq!(p.sides[B].received.len(), 1, "staged packet flushed after the handshake");
+    p.send(B, b"back");
+    assert_eq!(p.sides[A].received.len(), 1);
+    let got = &p.sides[A].received[0];
+    assert_eq!(got.peer, p.sides[A].peer);
+    assert_eq!(&got.packet[28..], b"back");
+    assert!(p.sides[A].events.iter().any(|(_, e)| matches!(e, Event::SessionEstablished { initiator: true, .. })));
+    assert!(p.sides[B].events.iter().any(|(_, e)| matches!(e, Event::SessionEstablished { initiator: false, .. })));
+}
+
+#[test]
+fn initiator_rekeys_at_120s_and_responder_does_not() {
+    let mut p = Pair::new(2);
+    chatter(&mut p, true, true, 150.0);
+    let a_inits: Vec<f64> = p.sent(A, MSG_INITIATION).iter().map(|t| p.secs(*t)).collect();
+    assert_eq!(p.sent(B, MSG_INITIATION).len(), 0, "the responder never rekeys on age at 120 s");
+    assert_eq!(a_inits.len(), 2, "{a_inits:?}");
+    assert!((120.0..=121.0).contains(&a_inits[1]), "rekey at {a_inits:?}");
+    // Traffic kept flowing across the rekey.
+    assert!(p.sides[B].received.len() >= 148, "{}", p.sides[B].received.len());
+}
+
+#[test]
+fn initiator_rekeys_on_receive_at_165s() {
+    // A opens the session and then stays silent; B sends once at 160 s and once at 166 s.
+    // A's keepalive answers would rekey through the send path (age > 120 s), so look at
+    // what the receive itself triggers: nothing at 160 s, an initiation at 166 s.
+    let mut p = Pair::new(3);
+    p.send(A, b"open");
+    p.advance_to(p.now + secs(160.0));
+    p.send(B, b"at 160");
+    assert_eq!(p.sent(A, MSG_INITIATION).len(), 1, "receiving at 160 s does not rekey");
+    p.advance_to(p.now + secs(6.0));
+    let before = p.sent(A, MSG_INITIATION).len();
+    let t = p.now;
+    p.send(B, b"at 166");
+    let after: Vec<Duration> = p.sent(A, MSG_INITIATION).iter().filter(|&&at| at >= t).map(|at| at.saturating_duration_since(t)).collect();
+    assert_eq!(after, vec![Duration::ZERO], "receiving at 166 s rekeys at once (before: {before})");
+    assert_eq!(p.sent(B, MSG_INITIATION).len(), 0, "the responder never initiates here");
+}
+
+#[test]
+fn sessions_are_rejected_after_180s() {
+    let mut p = Pair::new(4);
+    p.send(A, b"x");
+    p.up = [false, false];
+    p.advance_to(p.now + secs(179.0));
+    // Seal a packet on B's session just before the limit and hold it.
+    let before = p.log.len();
+    p.send(B, b"late");
+    let held = p.log[before..].iter().find(|w| w.kind() == MSG_DATA).map(|w| w.payload.clone());
+    let held = held.unwrap_or_else(|| panic!("B should still send on its session at 179 s"));
+    p.advance(secs(2.0));
+    p.up = [true, true];
+    assert_eq!(p.inject(A, held), Err(DropReason::SessionExpired));
+    // At 181 s A must not send on the old session: it stages and initiates instead.
+    p.up = [false, false];
+    let before = p.log.len();
+    p.send(A, b"new");
+    let kinds: Vec<u8> = p.log[before..].iter().map(|w| w.kind()).collect();
+    assert_eq!(kinds, vec![MSG_INITIATION]);
+}
+
+#[test]
+fn retries_every_5s_with_jitter_and_gives_up_after_90s() {
+    let mut p = Pair::new(5);
+    p.up = [true, false];
+    p.send(A, b"lost");
+    p.advance(secs(200.0));
+    let inits: Vec<f64> = p.sent(A, MSG_INITIATION).iter().map(|t| p.secs(*t)).collect();
+    for w in inits.windows(2) {
+        let gap = w[1] - w[0];
+        assert!((5.0..5.334).contains(&gap), "retry gap {gap} in {inits:?}");
+    }
+    assert!(inits.last().is_some_and(|&t| (85.0..=90.0).contains(&t)), "{inits:?}");
+    let gave_up: Vec<f64> = p.sides[A]
+        .events
+        .iter()
+        .filter(|(_, e)| matches!(e, Event::PeerUnreachable { .. }))
+        .map(|(t, _)| p.secs(*t))
+        .collect();
+    assert_eq!(gave_up.len(), 1);
+    assert!((90.0..96.0).contains(&gave_up[0]), "{gave_up:?}");
+    assert!(p.sides[A].wg.stats().staged_dropped >= 1);
+}
+
+#[test]
+fn keepalive_10s_after_receiving_when_idle() {
+    let mut p = Pair::new(6);
+    p.send(A, b"a");
+    p.advance(secs(20.0));
+    p.send(A, b"b");
+    let t_data = p.now;
+    p.advance(secs(20.0));
+    let keepalives: Vec<f64> = p
+        .log
+        .iter()
+        .filter(|w| w.from == B && w.is_keepalive() && w.at > t_data)
+        .map(|w| w.at.saturating_duration_since(t_data).as_secs_f64())
+        .collect();
+    assert_eq!(keepalives, vec![10.0], "B answers the data with one keepalive after 10 s");
+    // A receives nothing to acknowledge (keepalives are not data): no keepalive from A.
+    assert!(!p.log.iter().any(|w| w.from == A && w.is_keepalive() && w.at > t_data));
+}
+
+#[test]
+fn new_handshake_after_15s_without_reply() {
+    let mut p = Pair::new(7);
+    p.send(A, b"a");
+    p.advance(secs(30.0));
+    p.up = [true, false];
+    let t = p.now;
+    p.send(A, b"unanswered");
+    p.advance(secs(20.0));
+    let inits: Vec<f64> =
+        p.sent(A, MSG_INITIATION).iter().filter(|&&at| at > t).map(|at| at.saturating_duration_since(t).as_secs_f64()).collect();
+    assert!(!inits.is_empty());
+    assert!((15.0..15.334).contains(&inits[0]), "{inits:?}");
+}
+
+#[test]
+fn keys_are_zeroed_after_540s() {
+    let mut p = Pair::new(8);
+    p.send(A, b"a");
+    assert!(p.sides[A].wg.peer_status(p.sides[A].peer).is_some_and(|s| s.session.is_some()));
+    p.advance(secs(539.0));
+    assert!(p.sides[A].wg.peer_status(p.sides[A].peer).is_some_and(|s| s.session.is_some()));
+    p.advance(secs(2.0));
+    for side in &p.sides {
+        let zeroed: Vec<f64> =
+            side.events.iter().filter(|(_, e)| matches!(e, Event::KeysZeroed { .. })).map(|(t, _)| p.secs(*t)).collect();
+        assert_eq!(zeroed.len(), 1);
+        assert!((540.0..=540.5).contains(&zeroed[0]), "{zeroed:?}");
+        assert!(side.wg.peer_status(side.peer).is_some_and(|s| s.session.is_none()));
+    }
+    // A fresh handshake works afterwards.
+    p.send(A, b"again");
+    assert_eq!(p.sides[B].received.len(), 2);
+}
+
+#[test]
+fn message_count_limits_rekey_and_reject() {
+    // Limits lowered through the configuration so the counter can be driven to them.
+    let limits = |mut c: mesh_core::wireguard::Config| {
+        c.rekey_after_messages = 100;
+        c.reject_after_messages = 150;
+        c
+    };
+    let mut p = Pair::with_configs(9, limits, limits);
+    p.send(A, b"first");
+    p.advance(secs(6.0)); // past the 5 s initiation rate limit
+    p.up = [true, false]; // B's responses are lost: no new session.
+    for _ in 0..199 {
+        p.send(A, b"more");
+    }
+    let data = p.sent(A, MSG_DATA).len();
+    assert_eq!(data, 150, "counters 0..149 are used, then the session refuses to send");
+    let inits = p.sent(A, MSG_INITIATION);
+    assert_eq!(inits.len(), 2, "one rekey attempt once the counter passed 100 (rate-limited to one per 5 s)");
+    assert_eq!(p.sides[B].received.len(), 150);
+}
