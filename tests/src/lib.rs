@@ -96,10 +96,8 @@ impl Pair {
         let now = Instant::from_micros(1_000_000);
         let mut rng = Rng::from_seed(seed);
         let keys = [key(1), key(2)];
-        let underlay: [SocketAddr; 2] = [
-            SocketAddr::from(([192, 0, 2, 1], 51820)),
-            SocketAddr::from(([192, 0, 2, 2], 51820)),
-        ];
+        let underlay: [SocketAddr; 2] =
+            [SocketAddr::from(([192, 0, 2, 1], 51820)), SocketAddr::from(([192, 0, 2, 2], 51820))];
         let mesh = [Ipv4Addr::new(100, 64, 0, 1), Ipv4Addr::new(100, 64, 0, 2)];
         let configs = [fa(Config::new(keys[0].clone())), fb(Config::new(keys[1].clone()))];
         let sides = [0usize, 1].map(|i| {

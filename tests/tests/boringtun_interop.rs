@@ -39,10 +39,16 @@ fn new_bt(secret: [u8; 32], our_public: &PublicKey) -> Tunn {
     Tunn::new(StaticSecret::from(secret), BtPublic::from(our_public.0), None, None, 7, None)
 }
 
-fn new_ours(key: &PrivateKey, now: Instant, bt_public: [u8; 32], bt_addr: SocketAddr, seed: u64) -> (WireGuard, PeerId) {
+fn new_ours(
+    key: &PrivateKey,
+    now: Instant,
+    bt_public: [u8; 32],
+    bt_addr: SocketAddr,
+    seed: u64,
+) -> (WireGuard, PeerId) {
     let unix = UnixTime(EPOCH + Duration::from_micros(now.as_micros()));
-    let mut wg = WireGuard::new(Config::new(key.clone()), Rng::from_seed(seed), now, unix)
-        .unwrap_or_else(|e| panic!("{e}"));
+    let mut wg =
+        WireGuard::new(Config::new(key.clone()), Rng::from_seed(seed), now, unix).unwrap_or_else(|e| panic!("{e}"));
     let mut pc = PeerConfig::new(PublicKey(bt_public), vec![IpPrefix::host(IpAddr::V4(THEIRS))]);
     pc.endpoint = Some(bt_addr);
     let peer = wg.add_peer(now, pc).unwrap_or_else(|e| panic!("{e}"));

@@ -5,7 +5,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use mesh_core::wireguard::{messages::*, packet_buffer, Config, DropReason, PeerConfig, IpPrefix, WireGuard};
+use mesh_core::wireguard::{messages::*, packet_buffer, Config, DropReason, IpPrefix, PeerConfig, WireGuard};
 use mesh_core::{rng::Rng, time::UnixTime};
 use mesh_tests::{ipv4_udp, Pair, EPOCH};
 
@@ -42,7 +42,9 @@ fn clone_of_a(p: &Pair, offset_ms: u64) -> WireGuard {
         Config::new(p.sides[A].key.clone()),
         Rng::from_seed(99),
         p.now,
-        UnixTime(EPOCH + p.now.saturating_duration_since(mesh_core::time::Instant::ZERO) + Duration::from_millis(offset_ms)),
+        UnixTime(
+            EPOCH + p.now.saturating_duration_since(mesh_core::time::Instant::ZERO) + Duration::from_millis(offset_ms),
+        ),
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let mut pc = PeerConfig::new(p.sides[B].key.public_key(), vec![IpPrefix::host(p.sides[B].mesh.into())]);

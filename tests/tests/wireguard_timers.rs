@@ -39,6 +39,9 @@ fn handshake_then_data_both_ways() {
     assert_eq!(&got.packet[28..], b"back");
     assert!(p.sides[A].events.iter().any(|(_, e)| matches!(e, Event::SessionEstablished { initiator: true, .. })));
     assert!(p.sides[B].events.iter().any(|(_, e)| matches!(e, Event::SessionEstablished { initiator: false, .. })));
+    // Static-static secrets are precomputed per peer: es, ee and se are the only DH left.
+    assert_eq!(p.sides[A].wg.dh_operations(), 3);
+    assert_eq!(p.sides[B].wg.dh_operations(), 3);
 }
 
 #[test]
@@ -67,7 +70,8 @@ fn initiator_rekeys_on_receive_at_165s() {
     let before = p.sent(A, MSG_INITIATION).len();
     let t = p.now;
     p.send(B, b"at 166");
-    let after: Vec<Duration> = p.sent(A, MSG_INITIATION).iter().filter(|&&at| at >= t).map(|at| at.saturating_duration_since(t)).collect();
+    let after: Vec<Duration> =
+        p.sent(A, MSG_INITIATION).iter().filter(|&&at| at >= t).map(|at| at.saturating_duration_since(t)).collect();
     assert_eq!(after, vec![Duration::ZERO], "receiving at 166 s rekeys at once (before: {before})");
     assert_eq!(p.sent(B, MSG_INITIATION).len(), 0, "the responder never initiates here");
 }
@@ -145,8 +149,12 @@ fn new_handshake_after_15s_without_reply() {
     let t = p.now;
     p.send(A, b"unanswered");
     p.advance(secs(20.0));
-    let inits: Vec<f64> =
-        p.sent(A, MSG_INITIATION).iter().filter(|&&at| at > t).map(|at| at.saturating_duration_since(t).as_secs_f64()).collect();
+    let inits: Vec<f64> = p
+        .sent(A, MSG_INITIATION)
+        .iter()
+        .filter(|&&at| at > t)
+        .map(|at| at.saturating_duration_since(t).as_secs_f64())
+        .collect();
     assert!(!inits.is_empty());
     assert!((15.0..15.334).contains(&inits[0]), "{inits:?}");
 }
@@ -160,8 +168,12 @@ fn keys_are_zeroed_after_540s() {
     assert!(p.sides[A].wg.peer_status(p.sides[A].peer).is_some_and(|s| s.session.is_some()));
     p.advance(secs(2.0));
     for side in &p.sides {
-        let zeroed: Vec<f64> =
-            side.events.iter().filter(|(_, e)| matches!(e, Event::KeysZeroed { .. })).map(|(t, _)| p.secs(*t)).collect();
+        let zeroed: Vec<f64> = side
+            .events
+            .iter()
+            .filter(|(_, e)| matches!(e, Event::KeysZeroed { .. }))
+            .map(|(t, _)| p.secs(*t))
+            .collect();
         assert_eq!(zeroed.len(), 1);
         assert!((540.0..=540.5).contains(&zeroed[0]), "{zeroed:?}");
         assert!(side.wg.peer_status(side.peer).is_some_and(|s| s.session.is_none()));

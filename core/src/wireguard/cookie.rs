@@ -128,9 +128,7 @@ impl CookieChecker {
 
     /// Tau = MAC(secret, address), with the secret rotated lazily every two minutes.
     fn cookie_for(&mut self, now: Instant, rng: &mut Rng, src: SocketAddr) -> [u8; 16] {
-        let expired = self
-            .secret_born
-            .is_none_or(|born| now.saturating_duration_since(born) >= COOKIE_SECRET_LIFETIME);
+        let expired = self.secret_born.is_none_or(|born| now.saturating_duration_since(born) >= COOKIE_SECRET_LIFETIME);
         if expired {
             self.secret = rng.gen_bytes();
             self.secret_born = Some(now);

@@ -30,7 +30,7 @@ use super::messages::{
     INITIATION_NOISE, MAX_DATAGRAM_LEN, MSG_INITIATION, MSG_RESPONSE, RESPONSE_LEN, RESPONSE_NOISE, TAG_LEN,
 };
 use super::noise::NoiseFactory;
-use super::peer::{PendingHandshake, Peer, PeerConfig, PeerId, PeerStats, Slot};
+use super::peer::{Peer, PeerConfig, PeerId, PeerStats, PendingHandshake, Slot};
 use super::tai64n::Tai64n;
 use crate::rng::Rng;
 use crate::time::{Instant, UnixTime, WallClock};
@@ -207,7 +207,12 @@ impl WireGuard {
             by_key: BTreeMap::new(),
             allowed_ips: AllowedIps::default(),
             cookies: CookieChecker::new(noise.public()),
-            load: LoadMeter { threshold: config.handshake_load_threshold, window_start: now, count: 0, under_load_until: None },
+            load: LoadMeter {
+                threshold: config.handshake_load_threshold,
+                window_start: now,
+                count: 0,
+                under_load_until: None,
+            },
             next_peer_id: 0,
             sh: Shared {
                 rng,
@@ -255,6 +260,7 @@ impl WireGuard {
         let id = PeerId(self.next_peer_id);
         self.next_peer_id += 1;
         self.by_key.insert(config.public_key, id);
+        self.sh.noise.remember_peer(&config.public_key);
         let mut peer = Peer::new(id, config);
         peer.timers.on_authenticated_traversal(now, peer.config.persistent_keepalive);
         let prefixes = peer.config.allowed_ips.clone();
@@ -283,6 +289,7 @@ impl WireGuard {
     pub fn remove_peer(&mut self, id: PeerId) -> Result<(), ConfigError> {
         let mut peer = self.peers.remove(&id).ok_or(ConfigError::NoSuchPeer)?;
         self.by_key.remove(&peer.config.public_key);
+        self.sh.noise.forget_peer(&peer.config.public_key);
         self.allowed_ips.remove_value(id);
         for index in peer.zero_keys() {
             self.sh.by_index.remove(&index);
@@ -479,10 +486,8 @@ impl WireGuard {
         if n != 12 {
             return Err(DropReason::HandshakeFailed);
         }
-        let remote: [u8; 32] = hs
-            .get_remote_static()
-            .and_then(|k| k.try_into().ok())
-            .ok_or(DropReason::HandshakeFailed)?;
+        let remote: [u8; 32] =
+            hs.get_remote_static().and_then(|k| k.try_into().ok()).ok_or(DropReason::HandshakeFailed)?;
         let id = *self.by_key.get(&PublicKey(remote)).ok_or(DropReason::UnknownPeer)?;
         let peer = self.peers.get_mut(&id).ok_or(DropReason::UnknownPeer)?;
         let mut ts = Tai64n::default();
@@ -490,9 +495,7 @@ impl WireGuard {
         if peer.last_timestamp.is_some_and(|last| ts <= last) {
             return Err(DropReason::StaleTimestamp);
         }
-        if peer
-            .last_initiation_consumed
-            .is_some_and(|at| now.saturating_duration_since(at) < INITIATIONS_MIN_INTERVAL)
+        if peer.last_initiation_consumed.is_some_and(|at| now.saturating_duration_since(at) < INITIATIONS_MIN_INTERVAL)
         {
             return Err(DropReason::InitiationFlood);
         }
@@ -511,14 +514,8 @@ impl WireGuard {
         peer.last_timestamp = Some(ts);
         peer.last_initiation_consumed = Some(now);
         peer.config.endpoint = Some(from);
-        let keypair = Keypair::new(
-            responder_to_initiator,
-            initiator_to_responder,
-            local_index,
-            sender_index(msg),
-            now,
-            false,
-        );
+        let keypair =
+            Keypair::new(responder_to_initiator, initiator_to_responder, local_index, sender_index(msg), now, false);
         for index in peer.install_responded(keypair) {
             self.sh.by_index.remove(&index);
         }
@@ -620,7 +617,8 @@ impl WireGuard {
             return Ok(());
         }
         peer.timers.on_data_received(now);
-        let addrs = inner_ip::parse(&buf[DATA_HEADER_LEN..DATA_HEADER_LEN + plain_len]).ok_or(DropReason::BadInnerPacket)?;
+        let addrs =
+            inner_ip::parse(&buf[DATA_HEADER_LEN..DATA_HEADER_LEN + plain_len]).ok_or(DropReason::BadInnerPacket)?;
         if self.allowed_ips.lookup(addrs.src) != Some(id) {
             return Err(DropReason::InnerSourceNotAllowed);
         }
@@ -756,9 +754,10 @@ impl Shared {
     /// The initiator of an old session starts a new handshake when it receives on it at
     /// 165 s, so a quiet sender does not hit REJECT_AFTER_TIME first.
     fn keep_key_fresh_on_receive(&mut self, now: Instant, peer: &mut Peer) {
-        let stale = peer.current.as_ref().is_some_and(|k| {
-            k.is_initiator && now.saturating_duration_since(k.created) >= REKEY_ON_RECEIVE_AFTER_TIME
-        });
+        let stale = peer
+            .current
+            .as_ref()
+            .is_some_and(|k| k.is_initiator && now.saturating_duration_since(k.created) >= REKEY_ON_RECEIVE_AFTER_TIME);
         if stale {
             self.send_initiation(now, peer, false);
         }

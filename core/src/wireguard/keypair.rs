@@ -75,8 +75,7 @@ impl Keypair {
 
     /// Whether this session may still carry packets (age and message limits).
     pub fn is_usable(&self, now: Instant) -> bool {
-        now.saturating_duration_since(self.created) < REJECT_AFTER_TIME
-            && self.send_counter < REJECT_AFTER_MESSAGES
+        now.saturating_duration_since(self.created) < REJECT_AFTER_TIME && self.send_counter < REJECT_AFTER_MESSAGES
     }
 
     /// Encrypt in place. `buf` holds [`DATA_HEADER_LEN`] bytes of headroom followed by the
@@ -92,10 +91,8 @@ impl Keypair {
         buf[4..8].copy_from_slice(&self.remote_index.to_le_bytes());
         buf[8..16].copy_from_slice(&counter.to_le_bytes());
         // Only fails for messages beyond 256 GiB; ours are at most 64 KiB.
-        let tag = self
-            .send
-            .encrypt_in_place_detached(&nonce(counter), &[], &mut buf[DATA_HEADER_LEN..])
-            .unwrap_or_default();
+        let tag =
+            self.send.encrypt_in_place_detached(&nonce(counter), &[], &mut buf[DATA_HEADER_LEN..]).unwrap_or_default();
         buf.extend_from_slice(&tag);
     }
 

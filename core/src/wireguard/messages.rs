@@ -123,7 +123,7 @@ mod tests {
         assert_eq!(classify(&[1, 0]), Err(MessageError::TooShort(2)));
         assert_eq!(classify(&[9, 0, 0, 0]), Err(MessageError::UnknownType(9)));
         assert_eq!(classify(&[1, 0, 1, 0]), Err(MessageError::Reserved));
-        assert_eq!(classify(&[1; 4].map(|_| 0)).is_err(), true);
+        assert_eq!(classify(&[0; 4]), Err(MessageError::UnknownType(0)));
         let mut init = vec![0u8; INITIATION_LEN];
         init[0] = MSG_INITIATION;
         assert_eq!(classify(&init), Ok(MessageKind::Initiation));

@@ -4,7 +4,7 @@
 
 pub mod allowed_ips;
 pub mod constants;
-mod cookie;
+pub mod cookie;
 mod device;
 mod error;
 mod inner_ip;

@@ -1,0 +1,85 @@
+//! Writes the corpus seeds of the WireGuard fuzz targets: real handshakes and data between
+//! the fuzz fixture's device and its peer, so the fuzzers start past the easy rejections.
+//!
+//! `cargo run -p mesh-tests --example fuzz_seeds -- fuzz/corpus`
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use mesh_core::rng::Rng;
+use mesh_core::time::{Instant, UnixTime};
+use mesh_core::wireguard::{packet_buffer, Config, IpPrefix, PeerConfig, WireGuard};
+use mesh_tests::ipv4_udp;
+
+#[path = "../../fuzz/fuzz_targets/common.rs"]
+mod common;
+
+fn write(dir: &Path, target: &str, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    let d = dir.join(target);
+    std::fs::create_dir_all(&d)?;
+    std::fs::write(d.join(format!("seed-{name}")), bytes)
+}
+
+fn frame(out: &mut Vec<u8>, datagram: &[u8]) {
+    out.extend_from_slice(&(datagram.len() as u16).to_be_bytes());
+    out.push(0);
+    out.extend_from_slice(datagram);
+}
+
+fn main() -> std::io::Result<()> {
+    let dir = std::env::args().nth(1).unwrap_or_else(|| "fuzz/corpus".into());
+    let dir = Path::new(&dir);
+    let now = Instant::from_micros(1_000_000);
+    let device_addr = SocketAddr::from(([192, 0, 2, 1], 51820));
+    let peer_addr = SocketAddr::from(common::PEER_ADDR);
+
+    // The fuzz fixture's device, constructed exactly as the targets do, so its responses
+    // (and so the session keys) are the same when the seed is replayed.
+    let mut device = common::device();
+    let mut peer = WireGuard::new(
+        Config::new(common::peer_key()),
+        Rng::from_seed(2),
+        now,
+        UnixTime(Duration::from_secs(1_700_000_000)),
+    )
+    .map_err(std::io::Error::other)?;
+    let mut pc = PeerConfig::new(common::device_key().public_key(), vec![IpPrefix::host([100, 64, 0, 1].into())]);
+    pc.endpoint = Some(device_addr);
+    peer.add_peer(now, pc).map_err(std::io::Error::other)?;
+
+    let packet = ipv4_udp([100, 64, 0, 2].into(), [100, 64, 0, 1].into(), b"seed payload");
+    let _ = peer.handle_packet(now, packet_buffer(&packet));
+    let mut to_device: Vec<BytesMut> = Vec::new();
+    let mut sequence = Vec::new();
+    for _ in 0..4 {
+        while let Some(t) = peer.poll_transmit() {
+            to_device.push(t.payload);
+        }
+        for d in to_device.drain(..) {
+            frame(&mut sequence, &d);
+            if d[0] == 1 {
+                write(dir, "wg_responder", "initiation-body", &d[4..116])?;
+                write(dir, "wg_datagram", "initiation", &{
+                    let mut one = Vec::new();
+                    frame(&mut one, &d);
+                    one
+                })?;
+            }
+            let _ = device.handle_datagram(now, peer_addr, d);
+        }
+        while let Some(t) = device.poll_transmit() {
+            let _ = peer.handle_datagram(now, device_addr, t.payload);
+        }
+    }
+    write(dir, "wg_datagram", "handshake-and-data", &sequence)?;
+    let mut replay = Vec::new();
+    for c in [0u16, 1, 1, 64, 3, 9000, 2] {
+        replay.push(0);
+        replay.extend_from_slice(&c.to_le_bytes());
+    }
+    write(dir, "wg_replay_window", "mixed", &replay)?;
+    println!("seeds written under {}", dir.display());
+    Ok(())
+}
