@@ -204,3 +204,26 @@ fn message_count_limits_rekey_and_reject() {
     assert_eq!(inits.len(), 2, "one rekey attempt once the counter passed 100 (rate-limited to one per 5 s)");
     assert_eq!(p.sides[B].received.len(), 150);
 }
+
+#[test]
+fn persistent_keepalive_every_interval_when_idle() {
+    let mut p = Pair::new(10);
+    let peer = p.sides[A].peer;
+    let mut status = p.sides[A].wg.peer_status(peer).unwrap_or_else(|| panic!("peer"));
+    let mut config = mesh_core::wireguard::PeerConfig::new(status.public_key, std::mem::take(&mut status.allowed_ips));
+    config.persistent_keepalive = Some(Duration::from_secs(25));
+    let now = p.now;
+    assert_eq!(p.sides[A].wg.update_peer(now, peer, config), Ok(()));
+    p.send(A, b"a");
+    let t = p.now;
+    p.advance(secs(80.0));
+    let keepalives: Vec<f64> = p
+        .log
+        .iter()
+        .filter(|w| w.from == A && w.is_keepalive() && w.at > t)
+        .map(|w| w.at.saturating_duration_since(t).as_secs_f64())
+        .collect();
+    // B's keepalive answering the data (at 10 s) is authenticated traffic too and pushes
+    // the persistent keepalive back: 10 + 25, then every 25 s.
+    assert_eq!(keepalives, vec![35.0, 60.0]);
+}

@@ -732,8 +732,11 @@ impl Shared {
         peer.current.as_ref().is_some_and(|k| k.is_usable(now) && k.send_counter < self.limits.1)
     }
 
+    /// Send an empty data message; without a usable session, start a handshake instead
+    /// (a persistent keepalive must keep NAT mappings open even when keys expired).
     fn send_keepalive(&mut self, now: Instant, peer: &mut Peer) {
         if !self.can_send(now, peer) {
+            self.send_initiation(now, peer, false);
             return;
         }
         let mut buf = BytesMut::with_capacity(DATA_HEADER_LEN + TAG_LEN);

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# WireGuard benchmarks, run side by side: the criterion bench `wireguard` (device pair vs
+# raw AEAD; our handshake vs boringtun's), built twice (baseline x86-64 and x86-64-v3),
+# RUNS alternating rounds, then medians and ratios. Usage: bench/wireguard.sh [RUNS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs="${1:-3}"
+out="$(mktemp -d)"
+for round in $(seq 1 "$runs"); do
+  for cpu in x86-64 x86-64-v3; do
+    echo "round $round, target-cpu=$cpu" >&2
+    CARGO_TARGET_DIR="target/bench-$cpu" RUSTFLAGS="-C target-cpu=$cpu" \
+      cargo bench -q -p mesh-tests --bench wireguard -- --warm-up-time 1 --measurement-time 4 --noplot >/dev/null 2>&1
+    for f in target/bench-"$cpu"/criterion/*/*/*/new/estimates.json target/bench-"$cpu"/criterion/*/*/new/estimates.json; do
+      [ -f "$f" ] || continue
+      id="${f#target/bench-$cpu/criterion/}"; id="${id%/new/estimates.json}"
+      python3 -c 'import json,sys; print(sys.argv[2], sys.argv[3], json.load(open(sys.argv[1]))["median"]["point_estimate"])' \
+        "$f" "$cpu" "$id" >> "$out/results"
+    done
+  done
+done
+python3 - "$out/results" <<'PY'
+import sys, statistics, collections
+rows = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    cpu, bench, ns = line.split()
+    rows[(cpu, bench)].append(float(ns))
+med = {k: statistics.median(v) for k, v in rows.items()}
+print(f"{'cpu':10} {'benchmark':32} {'median':>12} runs")
+for (cpu, bench), m in sorted(med.items()):
+    unit = f"{m/1000:.2f} us" if m >= 1000 else f"{m:.0f} ns"
+    print(f"{cpu:10} {bench:32} {unit:>12} {len(rows[(cpu, bench)])}")
+print()
+for cpu in ("x86-64", "x86-64-v3"):
+    for size in ("64", "1420", "65000"):
+        raw, dev = med.get((cpu, f"seal_open/raw_aead/{size}")), med.get((cpu, f"seal_open/device_pair/{size}"))
+        if raw and dev:
+            print(f"{cpu:10} seal+open {size:>5} B: device {raw/dev:.2f}x raw AEAD ({int(size)/dev:.2f} GB/s per packet through both ends)")
+    ours, bt = med.get((cpu, "handshake/mesh_core")), med.get((cpu, "handshake/boringtun"))
+    if ours and bt:
+        print(f"{cpu:10} handshakes: {1e9/ours:.0f}/s vs boringtun {1e9/bt:.0f}/s = {bt/ours:.2f}x")
+PY
