@@ -5,11 +5,18 @@
 //! were scheduled. Two events at the same virtual instant therefore always run in the same
 //! order, which is what makes a run a pure function of its seed (a `BinaryHeap` alone would
 //! break ties arbitrarily).
+//!
+//! [`Event`] lists what a world schedules: datagram arrivals, node timers, traffic ticks,
+//! faults and chaos.
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
+use bytes::BytesMut;
 use mesh_core::time::Instant;
+
+use crate::faults::Fault;
+use crate::node::NodeId;
 
 /// An event and the instant it is due.
 #[derive(Debug)]
@@ -91,6 +98,24 @@ impl<E> EventQueue<E> {
     pub fn scheduled_total(&self) -> u64 {
         self.next_seq
     }
+}
+
+/// Something scheduled to happen in a world.
+#[derive(Debug)]
+pub(crate) enum Event {
+    /// A datagram arrives at `to`.
+    Deliver { from: NodeId, to: NodeId, payload: BytesMut },
+    /// A node's WireGuard asked to be woken (`poll_timeout`).
+    Timer { node: NodeId, generation: u64 },
+    /// The traffic application of a node sends its next packet. Each (re)start of a node's
+    /// traffic begins a new chain of ticks; ticks of older chains are stale.
+    AppTick { node: NodeId, chain: u64 },
+    /// A scheduled fault or repair.
+    Fault(Fault),
+    /// A deferred `poll_timeout` of a node is due (only with timer-poll slack).
+    PollTimeout { node: NodeId, generation: u64 },
+    /// The chaos schedule injects its next fault (stale unless `chain` is current).
+    Chaos { chain: u64 },
 }
 
 #[cfg(test)]

@@ -209,7 +209,13 @@ fn serialization_time(bytes: usize, bps: u64) -> Duration {
 impl LinkDirection {
     /// A fresh, unblocked direction.
     pub fn new(config: LinkConfig) -> Self {
-        Self { config, blocked: false, busy_until: Instant::ZERO, last_arrival: Instant::ZERO, stats: LinkStats::default() }
+        Self {
+            config,
+            blocked: false,
+            busy_until: Instant::ZERO,
+            last_arrival: Instant::ZERO,
+            stats: LinkStats::default(),
+        }
     }
 
     /// Decide the fate of a `len`-byte UDP payload sent at `now`. Partitions are the

@@ -1,0 +1,24 @@
+//! What can go wrong when building or changing a world.
+
+use mesh_core::wireguard::ConfigError;
+use thiserror::Error;
+
+use crate::network::MAX_NODES;
+use crate::node::NodeId;
+
+/// A world-building or world-changing request that cannot be carried out.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum SimError {
+    #[error("a world holds at most {MAX_NODES} nodes")]
+    TooManyNodes,
+    #[error("no node {0}")]
+    NoSuchNode(NodeId),
+    #[error("node {0} is down")]
+    NodeDown(NodeId),
+    #[error("node {0} cannot be its own peer")]
+    SelfPeer(NodeId),
+    #[error("{from} has no peer {to}")]
+    NotAPeer { from: NodeId, to: NodeId },
+    #[error("WireGuard configuration: {0}")]
+    Config(#[from] ConfigError),
+}
