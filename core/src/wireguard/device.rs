@@ -9,7 +9,7 @@
 //! [`WireGuard::poll_event`] and [`WireGuard::poll_timeout`].
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::hash::BuildHasherDefault;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -175,6 +175,8 @@ struct Shared {
     received: VecDeque<Received>,
     events: VecDeque<Event>,
     stats: Stats,
+    /// Peers an input may have changed the timers of; rescheduled when the input is done.
+    touched: Vec<PeerId>,
 }
 
 /// The WireGuard state machine for one interface.
@@ -185,6 +187,9 @@ pub struct WireGuard {
     cookies: CookieChecker,
     load: LoadMeter,
     next_peer_id: u32,
+    /// Every peer's earliest timer deadline, so `poll_timeout` and `handle_timeout` cost
+    /// O(log peers) rather than a scan. Kept in step with each `Peer::scheduled`.
+    deadlines: BTreeSet<(Instant, PeerId)>,
     sh: Shared,
 }
 
@@ -214,6 +219,7 @@ impl WireGuard {
                 under_load_until: None,
             },
             next_peer_id: 0,
+            deadlines: BTreeSet::new(),
             sh: Shared {
                 rng,
                 noise,
@@ -224,6 +230,7 @@ impl WireGuard {
                 received: VecDeque::new(),
                 events: VecDeque::new(),
                 stats: Stats::default(),
+                touched: Vec::new(),
             },
         })
     }
@@ -266,6 +273,7 @@ impl WireGuard {
         let prefixes = peer.config.allowed_ips.clone();
         self.peers.insert(id, peer);
         self.assign_allowed_ips(id, &prefixes);
+        self.reschedule(id);
         Ok(id)
     }
 
@@ -282,12 +290,16 @@ impl WireGuard {
         peer.timers.on_authenticated_traversal(now, peer.config.persistent_keepalive);
         self.allowed_ips.remove_value(id);
         self.assign_allowed_ips(id, &prefixes);
+        self.reschedule(id);
         Ok(())
     }
 
     /// Remove a peer, erasing its keys and releasing its allowed IPs.
     pub fn remove_peer(&mut self, id: PeerId) -> Result<(), ConfigError> {
         let mut peer = self.peers.remove(&id).ok_or(ConfigError::NoSuchPeer)?;
+        if let Some(at) = peer.scheduled.take() {
+            self.deadlines.remove(&(at, id));
+        }
         self.by_key.remove(&peer.config.public_key);
         self.sh.noise.forget_peer(&peer.config.public_key);
         self.allowed_ips.remove_value(id);
@@ -345,6 +357,7 @@ impl WireGuard {
     pub fn connect(&mut self, now: Instant, id: PeerId) -> Result<(), ConfigError> {
         let peer = self.peers.get_mut(&id).ok_or(ConfigError::NoSuchPeer)?;
         self.sh.send_initiation(now, peer, false);
+        self.reschedule(id);
         Ok(())
     }
 
@@ -354,6 +367,7 @@ impl WireGuard {
     /// replies to [`Self::poll_transmit`]. An `Err` says why it was dropped (also counted).
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: BytesMut) -> Result<(), DropReason> {
         let result = self.dispatch_datagram(now, from, datagram);
+        self.reschedule_touched();
         if let Err(reason) = result {
             self.sh.stats.drops.record(reason);
             debug!(%from, %reason, "dropped datagram");
@@ -375,6 +389,7 @@ impl WireGuard {
     /// capacity so it is encrypted without reallocating.
     pub fn handle_packet(&mut self, now: Instant, buf: BytesMut) -> Result<(), DropReason> {
         let result = self.route_packet(now, buf);
+        self.reschedule_touched();
         if let Err(reason) = result {
             self.sh.stats.drops.record(reason);
             trace!(%reason, "dropped outbound packet");
@@ -389,6 +404,7 @@ impl WireGuard {
         let addrs = buf.get(DATA_HEADER_LEN..).and_then(inner_ip::parse).ok_or(DropReason::BadInnerPacket)?;
         let id = self.allowed_ips.lookup(addrs.dst).ok_or(DropReason::NoRoute)?;
         let peer = self.peers.get_mut(&id).ok_or(DropReason::NoRoute)?;
+        self.sh.touched.push(id);
         if peer.current.as_ref().is_some_and(|k| k.is_usable(now) && k.send_counter < self.sh.limits.1) {
             return self.sh.send_data(now, peer, buf);
         }
@@ -407,10 +423,14 @@ impl WireGuard {
 
     /// Fire every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        for peer in self.peers.values_mut() {
-            if peer.timers.next_deadline().is_none_or(|at| at > now) {
-                continue;
+        while let Some(&(at, id)) = self.deadlines.first() {
+            if at > now {
+                break;
             }
+            self.deadlines.pop_first();
+            let Some(peer) = self.peers.get_mut(&id) else { continue };
+            peer.scheduled = None;
+            self.sh.touched.push(id);
             let expired = peer.timers.expire(now);
             if expired.zero_key_material {
                 for index in peer.zero_keys() {
@@ -441,6 +461,28 @@ impl WireGuard {
                 self.sh.send_initiation(now, peer, false);
             }
         }
+        self.reschedule_touched();
+    }
+
+    /// Bring `deadlines` in line with the timers of the peers the last input touched.
+    fn reschedule_touched(&mut self) {
+        while let Some(id) = self.sh.touched.pop() {
+            self.reschedule(id);
+        }
+    }
+
+    fn reschedule(&mut self, id: PeerId) {
+        let Some(peer) = self.peers.get_mut(&id) else { return };
+        let next = peer.timers.next_deadline();
+        if next != peer.scheduled {
+            if let Some(old) = peer.scheduled {
+                self.deadlines.remove(&(old, id));
+            }
+            if let Some(new) = next {
+                self.deadlines.insert((new, id));
+            }
+            peer.scheduled = next;
+        }
     }
 
     // ----- outputs ----------------------------------------------------------------------
@@ -459,7 +501,7 @@ impl WireGuard {
 
     /// The next deadline of any peer.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.peers.values().filter_map(|p| p.timers.next_deadline()).min()
+        self.deadlines.first().map(|&(at, _)| at)
     }
 
     // ----- message handlers -------------------------------------------------------------
@@ -490,6 +532,7 @@ impl WireGuard {
             hs.get_remote_static().and_then(|k| k.try_into().ok()).ok_or(DropReason::HandshakeFailed)?;
         let id = *self.by_key.get(&PublicKey(remote)).ok_or(DropReason::UnknownPeer)?;
         let peer = self.peers.get_mut(&id).ok_or(DropReason::UnknownPeer)?;
+        self.sh.touched.push(id);
         let mut ts = Tai64n::default();
         ts.0.copy_from_slice(&timestamp[..12]);
         if peer.last_timestamp.is_some_and(|last| ts <= last) {
@@ -534,6 +577,7 @@ impl WireGuard {
         let receiver = read_u32(msg, 8);
         let id = *self.sh.by_index.get(&receiver).ok_or(DropReason::UnknownIndex)?;
         let peer = self.peers.get_mut(&id).ok_or(DropReason::UnknownIndex)?;
+        self.sh.touched.push(id);
         let Some(mut pending) = peer.pending.take_if(|p| p.local_index == receiver) else {
             return Err(DropReason::UnexpectedResponse);
         };
@@ -587,6 +631,7 @@ impl WireGuard {
         let counter = read_u64(&buf, 8);
         let id = *self.sh.by_index.get(&receiver).ok_or(DropReason::UnknownIndex)?;
         let peer = self.peers.get_mut(&id).ok_or(DropReason::UnknownIndex)?;
+        self.sh.touched.push(id);
         let slot = peer.slot_of(receiver).ok_or(DropReason::UnknownIndex)?;
         let reject_after = self.sh.limits.1;
         let keypair = peer.keypair_mut(slot).ok_or(DropReason::UnknownIndex)?;

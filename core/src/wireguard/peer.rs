@@ -80,6 +80,8 @@ pub struct Peer {
     pub next: Option<Keypair>,
     pub staged: VecDeque<BytesMut>,
     pub timers: PeerTimers,
+    /// The deadline this peer is filed under in the device's timer queue.
+    pub scheduled: Option<Instant>,
     pub stats: PeerStats,
 }
 
@@ -118,6 +120,7 @@ impl Peer {
             next: None,
             staged: VecDeque::new(),
             timers: PeerTimers::default(),
+            scheduled: None,
             stats: PeerStats::default(),
         }
     }
