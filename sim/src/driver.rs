@@ -31,7 +31,6 @@ pub(crate) struct Driver<'a> {
     pub(crate) stats: &'a mut SimStats,
     pub(crate) pairs: &'a mut PairMatrix,
     pub(crate) link_rng: &'a mut Rng,
-    pub(crate) timer_poll_slack: Duration,
 }
 
 impl Driver<'_> {
@@ -142,29 +141,17 @@ impl Driver<'_> {
                 break;
             }
         }
-        if after_timeout || self.timer_poll_slack.is_zero() {
-            self.poll_timeout(node, after_timeout);
-        } else if node.poll_due.is_none() {
-            // Defer the scan; later inputs within the slack share it.
-            let at = self.now + self.timer_poll_slack;
-            node.poll_due = Some(at);
-            self.queue.schedule(at, Event::PollTimeout { node: id, generation: node.generation() });
-        }
+        self.poll_timeout(node, after_timeout);
     }
 
     /// Ask `node` for its next deadline and make sure a timer event is scheduled for it.
-    pub(crate) fn poll_timeout(&mut self, node: &mut Node, after_timeout: bool) {
-        node.poll_due = None;
+    fn poll_timeout(&mut self, node: &mut Node, after_timeout: bool) {
         let Some(deadline) = node.wg.as_ref().and_then(|wg| wg.poll_timeout()) else { return };
         let mut at = deadline.max(self.now);
         if after_timeout && deadline <= self.now {
             self.stats.timer_stalls += 1;
             debug!(node = %node.id(), "poll_timeout did not move past now after handle_timeout");
             at = self.now + Duration::from_millis(1);
-        } else if deadline < self.now {
-            // Only possible with timer-poll slack: a deadline was set closer to its input
-            // than the slack, so the timer fires late.
-            self.stats.late_timers += 1;
         }
         // An earlier (or equal) wake-up is already scheduled: it will ask again.
         if node.timer_at.is_some_and(|pending| pending <= at) {

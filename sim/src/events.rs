@@ -112,8 +112,6 @@ pub(crate) enum Event {
     AppTick { node: NodeId, chain: u64 },
     /// A scheduled fault or repair.
     Fault(Fault),
-    /// A deferred `poll_timeout` of a node is due (only with timer-poll slack).
-    PollTimeout { node: NodeId, generation: u64 },
     /// The chaos schedule injects its next fault (stale unless `chain` is current).
     Chaos { chain: u64 },
 }

@@ -119,9 +119,6 @@ pub struct Node {
     generation: u64,
     /// The earliest timer event scheduled for this generation and not yet fired.
     pub(crate) timer_at: Option<Instant>,
-    /// With timer-poll slack: when the deferred `poll_timeout` is due (see
-    /// `World::set_timer_poll_slack`).
-    pub(crate) poll_due: Option<Instant>,
     /// Whether the traffic application runs on this node.
     pub(crate) traffic: bool,
     /// The current chain of traffic ticks (see `World::start_app_chain`).
@@ -163,7 +160,6 @@ impl Node {
             wg: None,
             generation: 0,
             timer_at: None,
-            poll_due: None,
             traffic: true,
             app_chain: 0,
             stats: NodeStats::default(),
@@ -184,7 +180,6 @@ impl Node {
         self.wg = Some(wg);
         self.generation += 1;
         self.timer_at = None;
-        self.poll_due = None;
         Ok(())
     }
 
@@ -195,7 +190,6 @@ impl Node {
         }
         self.generation += 1;
         self.timer_at = None;
-        self.poll_due = None;
     }
 
     /// Configure `node` as a peer (and add it to the running WireGuard, if any).

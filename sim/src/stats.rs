@@ -27,9 +27,6 @@ pub struct SimStats {
     /// `handle_timeout(now)` (a broken contract: it would busy-loop the driver). The world
     /// then waits 1 ms instead.
     pub timer_stalls: u64,
-    /// With timer-poll slack (`World::set_timer_poll_slack`): deferred `poll_timeout`s that
-    /// found a deadline already past, so a timer fired late. Zero in an exact run.
-    pub late_timers: u64,
     /// Datagrams nodes handed to the underlay.
     pub datagrams_sent: u64,
     /// Datagrams handed to a running node's WireGuard (duplicates included).
@@ -270,8 +267,8 @@ impl fmt::Display for Summary {
         )?;
         write!(
             f,
-            "faults: {} crashes, {} restarts, {} partitions; {} events ({} stale), {} timer stalls, {} late timers, {} trace records",
-            s.crashes, s.restarts, s.partitions, s.events, s.stale_events, s.timer_stalls, s.late_timers, self.trace_records
+            "faults: {} crashes, {} restarts, {} partitions; {} events ({} stale), {} timer stalls, {} trace records",
+            s.crashes, s.restarts, s.partitions, s.events, s.stale_events, s.timer_stalls, self.trace_records
         )
     }
 }

@@ -67,7 +67,6 @@ pub struct World {
     next_chain: u64,
     chaos_chain: u64,
     connect_on_restart: bool,
-    timer_poll_slack: Duration,
     rerun_hint: String,
 }
 
@@ -112,7 +111,6 @@ impl World {
             next_chain: 0,
             chaos_chain: 0,
             connect_on_restart: false,
-            timer_poll_slack: Duration::ZERO,
             rerun_hint: format!("cargo run --release -p mesh-sim --bin meshsim -- --seed {seed}"),
         }
     }
@@ -126,7 +124,6 @@ impl World {
             stats: &mut self.stats,
             pairs: &mut self.pairs,
             link_rng: &mut self.rng.links,
-            timer_poll_slack: self.timer_poll_slack,
         };
         (driver, &mut self.nodes)
     }
@@ -250,17 +247,6 @@ impl World {
     /// persistent keepalives does).
     pub fn set_connect_on_restart(&mut self, connect: bool) {
         self.connect_on_restart = connect;
-    }
-
-    /// Trade exactness for speed: instead of calling `poll_timeout` after every input (the
-    /// sans-IO contract, and the default with `Duration::ZERO`), call it at most `slack`
-    /// after the first unpolled input of a node. `poll_timeout` scans all of a node's peers,
-    /// which dominates large meshes. The run stays deterministic, and it is equivalent as long
-    /// as no input arms a deadline less than `slack` ahead (WireGuard's shortest is
-    /// REKEY_TIMEOUT, 5 s); [`SimStats::late_timers`] counts violations. Changes the trace
-    /// hash (timer events are scheduled at other moments).
-    pub fn set_timer_poll_slack(&mut self, slack: Duration) {
-        self.timer_poll_slack = slack;
     }
 
     /// The command a failure report tells the reader to run (see [`Self::check`]).
@@ -437,7 +423,6 @@ impl World {
                     debug!(%fault, %error, "scheduled fault failed");
                 }
             }
-            Event::PollTimeout { node, generation } => self.deferred_poll(node, generation, at),
             Event::Chaos { chain } => self.chaos_tick(chain),
         }
         true
@@ -493,16 +478,6 @@ impl World {
         driver.stats.timers_fired += 1;
         driver.trace.record(now, TraceRecord::Timer { node: id });
         driver.drive(node, true);
-    }
-
-    fn deferred_poll(&mut self, id: NodeId, generation: u64, at: Instant) {
-        let (mut driver, nodes) = self.driver();
-        let node = &mut nodes[id.0];
-        if node.generation() != generation || node.poll_due != Some(at) {
-            driver.stats.stale_events += 1;
-            return;
-        }
-        driver.poll_timeout(node, false);
     }
 
     fn app_tick(&mut self, id: NodeId, chain: u64) {

@@ -190,17 +190,6 @@ fn toggling_traffic_does_not_double_it() {
 }
 
 #[test]
-fn timer_poll_slack_keeps_every_deadline() {
-    let mut world = mesh(23, 4, LinkConfig::wan().with_loss(0.1));
-    world.set_timer_poll_slack(Duration::from_millis(500));
-    world.set_chaos(Some(ChaosConfig::default()));
-    world.run_for(secs(300));
-    world.check(world.stats().late_timers == 0, "no deadline was closer than the slack");
-    world.check(world.stats().timer_stalls == 0, "no stall");
-    world.check(world.summary().stalled_pairs == 0, "every pair still delivers");
-}
-
-#[test]
 #[should_panic(expected = "seed: 3")]
 fn failures_report_the_seed() {
     let world = mesh(3, 2, LinkConfig::default());
