@@ -9,11 +9,14 @@ out="$(mktemp -d)"
 for round in $(seq 1 "$runs"); do
   for cpu in x86-64 x86-64-v3; do
     echo "round $round, target-cpu=$cpu" >&2
-    CARGO_TARGET_DIR="target/bench-$cpu" RUSTFLAGS="-C target-cpu=$cpu" \
+    dir="$PWD/target/bench-$cpu"
+    rm -rf "$dir/criterion"
+    CARGO_TARGET_DIR="$dir" RUSTFLAGS="-C target-cpu=$cpu" \
       cargo bench -q -p mesh-tests --bench wireguard -- --warm-up-time 1 --measurement-time 4 --noplot >/dev/null 2>&1
-    for f in target/bench-"$cpu"/criterion/*/*/*/new/estimates.json target/bench-"$cpu"/criterion/*/*/new/estimates.json; do
+    # criterion writes its estimates under $CARGO_TARGET_DIR/criterion.
+    for f in "$dir"/criterion/*/*/*/new/estimates.json "$dir"/criterion/*/*/new/estimates.json; do
       [ -f "$f" ] || continue
-      id="${f#target/bench-$cpu/criterion/}"; id="${id%/new/estimates.json}"
+      id="${f#"$dir"/criterion/}"; id="${id%/new/estimates.json}"
       python3 -c 'import json,sys; print(sys.argv[2], sys.argv[3], json.load(open(sys.argv[1]))["median"]["point_estimate"])' \
         "$f" "$cpu" "$id" >> "$out/results"
     done

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519::{PublicKey as BtPublic, StaticSecret};
-use bytes::BytesMut;
 use chacha20poly1305::aead::AeadInPlace;
 use chacha20poly1305::{ChaCha20Poly1305, KeyInit};
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};

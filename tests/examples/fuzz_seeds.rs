@@ -80,6 +80,33 @@ fn main() -> std::io::Result<()> {
         replay.extend_from_slice(&c.to_le_bytes());
     }
     write(dir, "wg_replay_window", "mixed", &replay)?;
+
+    // IP packets: the UDP packet above, a TCP SYN to port 22 and an ICMP echo request.
+    write(dir, "ip_packet", "udp", &packet)?;
+    let mut syn = ipv4_udp([100, 64, 0, 2].into(), [100, 64, 0, 1].into(), &[0u8; 12]);
+    syn[9] = 6;
+    syn[20..22].copy_from_slice(&40000u16.to_be_bytes());
+    syn[22..24].copy_from_slice(&22u16.to_be_bytes());
+    syn[32] = 5 << 4;
+    syn[33] = 0x02;
+    write(dir, "ip_packet", "tcp-syn", &syn)?;
+    let mut echo = ipv4_udp([100, 64, 0, 2].into(), [100, 64, 0, 1].into(), &[]);
+    echo[9] = 1;
+    echo[20..28].copy_from_slice(&[8, 0, 0, 0, 0x12, 0x34, 0, 1]);
+    write(dir, "ip_packet", "icmp-echo", &echo)?;
+
+    // DNS: A query for alpha.tail.mesh, PTR query for 1.0.64.100.in-addr.arpa.
+    let query = |name: &str, qtype: u8| {
+        let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+        for label in name.split('.') {
+            q.push(label.len() as u8);
+            q.extend_from_slice(label.as_bytes());
+        }
+        q.extend_from_slice(&[0, 0, qtype, 0, 1]);
+        q
+    };
+    write(dir, "dns_query", "a", &query("alpha.tail.mesh", 1))?;
+    write(dir, "dns_query", "ptr", &query("1.0.64.100.in-addr.arpa", 12))?;
     println!("seeds written under {}", dir.display());
     Ok(())
 }

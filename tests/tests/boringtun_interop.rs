@@ -82,7 +82,7 @@ impl World {
     }
 
     /// Hand a datagram from boringtun to us.
-    fn to_ours(&mut self, datagram: &[u8]) {
+    fn deliver_to_ours(&mut self, datagram: &[u8]) {
         let _ = self.ours.handle_datagram(self.now, self.bt_addr, bytes::BytesMut::from(datagram));
         self.pump();
     }
@@ -116,7 +116,7 @@ impl World {
             }
             self.buf = buf;
             for r in replies {
-                self.to_ours(&r);
+                self.deliver_to_ours(&r);
             }
         }
     }
@@ -137,7 +137,7 @@ impl World {
         };
         self.buf = buf;
         if let Some(d) = out {
-            self.to_ours(&d);
+            self.deliver_to_ours(&d);
         }
     }
 
@@ -157,7 +157,7 @@ impl World {
             };
             self.buf = buf;
             if let Some(d) = out {
-                self.to_ours(&d);
+                self.deliver_to_ours(&d);
             }
         }
     }

@@ -64,8 +64,8 @@ impl IpPrefix {
 
     /// Whether `addr` lies in this prefix.
     pub fn contains(&self, addr: IpAddr) -> bool {
-        addr.is_ipv4() == self.addr.is_ipv4()
-            && IpPrefix::new(addr, self.len).map(|p| p.addr == self.addr).unwrap_or(false)
+        let mask = if self.len == 0 { 0 } else { u128::MAX << (128 - u32::from(self.len)) };
+        addr.is_ipv4() == self.addr.is_ipv4() && (addr_bits(addr) ^ addr_bits(self.addr)) & mask == 0
     }
 }
 

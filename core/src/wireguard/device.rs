@@ -8,9 +8,7 @@
 //! authenticated them and whose allowed IPs contain their source),
 //! [`WireGuard::poll_event`] and [`WireGuard::poll_timeout`].
 
-use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::hash::BuildHasherDefault;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -161,7 +159,8 @@ impl LoadMeter {
     }
 }
 
-type IndexMap = HashMap<u32, PeerId, BuildHasherDefault<DefaultHasher>>;
+/// Receiver index -> peer. Indices are random (ours), so a fast fixed hash is safe here.
+type IndexMap = HashMap<u32, PeerId, rustc_hash::FxBuildHasher>;
 
 /// State every peer operation needs besides the peer itself (split from [`WireGuard`] so a
 /// peer can be borrowed mutably alongside it).
