@@ -7,6 +7,8 @@
 
 pub mod dns;
 pub mod ip;
+pub mod node;
 pub mod rng;
+pub mod tcp;
 pub mod time;
 pub mod wireguard;

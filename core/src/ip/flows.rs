@@ -111,13 +111,12 @@ impl FlowTable {
         self.map.get(key).map(|e| e.origin)
     }
 
-    /// Track a flow (or refresh it; a local origin is never downgraded to remote).
+    /// Track a flow, or refresh it: a flow keeps the origin it was created with, so the
+    /// replies of a service to a remotely opened flow never make it "local" (it must stay
+    /// subject to the rules).
     pub fn insert(&mut self, now: Instant, key: FlowKey, origin: Origin) {
         if let Some(entry) = self.map.get_mut(&key) {
             entry.last_seen = now;
-            if origin == Origin::Local {
-                entry.origin = Origin::Local;
-            }
             return;
         }
         if self.map.len() >= self.capacity {
@@ -211,14 +210,16 @@ mod tests {
     }
 
     #[test]
-    fn local_origin_wins_and_cut_spares_local_flows() {
+    fn origin_is_fixed_at_creation_and_cut_spares_local_flows() {
         let mut t = FlowTable::new(100);
-        t.insert(at(0), key(1), Origin::Remote);
         t.insert(at(0), key(1), Origin::Local);
+        t.insert(at(0), key(1), Origin::Remote);
+        t.insert(at(0), key(4), Origin::Remote);
+        t.insert(at(0), key(4), Origin::Local);
         t.insert(at(0), key(2), Origin::Remote);
         t.insert(at(0), key(3), Origin::Remote);
         let cut = t.cut_remote(|k| k.local_port == 3);
-        assert_eq!(cut, vec![key(2)]);
+        assert_eq!(cut, vec![key(4), key(2)]);
         assert_eq!(t.get(&key(1)), Some(Origin::Local));
         assert_eq!(t.get(&key(3)), Some(Origin::Remote));
     }

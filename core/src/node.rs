@@ -1,0 +1,605 @@
+//! One node of the mesh, composed: WireGuard, the packet filter with connection tracking,
+//! the userspace TCP stack for services the node serves itself, and MagicDNS.
+//!
+//! Inputs: datagrams from the UDP socket ([`Node::handle_datagram`]), IP packets from the
+//! TUN device ([`Node::handle_tun_packet`]), time ([`Node::handle_timeout`]), the netmap
+//! and the filter from the coordination server, and TCP calls from the services above.
+//! Outputs: datagrams ([`Node::poll_transmit`]), packets for the TUN
+//! ([`Node::poll_tun_packet`]), events ([`Node::poll_event`]) and [`Node::poll_timeout`].
+//!
+//! Inbound path: WireGuard authenticates the packet and checks its inner source against the
+//! peer's allowed IPs, then the flow table or the filter must allow it; then it goes to the
+//! TCP stack when its destination is a port served in the core, else to the TUN.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use smoltcp::phy::ChecksumCapabilities;
+use smoltcp::wire::{
+    Icmpv4DstUnreachable, Icmpv4Packet, Icmpv4Repr, IpProtocol, Ipv4Packet, Ipv4Repr, UdpPacket, UdpRepr,
+};
+use thiserror::Error;
+use tracing::{debug, trace};
+
+use crate::dns::{HostAddrs, MagicDns, MAGIC_DNS_ADDR};
+use crate::ip::{Filter, FlowKey, FlowTable, IcmpKind, PacketInfo, Proto, TcpFlags};
+use crate::rng::Rng;
+use crate::tcp::{ConnId, TcpConfig, TcpError, TcpEvent, TcpStack};
+use crate::time::{Instant, UnixTime};
+use crate::wireguard::{
+    self, packet_buffer, DropReason, IpPrefix, PeerConfig, PeerId, PrivateKey, PublicKey, Received, Transmit,
+    WireGuard, DATA_HEADER_LEN,
+};
+
+/// The SSH port served in the core when SSH is on.
+pub const SSH_PORT: u16 = 22;
+const DNS_PORT: u16 = 53;
+/// How often idle flows are swept.
+const FLOW_SWEEP_INTERVAL: Duration = Duration::from_secs(10);
+
+/// What a node is.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub private_key: PrivateKey,
+    pub mesh_v4: Ipv4Addr,
+    pub mesh_v6: Option<Ipv6Addr>,
+    /// The tailnet's DNS domain (names are `<node>.<domain>`).
+    pub dns_domain: String,
+    /// Serve SSH on port 22 of the mesh addresses, in the core.
+    pub serve_ssh: bool,
+    pub tcp: TcpConfig,
+    pub wireguard: WireGuardTuning,
+    pub max_flows: usize,
+}
+
+/// WireGuard knobs beyond the key (see [`wireguard::Config`]).
+#[derive(Clone, Copy, Debug)]
+pub struct WireGuardTuning {
+    pub handshake_load_threshold: u32,
+}
+
+impl Default for WireGuardTuning {
+    fn default() -> Self {
+        Self { handshake_load_threshold: wireguard::constants::DEFAULT_HANDSHAKE_LOAD_THRESHOLD }
+    }
+}
+
+impl NodeConfig {
+    /// A node with SSH off and default sizes.
+    pub fn new(private_key: PrivateKey, mesh_v4: Ipv4Addr, dns_domain: &str) -> Self {
+        Self {
+            private_key,
+            mesh_v4,
+            mesh_v6: None,
+            dns_domain: dns_domain.to_string(),
+            serve_ssh: false,
+            tcp: TcpConfig::default(),
+            wireguard: WireGuardTuning::default(),
+            max_flows: FlowTable::DEFAULT_CAPACITY,
+        }
+    }
+}
+
+/// A peer as the netmap describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetmapPeer {
+    /// Single DNS label (`laptop`).
+    pub name: String,
+    pub public_key: PublicKey,
+    pub endpoint: Option<SocketAddr>,
+    pub mesh_v4: Ipv4Addr,
+    pub mesh_v6: Option<Ipv6Addr>,
+    /// Routes beyond its own addresses (subnet routes, exit node).
+    pub routes: Vec<IpPrefix>,
+}
+
+/// Something the application must act on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeEvent {
+    Tcp(TcpEvent),
+    WireGuard(wireguard::Event),
+    /// A flow the new filter no longer allows was cut (TCP served in the core: reset).
+    FlowCut(FlowKey),
+}
+
+/// Why the node could not be built.
+#[derive(Debug, Error)]
+pub enum NodeError {
+    #[error("wireguard: {0}")]
+    WireGuard(#[from] wireguard::ConfigError),
+}
+
+/// Counters of what the node dropped or forwarded.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeStats {
+    pub inbound_malformed: u64,
+    pub inbound_filtered: u64,
+    pub inbound_not_for_us: u64,
+    pub inbound_to_tun: u64,
+    pub inbound_to_stack: u64,
+    pub outbound_malformed: u64,
+    pub outbound_no_route: u64,
+    pub outbound_dropped: u64,
+    pub dns_queries: u64,
+    pub flows_cut: u64,
+}
+
+/// One node.
+pub struct Node {
+    wg: WireGuard,
+    filter: Filter,
+    flows: FlowTable,
+    tcp: TcpStack,
+    dns: MagicDns,
+    /// This node's own mesh addresses.
+    addrs: Vec<IpAddr>,
+    netmap: BTreeMap<PublicKey, (PeerId, NetmapPeer)>,
+    /// DNS over TCP connections (from the TUN side) and their unread request bytes.
+    dns_conns: BTreeMap<ConnId, Vec<u8>>,
+    tun_out: VecDeque<BytesMut>,
+    events: VecDeque<NodeEvent>,
+    next_sweep: Instant,
+    stats: NodeStats,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("addrs", &self.addrs).field("wg", &self.wg).finish_non_exhaustive()
+    }
+}
+
+/// The mesh's address ranges (reverse DNS inside them is ours).
+fn mesh_ranges() -> Vec<IpPrefix> {
+    let v4 = IpPrefix::new(IpAddr::V4(Ipv4Addr::new(100, 64, 0, 0)), 10);
+    let v6 = IpPrefix::new(IpAddr::V6(Ipv6Addr::new(0xfd7a, 0x115c, 0xa1e0, 0, 0, 0, 0, 0)), 48);
+    [v4, v6].into_iter().flatten().collect()
+}
+
+impl Node {
+    /// A node with no peers and a deny-all filter. `seed` seeds every random choice;
+    /// `unix` is the wall-clock time at `now`.
+    pub fn new(config: NodeConfig, seed: u64, now: Instant, unix: UnixTime) -> Result<Self, NodeError> {
+        let mut rng = Rng::from_seed(seed);
+        let mut wg_config = wireguard::Config::new(config.private_key);
+        wg_config.handshake_load_threshold = config.wireguard.handshake_load_threshold;
+        let wg = WireGuard::new(wg_config, rng.fork(), now, unix)?;
+        let mut addrs = vec![IpAddr::V4(config.mesh_v4)];
+        addrs.extend(config.mesh_v6.map(IpAddr::V6));
+        let mut stack_addrs = addrs.clone();
+        stack_addrs.push(IpAddr::V4(MAGIC_DNS_ADDR));
+        let mut tcp = TcpStack::new(config.tcp, &stack_addrs, rng.next_u64(), now);
+        tcp.listen(DNS_PORT);
+        if config.serve_ssh {
+            tcp.listen(SSH_PORT);
+        }
+        Ok(Self {
+            wg,
+            filter: Filter::deny_all(),
+            flows: FlowTable::new(config.max_flows),
+            tcp,
+            dns: MagicDns::new(&config.dns_domain, mesh_ranges()),
+            addrs,
+            netmap: BTreeMap::new(),
+            dns_conns: BTreeMap::new(),
+            tun_out: VecDeque::new(),
+            events: VecDeque::new(),
+            next_sweep: now + FLOW_SWEEP_INTERVAL,
+            stats: NodeStats::default(),
+        })
+    }
+
+    pub fn public_key(&self) -> PublicKey {
+        self.wg.public_key()
+    }
+
+    pub fn wireguard(&self) -> &WireGuard {
+        &self.wg
+    }
+
+    pub fn stats(&self) -> &NodeStats {
+        &self.stats
+    }
+
+    pub fn addrs(&self) -> &[IpAddr] {
+        &self.addrs
+    }
+
+    // ----- control plane ------------------------------------------------------------------
+
+    /// Replace the set of peers (a new netmap): peers are added, updated and removed so
+    /// that WireGuard and MagicDNS match `peers`.
+    pub fn set_netmap(&mut self, now: Instant, peers: Vec<NetmapPeer>) {
+        let mut next = BTreeMap::new();
+        for peer in peers {
+            let mut allowed = vec![IpPrefix::host(IpAddr::V4(peer.mesh_v4))];
+            allowed.extend(peer.mesh_v6.map(|a| IpPrefix::host(IpAddr::V6(a))));
+            allowed.extend(peer.routes.iter().copied());
+            let mut config = PeerConfig::new(peer.public_key, allowed);
+            config.endpoint = peer.endpoint;
+            let id = match self.netmap.remove(&peer.public_key) {
+                Some((id, _)) => match self.wg.update_peer(now, id, config) {
+                    Ok(()) => id,
+                    Err(error) => {
+                        debug!(%error, "netmap peer update refused");
+                        continue;
+                    }
+                },
+                None => match self.wg.add_peer(now, config) {
+                    Ok(id) => id,
+                    Err(error) => {
+                        debug!(%error, "netmap peer refused");
+                        continue;
+                    }
+                },
+            };
+            next.insert(peer.public_key, (id, peer));
+        }
+        for (id, _) in std::mem::take(&mut self.netmap).into_values() {
+            let _ = self.wg.remove_peer(id);
+        }
+        self.netmap = next;
+        let hosts: Vec<(String, HostAddrs)> = self
+            .netmap
+            .values()
+            .map(|(_, p)| (p.name.clone(), HostAddrs { v4: Some(p.mesh_v4), v6: p.mesh_v6 }))
+            .collect();
+        self.dns.set_hosts(hosts.iter().map(|(n, a)| (n.as_str(), *a)));
+        self.drive(now);
+    }
+
+    /// The peer with this key, as WireGuard knows it.
+    pub fn peer_id(&self, key: &PublicKey) -> Option<PeerId> {
+        self.netmap.get(key).map(|(id, _)| *id)
+    }
+
+    /// The netmap entry of a peer.
+    pub fn netmap_peer(&self, id: PeerId) -> Option<&NetmapPeer> {
+        self.netmap.values().find(|(pid, _)| *pid == id).map(|(_, p)| p)
+    }
+
+    /// Swap in a new filter atomically. Remotely opened flows it no longer allows are cut:
+    /// connections terminated in the core are reset (RST to the remote end, `Closed` to the
+    /// service), flows to the TUN simply stop passing.
+    pub fn set_filter(&mut self, now: Instant, filter: Filter) {
+        self.filter = filter;
+        let Self { flows, filter, .. } = self;
+        let cut = flows.cut_remote(|key| filter.allows(&flow_as_packet(key)));
+        for key in cut {
+            self.stats.flows_cut += 1;
+            if key.proto == Proto::Tcp {
+                let local = SocketAddr::new(key.local, key.local_port);
+                let remote = SocketAddr::new(key.remote, key.remote_port);
+                for conn in self.tcp.connections_matching(|l, r| l == local && r == remote) {
+                    let _ = self.tcp.abort(now, conn);
+                }
+            }
+            self.events.push_back(NodeEvent::FlowCut(key));
+            debug!(?key, "flow cut by the new filter");
+        }
+        self.drive(now);
+    }
+
+    // ----- data plane inputs --------------------------------------------------------------
+
+    /// A datagram from the network.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: BytesMut) {
+        if let Err(reason) = self.wg.handle_datagram(now, from, datagram) {
+            trace!(%reason, "datagram dropped");
+        }
+        self.drive(now);
+    }
+
+    /// An IP packet from the TUN device. `buf` has [`DATA_HEADER_LEN`] bytes of headroom
+    /// before the packet (see [`wireguard::packet_buffer`]).
+    pub fn handle_tun_packet(&mut self, now: Instant, buf: BytesMut) {
+        self.outbound_from_tun(now, buf);
+        self.drive(now);
+    }
+
+    /// Run every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.wg.handle_timeout(now);
+        if self.tcp.poll_timeout().is_some_and(|at| at <= now) {
+            self.tcp.handle_timeout(now);
+        }
+        if now >= self.next_sweep {
+            self.flows.expire(now, 4096);
+            self.next_sweep = now + FLOW_SWEEP_INTERVAL;
+        }
+        self.drive(now);
+    }
+
+    // ----- outputs ------------------------------------------------------------------------
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.wg.poll_transmit()
+    }
+
+    /// A packet for the TUN device.
+    pub fn poll_tun_packet(&mut self) -> Option<BytesMut> {
+        self.tun_out.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<NodeEvent> {
+        self.events.pop_front()
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        [self.wg.poll_timeout(), self.tcp.poll_timeout(), Some(self.next_sweep)].into_iter().flatten().min()
+    }
+
+    // ----- TCP for services and applications ----------------------------------------------
+
+    /// Open a TCP connection through the mesh.
+    pub fn tcp_connect(&mut self, now: Instant, remote: SocketAddr) -> Result<ConnId, TcpError> {
+        let conn = self.tcp.connect(now, remote);
+        self.drive(now);
+        conn
+    }
+
+    pub fn tcp_send(&mut self, now: Instant, conn: ConnId, data: &[u8]) -> Result<usize, TcpError> {
+        let n = self.tcp.send(conn, data);
+        self.tcp.flush(now);
+        self.drive(now);
+        n
+    }
+
+    pub fn tcp_recv(&mut self, now: Instant, conn: ConnId, buf: &mut [u8]) -> Result<usize, TcpError> {
+        let n = self.tcp.recv(conn, buf);
+        // Reading opens the receive window: let the stack announce it.
+        self.tcp.flush(now);
+        self.drive(now);
+        n
+    }
+
+    pub fn tcp_close(&mut self, now: Instant, conn: ConnId) -> Result<(), TcpError> {
+        let r = self.tcp.close(now, conn);
+        self.drive(now);
+        r
+    }
+
+    pub fn tcp_abort(&mut self, now: Instant, conn: ConnId) -> Result<(), TcpError> {
+        let r = self.tcp.abort(now, conn);
+        self.drive(now);
+        r
+    }
+
+    /// The peer whose SYN opened an accepted connection.
+    pub fn tcp_peer(&self, conn: ConnId) -> Option<PeerId> {
+        self.tcp.peer_of(conn)
+    }
+
+    // ----- internals ----------------------------------------------------------------------
+
+    /// Move packets between the parts until nothing moves (the sans-IO fixpoint).
+    fn drive(&mut self, now: Instant) {
+        loop {
+            let mut moved = false;
+            while let Some(received) = self.wg.poll_received() {
+                moved = true;
+                self.inbound(now, received);
+            }
+            while let Some(packet) = self.tcp.poll_transmit() {
+                moved = true;
+                self.outbound_from_stack(now, packet);
+            }
+            while let Some(event) = self.tcp.poll_event() {
+                moved = true;
+                self.tcp_event(now, event);
+            }
+            while let Some(event) = self.wg.poll_event() {
+                moved = true;
+                self.events.push_back(NodeEvent::WireGuard(event));
+            }
+            if !moved {
+                break;
+            }
+        }
+    }
+
+    fn inbound(&mut self, now: Instant, received: Received) {
+        let Received { peer, packet } = received;
+        let info = match PacketInfo::parse(&packet) {
+            Ok(info) => info,
+            Err(error) => {
+                self.stats.inbound_malformed += 1;
+                trace!(%error, %peer, "inbound packet malformed");
+                return;
+            }
+        };
+        let key = FlowKey::inbound(&info);
+        if self.flows.touch(now, &key).is_none() {
+            if !self.filter.allows(&info) {
+                self.stats.inbound_filtered += 1;
+                trace!(?key, %peer, "inbound packet filtered");
+                return;
+            }
+            self.flows.insert(now, key, crate::ip::Origin::Remote);
+        }
+        if !self.addrs.contains(&info.dst) {
+            self.stats.inbound_not_for_us += 1;
+            return;
+        }
+        if info.proto == Proto::Tcp && self.tcp.serves(info.dst, info.dst_port) {
+            self.stats.inbound_to_stack += 1;
+            self.tcp.handle_packet(now, Some(peer), &info, &packet);
+        } else {
+            self.stats.inbound_to_tun += 1;
+            self.tun_out.push_back(packet);
+        }
+    }
+
+    fn outbound_from_tun(&mut self, now: Instant, buf: BytesMut) {
+        let Some(info) = buf.get(DATA_HEADER_LEN..).and_then(|p| PacketInfo::parse(p).ok()) else {
+            self.stats.outbound_malformed += 1;
+            return;
+        };
+        if info.dst == IpAddr::V4(MAGIC_DNS_ADDR) {
+            let packet = &buf[DATA_HEADER_LEN..DATA_HEADER_LEN + info.total_len];
+            match (info.proto, info.dst_port) {
+                (Proto::Udp, DNS_PORT) => self.answer_dns_udp(&info, packet),
+                (Proto::Tcp, DNS_PORT) => self.tcp.handle_packet(now, None, &info, packet),
+                _ => self.stats.outbound_dropped += 1,
+            }
+            return;
+        }
+        self.send_into_mesh(now, &info, buf);
+    }
+
+    fn outbound_from_stack(&mut self, now: Instant, packet: Vec<u8>) {
+        let Ok(info) = PacketInfo::parse(&packet) else {
+            self.stats.outbound_malformed += 1;
+            return;
+        };
+        // Replies of the stack to this node's own TUN side (DNS over TCP).
+        if self.addrs.contains(&info.dst) {
+            self.tun_out.push_back(BytesMut::from(&packet[..]));
+            return;
+        }
+        self.send_into_mesh(now, &info, packet_buffer(&packet));
+    }
+
+    fn send_into_mesh(&mut self, now: Instant, info: &PacketInfo, buf: BytesMut) {
+        self.flows.insert(now, FlowKey::outbound(info), crate::ip::Origin::Local);
+        match self.wg.handle_packet(now, buf) {
+            Ok(()) => {}
+            Err(DropReason::NoRoute) => {
+                self.stats.outbound_no_route += 1;
+                self.icmp_unreachable(info);
+            }
+            Err(reason) => {
+                self.stats.outbound_dropped += 1;
+                trace!(%reason, "outbound packet dropped");
+            }
+        }
+    }
+
+    fn tcp_event(&mut self, now: Instant, event: TcpEvent) {
+        match event {
+            TcpEvent::Accepted { conn, local, .. } if local.port() == DNS_PORT => {
+                self.dns_conns.insert(conn, Vec::new());
+            }
+            TcpEvent::Readable { conn } if self.dns_conns.contains_key(&conn) => self.serve_dns_tcp(now, conn),
+            TcpEvent::Closed { conn } if self.dns_conns.remove(&conn).is_some() => {}
+            other => self.events.push_back(NodeEvent::Tcp(other)),
+        }
+    }
+
+    /// DNS over TCP: 2-byte length, message; one answer per message.
+    fn serve_dns_tcp(&mut self, now: Instant, conn: ConnId) {
+        let mut chunk = [0u8; 2048];
+        loop {
+            match self.tcp.recv(conn, &mut chunk) {
+                Ok(0) => break,
+                Ok(n) => {
+                    let Some(buf) = self.dns_conns.get_mut(&conn) else { return };
+                    buf.extend_from_slice(&chunk[..n]);
+                    if buf.len() > 4 * 65_538 {
+                        let _ = self.tcp.abort(now, conn);
+                        return;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        while let Some(buf) = self.dns_conns.get_mut(&conn) {
+            if buf.len() < 2 {
+                break;
+            }
+            let len = usize::from(u16::from_be_bytes([buf[0], buf[1]]));
+            if buf.len() < 2 + len {
+                break;
+            }
+            let query: Vec<u8> = buf.drain(..2 + len).skip(2).collect();
+            self.stats.dns_queries += 1;
+            if let Ok(answer) = self.dns.answer(&query) {
+                let mut framed = (answer.len() as u16).to_be_bytes().to_vec();
+                framed.extend_from_slice(&answer);
+                let _ = self.tcp.send(conn, &framed);
+            }
+        }
+        self.tcp.flush(now);
+    }
+
+    /// A UDP query to 100.100.100.100:53 from the TUN side: the answer goes back to the TUN.
+    fn answer_dns_udp(&mut self, info: &PacketInfo, packet: &[u8]) {
+        let (IpAddr::V4(client), Ok(ip)) = (info.src, Ipv4Packet::new_checked(packet)) else {
+            self.stats.outbound_dropped += 1;
+            return;
+        };
+        let Ok(udp) = UdpPacket::new_checked(ip.payload()) else { return };
+        self.stats.dns_queries += 1;
+        let Ok(answer) = self.dns.answer(udp.payload()) else { return };
+        let udp_repr = UdpRepr { src_port: DNS_PORT, dst_port: info.src_port };
+        let ip_repr = Ipv4Repr {
+            src_addr: MAGIC_DNS_ADDR,
+            dst_addr: client,
+            next_header: IpProtocol::Udp,
+            payload_len: udp_repr.header_len() + answer.len(),
+            hop_limit: 64,
+        };
+        let mut out = BytesMut::zeroed(ip_repr.buffer_len() + ip_repr.payload_len);
+        let caps = ChecksumCapabilities::default();
+        ip_repr.emit(&mut Ipv4Packet::new_unchecked(&mut out[..]), &caps);
+        let mut udp_out = UdpPacket::new_unchecked(&mut out[ip_repr.buffer_len()..]);
+        udp_repr.emit(
+            &mut udp_out,
+            &MAGIC_DNS_ADDR.into(),
+            &client.into(),
+            answer.len(),
+            |payload| payload.copy_from_slice(&answer),
+            &caps,
+        );
+        self.tun_out.push_back(out);
+    }
+
+    /// Tell the TUN side that a destination has no peer (IPv4 only).
+    fn icmp_unreachable(&mut self, info: &PacketInfo) {
+        let (IpAddr::V4(src), IpAddr::V4(dst)) = (info.src, info.dst) else { return };
+        let Some(&IpAddr::V4(ours)) = self.addrs.first() else { return };
+        // The quoted header: what we know of the original (its payload is not kept).
+        let quoted = Ipv4Repr {
+            src_addr: src,
+            dst_addr: dst,
+            next_header: IpProtocol::from(info.proto.number()),
+            payload_len: 8,
+            hop_limit: 64,
+        };
+        let mut data = [0u8; 8];
+        data[..2].copy_from_slice(&info.src_port.to_be_bytes());
+        data[2..4].copy_from_slice(&info.dst_port.to_be_bytes());
+        let icmp =
+            Icmpv4Repr::DstUnreachable { reason: Icmpv4DstUnreachable::HostUnreachable, header: quoted, data: &data };
+        let ip = Ipv4Repr {
+            src_addr: ours,
+            dst_addr: src,
+            next_header: IpProtocol::Icmp,
+            payload_len: icmp.buffer_len(),
+            hop_limit: 64,
+        };
+        let mut out = BytesMut::zeroed(ip.buffer_len() + ip.payload_len);
+        let caps = ChecksumCapabilities::default();
+        ip.emit(&mut Ipv4Packet::new_unchecked(&mut out[..]), &caps);
+        icmp.emit(&mut Icmpv4Packet::new_unchecked(&mut out[ip.buffer_len()..]), &caps);
+        self.tun_out.push_back(out);
+    }
+}
+
+/// A packet that would open `key` from its remote end (to re-check a flow against rules).
+fn flow_as_packet(key: &FlowKey) -> PacketInfo {
+    PacketInfo {
+        src: key.remote,
+        dst: key.local,
+        proto: key.proto,
+        src_port: key.remote_port,
+        dst_port: key.local_port,
+        tcp: TcpFlags { syn: true, ..TcpFlags::default() },
+        icmp: (key.proto == Proto::Icmp).then_some(IcmpKind::EchoRequest { ident: key.local_port }),
+        total_len: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests;

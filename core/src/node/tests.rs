@@ -1,0 +1,265 @@
+//! Two nodes wired back to back (zero latency): the composed data plane end to end.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use smoltcp::phy::ChecksumCapabilities;
+use smoltcp::wire::{IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber};
+
+use super::*;
+use crate::ip::{FilterRule, PortRange};
+
+const A: usize = 0;
+const B: usize = 1;
+
+fn mesh(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(100, 64, 0, i as u8 + 1)
+}
+
+fn underlay(i: usize) -> SocketAddr {
+    SocketAddr::from(([192, 0, 2, i as u8 + 1], 41641))
+}
+
+fn key(i: usize) -> PrivateKey {
+    PrivateKey::from_bytes([i as u8 + 1; 32])
+}
+
+struct Pair {
+    now: Instant,
+    nodes: Vec<Node>,
+    tun: Vec<Vec<BytesMut>>,
+    events: Vec<Vec<NodeEvent>>,
+}
+
+fn allow(src: usize, dst: usize, ports: PortRange) -> FilterRule {
+    FilterRule {
+        srcs: vec![IpPrefix::host(IpAddr::V4(mesh(src)))],
+        dsts: vec![(IpPrefix::host(IpAddr::V4(mesh(dst))), ports)],
+        protos: vec![],
+    }
+}
+
+impl Pair {
+    fn new() -> Self {
+        let now = Instant::from_micros(1_000_000);
+        let mut nodes: Vec<Node> = (0..2)
+            .map(|i| {
+                let mut c = NodeConfig::new(key(i), mesh(i), "tail.mesh");
+                c.serve_ssh = true;
+                c.tcp.buffer_size = 256 << 10;
+                Node::new(c, i as u64, now, UnixTime(Duration::from_secs(1_700_000_000)))
+                    .unwrap_or_else(|e| panic!("{e}"))
+            })
+            .collect();
+        for (i, node) in nodes.iter_mut().enumerate() {
+            let other = 1 - i;
+            let peer = NetmapPeer {
+                name: ["alpha", "beta"][other].to_string(),
+                public_key: key(other).public_key(),
+                endpoint: Some(underlay(other)),
+                mesh_v4: mesh(other),
+                mesh_v6: None,
+                routes: vec![],
+            };
+            node.set_netmap(now, vec![peer]);
+        }
+        Pair { now, nodes, tun: vec![Vec::new(), Vec::new()], events: vec![Vec::new(), Vec::new()] }
+    }
+
+    fn pump(&mut self) {
+        loop {
+            let mut moved = false;
+            for i in 0..2 {
+                while let Some(t) = self.nodes[i].poll_transmit() {
+                    moved = true;
+                    if t.dst == underlay(1 - i) {
+                        self.nodes[1 - i].handle_datagram(self.now, underlay(i), t.payload);
+                    }
+                }
+                while let Some(p) = self.nodes[i].poll_tun_packet() {
+                    self.tun[i].push(p);
+                }
+                while let Some(e) = self.nodes[i].poll_event() {
+                    self.events[i].push(e);
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
+    }
+
+    fn advance(&mut self, d: Duration) {
+        let end = self.now + d;
+        loop {
+            let next = self.nodes.iter().filter_map(|n| n.poll_timeout()).min();
+            match next {
+                Some(at) if at <= end => {
+                    self.now = self.now.max(at);
+                    for n in &mut self.nodes {
+                        n.handle_timeout(self.now);
+                    }
+                    self.pump();
+                }
+                _ => break,
+            }
+        }
+        self.now = end;
+    }
+
+    fn tun_send(&mut self, i: usize, packet: &[u8]) {
+        self.nodes[i].handle_tun_packet(self.now, crate::wireguard::packet_buffer(packet));
+        self.pump();
+    }
+
+    fn accepted(&self, i: usize) -> Vec<(ConnId, Option<PeerId>)> {
+        self.events[i]
+            .iter()
+            .filter_map(|e| match e {
+                NodeEvent::Tcp(TcpEvent::Accepted { conn, peer, .. }) => Some((*conn, *peer)),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn tcp_packet(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, control: TcpControl, ack: Option<u32>) -> Vec<u8> {
+    let tcp = TcpRepr {
+        src_port: sport,
+        dst_port: dport,
+        control,
+        seq_number: TcpSeqNumber(1000),
+        ack_number: ack.map(|a| TcpSeqNumber(a as i32)),
+        window_len: 64240,
+        window_scale: None,
+        max_seg_size: None,
+        sack_permitted: false,
+        sack_ranges: [None, None, None],
+        timestamp: None,
+        payload: &[],
+    };
+    let ip = Ipv4Repr {
+        src_addr: src,
+        dst_addr: dst,
+        next_header: IpProtocol::Tcp,
+        payload_len: tcp.header_len(),
+        hop_limit: 64,
+    };
+    let mut buf = vec![0u8; 20 + tcp.header_len()];
+    let caps = ChecksumCapabilities::default();
+    ip.emit(&mut Ipv4Packet::new_unchecked(&mut buf[..]), &caps);
+    tcp.emit(&mut TcpPacket::new_unchecked(&mut buf[20..]), &IpAddress::Ipv4(src), &IpAddress::Ipv4(dst), &caps);
+    buf
+}
+
+#[test]
+fn ssh_port_in_the_core_accepts_with_the_peer_identity() {
+    let mut p = Pair::new();
+    p.nodes[B].set_filter(p.now, Filter::new(vec![allow(A, B, PortRange::single(22))]));
+    let conn =
+        p.nodes[A].tcp_connect(p.now, SocketAddr::new(IpAddr::V4(mesh(B)), 22)).unwrap_or_else(|e| panic!("{e}"));
+    p.pump();
+    let accepted = p.accepted(B);
+    assert_eq!(accepted.len(), 1);
+    let a_as_seen_by_b = p.nodes[B].peer_id(&key(A).public_key());
+    assert_eq!(accepted[0].1, a_as_seen_by_b, "tagged with A's PeerId");
+    assert!(p.events[A].contains(&NodeEvent::Tcp(TcpEvent::Connected { conn })));
+    let now = p.now;
+    assert_eq!(p.nodes[A].tcp_send(now, conn, b"hello"), Ok(5));
+    p.pump();
+    let mut buf = [0u8; 16];
+    assert_eq!(p.nodes[B].tcp_recv(now, accepted[0].0, &mut buf), Ok(5));
+    assert_eq!(&buf[..5], b"hello");
+}
+
+#[test]
+fn default_deny_and_replies_of_outbound_flows() {
+    let mut p = Pair::new();
+    // Nothing allowed on B: A's connection attempt to B:22 never reaches B's stack.
+    let _ = p.nodes[A].tcp_connect(p.now, SocketAddr::new(IpAddr::V4(mesh(B)), 22));
+    p.pump();
+    assert!(p.accepted(B).is_empty());
+    assert!(p.nodes[B].stats().inbound_filtered >= 1);
+
+    // A -> B:80 allowed: A's SYN reaches B's TUN, B's SYN-ACK gets back to A's TUN (a reply
+    // of A's outbound flow, although A's own filter allows nothing).
+    p.nodes[B].set_filter(p.now, Filter::new(vec![allow(A, B, PortRange::single(80))]));
+    p.tun_send(A, &tcp_packet(mesh(A), 40000, mesh(B), 80, TcpControl::Syn, None));
+    assert_eq!(p.tun[B].len(), 1, "SYN delivered to B's TUN");
+    p.tun_send(B, &tcp_packet(mesh(B), 80, mesh(A), 40000, TcpControl::Syn, Some(1001)));
+    assert_eq!(p.tun[A].len(), 1, "SYN-ACK reply delivered to A's TUN");
+    // B opening a new connection to A is refused by A's default deny.
+    let filtered = p.nodes[A].stats().inbound_filtered;
+    p.tun_send(B, &tcp_packet(mesh(B), 40001, mesh(A), 80, TcpControl::Syn, None));
+    assert_eq!(p.tun[A].len(), 1);
+    assert_eq!(p.nodes[A].stats().inbound_filtered, filtered + 1);
+}
+
+#[test]
+fn a_filter_update_cuts_an_established_connection() {
+    let mut p = Pair::new();
+    p.nodes[B].set_filter(p.now, Filter::new(vec![allow(A, B, PortRange::single(22))]));
+    let conn =
+        p.nodes[A].tcp_connect(p.now, SocketAddr::new(IpAddr::V4(mesh(B)), 22)).unwrap_or_else(|e| panic!("{e}"));
+    p.pump();
+    let (server_conn, _) = p.accepted(B)[0];
+    p.nodes[B].set_filter(p.now, Filter::deny_all());
+    p.pump();
+    // Zero-latency wire: "within one RTT" is "before any time passes".
+    assert!(p.events[B].iter().any(|e| matches!(e, NodeEvent::FlowCut(_))));
+    assert!(p.events[B].contains(&NodeEvent::Tcp(TcpEvent::Closed { conn: server_conn })));
+    assert!(p.events[A].contains(&NodeEvent::Tcp(TcpEvent::Closed { conn })), "A got the RST");
+}
+
+#[test]
+fn magic_dns_over_udp_from_the_tun() {
+    let mut p = Pair::new();
+    let mut query = vec![0xab, 0xcd, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in ["beta", "tail", "mesh"] {
+        query.push(label.len() as u8);
+        query.extend_from_slice(label.as_bytes());
+    }
+    query.extend_from_slice(&[0, 0, 1, 0, 1]);
+    let mut packet = vec![0u8; 28 + query.len()];
+    let udp = smoltcp::wire::UdpRepr { src_port: 5353, dst_port: 53 };
+    let ip = Ipv4Repr {
+        src_addr: mesh(A),
+        dst_addr: MAGIC_DNS_ADDR,
+        next_header: IpProtocol::Udp,
+        payload_len: 8 + query.len(),
+        hop_limit: 64,
+    };
+    let caps = ChecksumCapabilities::default();
+    ip.emit(&mut Ipv4Packet::new_unchecked(&mut packet[..]), &caps);
+    udp.emit(
+        &mut UdpPacket::new_unchecked(&mut packet[20..]),
+        &IpAddress::Ipv4(mesh(A)),
+        &IpAddress::Ipv4(MAGIC_DNS_ADDR),
+        query.len(),
+        |b| b.copy_from_slice(&query),
+        &caps,
+    );
+    p.tun_send(A, &packet);
+    assert_eq!(p.tun[A].len(), 1);
+    let reply = &p.tun[A][0];
+    let info = PacketInfo::parse(reply).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        (info.src, info.dst, info.src_port, info.dst_port),
+        (IpAddr::V4(MAGIC_DNS_ADDR), IpAddr::V4(mesh(A)), 53, 5353)
+    );
+    let answer = &reply[28..];
+    assert_eq!(&answer[..2], &[0xab, 0xcd]);
+    assert!(answer.ends_with(&mesh(B).octets()), "A record of beta");
+}
+
+#[test]
+fn no_route_answers_icmp_unreachable() {
+    let mut p = Pair::new();
+    p.tun_send(A, &tcp_packet(mesh(A), 40000, Ipv4Addr::new(100, 64, 9, 9), 80, TcpControl::Syn, None));
+    assert_eq!(p.nodes[A].stats().outbound_no_route, 1);
+    let info = PacketInfo::parse(&p.tun[A][0]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(info.proto, Proto::Icmp);
+    assert_eq!(info.icmp, Some(IcmpKind::Error));
+    p.advance(Duration::from_secs(1));
+}

@@ -1,0 +1,19 @@
+//! The node's userspace TCP: smoltcp over in-memory queues, for the services the node
+//! serves itself (SSH on port 22, DNS over TCP) and for connections it opens (the SSH
+//! client, simulated applications).
+//!
+//! smoltcp has no `accept()`: a port is served by a small pool of listening sockets, and a
+//! socket that leaves `Listen` becomes a connection and is replaced. Each accepted
+//! connection carries the [`PeerId`] whose WireGuard session delivered its SYN (recorded
+//! when the SYN passes through [`TcpStack::handle_packet`]), never just an address.
+//! Pending (half-open) connections per port are bounded, so a SYN flood cannot exhaust
+//! memory: beyond the bound the port's listeners are not replenished and smoltcp answers
+//! further SYNs with RST.
+
+mod device;
+mod stack;
+
+pub use stack::{ConnId, TcpConfig, TcpError, TcpEvent, TcpStack};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,192 @@
+//! The stack against itself: handshakes, data, PeerId tagging, many concurrent accepts and
+//! a SYN flood, with two or more stacks wired back to back.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use smoltcp::phy::ChecksumCapabilities;
+use smoltcp::wire::{IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber};
+
+use super::*;
+use crate::ip::PacketInfo;
+use crate::time::Instant;
+use crate::wireguard::PeerId;
+
+const SERVER: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 100);
+
+fn client_addr(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(100, 64, 1, i as u8 + 1)
+}
+
+fn small() -> TcpConfig {
+    TcpConfig { buffer_size: 64 << 10, ..TcpConfig::default() }
+}
+
+/// Stack 0 is the server; stack i > 0 is a client whose packets arrive as PeerId(i).
+struct Net {
+    now: Instant,
+    stacks: Vec<TcpStack>,
+    events: Vec<Vec<TcpEvent>>,
+}
+
+impl Net {
+    fn new(clients: usize, server_config: TcpConfig) -> Self {
+        let now = Instant::from_micros(1_000_000);
+        let mut stacks = vec![TcpStack::new(server_config, &[IpAddr::V4(SERVER)], 1, now)];
+        for i in 0..clients {
+            stacks.push(TcpStack::new(small(), &[IpAddr::V4(client_addr(i))], 100 + i as u64, now));
+        }
+        stacks[0].listen(22);
+        let events = vec![Vec::new(); clients + 1];
+        Self { now, stacks, events }
+    }
+
+    /// Move packets until quiet.
+    fn pump(&mut self) {
+        loop {
+            let mut moved = false;
+            for from in 0..self.stacks.len() {
+                while let Some(packet) = self.stacks[from].poll_transmit() {
+                    moved = true;
+                    let info = PacketInfo::parse(&packet).unwrap_or_else(|e| panic!("stack emitted junk: {e}"));
+                    let to = if info.dst == IpAddr::V4(SERVER) {
+                        Some(0)
+                    } else {
+                        (1..self.stacks.len()).find(|&i| info.dst == IpAddr::V4(client_addr(i - 1)))
+                    };
+                    // Packets to addresses no stack owns (a flooder's) are lost.
+                    let Some(to) = to else { continue };
+                    let peer = Some(PeerId(from as u32));
+                    self.stacks[to].handle_packet(self.now, peer, &info, &packet);
+                }
+            }
+            for (i, s) in self.stacks.iter_mut().enumerate() {
+                while let Some(e) = s.poll_event() {
+                    self.events[i].push(e);
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
+    }
+
+    fn advance(&mut self, d: Duration) {
+        self.now += d;
+        for s in &mut self.stacks {
+            s.handle_timeout(self.now);
+        }
+        self.pump();
+    }
+
+    fn accepted(&self) -> Vec<(ConnId, Option<PeerId>, SocketAddr)> {
+        self.events[0]
+            .iter()
+            .filter_map(|e| match e {
+                TcpEvent::Accepted { conn, peer, remote, .. } => Some((*conn, *peer, *remote)),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn connect_accept_exchange_and_close() {
+    let mut net = Net::new(1, small());
+    let remote = SocketAddr::new(IpAddr::V4(SERVER), 22);
+    let conn = net.stacks[1].connect(net.now, remote).unwrap_or_else(|e| panic!("{e}"));
+    net.pump();
+    assert!(net.events[1].contains(&TcpEvent::Connected { conn }));
+    let accepted = net.accepted();
+    assert_eq!(accepted.len(), 1);
+    let (server_conn, peer, from) = accepted[0];
+    assert_eq!(peer, Some(PeerId(1)), "tagged with the peer that carried the SYN");
+    assert_eq!(from.ip(), IpAddr::V4(client_addr(0)));
+    assert_eq!(net.stacks[0].peer_of(server_conn), Some(PeerId(1)));
+
+    assert_eq!(net.stacks[1].send(conn, b"SSH-2.0-test\r\n"), Ok(14));
+    net.stacks[1].flush(net.now);
+    net.pump();
+    assert!(net.events[0].contains(&TcpEvent::Readable { conn: server_conn }));
+    let mut buf = [0u8; 64];
+    assert_eq!(net.stacks[0].recv(server_conn, &mut buf), Ok(14));
+    assert_eq!(&buf[..14], b"SSH-2.0-test\r\n");
+
+    assert_eq!(net.stacks[1].close(net.now, conn), Ok(()));
+    net.pump();
+    assert_eq!(net.stacks[0].close(net.now, server_conn), Ok(()));
+    net.pump();
+    net.advance(Duration::from_secs(1));
+    assert!(net.events[0].contains(&TcpEvent::Closed { conn: server_conn }));
+    assert_eq!(net.stacks[0].connection_count(), 0, "closed connections are freed");
+}
+
+#[test]
+fn a_hundred_concurrent_connections_are_accepted_and_tagged() {
+    let mut net = Net::new(10, TcpConfig { max_pending: 200, ..small() });
+    let remote = SocketAddr::new(IpAddr::V4(SERVER), 22);
+    for round in 0..10 {
+        for client in 1..=10 {
+            let _ = round;
+            net.stacks[client].connect(net.now, remote).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+    net.pump();
+    let accepted = net.accepted();
+    assert_eq!(accepted.len(), 100);
+    for (conn, peer, remote) in accepted {
+        let client = peer.map_or(0, |p| p.0 as usize);
+        assert_eq!(remote.ip(), IpAddr::V4(client_addr(client - 1)), "{conn:?} tagged {peer:?}");
+    }
+}
+
+fn syn(src: Ipv4Addr, sport: u16) -> Vec<u8> {
+    let tcp = TcpRepr {
+        src_port: sport,
+        dst_port: 22,
+        control: TcpControl::Syn,
+        seq_number: TcpSeqNumber(1000),
+        ack_number: None,
+        window_len: 64240,
+        window_scale: None,
+        max_seg_size: Some(1200),
+        sack_permitted: false,
+        sack_ranges: [None, None, None],
+        timestamp: None,
+        payload: &[],
+    };
+    let ip = Ipv4Repr {
+        src_addr: src,
+        dst_addr: SERVER,
+        next_header: IpProtocol::Tcp,
+        payload_len: tcp.header_len(),
+        hop_limit: 64,
+    };
+    let mut buf = vec![0u8; 20 + tcp.header_len()];
+    let caps = ChecksumCapabilities::default();
+    ip.emit(&mut Ipv4Packet::new_unchecked(&mut buf[..]), &caps);
+    tcp.emit(&mut TcpPacket::new_unchecked(&mut buf[20..]), &IpAddress::Ipv4(src), &IpAddress::Ipv4(SERVER), &caps);
+    buf
+}
+
+#[test]
+fn a_syn_flood_is_bounded() {
+    let mut net = Net::new(1, TcpConfig { max_pending: 16, ..small() });
+    let attacker = Ipv4Addr::new(100, 64, 9, 9);
+    for port in 0..2000u16 {
+        let packet = syn(attacker, 10_000 + port);
+        let info = PacketInfo::parse(&packet).unwrap_or_else(|e| panic!("{e}"));
+        net.stacks[0].handle_packet(net.now, Some(PeerId(99)), &info, &packet);
+        net.pump();
+    }
+    let count = net.stacks[0].connection_count();
+    assert!(count <= 16 + 4, "half-open connections bounded: {count}");
+    assert!(net.accepted().is_empty());
+    // A legitimate client gets in once the half-open connections time out.
+    net.advance(Duration::from_secs(200));
+    assert_eq!(net.stacks[0].connection_count(), 0);
+    let remote = SocketAddr::new(IpAddr::V4(SERVER), 22);
+    net.stacks[1].connect(net.now, remote).unwrap_or_else(|e| panic!("{e}"));
+    net.pump();
+    assert_eq!(net.accepted().len(), 1, "served again after the flood");
+}
