@@ -29,8 +29,8 @@ use crate::rng::Rng;
 use crate::tcp::{ConnId, TcpConfig, TcpError, TcpEvent, TcpStack};
 use crate::time::{Instant, UnixTime};
 use crate::wireguard::{
-    self, packet_buffer, DropReason, IpPrefix, PeerConfig, PeerId, PrivateKey, PublicKey, Received, Transmit,
-    WireGuard, DATA_HEADER_LEN,
+    self, DropReason, IpPrefix, PeerConfig, PeerId, PrivateKey, PublicKey, Received, Transmit, WireGuard,
+    DATA_HEADER_LEN,
 };
 
 /// The SSH port served in the core when SSH is on.
@@ -424,22 +424,22 @@ impl Node {
         }
         if info.proto == Proto::Tcp && self.tcp.serves(info.dst, info.dst_port) {
             self.stats.inbound_to_stack += 1;
-            self.tcp.handle_packet(now, Some(peer), &info, &packet);
+            self.tcp.handle_packet(now, Some(peer), &info, packet);
         } else {
             self.stats.inbound_to_tun += 1;
             self.tun_out.push_back(packet);
         }
     }
 
-    fn outbound_from_tun(&mut self, now: Instant, buf: BytesMut) {
+    fn outbound_from_tun(&mut self, now: Instant, mut buf: BytesMut) {
         let Some(info) = buf.get(DATA_HEADER_LEN..).and_then(|p| PacketInfo::parse(p).ok()) else {
             self.stats.outbound_malformed += 1;
             return;
         };
         if info.dst == IpAddr::V4(MAGIC_DNS_ADDR) {
-            let packet = &buf[DATA_HEADER_LEN..DATA_HEADER_LEN + info.total_len];
+            let packet = buf.split_off(DATA_HEADER_LEN);
             match (info.proto, info.dst_port) {
-                (Proto::Udp, DNS_PORT) => self.answer_dns_udp(&info, packet),
+                (Proto::Udp, DNS_PORT) => self.answer_dns_udp(&info, &packet),
                 (Proto::Tcp, DNS_PORT) => self.tcp.handle_packet(now, None, &info, packet),
                 _ => self.stats.outbound_dropped += 1,
             }
@@ -448,17 +448,18 @@ impl Node {
         self.send_into_mesh(now, &info, buf);
     }
 
-    fn outbound_from_stack(&mut self, now: Instant, packet: Vec<u8>) {
-        let Ok(info) = PacketInfo::parse(&packet) else {
+    /// A packet the TCP stack emitted (with WireGuard headroom).
+    fn outbound_from_stack(&mut self, now: Instant, mut buf: BytesMut) {
+        let Some(info) = buf.get(DATA_HEADER_LEN..).and_then(|p| PacketInfo::parse(p).ok()) else {
             self.stats.outbound_malformed += 1;
             return;
         };
         // Replies of the stack to this node's own TUN side (DNS over TCP).
         if self.addrs.contains(&info.dst) {
-            self.tun_out.push_back(BytesMut::from(&packet[..]));
+            self.tun_out.push_back(buf.split_off(DATA_HEADER_LEN));
             return;
         }
-        self.send_into_mesh(now, &info, packet_buffer(&packet));
+        self.send_into_mesh(now, &info, buf);
     }
 
     fn send_into_mesh(&mut self, now: Instant, info: &PacketInfo, buf: BytesMut) {

@@ -3,21 +3,27 @@
 
 use std::collections::VecDeque;
 
+use bytes::BytesMut;
 use smoltcp::phy::{self, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 
+use crate::wireguard::{DATA_HEADER_LEN, DATA_OVERHEAD};
+
 /// The two queues. `rx` holds at most one packet at a time in practice (the stack is
 /// polled after every packet), `tx` is drained by the owner after every poll.
+///
+/// Emitted packets are laid out for WireGuard (headroom in front, room for padding and tag
+/// behind), so the node hands them on without copying.
 #[derive(Debug, Default)]
 pub struct QueueDevice {
-    pub rx: VecDeque<Vec<u8>>,
-    pub tx: VecDeque<Vec<u8>>,
+    pub rx: VecDeque<BytesMut>,
+    pub tx: VecDeque<BytesMut>,
     pub mtu: usize,
 }
 
-pub struct RxToken(Vec<u8>);
+pub struct RxToken(BytesMut);
 
-pub struct TxToken<'a>(&'a mut VecDeque<Vec<u8>>);
+pub struct TxToken<'a>(&'a mut VecDeque<BytesMut>);
 
 impl phy::RxToken for RxToken {
     fn consume<R, F>(self, f: F) -> R
@@ -33,8 +39,9 @@ impl phy::TxToken for TxToken<'_> {
     where
         F: FnOnce(&mut [u8]) -> R,
     {
-        let mut buf = vec![0u8; len];
-        let result = f(&mut buf);
+        let mut buf = BytesMut::with_capacity(len + DATA_OVERHEAD);
+        buf.resize(DATA_HEADER_LEN + len, 0);
+        let result = f(&mut buf[DATA_HEADER_LEN..]);
         self.0.push_back(buf);
         result
     }

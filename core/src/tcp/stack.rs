@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use bytes::BytesMut;
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpEndpoint};
@@ -215,7 +216,7 @@ impl TcpStack {
     /// An inbound IP packet for this stack (the node checked `serves`, the inner source and
     /// the filter). `peer` is the WireGuard peer that delivered it; `None` for packets from
     /// this node's own TUN side.
-    pub fn handle_packet(&mut self, now: Instant, peer: Option<PeerId>, info: &PacketInfo, packet: &[u8]) {
+    pub fn handle_packet(&mut self, now: Instant, peer: Option<PeerId>, info: &PacketInfo, mut packet: BytesMut) {
         // The SYN's sender is remembered only for the poll that processes it: a listening
         // socket takes it there, or the SYN is refused (or belongs to a half-open socket
         // already tagged). So the map never holds more than one entry between calls.
@@ -225,7 +226,8 @@ impl TcpStack {
         if let Some(key) = syn {
             self.syn_peers.insert(key, peer);
         }
-        self.device.rx.push_back(packet[..info.total_len.min(packet.len())].to_vec());
+        packet.truncate(info.total_len);
+        self.device.rx.push_back(packet);
         self.poll(now);
         if let Some(key) = syn {
             self.syn_peers.remove(&key);
@@ -242,8 +244,9 @@ impl TcpStack {
         self.deadline
     }
 
-    /// An IP packet the stack sends (to be routed into the mesh).
-    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+    /// An IP packet the stack sends, after [`crate::wireguard::DATA_HEADER_LEN`] bytes of
+    /// headroom (the layout [`crate::wireguard::WireGuard::handle_packet`] takes).
+    pub fn poll_transmit(&mut self) -> Option<BytesMut> {
         self.device.tx.pop_front()
     }
 

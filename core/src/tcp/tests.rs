@@ -46,8 +46,9 @@ impl Net {
         loop {
             let mut moved = false;
             for from in 0..self.stacks.len() {
-                while let Some(packet) = self.stacks[from].poll_transmit() {
+                while let Some(mut packet) = self.stacks[from].poll_transmit() {
                     moved = true;
+                    let packet = packet.split_off(crate::wireguard::DATA_HEADER_LEN);
                     let info = PacketInfo::parse(&packet).unwrap_or_else(|e| panic!("stack emitted junk: {e}"));
                     let to = if info.dst == IpAddr::V4(SERVER) {
                         Some(0)
@@ -57,7 +58,7 @@ impl Net {
                     // Packets to addresses no stack owns (a flooder's) are lost.
                     let Some(to) = to else { continue };
                     let peer = Some(PeerId(from as u32));
-                    self.stacks[to].handle_packet(self.now, peer, &info, &packet);
+                    self.stacks[to].handle_packet(self.now, peer, &info, packet);
                 }
             }
             for (i, s) in self.stacks.iter_mut().enumerate() {
@@ -176,7 +177,7 @@ fn a_syn_flood_is_bounded() {
     for port in 0..2000u16 {
         let packet = syn(attacker, 10_000 + port);
         let info = PacketInfo::parse(&packet).unwrap_or_else(|e| panic!("{e}"));
-        net.stacks[0].handle_packet(net.now, Some(PeerId(99)), &info, &packet);
+        net.stacks[0].handle_packet(net.now, Some(PeerId(99)), &info, bytes::BytesMut::from(&packet[..]));
         net.pump();
     }
     let count = net.stacks[0].connection_count();

@@ -1,0 +1,61 @@
+//! The node's whole input surface as one sequence: datagrams from the network, packets
+//! from the TUN device and time advances, in any order. Must never panic, and
+//! `poll_timeout` must move past `now` after `handle_timeout`.
+#![no_main]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use libfuzzer_sys::fuzz_target;
+use mesh_core::ip::{Filter, FilterRule, PortRange};
+use mesh_core::node::{NetmapPeer, Node, NodeConfig};
+use mesh_core::time::{Instant, UnixTime};
+use mesh_core::wireguard::{packet_buffer, PrivateKey};
+
+fuzz_target!(|data: &[u8]| {
+    let mut now = Instant::from_micros(1_000_000);
+    let mut config = NodeConfig::new(PrivateKey::from_bytes([1; 32]), [100, 64, 0, 1].into(), "tail.mesh");
+    config.serve_ssh = true;
+    config.tcp.buffer_size = 16 << 10;
+    let Ok(mut node) = Node::new(config, 7, now, UnixTime(Duration::from_secs(1_700_000_000))) else { return };
+    let peer_addr = SocketAddr::from(([192, 0, 2, 2], 41641));
+    node.set_netmap(
+        now,
+        vec![NetmapPeer {
+            name: "beta".into(),
+            public_key: PrivateKey::from_bytes([2; 32]).public_key(),
+            endpoint: Some(peer_addr),
+            mesh_v4: [100, 64, 0, 2].into(),
+            mesh_v6: None,
+            routes: vec![],
+        }],
+    );
+    node.set_filter(
+        now,
+        Filter::new(vec![FilterRule {
+            srcs: vec!["100.64.0.0/10".parse().unwrap_or_else(|e| panic!("{e}"))],
+            dsts: vec![("100.64.0.0/10".parse().unwrap_or_else(|e| panic!("{e}")), PortRange::ALL)],
+            protos: vec![],
+        }]),
+    );
+    // Input: [op, len_hi, len_lo, bytes...]*
+    let mut rest = data;
+    while rest.len() >= 3 {
+        let (op, len) = (rest[0], usize::from(u16::from_be_bytes([rest[1], rest[2]])).min(rest.len() - 3));
+        let bytes = &rest[3..3 + len];
+        rest = &rest[3 + len..];
+        match op % 3 {
+            0 => node.handle_datagram(now, peer_addr, BytesMut::from(bytes)),
+            1 => node.handle_tun_packet(now, packet_buffer(bytes)),
+            _ => {
+                now += Duration::from_millis(u64::from(bytes.first().copied().unwrap_or(1)) * 50);
+                node.handle_timeout(now);
+                assert!(node.poll_timeout().is_none_or(|at| at > now), "deadline did not move forward");
+            }
+        }
+        while node.poll_transmit().is_some() {}
+        while node.poll_tun_packet().is_some() {}
+        while node.poll_event().is_some() {}
+    }
+});
