@@ -263,3 +263,49 @@ fn no_route_answers_icmp_unreachable() {
     assert_eq!(info.icmp, Some(IcmpKind::Error));
     p.advance(Duration::from_secs(1));
 }
+
+#[test]
+fn magic_dns_over_tcp_from_the_tun() {
+    let mut p = Pair::new();
+    // The operating system's TCP stack on A's TUN side, played by a second TcpStack.
+    let mut os = TcpStack::new(TcpConfig { buffer_size: 64 << 10, ..TcpConfig::default() }, &[IpAddr::V4(mesh(A))], 99, p.now);
+    let conn = os.connect(p.now, SocketAddr::new(IpAddr::V4(MAGIC_DNS_ADDR), 53)).unwrap_or_else(|e| panic!("{e}"));
+    let mut query = vec![0x43, 0x21, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in ["beta", "tail", "mesh"] {
+        query.push(label.len() as u8);
+        query.extend_from_slice(label.as_bytes());
+    }
+    query.extend_from_slice(&[0, 0, 1, 0, 1]);
+    let mut framed = (query.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&query);
+    let mut sent = false;
+    let mut answer = Vec::new();
+    for _ in 0..50 {
+        while let Some(packet) = os.poll_transmit() {
+            p.nodes[A].handle_tun_packet(p.now, packet);
+        }
+        p.pump();
+        for packet in std::mem::take(&mut p.tun[A]) {
+            let info = PacketInfo::parse(&packet).unwrap_or_else(|e| panic!("{e}"));
+            os.handle_packet(p.now, None, &info, packet);
+        }
+        while let Some(event) = os.poll_event() {
+            if event == (TcpEvent::Connected { conn }) && !sent {
+                assert_eq!(os.send(conn, &framed), Ok(framed.len()));
+                os.flush(p.now);
+                sent = true;
+            }
+        }
+        let mut buf = [0u8; 512];
+        while let Ok(n @ 1..) = os.recv(conn, &mut buf) {
+            answer.extend_from_slice(&buf[..n]);
+        }
+    }
+    assert!(sent, "connected to 100.100.100.100:53");
+    assert!(answer.len() > 2, "an answer arrived");
+    let len = usize::from(u16::from_be_bytes([answer[0], answer[1]]));
+    assert_eq!(answer.len(), 2 + len);
+    assert_eq!(&answer[2..4], &[0x43, 0x21]);
+    assert!(answer.ends_with(&mesh(B).octets()), "A record of beta");
+    assert_eq!(p.nodes[A].stats().dns_queries, 1);
+}
