@@ -1,24 +1,31 @@
-//! Driving one node's WireGuard by the sans-IO contract, and carrying its outputs.
+//! Driving one node by the sans-IO contract, and carrying its outputs.
 //!
-//! After every input the world gives a node, [`Driver::drive`] drains `poll_transmit` (each
-//! datagram goes onto its link, or is dropped), `poll_received` (application packets are
-//! checked and counted per pair) and `poll_event` (counted and traced) until all are empty,
-//! then asks `poll_timeout` once and makes sure a timer event is scheduled for the deadline.
-//! The driver borrows the parts of the world a node's outputs touch, apart from the node.
+//! After every input the world gives a node, [`Driver::drive`] drains the core node's
+//! `poll_transmit` (each datagram goes onto its link, or is dropped), `poll_tun_packet`
+//! (application packets are checked and counted per pair; anything else is counted and
+//! captured) and `poll_event` (WireGuard events are counted and traced; TCP events go to the
+//! node's TCP applications, which may call back into the node) until all are empty, then asks
+//! `poll_timeout` once and makes sure a timer event is scheduled for the deadline. The driver
+//! borrows the parts of the world a node's outputs touch, apart from the node.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
+use bytes::BytesMut;
+use mesh_core::node::NodeEvent;
 use mesh_core::rng::Rng;
+use mesh_core::tcp::{ConnId, TcpEvent};
 use mesh_core::time::Instant;
-use mesh_core::wireguard::{packet_buffer, Event as WgEvent, Received, Transmit};
+use mesh_core::wireguard::{packet_buffer, DropCounts, DropReason, Event as WgEvent, PeerId, Transmit};
 use tracing::debug;
 
+use crate::apps::{node_of, AcceptedConn, Apps, Client, Sink, Stream, Transfer, TransferError, TransferId, CHUNK};
 use crate::error::SimError;
 use crate::events::{Event, EventQueue};
 use crate::link::{DropCause, Fate};
 use crate::network::{self, node_at_mesh, node_at_underlay, Network};
 use crate::node::{Node, NodeId};
-use crate::stats::{PairMatrix, SimStats};
+use crate::stats::{PairMatrix, SimStats, ALL_REASONS};
 use crate::trace::{Fingerprint, Trace, TraceRecord};
 use crate::traffic::AppPacket;
 
@@ -30,7 +37,25 @@ pub(crate) struct Driver<'a> {
     pub(crate) trace: &'a mut Trace,
     pub(crate) stats: &'a mut SimStats,
     pub(crate) pairs: &'a mut PairMatrix,
+    pub(crate) apps: &'a mut Apps,
     pub(crate) link_rng: &'a mut Rng,
+}
+
+/// Which drop counters are about inputs from the network (vs. packets going out).
+fn is_outbound_reason(reason: DropReason) -> bool {
+    matches!(reason, DropReason::NoRoute | DropReason::NoEndpoint | DropReason::TooLarge)
+}
+
+/// The first reason whose counter rose between `before` and `after` that `pick` accepts.
+fn rose(before: &DropCounts, after: &DropCounts, pick: impl Fn(DropReason) -> bool) -> Option<DropReason> {
+    if before.total() == after.total() {
+        return None;
+    }
+    ALL_REASONS.iter().copied().find(|r| pick(*r) && after.get(*r) > before.get(*r))
+}
+
+fn drops_of(node: &Node) -> DropCounts {
+    node.wireguard().map(|wg| wg.stats().drops.clone()).unwrap_or_default()
 }
 
 impl Driver<'_> {
@@ -68,17 +93,37 @@ impl Driver<'_> {
         self.trace.record(self.now, TraceRecord::Dropped { from, to, cause });
     }
 
-    /// A decrypted packet came out of `node`'s tunnel.
-    pub(crate) fn receive(&mut self, node: &mut Node, received: Received) {
-        let accepted = AppPacket::decode(&received.packet).ok().and_then(|pkt| {
+    /// A datagram arrives at the running `node`: hand it to the core, note whether
+    /// WireGuard refused it (its drop counters rise), drive the node.
+    pub(crate) fn deliver(&mut self, node: &mut Node, from: NodeId, payload: BytesMut) {
+        let now = self.now;
+        let to = node.id();
+        let before = drops_of(node);
+        let Some(core) = node.core.as_mut() else { return };
+        self.stats.datagrams_delivered += 1;
+        self.trace.record(now, TraceRecord::Delivered { from, to, len: payload.len() as u32 });
+        core.handle_datagram(now, network::underlay_addr(from), payload);
+        if let Some(reason) = rose(&before, &core.wireguard().stats().drops, |r| !is_outbound_reason(r)) {
+            node.stats.datagrams_rejected += 1;
+            self.stats.datagrams_rejected += 1;
+            self.stats.rejected_by_reason[reason.index()] += 1;
+            self.trace.record(now, TraceRecord::Rejected { node: to, from, reason });
+        }
+        self.drive(node, false);
+    }
+
+    /// A packet came out of `node`'s TUN side.
+    fn tun_packet(&mut self, node: &mut Node, packet: BytesMut) {
+        let app = AppPacket::decode(&packet).ok().and_then(|pkt| {
             let src = node_at_mesh(pkt.src)?;
-            // Identity binding: the peer whose key opened the packet must be the node its
-            // source address belongs to, and the packet must be for us.
-            (node.peer_node(received.peer) == Some(src) && pkt.dst == node.mesh_addr()).then_some((src, pkt))
+            // The core checked the inner source against the sending peer's allowed IPs; the
+            // source must at least be one of our peers, and the packet for us.
+            (node.peer_id(src).is_some() && pkt.dst == node.mesh_addr()).then_some((src, pkt))
         });
-        let Some((src, pkt)) = accepted else {
-            self.stats.app_rejected += 1;
-            self.trace.record(self.now, TraceRecord::AppRejected { node: node.id() });
+        node.record_tun(self.now, &packet, app.is_some());
+        let Some((src, pkt)) = app else {
+            self.stats.tun_other += 1;
+            self.trace.record(self.now, TraceRecord::TunPacket { node: node.id(), len: packet.len() as u32 });
             return;
         };
         node.stats.app_received += 1;
@@ -94,7 +139,7 @@ impl Driver<'_> {
     }
 
     /// Something `node`'s WireGuard wants the application to know.
-    pub(crate) fn event(&mut self, node: &mut Node, event: WgEvent) {
+    fn wg_event(&mut self, node: &mut Node, event: WgEvent) {
         let id = node.id();
         let record = match event {
             WgEvent::SessionEstablished { peer, initiator } => {
@@ -117,25 +162,36 @@ impl Driver<'_> {
         self.trace.record(self.now, record);
     }
 
+    fn node_event(&mut self, node: &mut Node, event: NodeEvent) {
+        match event {
+            NodeEvent::WireGuard(e) => self.wg_event(node, e),
+            NodeEvent::FlowCut(_) => {
+                node.stats.flows_cut += 1;
+                self.stats.flows_cut += 1;
+                self.trace.record(self.now, TraceRecord::FlowCut { node: node.id() });
+            }
+            NodeEvent::Tcp(e) => self.tcp_event(node, e),
+        }
+    }
+
     /// Drain `node`'s outputs after an input, then ask for its next deadline once.
     /// `after_timeout` says the input was `handle_timeout(now)`, after which the deadline
     /// must lie in the future.
     pub(crate) fn drive(&mut self, node: &mut Node, after_timeout: bool) {
         let id = node.id();
         loop {
-            let Some(wg) = node.wg.as_mut() else { return };
             let mut progressed = false;
-            while let Some(transmit) = wg.poll_transmit() {
+            while let Some(transmit) = node.core.as_mut().and_then(|c| c.poll_transmit()) {
                 progressed = true;
                 self.route(id, transmit);
             }
-            while let Some(received) = node.wg.as_mut().and_then(|wg| wg.poll_received()) {
+            while let Some(packet) = node.core.as_mut().and_then(|c| c.poll_tun_packet()) {
                 progressed = true;
-                self.receive(node, received);
+                self.tun_packet(node, packet);
             }
-            while let Some(event) = node.wg.as_mut().and_then(|wg| wg.poll_event()) {
+            while let Some(event) = node.core.as_mut().and_then(|c| c.poll_event()) {
                 progressed = true;
-                self.event(node, event);
+                self.node_event(node, event);
             }
             if !progressed {
                 break;
@@ -146,7 +202,7 @@ impl Driver<'_> {
 
     /// Ask `node` for its next deadline and make sure a timer event is scheduled for it.
     fn poll_timeout(&mut self, node: &mut Node, after_timeout: bool) {
-        let Some(deadline) = node.wg.as_ref().and_then(|wg| wg.poll_timeout()) else { return };
+        let Some(deadline) = node.core.as_ref().and_then(|c| c.poll_timeout()) else { return };
         let mut at = deadline.max(self.now);
         if after_timeout && deadline <= self.now {
             self.stats.timer_stalls += 1;
@@ -161,26 +217,289 @@ impl Driver<'_> {
         self.queue.schedule(at, Event::Timer { node: node.id(), generation: node.generation() });
     }
 
-    /// The traffic application of `node` sends one packet to `to`.
+    /// Run `node`'s timers, let its clients retry, drive it.
+    pub(crate) fn timeout(&mut self, node: &mut Node) {
+        let Some(core) = node.core.as_mut() else { return };
+        core.handle_timeout(self.now);
+        self.stats.timers_fired += 1;
+        self.trace.record(self.now, TraceRecord::Timer { node: node.id() });
+        if !node.apps.clients.is_empty() {
+            let waiting: Vec<ConnId> =
+                node.apps.clients.iter().filter(|(_, c)| c.connected && !c.closing).map(|(id, _)| *id).collect();
+            for conn in waiting {
+                self.pump(node, conn);
+            }
+        }
+        self.drive(node, true);
+    }
+
+    /// The traffic application of `node` sends one packet to `to` through its TUN side.
     pub(crate) fn send_app_packet(&mut self, node: &mut Node, to: NodeId) -> Result<(), SimError> {
         let from = node.id();
-        let wg = node.wg.as_mut().ok_or(SimError::NodeDown(from))?;
+        if !node.is_up() {
+            return Err(SimError::NodeDown(from));
+        }
         let pair = self.pairs.get_mut(from, to);
         let seq = pair.sent;
         pair.sent += 1;
         pair.last_sent = Some(self.now);
         let packet = AppPacket { src: network::mesh_addr(from), dst: network::mesh_addr(to), seq, sent_at: self.now };
-        let result = wg.handle_packet(self.now, packet_buffer(&packet.encode()));
+        let before = drops_of(node);
+        let refused_before = node.core.as_ref().map_or(0, |c| c.stats().outbound_no_route + c.stats().outbound_dropped);
+        let Some(core) = node.core.as_mut() else { return Err(SimError::NodeDown(from)) };
+        core.handle_tun_packet(self.now, packet_buffer(&packet.encode()));
+        let refused = core.stats().outbound_no_route + core.stats().outbound_dropped > refused_before;
+        let reason = rose(&before, &core.wireguard().stats().drops, |_| true);
         node.stats.app_sent += 1;
         self.stats.app_sent += 1;
         self.trace.record(self.now, TraceRecord::AppSent { from, to, seq });
-        if let Err(reason) = result {
+        if refused {
             node.stats.app_send_failed += 1;
             self.stats.app_send_failed += 1;
             self.pairs.get_mut(from, to).send_failed += 1;
+            let reason = reason.unwrap_or(DropReason::NoRoute);
             self.trace.record(self.now, TraceRecord::AppSendFailed { from, to, reason });
         }
         self.drive(node, false);
         Ok(())
+    }
+
+    /// Hand a raw IP packet to `node`'s TUN side.
+    pub(crate) fn inject(&mut self, node: &mut Node, packet: &[u8]) -> Result<(), SimError> {
+        let id = node.id();
+        let core = node.core.as_mut().ok_or(SimError::NodeDown(id))?;
+        self.stats.injected += 1;
+        self.trace.record(self.now, TraceRecord::Injected { node: id, len: packet.len() as u32 });
+        core.handle_tun_packet(self.now, packet_buffer(packet));
+        self.drive(node, false);
+        Ok(())
+    }
+
+    // ----- TCP applications -------------------------------------------------------------
+
+    /// Open a client transfer `node -> to:port` carrying `bytes` payload bytes.
+    pub(crate) fn open_tcp(
+        &mut self,
+        node: &mut Node,
+        to: NodeId,
+        port: u16,
+        bytes: u64,
+    ) -> Result<TransferId, SimError> {
+        let from = node.id();
+        let core = node.core.as_mut().ok_or(SimError::NodeDown(from))?;
+        let remote = SocketAddr::new(network::mesh_addr(to).into(), port);
+        let conn = core.tcp_connect(self.now, remote).map_err(SimError::Tcp)?;
+        let id = TransferId(self.apps.transfers.len() as u64);
+        self.apps.transfers.push(Transfer {
+            id,
+            from,
+            to,
+            port,
+            conn,
+            bytes,
+            opened_at: self.now,
+            connected_at: None,
+            queued: 0,
+            finished_at: None,
+            closed_at: None,
+            error: None,
+        });
+        let stream = Stream::new(id, bytes, self.apps.pattern_seed);
+        node.apps
+            .clients
+            .insert(conn, Client { transfer: id, stream, queued: 0, connected: false, closing: false, eof: false });
+        self.stats.tcp_opened += 1;
+        self.trace.record(self.now, TraceRecord::TcpOpened { from, to, port, transfer: id.0 });
+        self.drive(node, false);
+        Ok(id)
+    }
+
+    /// The applications' part of a crash: everything open on `node` ends now.
+    pub(crate) fn crash_apps(&mut self, node: &mut Node) {
+        let apps = std::mem::take(&mut node.apps);
+        for client in apps.clients.values() {
+            let t = &mut self.apps.transfers[client.transfer.0 as usize];
+            t.closed_at.get_or_insert(self.now);
+            if t.finished_at.is_none() {
+                t.error.get_or_insert(TransferError::NodeCrashed);
+            }
+        }
+        for sink in apps.sinks.values() {
+            self.apps.accepted[sink.record].closed_at.get_or_insert(self.now);
+        }
+    }
+
+    fn tcp_event(&mut self, node: &mut Node, event: TcpEvent) {
+        let now = self.now;
+        let id = node.id();
+        match event {
+            TcpEvent::Accepted { conn, peer, local, remote } => self.accept(node, conn, peer, local, remote),
+            TcpEvent::Connected { conn } => {
+                let Some(client) = node.apps.clients.get_mut(&conn) else { return };
+                client.connected = true;
+                let t = &mut self.apps.transfers[client.transfer.0 as usize];
+                t.connected_at = Some(now);
+                self.stats.tcp_connected += 1;
+                self.trace.record(now, TraceRecord::TcpConnected { node: id, transfer: client.transfer.0 });
+                self.pump(node, conn);
+            }
+            TcpEvent::Writable { conn } => self.pump(node, conn),
+            TcpEvent::Readable { conn } => {
+                if node.apps.sinks.contains_key(&conn) {
+                    self.sink_read(node, conn);
+                } else if node.apps.clients.contains_key(&conn) {
+                    self.client_read(node, conn);
+                }
+            }
+            TcpEvent::Closed { conn } => {
+                self.stats.tcp_closed += 1;
+                self.trace.record(now, TraceRecord::TcpClosed { node: id, conn: conn.0 });
+                if let Some(client) = node.apps.clients.remove(&conn) {
+                    let t = &mut self.apps.transfers[client.transfer.0 as usize];
+                    t.closed_at = Some(now);
+                    if !client.closing {
+                        t.error.get_or_insert(TransferError::ClosedEarly);
+                    }
+                } else if let Some(sink) = node.apps.sinks.remove(&conn) {
+                    self.apps.accepted[sink.record].closed_at = Some(now);
+                }
+            }
+        }
+    }
+
+    fn accept(&mut self, node: &mut Node, conn: ConnId, peer: Option<PeerId>, local: SocketAddr, remote: SocketAddr) {
+        let id = node.id();
+        let peer_node = peer.and_then(|p| node.peer_node(p));
+        self.apps.accepted.push(AcceptedConn {
+            node: id,
+            conn,
+            peer,
+            peer_node,
+            local,
+            remote,
+            accepted_at: self.now,
+            transfer: None,
+            opener: None,
+            expected: None,
+            received: 0,
+            matched: true,
+            completed_at: None,
+            eof_at: None,
+            closed_at: None,
+        });
+        let record = self.apps.accepted.len() - 1;
+        node.apps.sinks.insert(conn, Sink { record, header: [0; crate::apps::HEADER_LEN], stream: None, eof: false });
+        self.stats.tcp_accepted += 1;
+        self.trace.record(
+            self.now,
+            TraceRecord::TcpAccepted { node: id, peer: peer_node, remote: node_of(remote), port: local.port() },
+        );
+    }
+
+    /// Queue as much of a client's stream as fits; close when all is queued.
+    fn pump(&mut self, node: &mut Node, conn: ConnId) {
+        let now = self.now;
+        let Some(core) = node.core.as_mut() else { return };
+        let Some(client) = node.apps.clients.get_mut(&conn) else { return };
+        if !client.connected || client.closing {
+            return;
+        }
+        let total = client.stream.total();
+        let mut failed = None;
+        while client.queued < total {
+            let n = (total - client.queued).min(CHUNK as u64) as usize;
+            let buf = &mut self.apps.io[..n];
+            client.stream.fill(client.queued, buf);
+            match core.tcp_send(now, conn, buf) {
+                Ok(k) => {
+                    client.queued += k as u64;
+                    if k < n {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    failed = Some(TransferError::Tcp(e));
+                    break;
+                }
+            }
+        }
+        let t = &mut self.apps.transfers[client.transfer.0 as usize];
+        t.queued = client.queued;
+        if failed.is_none() && client.queued == total {
+            client.closing = true;
+            t.finished_at = Some(now);
+            if let Err(e) = core.tcp_close(now, conn) {
+                failed = Some(TransferError::Tcp(e));
+            }
+        }
+        if let Some(e) = failed {
+            t.error.get_or_insert(e);
+            client.closing = true;
+        }
+    }
+
+    /// The client reads (and discards) whatever the server sends, and notes its FIN.
+    fn client_read(&mut self, node: &mut Node, conn: ConnId) {
+        let Some(core) = node.core.as_mut() else { return };
+        let Some(client) = node.apps.clients.get_mut(&conn) else { return };
+        if client.eof {
+            return;
+        }
+        let mut first = true;
+        loop {
+            match core.tcp_recv(self.now, conn, &mut self.apps.io) {
+                Ok(0) => {
+                    client.eof = first;
+                    break;
+                }
+                Ok(_) => first = false,
+                Err(_) => {
+                    client.eof = true;
+                    break;
+                }
+            }
+        }
+    }
+
+    /// The sink reads until `recv` returns 0 and verifies what it got. A `Readable` whose
+    /// first read returns 0 is the client's FIN: the sink closes its side.
+    fn sink_read(&mut self, node: &mut Node, conn: ConnId) {
+        let now = self.now;
+        let id = node.id();
+        let Some(core) = node.core.as_mut() else { return };
+        let Some(sink) = node.apps.sinks.get_mut(&conn) else { return };
+        if sink.eof {
+            return;
+        }
+        let mut first = true;
+        loop {
+            match core.tcp_recv(now, conn, &mut self.apps.io) {
+                Ok(0) => break,
+                Ok(n) => {
+                    first = false;
+                    let was_complete = self.apps.accepted[sink.record].completed_at.is_some();
+                    self.apps.absorb(now, sink, n);
+                    let r = &self.apps.accepted[sink.record];
+                    if !was_complete && r.completed_at.is_some() {
+                        self.stats.tcp_transfers_completed += 1;
+                        self.trace.record(
+                            now,
+                            TraceRecord::TransferCompleted {
+                                node: id,
+                                transfer: r.transfer.map_or(u64::MAX, |t| t.0),
+                                bytes: r.received,
+                            },
+                        );
+                    }
+                }
+                // The connection is gone (its `Closed` event follows).
+                Err(_) => return,
+            }
+        }
+        if first {
+            sink.eof = true;
+            self.apps.accepted[sink.record].eof_at = Some(now);
+            let _ = core.tcp_close(now, conn);
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! What can go wrong when building or changing a world.
 
+use mesh_core::tcp::TcpError;
 use mesh_core::wireguard::ConfigError;
 use thiserror::Error;
 
@@ -21,4 +22,6 @@ pub enum SimError {
     NotAPeer { from: NodeId, to: NodeId },
     #[error("WireGuard configuration: {0}")]
     Config(#[from] ConfigError),
+    #[error("TCP: {0}")]
+    Tcp(TcpError),
 }

@@ -1,10 +1,12 @@
 //! mesh-sim: a deterministic simulator that drives `mesh-core`'s sans-IO state machines in
 //! virtual time over simulated links.
 //!
-//! A [`World`] holds nodes (each a [`mesh_core::wireguard::WireGuard`] with a static key,
-//! an underlay UDP address and a mesh address), the [`Network`] of links between them
-//! (latency, jitter, loss, duplication, reordering, bandwidth, MTU; symmetric and one-way
-//! partitions) and an event queue. Its clock jumps from one event to the next. Every random
+//! A [`World`] holds nodes (each a composed [`mesh_core::node::Node`] — WireGuard, packet
+//! filter with flow tracking, userspace TCP, MagicDNS — with a static key, an underlay UDP
+//! address, a mesh address, a netmap and a filter), simulated applications on them (a UDP
+//! traffic generator, TCP stream clients and verifying sinks, raw packet injection at the
+//! TUN side), the [`Network`] of links between them (latency, jitter, loss, duplication,
+//! reordering, bandwidth, MTU; symmetric and one-way partitions) and an event queue. Its clock jumps from one event to the next. Every random
 //! choice derives from one seed, and a running BLAKE2s hash over the ordered trace of
 //! everything that happened ([`World::trace_hash`]) shows that the same seed gives the same
 //! run.
@@ -27,7 +29,27 @@
 //! # let _ = cut;
 //! # Ok::<(), mesh_sim::SimError>(())
 //! ```
+//!
+//! TCP through the composed data plane ([`World::open_tcp`], [`World::accepted_for`]):
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use mesh_sim::{LinkConfig, NodeConfig, NodeId, World};
+//!
+//! let mut world = World::new(7, LinkConfig::ideal(Duration::from_millis(15)));
+//! let client = world.add_node()?;
+//! let server = world.add_node_with(NodeConfig::default().with_ssh(true))?;
+//! world.connect_full_mesh()?;
+//! let id = world.open_tcp(client, server, mesh_core::node::SSH_PORT, 1 << 20)?;
+//! world.run_for(Duration::from_secs(2));
+//! if let Some(accepted) = world.accepted_for(id) {
+//!     assert!(accepted.is_complete() && accepted.peer == world.node(server).peer_id(client));
+//! }
+//! # let _ = NodeId(0);
+//! # Ok::<(), mesh_sim::SimError>(())
+//! ```
 
+pub mod apps;
 mod check;
 mod driver;
 mod error;
@@ -44,12 +66,16 @@ mod world;
 #[cfg(test)]
 mod world_tests;
 
+pub use apps::{AcceptedConn, StreamPattern, Transfer, TransferError, TransferId};
 pub use check::{seed_from_env, SEED_ENV};
 pub use error::SimError;
 pub use faults::{ChaosConfig, Fault};
 pub use link::{DropCause, LinkConfig, LinkStats};
 pub use network::Network;
-pub use node::{Node, NodeId, NodeStats, WgTotals};
+pub use node::{
+    allow_mesh_filter, mesh_range, Node, NodeConfig, NodeId, NodeStats, TunStats, WgTotals, SIM_DNS_DOMAIN,
+    TUN_CAPTURE_LEN,
+};
 pub use scenario::{Scenario, ScenarioConfig};
 pub use stats::{reason_name, PairMatrix, PairStats, SimStats, Summary};
 pub use trace::{Trace, TraceRecord};

@@ -1,6 +1,6 @@
 //! The full-mesh scenario shared by `meshsim` and the simulated tests.
 //!
-//! N nodes, each a WireGuard peer of every other (allowed IP = the other's mesh address /32,
+//! N nodes, each a peer of every other in its netmap (allowed IP = the other's mesh address /32,
 //! endpoint = its underlay address), every link with the same configuration, and the traffic
 //! application sending a small packet to a random peer about every `traffic_interval`.
 //! Optionally the chaos schedule injects partitions and crashes. Tests take the world this

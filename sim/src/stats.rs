@@ -57,32 +57,47 @@ pub struct SimStats {
     pub restarts: u64,
     /// Partition faults applied (symmetric, one-way and isolations).
     pub partitions: u64,
+    /// Packets that came out of a TUN side and were not traffic-application packets.
+    pub tun_other: u64,
+    /// Raw packets injected at a TUN side ([`crate::World::inject_tun_packet`]).
+    pub injected: u64,
+    /// Flows cut by a filter change.
+    pub flows_cut: u64,
+    /// TCP client transfers opened, connected; connections accepted; `Closed` events.
+    pub tcp_opened: u64,
+    pub tcp_connected: u64,
+    pub tcp_accepted: u64,
+    pub tcp_closed: u64,
+    /// Accepted connections whose whole announced stream arrived byte-exact.
+    pub tcp_transfers_completed: u64,
 }
+
+/// Every WireGuard drop reason, in index order.
+pub(crate) const ALL_REASONS: [DropReason; DropReason::COUNT] = [
+    DropReason::Malformed(MessageError::TooShort(0)),
+    DropReason::BadMac1,
+    DropReason::CookieRequired,
+    DropReason::HandshakeFailed,
+    DropReason::UnknownPeer,
+    DropReason::StaleTimestamp,
+    DropReason::InitiationFlood,
+    DropReason::UnknownIndex,
+    DropReason::UnexpectedResponse,
+    DropReason::BadCookieReply,
+    DropReason::SessionExpired,
+    DropReason::Replay,
+    DropReason::BadTag,
+    DropReason::BadInnerPacket,
+    DropReason::InnerSourceNotAllowed,
+    DropReason::NoRoute,
+    DropReason::NoEndpoint,
+    DropReason::TooLarge,
+];
 
 /// A short name for a WireGuard drop reason, by [`DropReason::index`].
 pub fn reason_name(index: usize) -> &'static str {
-    const ALL: [DropReason; DropReason::COUNT] = [
-        DropReason::Malformed(MessageError::TooShort(0)),
-        DropReason::BadMac1,
-        DropReason::CookieRequired,
-        DropReason::HandshakeFailed,
-        DropReason::UnknownPeer,
-        DropReason::StaleTimestamp,
-        DropReason::InitiationFlood,
-        DropReason::UnknownIndex,
-        DropReason::UnexpectedResponse,
-        DropReason::BadCookieReply,
-        DropReason::SessionExpired,
-        DropReason::Replay,
-        DropReason::BadTag,
-        DropReason::BadInnerPacket,
-        DropReason::InnerSourceNotAllowed,
-        DropReason::NoRoute,
-        DropReason::NoEndpoint,
-        DropReason::TooLarge,
-    ];
     // An exhaustive match, so a new reason in core fails to compile here until named.
-    ALL.iter().find(|r| r.index() == index).map_or("unknown", |r| match r {
+    ALL_REASONS.iter().find(|r| r.index() == index).map_or("unknown", |r| match r {
         DropReason::Malformed(_) => "malformed",
         DropReason::BadMac1 => "bad mac1",
         DropReason::CookieRequired => "cookie required",
@@ -265,6 +280,20 @@ impl fmt::Display for Summary {
             s.datagrams_rejected,
             if reasons.is_empty() { "none".to_string() } else { reasons.join(", ") },
         )?;
+        if s.tcp_opened + s.tcp_accepted + s.injected + s.tun_other + s.flows_cut > 0 {
+            writeln!(
+                f,
+                "tcp: {} opened, {} connected, {} accepted, {} streams verified, {} closed; {} flows cut; {} other TUN packets, {} injected",
+                s.tcp_opened,
+                s.tcp_connected,
+                s.tcp_accepted,
+                s.tcp_transfers_completed,
+                s.tcp_closed,
+                s.flows_cut,
+                s.tun_other,
+                s.injected
+            )?;
+        }
         write!(
             f,
             "faults: {} crashes, {} restarts, {} partitions; {} events ({} stale), {} timer stalls, {} trace records",

@@ -1,8 +1,9 @@
 //! The trace: a running BLAKE2s-256 hash over everything that happened, in order.
 //!
 //! Every datagram sent, dropped, duplicated and delivered, every datagram WireGuard
-//! rejected, every application packet, WireGuard event, timer, crash, restart and partition
-//! is encoded as a [`TraceRecord`] with its virtual timestamp and fed to the hash. Two runs
+//! rejected, every application packet, WireGuard event, timer, crash, restart and partition,
+//! every other packet out of a TUN side or injected into one, every flow cut and every TCP
+//! connection opened, accepted, completed and closed is encoded as a [`TraceRecord`] with its virtual timestamp and fed to the hash. Two runs
 //! with the same seed must produce the same hash; any divergence, however small (one
 //! reordered event, one different random draw, one different ciphertext byte), changes it.
 //! That turns "is the simulator deterministic?" into comparing 32 bytes.
@@ -86,6 +87,23 @@ pub enum TraceRecord {
     Timer { node: NodeId },
     /// A fault was injected or repaired (crash, restart, partition, heal).
     Fault(Fault),
+    /// A packet that is not a traffic-application packet came out of a node's TUN side.
+    TunPacket { node: NodeId, len: u32 },
+    /// A raw packet was injected at a node's TUN side.
+    Injected { node: NodeId, len: u32 },
+    /// A filter change cut a flow on `node`.
+    FlowCut { node: NodeId },
+    /// A client transfer was opened.
+    TcpOpened { from: NodeId, to: NodeId, port: u16, transfer: u64 },
+    /// A client transfer's connection was established.
+    TcpConnected { node: NodeId, transfer: u64 },
+    /// A node accepted a connection on `port`, tagged with the peer `peer` (as a node), from
+    /// the address of `remote`.
+    TcpAccepted { node: NodeId, peer: Option<NodeId>, remote: Option<NodeId>, port: u16 },
+    /// A connection of `node` is gone.
+    TcpClosed { node: NodeId, conn: u64 },
+    /// A sink received a whole stream byte-exact.
+    TransferCompleted { node: NodeId, transfer: u64, bytes: u64 },
 }
 
 fn opt_node(n: Option<NodeId>) -> u32 {
@@ -195,6 +213,38 @@ impl TraceRecord {
                 e = Encoder::new(14, at);
                 let (kind, a, b) = fault.encode();
                 e.u32(kind).node(a).node(b);
+            }
+            TraceRecord::TunPacket { node, len } => {
+                e = Encoder::new(15, at);
+                e.node(node).u32(len);
+            }
+            TraceRecord::Injected { node, len } => {
+                e = Encoder::new(16, at);
+                e.node(node).u32(len);
+            }
+            TraceRecord::FlowCut { node } => {
+                e = Encoder::new(17, at);
+                e.node(node);
+            }
+            TraceRecord::TcpOpened { from, to, port, transfer } => {
+                e = Encoder::new(18, at);
+                e.node(from).node(to).u32(u32::from(port)).u64(transfer);
+            }
+            TraceRecord::TcpConnected { node, transfer } => {
+                e = Encoder::new(19, at);
+                e.node(node).u64(transfer);
+            }
+            TraceRecord::TcpAccepted { node, peer, remote, port } => {
+                e = Encoder::new(20, at);
+                e.node(node).u32(opt_node(peer)).u32(opt_node(remote)).u32(u32::from(port));
+            }
+            TraceRecord::TcpClosed { node, conn } => {
+                e = Encoder::new(21, at);
+                e.node(node).u64(conn);
+            }
+            TraceRecord::TransferCompleted { node, transfer, bytes } => {
+                e = Encoder::new(22, at);
+                e.node(node).u64(transfer).u64(bytes);
             }
         }
         hasher.update(e.bytes());

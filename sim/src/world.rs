@@ -1,11 +1,12 @@
 //! The world: nodes, the network between them, the event queue and the virtual clock.
 //!
-//! The world drives every node's [`WireGuard`](mesh_core::wireguard::WireGuard) exactly as
-//! the sans-IO contract says a shell must (see [`crate::driver`]): each input
-//! (`handle_datagram`, `handle_packet`, `handle_timeout`) is followed by draining
-//! `poll_transmit`, `poll_received` and `poll_event` until they are empty, and then by one
-//! `poll_timeout` for that node, which schedules a timer event. Timer events that an
-//! earlier deadline superseded, or that belong to a crashed incarnation, are ignored.
+//! The world drives every node's composed [`mesh_core::node::Node`] exactly as the sans-IO
+//! contract says a shell must (see [`crate::driver`]): each input (`handle_datagram`,
+//! `handle_tun_packet`, `handle_timeout`, a netmap or filter change, a TCP call of an
+//! application) is followed by draining `poll_transmit`, `poll_tun_packet` and `poll_event`
+//! until they are empty, and then by one `poll_timeout` for that node, which schedules a
+//! timer event. Timer events that an earlier deadline superseded, or that belong to a
+//! crashed incarnation, are ignored.
 //!
 //! Everything random (keys, WireGuard's own randomness, link behaviour, traffic targets,
 //! chaos) comes from forks of one [`Rng`] seeded with the world's seed, taken in a fixed
@@ -16,18 +17,21 @@ use std::fmt;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use mesh_core::ip::Filter;
+use mesh_core::node::NetmapPeer;
 use mesh_core::rng::Rng;
 use mesh_core::time::{Instant, UnixTime};
-use mesh_core::wireguard::{IpPrefix, PeerConfig, PrivateKey};
+use mesh_core::wireguard::PrivateKey;
 use tracing::debug;
 
+use crate::apps::{AcceptedConn, Apps, Transfer, TransferId};
 use crate::driver::Driver;
 use crate::error::SimError;
 use crate::events::{Event, EventQueue};
 use crate::faults::{Chaos, ChaosConfig, Fault};
 use crate::link::{DropCause, LinkConfig};
-use crate::network::{underlay_addr, Network, MAX_NODES};
-use crate::node::{unix_time, Node, NodeId, WgTotals};
+use crate::network::{Network, MAX_NODES};
+use crate::node::{netmap_entry, unix_time, Node, NodeConfig, NodeId, WgTotals};
 use crate::stats::{PairMatrix, PairStats, SimStats, Summary};
 use crate::trace::{hex, Trace, TraceRecord};
 use crate::traffic::TrafficConfig;
@@ -68,6 +72,7 @@ pub struct World {
     chaos_chain: u64,
     connect_on_restart: bool,
     rerun_hint: String,
+    apps: Apps,
 }
 
 impl fmt::Debug for World {
@@ -112,6 +117,7 @@ impl World {
             chaos_chain: 0,
             connect_on_restart: false,
             rerun_hint: format!("cargo run --release -p mesh-sim --bin meshsim -- --seed {seed}"),
+            apps: Apps::new(seed),
         }
     }
 
@@ -123,6 +129,7 @@ impl World {
             trace: &mut self.trace,
             stats: &mut self.stats,
             pairs: &mut self.pairs,
+            apps: &mut self.apps,
             link_rng: &mut self.rng.links,
         };
         (driver, &mut self.nodes)
@@ -138,57 +145,87 @@ impl World {
 
     // ----- building ---------------------------------------------------------------------
 
-    /// Add a running node with a fresh static key, linked to every existing node with the
-    /// default link. It has no peers yet (see [`Self::add_peer`]).
+    /// Add a running node with a fresh static key and the default [`NodeConfig`] (SSH off),
+    /// linked to every existing node with the default link. It has no peers yet (see
+    /// [`Self::add_peer`]) and the filter [`crate::allow_mesh_filter`].
     pub fn add_node(&mut self) -> Result<NodeId, SimError> {
+        self.add_node_with(NodeConfig::default())
+    }
+
+    /// [`Self::add_node`] with a configuration (e.g. `serve_ssh`, TCP sizes).
+    pub fn add_node_with(&mut self, config: NodeConfig) -> Result<NodeId, SimError> {
         if self.nodes.len() >= MAX_NODES {
             return Err(SimError::TooManyNodes);
         }
         let key = PrivateKey::from_bytes(self.rng.keys.gen_bytes());
         let id = self.net.add_node();
         self.pairs.add_node();
-        let mut node = Node::new(id, key);
-        node.boot(self.now, unix_time(self.epoch, self.now), self.rng.nodes.fork())?;
+        let mut node = Node::new(id, key, config);
+        node.boot(self.now, unix_time(self.epoch, self.now), self.rng.nodes.next_u64())?;
         self.nodes.push(node);
+        let (mut driver, nodes) = self.driver();
+        driver.drive(&mut nodes[id.0], false);
         self.start_app_chain(id);
         Ok(id)
     }
 
-    /// Make `peer` a peer of `node`: its public key, allowed IP = its mesh address /32,
-    /// endpoint = its underlay address. One direction only; see [`Self::connect_full_mesh`].
-    pub fn add_peer(&mut self, node: NodeId, peer: NodeId) -> Result<(), SimError> {
+    /// The netmap entry describing `peer`: its public key, endpoint = its underlay address,
+    /// mesh address (the allowed IP, /32), name `n<i>`.
+    pub fn netmap_entry(&self, peer: NodeId) -> Result<NetmapPeer, SimError> {
         self.check_node(peer)?;
-        let p = &self.nodes[peer.0];
-        let mut config = PeerConfig::new(p.public_key(), vec![IpPrefix::host(p.mesh_addr().into())]);
-        config.endpoint = Some(p.underlay_addr());
-        self.add_peer_with(node, peer, config)
+        Ok(netmap_entry(peer, self.nodes[peer.0].public_key()))
     }
 
-    /// Make `peer` a peer of `node` with an explicit configuration (e.g. a persistent
-    /// keepalive, a preshared key, or no endpoint).
-    pub fn add_peer_with(&mut self, node: NodeId, peer: NodeId, config: PeerConfig) -> Result<(), SimError> {
+    /// Make `peer` a peer of `node` (add it to `node`'s netmap, see [`Self::netmap_entry`]).
+    /// One direction only; see [`Self::connect_full_mesh`].
+    pub fn add_peer(&mut self, node: NodeId, peer: NodeId) -> Result<(), SimError> {
+        let entry = self.netmap_entry(peer)?;
+        self.add_peer_with(node, peer, entry)
+    }
+
+    /// Make `peer` a peer of `node` with an explicit netmap entry (e.g. no endpoint, extra
+    /// routes). Re-adding a peer replaces its entry.
+    pub fn add_peer_with(&mut self, node: NodeId, peer: NodeId, entry: NetmapPeer) -> Result<(), SimError> {
+        self.add_peers(node, vec![(peer, entry)])
+    }
+
+    fn add_peers(&mut self, node: NodeId, peers: Vec<(NodeId, NetmapPeer)>) -> Result<(), SimError> {
         self.check_node(node)?;
-        self.check_node(peer)?;
-        if node == peer {
-            return Err(SimError::SelfPeer(node));
+        for (peer, _) in &peers {
+            self.check_node(*peer)?;
+            if *peer == node {
+                return Err(SimError::SelfPeer(node));
+            }
         }
         let now = self.now;
         let (mut driver, nodes) = self.driver();
         let n = &mut nodes[node.0];
-        n.add_peer(now, peer, config)?;
-        // Adding a peer can arm timers (a persistent keepalive).
+        n.add_peers(now, peers)?;
         driver.drive(n, false);
         Ok(())
     }
 
-    /// Make every node a peer of every other node.
+    /// Make every node a peer of every other node (one netmap update per node).
     pub fn connect_full_mesh(&mut self) -> Result<(), SimError> {
         let n = self.nodes.len();
+        let entries: Vec<NetmapPeer> = (0..n).map(|i| netmap_entry(NodeId(i), self.nodes[i].public_key())).collect();
         for a in 0..n {
-            for b in (0..n).filter(|b| *b != a) {
-                self.add_peer(NodeId(a), NodeId(b))?;
-            }
+            let peers = (0..n).filter(|b| *b != a).map(|b| (NodeId(b), entries[b].clone())).collect();
+            self.add_peers(NodeId(a), peers)?;
         }
+        Ok(())
+    }
+
+    /// Replace `node`'s packet filter (it keeps it across restarts). Flows opened by peers
+    /// that the new filter no longer allows are cut at once (see
+    /// `mesh_core::node::Node::set_filter`).
+    pub fn set_filter(&mut self, node: NodeId, filter: Filter) -> Result<(), SimError> {
+        self.check_node(node)?;
+        let now = self.now;
+        let (mut driver, nodes) = self.driver();
+        let n = &mut nodes[node.0];
+        n.set_filter(now, filter);
+        driver.drive(n, false);
         Ok(())
     }
 
@@ -244,7 +281,9 @@ impl World {
 
     /// Whether a restarted node immediately starts a handshake with every peer (`true`), or
     /// waits for traffic to trigger them (`false`, the default; what a daemon without
-    /// persistent keepalives does).
+    /// persistent keepalives does). The core node has no "connect" call, so a restarted
+    /// node that should connect sends one traffic-application packet to each peer, which
+    /// starts the handshakes.
     pub fn set_connect_on_restart(&mut self, connect: bool) {
         self.connect_on_restart = connect;
     }
@@ -334,18 +373,20 @@ impl World {
     /// # Panics
     /// If the node does not exist.
     pub fn crash(&mut self, node: NodeId) {
-        let n = &mut self.nodes[node.0];
-        if !n.is_up() {
+        if !self.nodes[node.0].is_up() {
             return;
         }
+        let (mut driver, nodes) = self.driver();
+        let n = &mut nodes[node.0];
+        driver.crash_apps(n);
         n.crash();
         n.stats.crashes += 1;
         self.stats.crashes += 1;
         self.record_fault(Fault::Crash(node));
     }
 
-    /// Restart a crashed `node`: a fresh WireGuard with the same static key and the same
-    /// peers, a fresh fork of the RNG, and its traffic application resumes. It re-handshakes
+    /// Restart a crashed `node`: a fresh core node with the same static key, configuration,
+    /// peers and filter, a fresh seed from the RNG, and its traffic application resumes. It re-handshakes
     /// as traffic demands (or at once, see [`Self::set_connect_on_restart`]). No-op if it
     /// is running.
     pub fn restart(&mut self, node: NodeId) -> Result<(), SimError> {
@@ -355,25 +396,24 @@ impl World {
         }
         let now = self.now;
         let unix = unix_time(self.epoch, now);
-        let rng = self.rng.nodes.fork();
+        let seed = self.rng.nodes.next_u64();
         let connect = self.connect_on_restart;
         {
             let n = &mut self.nodes[node.0];
-            n.boot(now, unix, rng)?;
+            n.boot(now, unix, seed)?;
             n.stats.restarts += 1;
-            if connect {
-                let peers: Vec<NodeId> = n.peer_nodes().to_vec();
-                for peer in peers {
-                    if let (Some(id), Some(wg)) = (n.peer_id(peer), n.wg.as_mut()) {
-                        wg.connect(now, id)?;
-                    }
-                }
-            }
         }
         self.stats.restarts += 1;
         self.record_fault(Fault::Restart(node));
         let (mut driver, nodes) = self.driver();
-        driver.drive(&mut nodes[node.0], false);
+        let n = &mut nodes[node.0];
+        driver.drive(n, false);
+        if connect {
+            let peers: Vec<NodeId> = n.peer_nodes().to_vec();
+            for peer in peers {
+                driver.send_app_packet(n, peer)?;
+            }
+        }
         self.start_app_chain(node);
         Ok(())
     }
@@ -409,6 +449,24 @@ impl World {
         driver.send_app_packet(&mut nodes[from.0], to)
     }
 
+    /// Hand a raw IP packet to `node`'s TUN side, as if a program on it had sent it (the
+    /// node does not check its source address: a compromised node can send anything).
+    pub fn inject_tun_packet(&mut self, node: NodeId, packet: &[u8]) -> Result<(), SimError> {
+        self.check_node(node)?;
+        let (mut driver, nodes) = self.driver();
+        driver.inject(&mut nodes[node.0], packet)
+    }
+
+    /// Open a TCP connection from `from` to `to`'s mesh address and `port`, and stream
+    /// `bytes` payload bytes over it (see [`crate::apps`]); the destination's sink verifies
+    /// them. Returns the transfer's id ([`Self::transfer`]).
+    pub fn open_tcp(&mut self, from: NodeId, to: NodeId, port: u16, bytes: u64) -> Result<TransferId, SimError> {
+        self.check_node(from)?;
+        self.check_node(to)?;
+        let (mut driver, nodes) = self.driver();
+        driver.open_tcp(&mut nodes[from.0], to, port, bytes)
+    }
+
     /// Process the next event. Returns `false` if nothing is scheduled.
     pub fn step(&mut self) -> bool {
         let Some((at, event)) = self.queue.pop() else { return false };
@@ -442,30 +500,20 @@ impl World {
     }
 
     fn deliver(&mut self, from: NodeId, to: NodeId, payload: BytesMut) {
-        let now = self.now;
         let (mut driver, nodes) = self.driver();
         if driver.net.is_blocked(from, to) {
             driver.drop_datagram(from, Some(to), DropCause::Partition);
             return;
         }
         let node = &mut nodes[to.0];
-        let Some(wg) = node.wg.as_mut() else {
+        if !node.is_up() {
             driver.drop_datagram(from, Some(to), DropCause::NodeDown);
             return;
-        };
-        driver.stats.datagrams_delivered += 1;
-        driver.trace.record(now, TraceRecord::Delivered { from, to, len: payload.len() as u32 });
-        if let Err(reason) = wg.handle_datagram(now, underlay_addr(from), payload) {
-            node.stats.datagrams_rejected += 1;
-            driver.stats.datagrams_rejected += 1;
-            driver.stats.rejected_by_reason[reason.index()] += 1;
-            driver.trace.record(now, TraceRecord::Rejected { node: to, from, reason });
         }
-        driver.drive(node, false);
+        driver.deliver(node, from, payload);
     }
 
     fn fire_timer(&mut self, id: NodeId, generation: u64, at: Instant) {
-        let now = self.now;
         let (mut driver, nodes) = self.driver();
         let node = &mut nodes[id.0];
         if node.generation() != generation || node.timer_at != Some(at) {
@@ -473,11 +521,7 @@ impl World {
             return;
         }
         node.timer_at = None;
-        let Some(wg) = node.wg.as_mut() else { return };
-        wg.handle_timeout(now);
-        driver.stats.timers_fired += 1;
-        driver.trace.record(now, TraceRecord::Timer { node: id });
-        driver.drive(node, true);
+        driver.timeout(node);
     }
 
     fn app_tick(&mut self, id: NodeId, chain: u64) {
@@ -585,6 +629,34 @@ impl World {
     /// Whether an application packet `from -> to` arrived strictly after `t`.
     pub fn delivered_after(&self, from: NodeId, to: NodeId, t: Instant) -> bool {
         self.pairs.get(from, to).delivered_after(t)
+    }
+
+    /// Every client transfer opened so far ([`Self::open_tcp`]), in order.
+    pub fn transfers(&self) -> &[Transfer] {
+        &self.apps.transfers
+    }
+
+    /// One client transfer.
+    ///
+    /// # Panics
+    /// If no such transfer was opened.
+    pub fn transfer(&self, id: TransferId) -> &Transfer {
+        &self.apps.transfers[id.0 as usize]
+    }
+
+    /// Every connection any node accepted, in order.
+    pub fn accepted_conns(&self) -> &[AcceptedConn] {
+        &self.apps.accepted
+    }
+
+    /// The connections `node` accepted.
+    pub fn accepted_on(&self, node: NodeId) -> impl Iterator<Item = &AcceptedConn> {
+        self.apps.accepted.iter().filter(move |a| a.node == node)
+    }
+
+    /// The connection that accepted transfer `id` (by the stream header it sent).
+    pub fn accepted_for(&self, id: TransferId) -> Option<&AcceptedConn> {
+        self.apps.accepted.iter().find(|a| a.transfer == Some(id))
     }
 
     /// World-wide counters.

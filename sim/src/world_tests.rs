@@ -2,7 +2,12 @@
 
 use std::time::Duration;
 
+use mesh_core::ip::Filter;
+use mesh_core::node::SSH_PORT;
 use mesh_core::time::Instant;
+
+use crate::apps::TransferError;
+use crate::node::NodeConfig;
 
 use crate::faults::{ChaosConfig, Fault};
 use crate::link::{DropCause, LinkConfig};
@@ -194,4 +199,113 @@ fn toggling_traffic_does_not_double_it() {
 fn failures_report_the_seed() {
     let world = mesh(3, 2, LinkConfig::default());
     crate::sim_assert!(world, world.handshakes() > 0, "no handshake at t=0");
+}
+
+/// Two nodes, the second serving SSH, no background traffic.
+fn pair(seed: u64) -> World {
+    let mut world = World::new(seed, LinkConfig::ideal(Duration::from_millis(10)));
+    for ssh in [false, true] {
+        world.add_node_with(NodeConfig::default().with_ssh(ssh)).unwrap_or_else(|e| panic!("{e}"));
+    }
+    world.connect_full_mesh().unwrap_or_else(|e| panic!("{e}"));
+    world
+}
+
+#[test]
+fn a_tcp_stream_to_the_ssh_port_arrives_verified_and_tagged() {
+    let mut world = pair(21);
+    let (a, b) = (NodeId(0), NodeId(1));
+    let id = world.open_tcp(a, b, SSH_PORT, 300_000).unwrap_or_else(|e| world.fail(e));
+    world.run_for(secs(2));
+    let conn = world.accepted_for(id).cloned().unwrap_or_else(|| world.fail("not accepted"));
+    world.check(conn.is_complete() && conn.payload_received() == 300_000, format!("{conn:?}"));
+    world.check(conn.peer.is_some() && conn.peer == world.node(b).peer_id(a), "tagged with A's PeerId");
+    world.check(conn.opener == Some(a) && conn.peer_node == Some(a), "opened by A");
+    world.check(conn.closed_at.is_some() && world.transfer(id).is_clean(), format!("{:?}", world.transfer(id)));
+    world.check(world.stats().tcp_transfers_completed == 1, "counted");
+}
+
+#[test]
+fn without_ssh_port_22_is_not_served_in_the_core() {
+    let mut world = pair(22);
+    let (a, b) = (NodeId(0), NodeId(1));
+    // B serves SSH, A does not: B's SYN to A:22 goes to A's TUN side.
+    world.open_tcp(b, a, SSH_PORT, 10).unwrap_or_else(|e| world.fail(e));
+    world.run_for(Duration::from_millis(100));
+    world.check(world.accepted_on(a).count() == 0, "nothing accepted on A");
+    world.check(world.node(a).tun_stats().tcp >= 1, "the SYN reached A's TUN");
+    world.check(world.node(a).tun_captured().count() >= 1, "and was captured");
+}
+
+#[test]
+fn a_restarted_node_keeps_its_peers_and_filter() {
+    let mut world = mesh(23, 3, LinkConfig::default());
+    let (a, b) = (NodeId(0), NodeId(1));
+    world.run_for(secs(5));
+    let ids: Vec<_> = world.node_ids().map(|n| world.node(b).peer_id(n)).collect();
+    world.set_filter(b, Filter::deny_all()).unwrap_or_else(|e| world.fail(e));
+    // B sends nothing itself: its own packets would open flows whose replies pass (the
+    // traffic application uses the same ports both ways).
+    world.set_node_traffic(b, false);
+    world.crash(b);
+    world.run_for(secs(1));
+    world.restart(b).unwrap_or_else(|e| world.fail(e));
+    let restarted = world.now();
+    world.run_for(secs(30));
+    let again: Vec<_> = world.node_ids().map(|n| world.node(b).peer_id(n)).collect();
+    world.check(ids == again, "the same PeerIds after the restart");
+    world.check(world.node(b).filter().rules().is_empty(), "still deny-all");
+    for other in [a, NodeId(2)] {
+        world.check(!world.delivered_after(other, b, restarted), format!("{other}'s packets are filtered by B"));
+    }
+    world.check(world.delivered_after(NodeId(2), a, restarted + secs(5)), "the others still talk");
+    world.check(world.node(b).core().is_some_and(|n| n.stats().inbound_filtered > 0), "counted as filtered");
+}
+
+#[test]
+fn a_crash_ends_the_tcp_applications_on_the_node() {
+    let mut world = pair(24);
+    let (a, b) = (NodeId(0), NodeId(1));
+    let id = world.open_tcp(a, b, SSH_PORT, 1_000_000_000).unwrap_or_else(|e| world.fail(e));
+    world.run_for(Duration::from_millis(200));
+    world.crash(a);
+    let t = world.transfer(id);
+    world.check(t.error == Some(TransferError::NodeCrashed) && t.closed_at == Some(world.now()), format!("{t:?}"));
+    world.crash(b);
+    let conn = world.accepted_for(id).unwrap_or_else(|| world.fail("not accepted"));
+    world.check(conn.closed_at == Some(world.now()) && !conn.is_complete(), format!("{conn:?}"));
+}
+
+#[test]
+fn injected_packets_with_a_foreign_source_are_refused_by_the_receiver() {
+    let mut world = mesh(25, 3, LinkConfig::default());
+    world.stop_traffic();
+    let (a, b, c) = (NodeId(0), NodeId(1), NodeId(2));
+    world.run_for(secs(1));
+    let before = world.node(b).tun_stats().packets;
+    let spoofed = crate::traffic::AppPacket {
+        src: crate::network::mesh_addr(c),
+        dst: crate::network::mesh_addr(b),
+        seq: 0,
+        sent_at: world.now(),
+    }
+    .encode();
+    world.inject_tun_packet(a, &spoofed).unwrap_or_else(|e| world.fail(e));
+    world.run_for(Duration::from_millis(100));
+    world.check(world.node(b).tun_stats().packets == before, "nothing reached B's TUN");
+    world.check(
+        world.stats().rejected(mesh_core::wireguard::DropReason::InnerSourceNotAllowed) == 1,
+        "B's WireGuard refused it",
+    );
+    // The same packet from A's own address passes.
+    let genuine = crate::traffic::AppPacket {
+        src: crate::network::mesh_addr(a),
+        dst: crate::network::mesh_addr(b),
+        seq: 0,
+        sent_at: world.now(),
+    }
+    .encode();
+    world.inject_tun_packet(a, &genuine).unwrap_or_else(|e| world.fail(e));
+    world.run_for(Duration::from_millis(100));
+    world.check(world.node(b).tun_stats().app_packets >= 1, "the genuine one arrived");
 }

@@ -14,8 +14,8 @@ use std::time::Duration;
 use clap::Parser;
 use mesh_sim::{ChaosConfig, LinkConfig, Scenario, ScenarioConfig};
 
-/// Simulate N WireGuard nodes in a full mesh, exchanging traffic under faults, in virtual
-/// time.
+/// Simulate N mesh nodes (WireGuard, packet filter, userspace TCP: the core's composed node)
+/// in a full mesh, exchanging traffic under faults, in virtual time.
 #[derive(Debug, Parser)]
 #[command(name = "meshsim", version)]
 struct Args {
