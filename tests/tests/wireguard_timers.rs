@@ -227,3 +227,79 @@ fn persistent_keepalive_every_interval_when_idle() {
     // the persistent keepalive back: 10 + 25, then every 25 s.
     assert_eq!(keepalives, vec![35.0, 60.0]);
 }
+
+#[test]
+fn roaming_follows_authenticated_packets_only() {
+    let mut p = Pair::new(11);
+    p.send(A, b"a");
+    // A moves: its next data message arrives from a new address.
+    p.up = [false, true];
+    p.send(A, b"from the new address");
+    let msg = p.log.iter().rev().find(|w| w.from == A && w.kind() == MSG_DATA).map(|w| w.payload.clone());
+    let msg = msg.unwrap_or_else(|| panic!("no data"));
+    let roamed = std::net::SocketAddr::from(([198, 51, 100, 7], 1234));
+    let now = p.now;
+    let b_peer = p.sides[B].peer;
+    // A forged copy from yet another address is refused and moves nothing.
+    let mut forged = msg.clone();
+    forged[20] ^= 1;
+    let elsewhere = std::net::SocketAddr::from(([203, 0, 113, 9], 9));
+    assert_eq!(p.sides[B].wg.handle_datagram(now, elsewhere, forged), Err(DropReason::BadTag));
+    assert_eq!(p.sides[B].wg.handle_datagram(now, roamed, msg), Ok(()));
+    assert_eq!(p.sides[B].wg.peer_status(b_peer).and_then(|s| s.endpoint), Some(roamed));
+    let packet = mesh_tests::ipv4_udp(p.sides[B].mesh, p.sides[A].mesh, b"reply");
+    assert_eq!(p.sides[B].wg.handle_packet(now, mesh_core::wireguard::packet_buffer(&packet)), Ok(()));
+    assert_eq!(p.sides[B].wg.poll_transmit().map(|t| t.dst), Some(roamed), "replies follow the roam");
+}
+
+#[test]
+fn preshared_keys_must_match() {
+    let psk = |k: [u8; 32]| {
+        move |p: &mut Pair, side: usize| {
+            let peer = p.sides[side].peer;
+            let status = p.sides[side].wg.peer_status(peer).unwrap_or_else(|| panic!("peer"));
+            let mut config = mesh_core::wireguard::PeerConfig::new(status.public_key, status.allowed_ips);
+            config.preshared_key = Some(k);
+            let now = p.now;
+            assert_eq!(p.sides[side].wg.update_peer(now, peer, config), Ok(()));
+        }
+    };
+    let mut same = Pair::new(12);
+    psk([7; 32])(&mut same, A);
+    psk([7; 32])(&mut same, B);
+    same.send(A, b"with psk");
+    assert_eq!(same.sides[B].received.len(), 1);
+
+    let mut different = Pair::new(13);
+    psk([7; 32])(&mut different, A);
+    psk([8; 32])(&mut different, B);
+    different.send(A, b"mismatch");
+    assert!(different.sides[B].received.is_empty());
+    assert_eq!(different.sides[A].wg.stats().drops.get(DropReason::HandshakeFailed), 1, "the response fails to open");
+}
+
+#[test]
+fn peers_are_added_changed_and_removed_at_runtime() {
+    let mut p = Pair::new(14);
+    p.send(A, b"a");
+    let a_on_b = p.sides[B].peer;
+    let now = p.now;
+    assert_eq!(p.sides[B].wg.remove_peer(a_on_b), Ok(()));
+    assert!(p.sides[B].wg.route(p.sides[A].mesh.into()).is_none(), "its allowed IPs are gone");
+    p.send(A, b"to a removed peer");
+    assert_eq!(p.sides[B].received.len(), 1);
+    assert!(p.sides[B].wg.stats().drops.get(DropReason::UnknownIndex) >= 1);
+    // Added again (a new PeerId), it handshakes afresh once A notices the silence.
+    let mut config = mesh_core::wireguard::PeerConfig::new(
+        p.sides[A].key.public_key(),
+        vec![mesh_core::wireguard::IpPrefix::host(p.sides[A].mesh.into())],
+    );
+    config.endpoint = Some(p.sides[A].underlay);
+    let new_id = p.sides[B].wg.add_peer(now, config.clone()).unwrap_or_else(|e| panic!("{e}"));
+    assert_ne!(new_id, a_on_b);
+    assert_eq!(p.sides[B].wg.add_peer(now, config), Err(mesh_core::wireguard::ConfigError::DuplicatePeer));
+    p.sides[B].peer = new_id;
+    p.advance(secs(16.0));
+    p.send(A, b"after re-adding");
+    assert!(p.sides[B].received.iter().any(|r| r.peer == new_id && &r.packet[28..] == b"after re-adding"));
+}
