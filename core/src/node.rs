@@ -24,7 +24,7 @@ use thiserror::Error;
 use tracing::{debug, trace};
 
 use crate::dns::{HostAddrs, MagicDns, MAGIC_DNS_ADDR};
-use crate::ip::{Filter, FlowKey, FlowTable, IcmpKind, PacketInfo, Proto, TcpFlags};
+use crate::ip::{Filter, FlowKey, FlowTable, IcmpKind, Origin, PacketInfo, Proto, TcpFlags};
 use crate::rng::Rng;
 use crate::tcp::{ConnId, TcpConfig, TcpError, TcpEvent, TcpStack};
 use crate::time::{Instant, UnixTime};
@@ -410,13 +410,13 @@ impl Node {
             }
         };
         let key = FlowKey::inbound(&info);
-        if self.flows.touch(now, &key).is_none() {
+        if !matches!(self.flows.touch(now, &key), Some(Origin::Local | Origin::Remote)) {
             if !self.filter.allows(&info) {
                 self.stats.inbound_filtered += 1;
                 trace!(?key, %peer, "inbound packet filtered");
                 return;
             }
-            self.flows.insert(now, key, crate::ip::Origin::Remote);
+            self.flows.insert(now, key, Origin::Remote);
         }
         if !self.addrs.contains(&info.dst) {
             self.stats.inbound_not_for_us += 1;
@@ -463,7 +463,15 @@ impl Node {
     }
 
     fn send_into_mesh(&mut self, now: Instant, info: &PacketInfo, buf: BytesMut) {
-        self.flows.insert(now, FlowKey::outbound(info), crate::ip::Origin::Local);
+        // A TCP flow is opened by its SYN; other segments only refresh a tracked flow, so a
+        // stray segment (a RST for a cut connection) cannot open a path back in.
+        let opens = info.proto != Proto::Tcp || info.is_tcp_syn();
+        let key = FlowKey::outbound(info);
+        if opens {
+            self.flows.insert(now, key, Origin::Local);
+        } else {
+            let _ = self.flows.touch(now, &key);
+        }
         match self.wg.handle_packet(now, buf) {
             Ok(()) => {}
             Err(DropReason::NoRoute) => {

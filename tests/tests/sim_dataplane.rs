@@ -190,9 +190,6 @@ fn fifty_megabytes_over_a_clean_30_ms_link_arrive_byte_exact() {
 }
 
 #[test]
-#[ignore = "core bug: the core's smoltcp TCP collapses under loss or reordering (no congestion control, so the \
-            whole 2 MiB window goes out at once; 4-hole reassembly drops most out-of-order segments; recovery \
-            waits for a >= 1 s RTO that doubles each time): 3.4 MB of 50 MB arrive in one virtual hour"]
 fn fifty_megabytes_over_a_lossy_reordering_link_arrive_byte_exact() {
     // 15 ms one way (30 ms RTT), 5 % loss, 5 % of datagrams held back by up to 20 ms.
     let link = LinkConfig { loss: 0.05, reorder: 0.05, reorder_delay: ms(20), ..LinkConfig::ideal(ms(15)) };
@@ -260,9 +257,6 @@ fn a_hundred_concurrent_connections_are_all_accepted_with_the_right_peer() {
 }
 
 #[test]
-#[ignore = "core bug: with the default TcpConfig (max_pending 64) a burst of 100 SYNs gets 33 answered with RST \
-            instead of being dropped for the client to retry, and the refused clients get no TcpEvent at all \
-            (their ConnIds silently vanish), so 67 of 100 are accepted and 33 clients wait forever"]
 fn a_hundred_concurrent_connections_with_the_default_tcp_config() {
     hundred_concurrent_connections(seed_from_env(202), TcpConfig::default());
 }
@@ -365,9 +359,6 @@ fn a_filter_update_cuts_an_established_connection_within_one_rtt() {
 }
 
 #[test]
-#[ignore = "core bug: Node::set_filter aborts the cut connection, and the RST it sends goes through \
-            send_into_mesh, which re-inserts the flow as locally opened (Origin::Local); the peer can then open a \
-            new connection on the same ports, past a deny-all filter, for the 2 h TCP flow idle time"]
 fn a_cut_flow_cannot_be_reopened_on_the_same_ports() {
     let mut world = build(seed_from_env(206), LinkConfig::ideal(ms(15)), 2, &[1]);
     let (a, b) = (NodeId(0), NodeId(1));
@@ -404,9 +395,6 @@ fn a_cut_flow_cannot_be_reopened_on_the_same_ports() {
 }
 
 #[test]
-#[ignore = "core bug: an outbound connection that never completes (SYNs filtered, refused with RST, or timed \
-            out) is removed from the TCP stack without a TcpEvent::Closed, because Closed is only emitted for \
-            connections already announced as Connected/Accepted; the application waits forever"]
 fn a_connection_the_filter_refuses_is_reported_closed_to_the_client() {
     let mut world = build(seed_from_env(207), LinkConfig::ideal(ms(15)), 2, &[1]);
     let (a, b) = (NodeId(0), NodeId(1));

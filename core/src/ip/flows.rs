@@ -58,6 +58,10 @@ pub enum Origin {
     Local,
     /// The remote end, because the rules allowed it: re-checked when the rules change.
     Remote,
+    /// A remotely opened flow that a new filter cut. Kept (until idle) so that this node's
+    /// own packets on it (a RST, a late reply) cannot re-create it as `Local`; inbound
+    /// packets on it are judged by the rules again.
+    Revoked,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -113,10 +117,14 @@ impl FlowTable {
 
     /// Track a flow, or refresh it: a flow keeps the origin it was created with, so the
     /// replies of a service to a remotely opened flow never make it "local" (it must stay
-    /// subject to the rules).
+    /// subject to the rules). The one change allowed: rules that admit a packet of a
+    /// revoked flow again make it `Remote` again.
     pub fn insert(&mut self, now: Instant, key: FlowKey, origin: Origin) {
         if let Some(entry) = self.map.get_mut(&key) {
             entry.last_seen = now;
+            if entry.origin == Origin::Revoked && origin == Origin::Remote {
+                entry.origin = Origin::Remote;
+            }
             return;
         }
         if self.map.len() >= self.capacity {
@@ -153,14 +161,16 @@ impl FlowTable {
         }
     }
 
-    /// Remove the remotely opened flows `keep` rejects (after a filter change), returning
+    /// Revoke the remotely opened flows `keep` rejects (after a filter change), returning
     /// them in queue order.
     pub fn cut_remote(&mut self, mut keep: impl FnMut(&FlowKey) -> bool) -> Vec<FlowKey> {
         let mut cut = Vec::new();
         for key in &self.queue {
-            if self.map.get(key).is_some_and(|e| e.origin == Origin::Remote) && !keep(key) {
-                self.map.remove(key);
-                cut.push(*key);
+            if let Some(entry) = self.map.get_mut(key) {
+                if entry.origin == Origin::Remote && !keep(key) {
+                    entry.origin = Origin::Revoked;
+                    cut.push(*key);
+                }
             }
         }
         cut
@@ -222,5 +232,12 @@ mod tests {
         assert_eq!(cut, vec![key(4), key(2)]);
         assert_eq!(t.get(&key(1)), Some(Origin::Local));
         assert_eq!(t.get(&key(3)), Some(Origin::Remote));
+        // A revoked flow stays revoked when this node sends on it...
+        t.insert(at(1), key(2), Origin::Local);
+        assert_eq!(t.get(&key(2)), Some(Origin::Revoked));
+        // ...and becomes remote again only when the rules admit it again.
+        t.insert(at(1), key(2), Origin::Remote);
+        assert_eq!(t.get(&key(2)), Some(Origin::Remote));
+        assert!(t.cut_remote(|_| true).is_empty());
     }
 }

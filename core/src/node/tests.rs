@@ -268,7 +268,8 @@ fn no_route_answers_icmp_unreachable() {
 fn magic_dns_over_tcp_from_the_tun() {
     let mut p = Pair::new();
     // The operating system's TCP stack on A's TUN side, played by a second TcpStack.
-    let mut os = TcpStack::new(TcpConfig { buffer_size: 64 << 10, ..TcpConfig::default() }, &[IpAddr::V4(mesh(A))], 99, p.now);
+    let mut os =
+        TcpStack::new(TcpConfig { buffer_size: 64 << 10, ..TcpConfig::default() }, &[IpAddr::V4(mesh(A))], 99, p.now);
     let conn = os.connect(p.now, SocketAddr::new(IpAddr::V4(MAGIC_DNS_ADDR), 53)).unwrap_or_else(|e| panic!("{e}"));
     let mut query = vec![0x43, 0x21, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
     for label in ["beta", "tail", "mesh"] {

@@ -173,6 +173,7 @@ impl TcpStack {
         socket.set_ack_delay(None);
         socket.set_timeout(Some(smoltcp::time::Duration::from_secs(120)));
         socket.set_keep_alive(Some(smoltcp::time::Duration::from_secs(30)));
+        socket.set_congestion_control(tcp::CongestionControl::Cubic);
         socket
     }
 
@@ -223,6 +224,12 @@ impl TcpStack {
         let syn = info
             .is_tcp_syn()
             .then(|| (SocketAddr::new(info.src, info.src_port), SocketAddr::new(info.dst, info.dst_port)));
+        // A SYN for a served port whose listeners are all taken (the half-open bound) is
+        // dropped, not refused: the client retransmits it and gets in when a slot frees.
+        let exhausted = self.listeners.get(&info.dst_port).is_some_and(|l| l.is_empty());
+        if syn.is_some() && exhausted && !self.has_half_open(syn) {
+            return;
+        }
         if let Some(key) = syn {
             self.syn_peers.insert(key, peer);
         }
@@ -232,6 +239,19 @@ impl TcpStack {
         if let Some(key) = syn {
             self.syn_peers.remove(&key);
         }
+    }
+
+    /// Whether a half-open connection already exists for this SYN's endpoints (then the
+    /// SYN is a retransmission that its socket must see).
+    fn has_half_open(&self, syn: Option<(SocketAddr, SocketAddr)>) -> bool {
+        let Some((remote, local)) = syn else { return false };
+        self.conns.values().any(|c| {
+            let s = self.sockets.get::<tcp::Socket>(c.handle);
+            c.inbound
+                && !c.announced
+                && s.remote_endpoint().map(to_socket_addr) == Some(remote)
+                && s.local_endpoint().map(to_socket_addr) == Some(local)
+        })
     }
 
     /// Run timers (retransmissions, keepalives, time-wait).
@@ -450,7 +470,9 @@ impl TcpStack {
             if let Some(c) = self.conns.remove(&id) {
                 self.by_handle.remove(&c.handle);
                 self.sockets.remove(c.handle);
-                if c.announced {
+                // Outbound connections always learn their end (also a refused or timed-out
+                // connect); half-open inbound ones were never announced and vanish quietly.
+                if c.announced || !c.inbound {
                     self.events.push_back(TcpEvent::Closed { conn: id });
                 }
             }
