@@ -50,7 +50,7 @@ struct Mask {
 
 impl Mask {
     fn of(prefix: &IpPrefix) -> Self {
-        let mask = if prefix.is_empty() { 0 } else { u128::MAX << (128 - u32::from(prefix.len())) };
+        let mask = crate::wireguard::allowed_ips::mask(prefix.len());
         Self { v4: prefix.addr().is_ipv4(), net: bits(prefix.addr()) & mask, mask }
     }
 

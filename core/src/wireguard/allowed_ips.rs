@@ -4,11 +4,14 @@
 //! ones (the inner source must map back to the peer whose key decrypted the packet). A
 //! prefix belongs to exactly one peer; inserting it for another peer moves it.
 //!
-//! One binary trie per address family, nodes in a `Vec` arena: a lookup is at most 32 or
-//! 128 steps of array indexing, with no allocation.
+//! Per address family, a hash map per (prefix length, network) probed longest length first;
+//! a lookup allocates nothing.
 
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::IpAddr;
+
+use rustc_hash::FxBuildHasher;
 use std::str::FromStr;
 use thiserror::Error;
 
@@ -36,7 +39,7 @@ impl IpPrefix {
             return Err(PrefixError::TooLong(len));
         }
         let bits = addr_bits(addr);
-        let masked = if len == 0 { 0 } else { bits & (u128::MAX << (128 - u32::from(len))) };
+        let masked = bits & mask(len);
         let addr = match addr {
             IpAddr::V4(_) => IpAddr::from(((masked >> 96) as u32).to_be_bytes()),
             IpAddr::V6(_) => IpAddr::from(masked.to_be_bytes()),
@@ -64,8 +67,7 @@ impl IpPrefix {
 
     /// Whether `addr` lies in this prefix.
     pub fn contains(&self, addr: IpAddr) -> bool {
-        let mask = if self.len == 0 { 0 } else { u128::MAX << (128 - u32::from(self.len)) };
-        addr.is_ipv4() == self.addr.is_ipv4() && (addr_bits(addr) ^ addr_bits(self.addr)) & mask == 0
+        addr.is_ipv4() == self.addr.is_ipv4() && (addr_bits(addr) ^ addr_bits(self.addr)) & mask(self.len) == 0
     }
 }
 
@@ -100,107 +102,81 @@ fn addr_bits(addr: IpAddr) -> u128 {
     }
 }
 
-const NONE: u32 = u32::MAX;
-
-#[derive(Clone, Debug)]
-struct Node<V> {
-    children: [u32; 2],
-    value: Option<V>,
+/// The network mask of a prefix length, as the top bits of a u128.
+pub(crate) fn mask(len: u8) -> u128 {
+    if len == 0 {
+        0
+    } else {
+        u128::MAX << (128 - u32::from(len))
+    }
 }
 
+/// One address family: the prefixes in a `BTreeMap` (the truth, iterated in order) and the
+/// same entries in a hash map keyed by (length, network bits) for lookups. A lookup tries
+/// each prefix length present, longest first: with the usual tables (a /32 per peer plus a
+/// few routes) that is one or two hash probes, where a bit trie walks up to 32 or 128 nodes.
 #[derive(Clone, Debug)]
-struct Trie<V> {
-    nodes: Vec<Node<V>>,
+struct Family<V> {
+    entries: BTreeMap<(u8, u128), V>,
+    index: HashMap<(u8, u128), V, FxBuildHasher>,
+    /// Prefix lengths present, longest first, with how many prefixes have each.
+    lengths: Vec<(u8, usize)>,
 }
 
-impl<V: Copy + PartialEq> Trie<V> {
+impl<V: Copy + PartialEq> Family<V> {
     fn new() -> Self {
-        Self { nodes: vec![Node { children: [NONE; 2], value: None }] }
+        Self { entries: BTreeMap::new(), index: HashMap::with_hasher(FxBuildHasher), lengths: Vec::new() }
     }
 
     fn insert(&mut self, bits: u128, len: u8, value: V) -> Option<V> {
-        let mut at = 0usize;
-        for depth in 0..u32::from(len) {
-            let bit = ((bits >> (127 - depth)) & 1) as usize;
-            let next = self.nodes[at].children[bit];
-            at = if next == NONE {
-                self.nodes.push(Node { children: [NONE; 2], value: None });
-                let new = (self.nodes.len() - 1) as u32;
-                self.nodes[at].children[bit] = new;
-                new as usize
-            } else {
-                next as usize
-            };
-        }
-        self.nodes[at].value.replace(value)
-    }
-
-    fn find_node(&self, bits: u128, len: u8) -> Option<usize> {
-        let mut at = 0usize;
-        for depth in 0..u32::from(len) {
-            let next = self.nodes[at].children[((bits >> (127 - depth)) & 1) as usize];
-            if next == NONE {
-                return None;
-            }
-            at = next as usize;
-        }
-        Some(at)
-    }
-
-    fn remove(&mut self, bits: u128, len: u8) -> Option<V> {
-        let at = self.find_node(bits, len)?;
-        self.nodes[at].value.take()
-    }
-
-    fn lookup(&self, bits: u128, max_depth: u32) -> Option<V> {
-        let mut at = 0usize;
-        let mut best = self.nodes[0].value;
-        for depth in 0..max_depth {
-            let next = self.nodes[at].children[((bits >> (127 - depth)) & 1) as usize];
-            if next == NONE {
-                break;
-            }
-            at = next as usize;
-            if let Some(v) = self.nodes[at].value {
-                best = Some(v);
-            }
-        }
-        best
-    }
-
-    /// All (bits, len, value) in trie order (deterministic).
-    fn entries(&self, out: &mut Vec<(u128, u8, V)>) {
-        let mut stack = vec![(0usize, 0u128, 0u8)];
-        while let Some((at, bits, len)) = stack.pop() {
-            if let Some(v) = self.nodes[at].value {
-                out.push((bits, len, v));
-            }
-            for bit in [1usize, 0] {
-                let child = self.nodes[at].children[bit];
-                if child != NONE {
-                    let b = bits | ((bit as u128) << (127 - u32::from(len)));
-                    stack.push((child as usize, b, len + 1));
+        let key = (len, bits & mask(len));
+        self.index.insert(key, value);
+        let previous = self.entries.insert(key, value);
+        if previous.is_none() {
+            match self.lengths.iter_mut().find(|(l, _)| *l == len) {
+                Some((_, n)) => *n += 1,
+                None => {
+                    self.lengths.push((len, 1));
+                    self.lengths.sort_by_key(|&(len, _)| std::cmp::Reverse(len));
                 }
             }
         }
+        previous
+    }
+
+    fn remove(&mut self, bits: u128, len: u8) -> Option<V> {
+        let key = (len, bits & mask(len));
+        let previous = self.entries.remove(&key)?;
+        self.index.remove(&key);
+        if let Some(i) = self.lengths.iter().position(|(l, _)| *l == len) {
+            self.lengths[i].1 -= 1;
+            if self.lengths[i].1 == 0 {
+                self.lengths.remove(i);
+            }
+        }
+        Some(previous)
+    }
+
+    fn lookup(&self, bits: u128) -> Option<V> {
+        self.lengths.iter().find_map(|&(len, _)| self.index.get(&(len, bits & mask(len))).copied())
     }
 }
 
 /// Longest-prefix-match table for both address families.
 #[derive(Clone, Debug)]
 pub struct AllowedIps<V> {
-    v4: Trie<V>,
-    v6: Trie<V>,
+    v4: Family<V>,
+    v6: Family<V>,
 }
 
 impl<V: Copy + PartialEq> Default for AllowedIps<V> {
     fn default() -> Self {
-        Self { v4: Trie::new(), v6: Trie::new() }
+        Self { v4: Family::new(), v6: Family::new() }
     }
 }
 
 impl<V: Copy + PartialEq> AllowedIps<V> {
-    fn trie(&self, addr: IpAddr) -> &Trie<V> {
+    fn family(&self, addr: IpAddr) -> &Family<V> {
         if addr.is_ipv4() {
             &self.v4
         } else {
@@ -208,7 +184,7 @@ impl<V: Copy + PartialEq> AllowedIps<V> {
         }
     }
 
-    fn trie_mut(&mut self, addr: IpAddr) -> &mut Trie<V> {
+    fn family_mut(&mut self, addr: IpAddr) -> &mut Family<V> {
         if addr.is_ipv4() {
             &mut self.v4
         } else {
@@ -218,23 +194,22 @@ impl<V: Copy + PartialEq> AllowedIps<V> {
 
     /// Map `prefix` to `value`, returning the previous owner of exactly this prefix.
     pub fn insert(&mut self, prefix: IpPrefix, value: V) -> Option<V> {
-        self.trie_mut(prefix.addr).insert(addr_bits(prefix.addr), prefix.len, value)
+        self.family_mut(prefix.addr).insert(addr_bits(prefix.addr), prefix.len, value)
     }
 
     /// Remove exactly this prefix.
     pub fn remove(&mut self, prefix: IpPrefix) -> Option<V> {
-        self.trie_mut(prefix.addr).remove(addr_bits(prefix.addr), prefix.len)
+        self.family_mut(prefix.addr).remove(addr_bits(prefix.addr), prefix.len)
     }
 
     /// Remove every prefix that maps to `value`, returning how many.
     pub fn remove_value(&mut self, value: V) -> usize {
         let mut removed = 0;
-        for trie in [&mut self.v4, &mut self.v6] {
-            for node in &mut trie.nodes {
-                if node.value == Some(value) {
-                    node.value = None;
-                    removed += 1;
-                }
+        for family in [&mut self.v4, &mut self.v6] {
+            let keys: Vec<(u8, u128)> = family.entries.iter().filter(|(_, v)| **v == value).map(|(k, _)| *k).collect();
+            for (len, bits) in keys {
+                family.remove(bits, len);
+                removed += 1;
             }
         }
         removed
@@ -242,17 +217,14 @@ impl<V: Copy + PartialEq> AllowedIps<V> {
 
     /// The value of the longest prefix containing `addr`.
     pub fn lookup(&self, addr: IpAddr) -> Option<V> {
-        let depth = if addr.is_ipv4() { 32 } else { 128 };
-        self.trie(addr).lookup(addr_bits(addr), depth)
+        self.family(addr).lookup(addr_bits(addr))
     }
 
-    /// Every prefix with its value, IPv4 first, in address order.
+    /// Every prefix with its value, IPv4 first, by length then address.
     pub fn entries(&self) -> Vec<(IpPrefix, V)> {
         let mut out = Vec::new();
-        for (v4, trie) in [(true, &self.v4), (false, &self.v6)] {
-            let mut raw = Vec::new();
-            trie.entries(&mut raw);
-            for (bits, len, v) in raw {
+        for (v4, family) in [(true, &self.v4), (false, &self.v6)] {
+            for (&(len, bits), &v) in &family.entries {
                 let addr = if v4 {
                     IpAddr::from(((bits >> 96) as u32).to_be_bytes())
                 } else {

@@ -1,18 +1,24 @@
 #!/usr/bin/env bash
-# WireGuard benchmarks, run side by side: the criterion bench `wireguard` (device pair vs
-# raw AEAD; our handshake vs boringtun's), built twice (baseline x86-64 and x86-64-v3),
-# RUNS alternating rounds, then medians and ratios. Usage: bench/wireguard.sh [RUNS]
+# Criterion benches of mesh-tests, run side by side: BENCH (wireguard: device pair vs raw
+# AEAD, our handshake vs boringtun's; dataplane: filter, TCP pipeline vs seal+open bound),
+# built for each CPU level given (default: baseline x86-64 and the release setting
+# x86-64-v3), RUNS alternating rounds, then medians and the ratios each baseline defines.
+# Usage: bench/criterion.sh BENCH [RUNS] [CPU...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-runs="${1:-3}"
+bench="${1:?usage: bench/criterion.sh wireguard|dataplane [RUNS] [CPU...]}"
+runs="${2:-3}"
+shift $(( $# < 2 ? $# : 2 ))
+cpus=("$@")
+[ ${#cpus[@]} -gt 0 ] || cpus=(x86-64 x86-64-v3)
 out="$(mktemp -d)"
 for round in $(seq 1 "$runs"); do
-  for cpu in x86-64 x86-64-v3; do
+  for cpu in "${cpus[@]}"; do
     echo "round $round, target-cpu=$cpu" >&2
     dir="$PWD/target/bench-$cpu"
     rm -rf "$dir/criterion"
     CARGO_TARGET_DIR="$dir" RUSTFLAGS="-C target-cpu=$cpu" \
-      cargo bench -q -p mesh-tests --bench wireguard -- --warm-up-time 1 --measurement-time 4 --noplot >/dev/null 2>&1
+      cargo bench -q -p mesh-tests --bench "$bench" -- --warm-up-time 1 --measurement-time 4 --noplot >/dev/null 2>&1
     # criterion writes its estimates under $CARGO_TARGET_DIR/criterion.
     for f in "$dir"/criterion/*/*/*/new/estimates.json "$dir"/criterion/*/*/new/estimates.json; do
       [ -f "$f" ] || continue
@@ -42,4 +48,8 @@ for cpu in ("x86-64", "x86-64-v3"):
     ours, bt = med.get((cpu, "handshake/mesh_core")), med.get((cpu, "handshake/boringtun"))
     if ours and bt:
         print(f"{cpu:10} handshakes: {1e9/ours:.0f}/s vs boringtun {1e9/bt:.0f}/s = {bt/ours:.2f}x")
+    tcp, bound = med.get((cpu, "pipeline/tcp")), med.get((cpu, "pipeline/seal_open_bound"))
+    if tcp and bound:
+        mib = 1 << 20
+        print(f"{cpu:10} TCP pipeline: {mib*8/tcp:.2f} Gbit/s vs seal+open bound {mib*8/bound:.2f} Gbit/s = {bound/tcp:.2f}x")
 PY
