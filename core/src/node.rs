@@ -17,9 +17,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use smoltcp::phy::ChecksumCapabilities;
-use smoltcp::wire::{
-    Icmpv4DstUnreachable, Icmpv4Packet, Icmpv4Repr, IpProtocol, Ipv4Packet, Ipv4Repr, UdpPacket, UdpRepr,
-};
+use smoltcp::wire::{Icmpv4DstUnreachable, Icmpv4Packet, Icmpv4Repr, IpProtocol, Ipv4Packet, Ipv4Repr, UdpPacket};
 use thiserror::Error;
 use tracing::{debug, trace};
 
@@ -541,27 +539,8 @@ impl Node {
         let Ok(udp) = UdpPacket::new_checked(ip.payload()) else { return };
         self.stats.dns_queries += 1;
         let Ok(answer) = self.dns.answer(udp.payload()) else { return };
-        let udp_repr = UdpRepr { src_port: DNS_PORT, dst_port: info.src_port };
-        let ip_repr = Ipv4Repr {
-            src_addr: MAGIC_DNS_ADDR,
-            dst_addr: client,
-            next_header: IpProtocol::Udp,
-            payload_len: udp_repr.header_len() + answer.len(),
-            hop_limit: 64,
-        };
-        let mut out = BytesMut::zeroed(ip_repr.buffer_len() + ip_repr.payload_len);
-        let caps = ChecksumCapabilities::default();
-        ip_repr.emit(&mut Ipv4Packet::new_unchecked(&mut out[..]), &caps);
-        let mut udp_out = UdpPacket::new_unchecked(&mut out[ip_repr.buffer_len()..]);
-        udp_repr.emit(
-            &mut udp_out,
-            &MAGIC_DNS_ADDR.into(),
-            &client.into(),
-            answer.len(),
-            |payload| payload.copy_from_slice(&answer),
-            &caps,
-        );
-        self.tun_out.push_back(out);
+        let reply = crate::ip::build::udp_v4(MAGIC_DNS_ADDR, DNS_PORT, client, info.src_port, &answer);
+        self.tun_out.push_back(BytesMut::from(&reply[..]));
     }
 
     /// Tell the TUN side that a destination has no peer (IPv4 only).

@@ -17,22 +17,9 @@ use mesh_core::wireguard::{
 /// Virtual wall-clock epoch of the harness (2023-11-14).
 pub const EPOCH: Duration = Duration::from_secs(1_700_000_000);
 
-/// A minimal IPv4/UDP packet from `src` to `dst` carrying `payload` (checksums zero: the
-/// WireGuard layer reads only addresses and length).
+/// An IPv4/UDP packet from `src` to `dst` (ports 4000) carrying `payload`.
 pub fn ipv4_udp(src: Ipv4Addr, dst: Ipv4Addr, payload: &[u8]) -> Vec<u8> {
-    let total = 20 + 8 + payload.len();
-    let mut p = vec![0u8; total];
-    p[0] = 0x45;
-    p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-    p[8] = 64;
-    p[9] = 17;
-    p[12..16].copy_from_slice(&src.octets());
-    p[16..20].copy_from_slice(&dst.octets());
-    p[20..22].copy_from_slice(&4000u16.to_be_bytes());
-    p[22..24].copy_from_slice(&4000u16.to_be_bytes());
-    p[24..26].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-    p[28..].copy_from_slice(payload);
-    p
+    mesh_core::ip::build::udp_v4(src, 4000, dst, 4000, payload)
 }
 
 /// One side of a [`Pair`].

@@ -7,15 +7,13 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
+use mesh_core::ip::build::{udp_v4, TcpSegment};
 use mesh_core::ip::{Filter, FilterRule, PacketInfo, PortRange, Proto};
 use mesh_core::node::SSH_PORT;
 use mesh_core::tcp::TcpConfig;
 use mesh_core::wireguard::{DropReason, IpPrefix};
 use mesh_sim::{seed_from_env, sim_assert, LinkConfig, NodeConfig, NodeId, TransferError, World};
-use smoltcp::phy::ChecksumCapabilities;
-use smoltcp::wire::{
-    IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber, UdpPacket, UdpRepr,
-};
+use smoltcp::wire::{Ipv4Packet, TcpControl, TcpPacket};
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -65,60 +63,7 @@ fn tcp_packet(
     seq: u32,
     ack: Option<u32>,
 ) -> Vec<u8> {
-    let tcp = TcpRepr {
-        src_port: sport,
-        dst_port: dport,
-        control,
-        seq_number: TcpSeqNumber(seq as i32),
-        ack_number: ack.map(|a| TcpSeqNumber(a as i32)),
-        window_len: 64240,
-        window_scale: None,
-        max_seg_size: None,
-        sack_permitted: false,
-        sack_ranges: [None, None, None],
-        timestamp: None,
-        payload: &[],
-    };
-    let ip = Ipv4Repr {
-        src_addr: src,
-        dst_addr: dst,
-        next_header: IpProtocol::Tcp,
-        payload_len: tcp.header_len(),
-        hop_limit: 64,
-    };
-    let mut buf = vec![0u8; ip.buffer_len() + tcp.header_len()];
-    let caps = ChecksumCapabilities::default();
-    ip.emit(&mut Ipv4Packet::new_unchecked(&mut buf[..]), &caps);
-    tcp.emit(
-        &mut TcpPacket::new_unchecked(&mut buf[ip.buffer_len()..]),
-        &IpAddress::Ipv4(src),
-        &IpAddress::Ipv4(dst),
-        &caps,
-    );
-    buf
-}
-
-fn udp_packet(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, payload: &[u8]) -> Vec<u8> {
-    let udp = UdpRepr { src_port: sport, dst_port: dport };
-    let ip = Ipv4Repr {
-        src_addr: src,
-        dst_addr: dst,
-        next_header: IpProtocol::Udp,
-        payload_len: udp.header_len() + payload.len(),
-        hop_limit: 64,
-    };
-    let mut buf = vec![0u8; ip.buffer_len() + ip.payload_len];
-    let caps = ChecksumCapabilities::default();
-    ip.emit(&mut Ipv4Packet::new_unchecked(&mut buf[..]), &caps);
-    udp.emit(
-        &mut UdpPacket::new_unchecked(&mut buf[ip.buffer_len()..]),
-        &IpAddress::Ipv4(src),
-        &IpAddress::Ipv4(dst),
-        payload.len(),
-        |b| b.copy_from_slice(payload),
-        &caps,
-    );
-    buf
+    TcpSegment { src, src_port: sport, dst, dst_port: dport, control, seq, ack }.to_packet()
 }
 
 /// TCP packets captured at `node`'s TUN side: (info, sequence number).
@@ -274,7 +219,7 @@ fn a_node_spoofing_another_peers_address_gets_nothing_through() {
     let (a, b, c) = (NodeId(0), NodeId(1), NodeId(2));
     let started = wall_clock();
     // A session between A and B first, with a packet A may send.
-    world.inject_tun_packet(a, &udp_packet(mesh(a), 5000, mesh(b), 9, b"hello")).unwrap_or_else(|e| world.fail(e));
+    world.inject_tun_packet(a, &udp_v4(mesh(a), 5000, mesh(b), 9, b"hello")).unwrap_or_else(|e| world.fail(e));
     world.run_for(ms(200));
     sim_assert!(world, world.node(b).tun_stats().udp == 1, "the genuine packet arrived");
     let t0 = world.now();
@@ -286,7 +231,7 @@ fn a_node_spoofing_another_peers_address_gets_nothing_through() {
     // A (compromised) sends with C's address as source: to B's TUN (UDP) and to B's core
     // TCP stack (a SYN to port 22).
     let spoofed = [
-        udp_packet(mesh(c), 5000, mesh(b), 9, b"it's me, C"),
+        udp_v4(mesh(c), 5000, mesh(b), 9, b"it's me, C"),
         tcp_packet(mesh(c), 40000, mesh(b), SSH_PORT, TcpControl::Syn, 1000, None),
     ];
     for p in &spoofed {

@@ -1,6 +1,7 @@
 //! IP packets as the node sees them: header parsing ([`packet`]), the packet filter with
 //! its rules ([`filter`]) and connection tracking ([`flows`]).
 
+pub mod build;
 pub mod filter;
 pub mod flows;
 pub mod packet;

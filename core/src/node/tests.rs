@@ -4,10 +4,10 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use smoltcp::phy::ChecksumCapabilities;
-use smoltcp::wire::{IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber};
+use smoltcp::wire::TcpControl;
 
 use super::*;
+use crate::ip::build::TcpSegment;
 use crate::ip::{FilterRule, PortRange};
 
 const A: usize = 0;
@@ -125,32 +125,7 @@ impl Pair {
 }
 
 fn tcp_packet(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, control: TcpControl, ack: Option<u32>) -> Vec<u8> {
-    let tcp = TcpRepr {
-        src_port: sport,
-        dst_port: dport,
-        control,
-        seq_number: TcpSeqNumber(1000),
-        ack_number: ack.map(|a| TcpSeqNumber(a as i32)),
-        window_len: 64240,
-        window_scale: None,
-        max_seg_size: None,
-        sack_permitted: false,
-        sack_ranges: [None, None, None],
-        timestamp: None,
-        payload: &[],
-    };
-    let ip = Ipv4Repr {
-        src_addr: src,
-        dst_addr: dst,
-        next_header: IpProtocol::Tcp,
-        payload_len: tcp.header_len(),
-        hop_limit: 64,
-    };
-    let mut buf = vec![0u8; 20 + tcp.header_len()];
-    let caps = ChecksumCapabilities::default();
-    ip.emit(&mut Ipv4Packet::new_unchecked(&mut buf[..]), &caps);
-    tcp.emit(&mut TcpPacket::new_unchecked(&mut buf[20..]), &IpAddress::Ipv4(src), &IpAddress::Ipv4(dst), &caps);
-    buf
+    TcpSegment { control, ack, ..TcpSegment::syn(src, sport, dst, dport) }.to_packet()
 }
 
 #[test]
@@ -221,25 +196,7 @@ fn magic_dns_over_udp_from_the_tun() {
         query.extend_from_slice(label.as_bytes());
     }
     query.extend_from_slice(&[0, 0, 1, 0, 1]);
-    let mut packet = vec![0u8; 28 + query.len()];
-    let udp = smoltcp::wire::UdpRepr { src_port: 5353, dst_port: 53 };
-    let ip = Ipv4Repr {
-        src_addr: mesh(A),
-        dst_addr: MAGIC_DNS_ADDR,
-        next_header: IpProtocol::Udp,
-        payload_len: 8 + query.len(),
-        hop_limit: 64,
-    };
-    let caps = ChecksumCapabilities::default();
-    ip.emit(&mut Ipv4Packet::new_unchecked(&mut packet[..]), &caps);
-    udp.emit(
-        &mut UdpPacket::new_unchecked(&mut packet[20..]),
-        &IpAddress::Ipv4(mesh(A)),
-        &IpAddress::Ipv4(MAGIC_DNS_ADDR),
-        query.len(),
-        |b| b.copy_from_slice(&query),
-        &caps,
-    );
+    let packet = crate::ip::build::udp_v4(mesh(A), 5353, MAGIC_DNS_ADDR, 53, &query);
     p.tun_send(A, &packet);
     assert_eq!(p.tun[A].len(), 1);
     let reply = &p.tun[A][0];

@@ -4,9 +4,6 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use smoltcp::phy::ChecksumCapabilities;
-use smoltcp::wire::{IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber};
-
 use super::*;
 use crate::ip::PacketInfo;
 use crate::time::Instant;
@@ -142,32 +139,7 @@ fn a_hundred_concurrent_connections_are_accepted_and_tagged() {
 }
 
 fn syn(src: Ipv4Addr, sport: u16) -> Vec<u8> {
-    let tcp = TcpRepr {
-        src_port: sport,
-        dst_port: 22,
-        control: TcpControl::Syn,
-        seq_number: TcpSeqNumber(1000),
-        ack_number: None,
-        window_len: 64240,
-        window_scale: None,
-        max_seg_size: Some(1200),
-        sack_permitted: false,
-        sack_ranges: [None, None, None],
-        timestamp: None,
-        payload: &[],
-    };
-    let ip = Ipv4Repr {
-        src_addr: src,
-        dst_addr: SERVER,
-        next_header: IpProtocol::Tcp,
-        payload_len: tcp.header_len(),
-        hop_limit: 64,
-    };
-    let mut buf = vec![0u8; 20 + tcp.header_len()];
-    let caps = ChecksumCapabilities::default();
-    ip.emit(&mut Ipv4Packet::new_unchecked(&mut buf[..]), &caps);
-    tcp.emit(&mut TcpPacket::new_unchecked(&mut buf[20..]), &IpAddress::Ipv4(src), &IpAddress::Ipv4(SERVER), &caps);
-    buf
+    crate::ip::build::TcpSegment::syn(src, sport, SERVER, 22).to_packet()
 }
 
 #[test]
