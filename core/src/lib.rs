@@ -9,6 +9,7 @@ pub mod dns;
 pub mod ip;
 pub mod node;
 pub mod rng;
+pub mod ssh;
 pub mod tcp;
 pub mod time;
 pub mod wireguard;

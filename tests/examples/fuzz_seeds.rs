@@ -107,6 +107,12 @@ fn main() -> std::io::Result<()> {
     };
     write(dir, "dns_query", "a", &query("alpha.tail.mesh", 1))?;
     write(dir, "dns_query", "ptr", &query("1.0.64.100.in-addr.arpa", 12))?;
+    // SSH before keys: an identification line and a framed KEXINIT.
+    let mut ssh = b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n".to_vec();
+    let kexinit = mesh_core::ssh::kexinit::KexInit::client([3; 16]).encode();
+    ssh.extend_from_slice(&mesh_core::ssh::packet::frame_plain(&kexinit, &mut Rng::from_seed(3)));
+    write(dir, "ssh_transport_plain", "kexinit", &ssh)?;
+    write(dir, "ssh_name_list", "kex", b"curve25519-sha256,curve25519-sha256@libssh.org,ext-info-c")?;
     println!("seeds written under {}", dir.display());
     Ok(())
 }
