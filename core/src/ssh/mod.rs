@@ -5,6 +5,7 @@
 //! exchange ([`version`]), binary packet framing before keys are in use ([`packet`]) and
 //! KEXINIT with algorithm negotiation ([`kexinit`]).
 
+pub mod cipher;
 pub mod kexinit;
 pub mod packet;
 pub mod version;
