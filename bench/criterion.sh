@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Criterion benches of mesh-tests, run side by side: BENCH (wireguard: device pair vs raw
-# AEAD, our handshake vs boringtun's; dataplane: filter, TCP pipeline vs seal+open bound),
+# AEAD, our handshake vs boringtun's; dataplane: filter, TCP pipeline vs seal+open bound;
+# ssh: packet protection vs the raw primitives),
 # built for each CPU level given (default: baseline x86-64 and the release setting
 # x86-64-v3), RUNS alternating rounds, then medians and the ratios each baseline defines.
 # Usage: bench/criterion.sh BENCH [RUNS] [CPU...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bench="${1:?usage: bench/criterion.sh wireguard|dataplane [RUNS] [CPU...]}"
+bench="${1:?usage: bench/criterion.sh wireguard|dataplane|ssh [RUNS] [CPU...]}"
 runs="${2:-3}"
 shift $(( $# < 2 ? $# : 2 ))
 cpus=("$@")
@@ -48,6 +49,10 @@ for cpu in ("x86-64", "x86-64-v3"):
     ours, bt = med.get((cpu, "handshake/mesh_core")), med.get((cpu, "handshake/boringtun"))
     if ours and bt:
         print(f"{cpu:10} handshakes: {1e9/ours:.0f}/s vs boringtun {1e9/bt:.0f}/s = {bt/ours:.2f}x")
+    for name in ("chacha20-poly1305@openssh.com", "aes256-gcm@openssh.com"):
+        ours, raw = med.get((cpu, f"ssh_seal_open_32k/packet_cipher/{name}")), med.get((cpu, f"ssh_seal_open_32k/raw/{name}"))
+        if ours and raw:
+            print(f"{cpu:10} SSH 32 KiB seal+open {name}: {32768/ours*1e3:.0f} MB/s vs raw {32768/raw*1e3:.0f} MB/s = {raw/ours:.2f}x")
     tcp, bound = med.get((cpu, "pipeline/tcp")), med.get((cpu, "pipeline/seal_open_bound"))
     if tcp and bound:
         mib = 1 << 20
