@@ -10,7 +10,6 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use mesh_core::rng::Rng;
 use mesh_core::ssh::cipher::PacketCipher;
 use mesh_core::ssh::kexinit::{CIPHER_AES256_GCM, CIPHER_CHACHA20_POLY1305};
-use poly1305::universal_hash::KeyInit as _;
 use poly1305::Poly1305;
 
 const PAYLOAD: usize = 32 * 1024;
