@@ -50,7 +50,7 @@ for cpu in ("x86-64", "x86-64-v3"):
     if ours and bt:
         print(f"{cpu:10} handshakes: {1e9/ours:.0f}/s vs boringtun {1e9/bt:.0f}/s = {bt/ours:.2f}x")
     for name in ("chacha20-poly1305@openssh.com", "aes256-gcm@openssh.com"):
-        ours, raw = med.get((cpu, f"ssh_seal_open_32k/packet_cipher/{name}")), med.get((cpu, f"ssh_seal_open_32k/raw/{name}"))
+        ours, raw = med.get((cpu, f"ssh_seal_open_32k/packet_cipher_{name}")), med.get((cpu, f"ssh_seal_open_32k/raw_{name}"))
         if ours and raw:
             print(f"{cpu:10} SSH 32 KiB seal+open {name}: {32768/ours*1e3:.0f} MB/s vs raw {32768/raw*1e3:.0f} MB/s = {raw/ours:.2f}x")
     tcp, bound = med.get((cpu, "pipeline/tcp")), med.get((cpu, "pipeline/seal_open_bound"))
