@@ -397,14 +397,15 @@ impl WireGuard {
     }
 
     fn route_packet(&mut self, now: Instant, buf: BytesMut) -> Result<(), DropReason> {
-        if buf.len() > MAX_DATAGRAM_LEN - DATA_HEADER_LEN - 15 - TAG_LEN - 28 {
+        // Headroom + packet + up to 15 bytes of padding + tag must fit one UDP datagram.
+        if buf.len() + 15 + TAG_LEN > MAX_DATAGRAM_LEN {
             return Err(DropReason::TooLarge);
         }
         let addrs = buf.get(DATA_HEADER_LEN..).and_then(inner_ip::parse).ok_or(DropReason::BadInnerPacket)?;
         let id = self.allowed_ips.lookup(addrs.dst).ok_or(DropReason::NoRoute)?;
         let peer = self.peers.get_mut(&id).ok_or(DropReason::NoRoute)?;
         self.sh.touched.push(id);
-        if peer.current.as_ref().is_some_and(|k| k.is_usable(now) && k.send_counter < self.sh.limits.1) {
+        if self.sh.can_send(now, peer) {
             return self.sh.send_data(now, peer, buf);
         }
         if peer.staged.len() >= MAX_STAGED_PACKETS {
