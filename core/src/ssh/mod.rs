@@ -2,10 +2,13 @@
 //! server `meshd` runs on port 22 of the mesh address and for the client.
 //!
 //! Built so far (issue 4, in progress): the wire types ([`wire`]), the identification
-//! exchange ([`version`]), binary packet framing before keys are in use ([`packet`]) and
-//! KEXINIT with algorithm negotiation ([`kexinit`]).
+//! exchange ([`version`]), binary packet framing before keys are in use ([`packet`]),
+//! KEXINIT with algorithm negotiation ([`kexinit`]), the curve25519-sha256 pieces (exchange
+//! hash, key derivation: [`kex`]) and packet protection after NEWKEYS ([`cipher`]). The
+//! transport state machine that ties them together comes next.
 
 pub mod cipher;
+pub mod kex;
 pub mod kexinit;
 pub mod packet;
 pub mod version;
