@@ -1,7 +1,7 @@
 //! [`TcpStack`]: the smoltcp interface, the listener pools, the connection table and the
 //! API the layer above uses.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -77,6 +77,8 @@ struct Conn {
     peer: Option<PeerId>,
     /// Accepted on a served port (vs. opened by us).
     inbound: bool,
+    /// The local port of an outbound connection.
+    local_port: Option<u16>,
     /// Reported to the layer above (Accepted/Connected sent).
     announced: bool,
     readable_signalled: bool,
@@ -92,7 +94,8 @@ pub struct TcpStack {
     /// Served port -> listening sockets.
     listeners: BTreeMap<u16, Vec<SocketHandle>>,
     conns: BTreeMap<ConnId, Conn>,
-    by_handle: BTreeMap<SocketHandle, ConnId>,
+    /// Local ports of outbound connections (so `serves` is a lookup, not a scan).
+    outbound_ports: BTreeSet<u16>,
     /// (remote, local) endpoint of the SYN being processed -> who sent it.
     syn_peers: BTreeMap<(SocketAddr, SocketAddr), Option<PeerId>>,
     /// When smoltcp next needs `handle_timeout`, as of the last poll.
@@ -155,7 +158,7 @@ impl TcpStack {
             sockets: SocketSet::new(Vec::new()),
             listeners: BTreeMap::new(),
             conns: BTreeMap::new(),
-            by_handle: BTreeMap::new(),
+            outbound_ports: BTreeSet::new(),
             syn_peers: BTreeMap::new(),
             local_addrs: addrs.to_vec(),
             deadline: None,
@@ -189,9 +192,7 @@ impl TcpStack {
     }
 
     fn has_local_port(&self, port: u16) -> bool {
-        self.conns.values().any(|c| {
-            !c.inbound && self.sockets.get::<tcp::Socket>(c.handle).local_endpoint().is_some_and(|ep| ep.port == port)
-        })
+        self.outbound_ports.contains(&port)
     }
 
     fn replenish(&mut self, port: u16) {
@@ -292,6 +293,10 @@ impl TcpStack {
             .map_err(|_| TcpError::InvalidState)?;
         let handle = self.sockets.add(socket);
         let conn = self.register(handle, None, false);
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.local_port = Some(port);
+        }
+        self.outbound_ports.insert(port);
         self.poll(now);
         Ok(conn)
     }
@@ -312,9 +317,16 @@ impl TcpStack {
         self.next_conn += 1;
         self.conns.insert(
             conn,
-            Conn { handle, peer, inbound, announced: false, readable_signalled: false, wants_writable: false },
+            Conn {
+                handle,
+                peer,
+                inbound,
+                local_port: None,
+                announced: false,
+                readable_signalled: false,
+                wants_writable: false,
+            },
         );
-        self.by_handle.insert(handle, conn);
         conn
     }
 
@@ -468,7 +480,9 @@ impl TcpStack {
         }
         for id in closed {
             if let Some(c) = self.conns.remove(&id) {
-                self.by_handle.remove(&c.handle);
+                if let Some(port) = c.local_port {
+                    self.outbound_ports.remove(&port);
+                }
                 self.sockets.remove(c.handle);
                 // Outbound connections always learn their end (also a refused or timed-out
                 // connect); half-open inbound ones were never announced and vanish quietly.
