@@ -11,6 +11,7 @@ pub mod cipher;
 pub mod kex;
 pub mod kexinit;
 pub mod packet;
+pub mod transport;
 pub mod version;
 pub mod wire;
 
