@@ -1,8 +1,8 @@
 //! The real OpenSSH client (Debian's `ssh`) against our server transport, over loopback TCP:
 //! version exchange, KEXINIT, curve25519-sha256 with an ssh-ed25519 host key, NEWKEYS and
-//! an encrypted SERVICE_REQUEST/SERVICE_ACCEPT, for each cipher. Authentication does not
-//! exist yet, so the client gives up after the service is accepted; the test checks from
-//! the client's own debug log that it got that far.
+//! an encrypted SERVICE_REQUEST/SERVICE_ACCEPT, for each cipher, then authentication
+//! decided on the first request. Channels do not exist yet, so the connection ends when the
+//! client opens its session; the tests check from the client's own debug log how far it got.
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -14,7 +14,14 @@ use mesh_core::rng::Rng;
 use mesh_core::ssh::kexinit::CIPHERS;
 use mesh_core::ssh::transport::{ServerTransport, TransportEvent};
 
-fn run_client_against_server(cipher: &str) -> (String, Vec<TransportEvent>) {
+/// How the server answers the first authentication request.
+#[derive(Clone, Copy)]
+enum Decision {
+    Accept,
+    Deny(&'static str),
+}
+
+fn run_client_against_server(cipher: &str, decision: Decision) -> (String, Vec<TransportEvent>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
     let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
     let mut client = Command::new("ssh")
@@ -54,7 +61,16 @@ fn run_client_against_server(cipher: &str) -> (String, Vec<TransportEvent>) {
             }
         }
         while let Some(e) = server.poll_event() {
+            if matches!(e, TransportEvent::AuthRequest { .. }) {
+                match decision {
+                    Decision::Accept => server.accept_auth(),
+                    Decision::Deny(why) => server.deny_auth(Some(why)),
+                }
+            }
             events.push(e);
+        }
+        if server.poll_transmit_pending() {
+            continue;
         }
         if server.is_closed() {
             break;
@@ -79,7 +95,7 @@ fn run_client_against_server(cipher: &str) -> (String, Vec<TransportEvent>) {
 #[test]
 fn openssh_client_completes_key_exchange_and_service_request_with_every_cipher() {
     for cipher in CIPHERS {
-        let (log, events) = run_client_against_server(cipher);
+        let (log, events) = run_client_against_server(cipher, Decision::Accept);
         let tail: String = log.lines().rev().take(25).collect::<Vec<_>>().join("\n");
         assert!(log.contains("SSH2_MSG_SERVICE_ACCEPT received"), "{cipher}: client log tail:\n{tail}");
         assert!(log.contains(&format!("cipher: {cipher}")), "{cipher} was not negotiated:\n{tail}");
@@ -100,4 +116,21 @@ fn openssh_client_completes_key_exchange_and_service_request_with_every_cipher()
                 .join(" | ")
         );
     }
+}
+
+#[test]
+fn authentication_is_decided_on_the_first_request_whatever_the_method() {
+    let (log, events) = run_client_against_server(CIPHERS[0], Decision::Accept);
+    assert!(
+        log.contains("Authenticated to 127.0.0.1") && log.contains("using \"none\""),
+        "{}",
+        log.lines().rev().take(20).collect::<Vec<_>>().join("\n")
+    );
+    assert!(events.contains(&TransportEvent::Authenticated { user: "tester".into() }), "{events:?}");
+
+    let (log, events) =
+        run_client_against_server(CIPHERS[1], Decision::Deny("tester is not allowed here by the tailnet policy"));
+    assert!(log.contains("tester is not allowed here by the tailnet policy"), "banner shown:\n{log}");
+    assert!(log.contains("Permission denied"), "{log}");
+    assert!(!events.iter().any(|e| matches!(e, TransportEvent::Authenticated { .. })), "{events:?}");
 }

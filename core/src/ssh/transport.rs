@@ -1,11 +1,11 @@
 //! The server side of the SSH transport (RFC 4253) up to an encrypted, keyed connection:
 //! identification exchange, KEXINIT, curve25519-sha256 with an ssh-ed25519 host key,
-//! NEWKEYS (with strict KEX: sequence numbers reset), then SERVICE_REQUEST for
-//! `ssh-userauth`. Bytes in ([`ServerTransport::handle_input`]), bytes out
+//! NEWKEYS (with strict KEX: sequence numbers reset), SERVICE_REQUEST for `ssh-userauth`,
+//! and authentication decided by the application on the first USERAUTH_REQUEST. Bytes in ([`ServerTransport::handle_input`]), bytes out
 //! ([`ServerTransport::poll_transmit`]), events ([`ServerTransport::poll_event`]).
 //!
 //! Each state accepts only the messages valid in it; anything else disconnects. This is the
-//! first slice of issue 4: authentication and channels build on it.
+//! first slice of issue 4: channels build on it.
 
 use std::collections::VecDeque;
 
@@ -50,6 +50,12 @@ pub enum TransportEvent {
     Keyed { session_id: [u8; 32], negotiated: Negotiated },
     /// The client asked for `ssh-userauth` and got SERVICE_ACCEPT.
     UserauthRequested,
+    /// The first USERAUTH_REQUEST arrived (whatever its method): decide with
+    /// [`ServerTransport::accept_auth`], [`ServerTransport::deny_auth`] or hold with
+    /// [`ServerTransport::auth_banner`]. Identity comes from WireGuard, not from the method.
+    AuthRequest { user: String },
+    /// USERAUTH_SUCCESS was sent: the connection protocol may start.
+    Authenticated { user: String },
     /// The connection is over (an error, or the peer's DISCONNECT).
     Closed(TransportError),
 }
@@ -61,9 +67,18 @@ enum State {
     AwaitEcdhInit,
     AwaitNewKeys,
     AwaitServiceRequest,
-    Serving,
+    /// SERVICE_ACCEPT sent; no USERAUTH_REQUEST yet.
+    AwaitAuthRequest,
+    /// The application is deciding about `user` (the client waits for our answer).
+    Deciding,
+    /// Denied: every further request gets a failure, and a few of them end the connection.
+    Denied,
+    Authenticated,
     Closed,
 }
+
+/// Failures answered before the connection is closed.
+const MAX_AUTH_ATTEMPTS: u32 = 3;
 
 /// One server connection's transport.
 pub struct ServerTransport {
@@ -85,6 +100,9 @@ pub struct ServerTransport {
     inbuf: BytesMut,
     out: VecDeque<BytesMut>,
     events: VecDeque<TransportEvent>,
+    /// The user of the first USERAUTH_REQUEST; changing it later is refused.
+    auth_user: Option<String>,
+    auth_failures: u32,
 }
 
 impl std::fmt::Debug for ServerTransport {
@@ -122,6 +140,8 @@ impl ServerTransport {
             inbuf: BytesMut::new(),
             out: VecDeque::new(),
             events: VecDeque::new(),
+            auth_user: None,
+            auth_failures: 0,
         };
         t.out.push_back(BytesMut::from(format!("{OUR_IDENTIFICATION}\r\n").as_bytes()));
         let kexinit = t.our_kexinit.clone();
@@ -131,6 +151,11 @@ impl ServerTransport {
 
     pub fn poll_transmit(&mut self) -> Option<BytesMut> {
         self.out.pop_front()
+    }
+
+    /// Whether bytes are waiting for [`Self::poll_transmit`].
+    pub fn poll_transmit_pending(&self) -> bool {
+        !self.out.is_empty()
     }
 
     pub fn poll_event(&mut self) -> Option<TransportEvent> {
@@ -269,11 +294,85 @@ impl ServerTransport {
                 w.string(b"ssh-userauth");
                 let accept = w.finish();
                 self.send(&accept);
-                self.state = State::Serving;
+                self.state = State::AwaitAuthRequest;
                 self.events.push_back(TransportEvent::UserauthRequested);
                 Ok(())
             }
+            (State::AwaitAuthRequest | State::Deciding | State::Denied, msg::USERAUTH_REQUEST) => {
+                self.handle_auth_request(payload)
+            }
             (_, n) => Err(TransportError::Unexpected(n)),
+        }
+    }
+
+    fn handle_auth_request(&mut self, payload: &[u8]) -> Result<(), TransportError> {
+        let mut r = Reader::new(&payload[1..]);
+        let user = r.utf8()?;
+        let service = r.string()?;
+        let _method = r.string()?; // none, publickey, password...: identity is not from here
+        if service != b"ssh-connection" {
+            return Err(TransportError::Unexpected(msg::USERAUTH_REQUEST));
+        }
+        match (&self.auth_user, self.state) {
+            (None, _) => {
+                self.auth_user = Some(user.to_string());
+                self.state = State::Deciding;
+                self.events.push_back(TransportEvent::AuthRequest { user: user.to_string() });
+                Ok(())
+            }
+            // Changing the user (or service) mid-authentication is refused.
+            (Some(first), _) if first != user => Err(TransportError::Unexpected(msg::USERAUTH_REQUEST)),
+            // A client that does not wait for our decision: answer later, once.
+            (Some(_), State::Deciding) => Ok(()),
+            _ => self.fail_auth(),
+        }
+    }
+
+    fn fail_auth(&mut self) -> Result<(), TransportError> {
+        self.auth_failures += 1;
+        if self.auth_failures > MAX_AUTH_ATTEMPTS {
+            return Err(TransportError::Unexpected(msg::USERAUTH_REQUEST));
+        }
+        // No methods left: the client gives up instead of trying keys or passwords.
+        let mut w = Writer::message(msg::USERAUTH_FAILURE);
+        w.name_list([]).bool(false);
+        let failure = w.finish();
+        self.send(&failure);
+        self.state = State::Denied;
+        Ok(())
+    }
+
+    /// Show `text` to the user before the decision (e.g. the URL of a `check` rule).
+    pub fn auth_banner(&mut self, text: &str) {
+        if matches!(self.state, State::Deciding | State::AwaitAuthRequest) {
+            let mut w = Writer::message(msg::USERAUTH_BANNER);
+            w.string(text.as_bytes()).string(b"");
+            let banner = w.finish();
+            self.send(&banner);
+        }
+    }
+
+    /// Grant the pending request: USERAUTH_SUCCESS.
+    pub fn accept_auth(&mut self) {
+        if self.state != State::Deciding {
+            return;
+        }
+        self.send(&[msg::USERAUTH_SUCCESS]);
+        self.state = State::Authenticated;
+        let user = self.auth_user.clone().unwrap_or_default();
+        self.events.push_back(TransportEvent::Authenticated { user });
+    }
+
+    /// Refuse: an optional banner saying why, then a failure with no methods left.
+    pub fn deny_auth(&mut self, banner: Option<&str>) {
+        if self.state != State::Deciding {
+            return;
+        }
+        if let Some(text) = banner {
+            self.auth_banner(text);
+        }
+        if let Err(error) = self.fail_auth() {
+            self.close(error);
         }
     }
 
@@ -318,5 +417,57 @@ impl ServerTransport {
         }
         self.state = State::AwaitNewKeys;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server() -> ServerTransport {
+        let mut s = ServerTransport::new(SigningKey::from_bytes(&[42; 32]), Rng::from_seed(1));
+        while s.poll_transmit().is_some() {}
+        s
+    }
+
+    #[test]
+    fn every_message_but_kexinit_first_is_fatal() {
+        for number in 0..=255u8 {
+            if number == msg::KEXINIT {
+                continue;
+            }
+            let mut s = server();
+            let mut input = b"SSH-2.0-raw\r\n".to_vec();
+            input.extend_from_slice(&frame_plain(&[number, 0, 0, 0, 0], &mut Rng::from_seed(2)));
+            s.handle_input(&input);
+            assert!(s.is_closed(), "message {number} before KEXINIT was accepted");
+            let closed = std::iter::from_fn(|| s.poll_event()).any(|e| matches!(e, TransportEvent::Closed(_)));
+            assert!(closed, "message {number}");
+        }
+    }
+
+    #[test]
+    fn userauth_success_or_channel_open_from_a_client_never_authenticates() {
+        // CVE-2018-10933: a client claiming success, or opening a channel, before auth.
+        for number in [msg::USERAUTH_SUCCESS, msg::CHANNEL_OPEN, msg::SERVICE_REQUEST, msg::NEWKEYS] {
+            let mut s = server();
+            let mut input = b"SSH-2.0-raw\r\n".to_vec();
+            input.extend_from_slice(&frame_plain(&KexInit::client([1; 16]).encode(), &mut Rng::from_seed(3)));
+            input.extend_from_slice(&frame_plain(&[number], &mut Rng::from_seed(4)));
+            s.handle_input(&input);
+            let events: Vec<TransportEvent> = std::iter::from_fn(|| s.poll_event()).collect();
+            assert!(s.is_closed(), "{number}: {events:?}");
+            assert!(!events
+                .iter()
+                .any(|e| matches!(e, TransportEvent::Authenticated { .. } | TransportEvent::Keyed { .. })));
+        }
+    }
+
+    #[test]
+    fn a_hostile_packet_length_closes_without_buffering() {
+        let mut s = server();
+        s.handle_input(b"SSH-2.0-raw\r\n\xff\xff\xff\xff");
+        assert!(s.is_closed());
+        assert!(s.inbuf.capacity() < 1024);
     }
 }
