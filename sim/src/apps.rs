@@ -200,6 +200,34 @@ pub struct AcceptedConn {
 }
 
 impl AcceptedConn {
+    /// A connection just accepted: nothing received yet.
+    pub fn new(
+        node: NodeId,
+        conn: ConnId,
+        tag: (Option<PeerId>, Option<NodeId>),
+        local: SocketAddr,
+        remote: SocketAddr,
+        at: Instant,
+    ) -> Self {
+        Self {
+            node,
+            conn,
+            peer: tag.0,
+            peer_node: tag.1,
+            local,
+            remote,
+            accepted_at: at,
+            transfer: None,
+            opener: None,
+            expected: None,
+            received: 0,
+            matched: true,
+            completed_at: None,
+            eof_at: None,
+            closed_at: None,
+        }
+    }
+
     /// Payload bytes received (after the header).
     pub fn payload_received(&self) -> u64 {
         self.received.saturating_sub(HEADER_LEN as u64)
@@ -369,23 +397,14 @@ mod tests {
             closed_at: None,
             error: None,
         });
-        let record = AcceptedConn {
-            node: NodeId(0),
-            conn: ConnId(3),
-            peer: None,
-            peer_node: None,
-            local: SocketAddr::from(([100, 64, 0, 1], 22)),
-            remote: SocketAddr::from(([100, 64, 0, 2], 50000)),
-            accepted_at: Instant::ZERO,
-            transfer: None,
-            opener: None,
-            expected: None,
-            received: 0,
-            matched: true,
-            completed_at: None,
-            eof_at: None,
-            closed_at: None,
-        };
+        let record = AcceptedConn::new(
+            NodeId(0),
+            ConnId(3),
+            (None, None),
+            SocketAddr::from(([100, 64, 0, 1], 22)),
+            SocketAddr::from(([100, 64, 0, 2], 50000)),
+            Instant::ZERO,
+        );
         let stream = Stream::new(TransferId(0), 5000, apps.pattern_seed);
         for corrupt in [false, true] {
             apps.accepted.push(record.clone());

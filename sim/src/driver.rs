@@ -370,23 +370,7 @@ impl Driver<'_> {
     fn accept(&mut self, node: &mut Node, conn: ConnId, peer: Option<PeerId>, local: SocketAddr, remote: SocketAddr) {
         let id = node.id();
         let peer_node = peer.and_then(|p| node.peer_node(p));
-        self.apps.accepted.push(AcceptedConn {
-            node: id,
-            conn,
-            peer,
-            peer_node,
-            local,
-            remote,
-            accepted_at: self.now,
-            transfer: None,
-            opener: None,
-            expected: None,
-            received: 0,
-            matched: true,
-            completed_at: None,
-            eof_at: None,
-            closed_at: None,
-        });
+        self.apps.accepted.push(AcceptedConn::new(id, conn, (peer, peer_node), local, remote, self.now));
         let record = self.apps.accepted.len() - 1;
         node.apps.sinks.insert(conn, Sink { record, header: [0; crate::apps::HEADER_LEN], stream: None, eof: false });
         self.stats.tcp_accepted += 1;
