@@ -99,6 +99,7 @@ fn openssh_client_completes_key_exchange_and_service_request_with_every_cipher()
         let tail: String = log.lines().rev().take(25).collect::<Vec<_>>().join("\n");
         assert!(log.contains("SSH2_MSG_SERVICE_ACCEPT received"), "{cipher}: client log tail:\n{tail}");
         assert!(log.contains(&format!("cipher: {cipher}")), "{cipher} was not negotiated:\n{tail}");
+        assert!(log.contains("server-sig-algs=<ssh-ed25519>"), "{cipher}: EXT_INFO not seen:\n{tail}");
         assert!(
             events
                 .iter()

@@ -415,6 +415,14 @@ impl ServerTransport {
         if negotiated.strict_kex {
             self.seq_out = 0;
         }
+        // RFC 8308: right after our NEWKEYS, tell a client that asked which signature
+        // algorithms we accept for user keys.
+        if negotiated.client_wants_ext_info && self.session_id == Some(h) {
+            let mut w = Writer::message(msg::EXT_INFO);
+            w.u32(1).string(b"server-sig-algs").string(HOST_KEY_ED25519.as_bytes());
+            let ext_info = w.finish();
+            self.send(&ext_info);
+        }
         self.state = State::AwaitNewKeys;
         Ok(())
     }
