@@ -105,16 +105,7 @@ impl PacketInfo {
         }
         let total_len = usize::from(ip.total_len());
         let payload = &packet[usize::from(ip.header_len())..total_len];
-        let mut info = Self {
-            src: ip.src_addr().into(),
-            dst: ip.dst_addr().into(),
-            proto: Proto::Other(0),
-            src_port: 0,
-            dst_port: 0,
-            tcp: TcpFlags::default(),
-            icmp: None,
-            total_len,
-        };
+        let mut info = Self::addresses(ip.src_addr().into(), ip.dst_addr().into(), total_len);
         match ip.next_header() {
             IpProtocol::Icmp => {
                 info.proto = Proto::Icmp;
@@ -138,16 +129,7 @@ impl PacketInfo {
         let ip = Ipv6Packet::new_checked(packet).map_err(|_| ParseError::IpHeader)?;
         let total_len = ip.total_len();
         let payload = &packet[40..total_len];
-        let mut info = Self {
-            src: ip.src_addr().into(),
-            dst: ip.dst_addr().into(),
-            proto: Proto::Other(0),
-            src_port: 0,
-            dst_port: 0,
-            tcp: TcpFlags::default(),
-            icmp: None,
-            total_len,
-        };
+        let mut info = Self::addresses(ip.src_addr().into(), ip.dst_addr().into(), total_len);
         match ip.next_header() {
             IpProtocol::Icmpv6 => {
                 info.proto = Proto::Icmp;
@@ -171,6 +153,20 @@ impl PacketInfo {
             other => info.set_transport(other, payload)?,
         }
         Ok(info)
+    }
+
+    /// Addresses and length only; the transport fields are filled in by the parser.
+    fn addresses(src: IpAddr, dst: IpAddr, total_len: usize) -> Self {
+        Self {
+            src,
+            dst,
+            proto: Proto::Other(0),
+            src_port: 0,
+            dst_port: 0,
+            tcp: TcpFlags::default(),
+            icmp: None,
+            total_len,
+        }
     }
 
     fn set_icmp(&mut self, kind: IcmpKind) {
