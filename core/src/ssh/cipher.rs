@@ -19,6 +19,7 @@ use thiserror::Error;
 
 use super::kexinit::{CIPHER_AES128_GCM, CIPHER_AES256_GCM, CIPHER_CHACHA20_POLY1305};
 use super::packet::{MAX_PACKET_LEN, MIN_PADDING};
+use super::wire::PACKET_HEADER;
 use crate::rng::Rng;
 
 pub const TAG_LEN: usize = 16;
@@ -105,22 +106,34 @@ impl PacketCipher {
         nonce
     }
 
-    /// Frame and protect `payload` as packet number `seq`.
+    /// Frame and protect `payload` as packet number `seq` (a copy; the transport uses
+    /// [`Self::seal_packet`]).
     pub fn seal(&mut self, seq: u32, payload: &[u8], rng: &mut Rng) -> BytesMut {
+        let mut packet = BytesMut::with_capacity(PACKET_HEADER + payload.len() + 64);
+        packet.put_bytes(0, PACKET_HEADER);
+        packet.put_slice(payload);
+        self.seal_packet(seq, &mut packet, rng);
+        packet
+    }
+
+    /// Frame and protect packet number `seq` in place: `packet` holds [`PACKET_HEADER`]
+    /// reserved bytes and then the payload; the header, padding and tag are filled in.
+    pub fn seal_packet(&mut self, seq: u32, packet: &mut BytesMut, rng: &mut Rng) {
         let block = self.block_size();
+        let payload_len = packet.len().saturating_sub(PACKET_HEADER);
         // The length field is outside the padded part for both AEADs.
-        let mut padding = block - (1 + payload.len()) % block;
+        let mut padding = block - (1 + payload_len) % block;
         if padding < MIN_PADDING {
             padding += block;
         }
-        let len = 1 + payload.len() + padding;
-        let mut out = BytesMut::with_capacity(4 + len + TAG_LEN);
-        out.put_u32(len as u32);
-        out.put_u8(padding as u8);
-        out.put_slice(payload);
+        let len = 1 + payload_len + padding;
+        packet[..4].copy_from_slice(&(len as u32).to_be_bytes());
+        packet[4] = padding as u8;
         let mut pad = [0u8; 32];
         rng.fill_bytes(&mut pad[..padding]);
-        out.put_slice(&pad[..padding]);
+        packet.reserve(padding + TAG_LEN);
+        packet.put_slice(&pad[..padding]);
+        let out = packet;
         match self {
             PacketCipher::ChaCha20Poly1305 { main, header } => {
                 let nonce = u64::from(seq).to_be_bytes();
@@ -130,7 +143,7 @@ impl PacketCipher {
                 stream.apply_keystream(&mut poly_key);
                 stream.seek(64u64);
                 stream.apply_keystream(&mut out[4..]);
-                let tag = Poly1305::new(&poly_key.into()).compute_unpadded(&out);
+                let tag = Poly1305::new(&poly_key.into()).compute_unpadded(out);
                 out.put_slice(&tag);
             }
             PacketCipher::Aes128Gcm { aead, iv } => {
@@ -146,7 +159,6 @@ impl PacketCipher {
                 out.put_slice(&tag);
             }
         }
-        out
     }
 
     /// The `packet_length` of packet `seq` from its first 4 bytes, checked; the whole

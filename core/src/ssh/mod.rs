@@ -1,16 +1,22 @@
 //! SSH (RFC 4253/4252/4254 plus OpenSSH extensions) as sans-IO state machines, for the
 //! server `meshd` runs on port 22 of the mesh address and for the client.
 //!
-//! Built so far (issue 4, in progress): the wire types ([`wire`]), the identification
-//! exchange ([`version`]), binary packet framing before keys are in use ([`packet`]),
-//! KEXINIT with algorithm negotiation ([`kexinit`]), the curve25519-sha256 pieces (exchange
-//! hash, key derivation: [`kex`]) and packet protection after NEWKEYS ([`cipher`]). The
-//! transport state machine that ties them together comes next.
+//! Layers, bottom up: the wire types ([`wire`]), the identification exchange
+//! ([`version`]), packet framing ([`packet`], [`cipher`]), key exchange ([`kexinit`],
+//! [`kex`]), the transport with rekeying for both roles ([`transport`]), the connection
+//! protocol ([`connection`], [`channel`], [`terminal`]); [`server`] and [`client`] put
+//! them together with authentication and report [`event::SessionEvent`]s.
 
+pub mod channel;
 pub mod cipher;
+pub mod client;
+pub mod connection;
+pub mod event;
 pub mod kex;
 pub mod kexinit;
 pub mod packet;
+pub mod server;
+pub mod terminal;
 pub mod transport;
 pub mod version;
 pub mod wire;
@@ -47,3 +53,6 @@ pub mod msg {
     pub const CHANNEL_SUCCESS: u8 = 99;
     pub const CHANNEL_FAILURE: u8 = 100;
 }
+
+#[cfg(test)]
+mod tests;

@@ -7,6 +7,7 @@ use std::ops::Range;
 use bytes::{BufMut, BytesMut};
 use thiserror::Error;
 
+use super::wire::PACKET_HEADER;
 use crate::rng::Rng;
 
 /// Largest `packet_length` accepted (DESIGN.md: 256 KiB).
@@ -50,21 +51,29 @@ pub fn parse_plain(buf: &[u8]) -> Result<Option<(Range<usize>, usize)>, PacketEr
     Ok(Some((5..total - usize::from(padding), total)))
 }
 
-/// Frame `payload` as an unencrypted packet with random padding.
+/// Frame `payload` as an unencrypted packet with random padding (a copy; the transport
+/// uses [`frame_plain_packet`]).
 pub fn frame_plain(payload: &[u8], rng: &mut Rng) -> BytesMut {
-    let mut padding = PLAIN_BLOCK - (5 + payload.len()) % PLAIN_BLOCK;
+    let mut packet = BytesMut::with_capacity(PACKET_HEADER + payload.len() + 2 * PLAIN_BLOCK);
+    packet.put_bytes(0, PACKET_HEADER);
+    packet.put_slice(payload);
+    frame_plain_packet(&mut packet, rng);
+    packet
+}
+
+/// Frame in place: `packet` holds [`PACKET_HEADER`] reserved bytes and then the payload.
+pub fn frame_plain_packet(packet: &mut BytesMut, rng: &mut Rng) {
+    let payload_len = packet.len().saturating_sub(PACKET_HEADER);
+    let mut padding = PLAIN_BLOCK - (5 + payload_len) % PLAIN_BLOCK;
     if padding < MIN_PADDING {
         padding += PLAIN_BLOCK;
     }
-    let len = 1 + payload.len() + padding;
-    let mut out = BytesMut::with_capacity(4 + len);
-    out.put_u32(len as u32);
-    out.put_u8(padding as u8);
-    out.put_slice(payload);
+    let len = 1 + payload_len + padding;
+    packet[..4].copy_from_slice(&(len as u32).to_be_bytes());
+    packet[4] = padding as u8;
     let mut pad = [0u8; 2 * PLAIN_BLOCK];
     rng.fill_bytes(&mut pad[..padding]);
-    out.put_slice(&pad[..padding]);
-    out
+    packet.put_slice(&pad[..padding]);
 }
 
 #[cfg(test)]

@@ -1,26 +1,31 @@
-//! The server side of the SSH transport (RFC 4253) up to an encrypted, keyed connection:
-//! identification exchange, KEXINIT, curve25519-sha256 with an ssh-ed25519 host key,
-//! NEWKEYS (with strict KEX: sequence numbers reset), SERVICE_REQUEST for `ssh-userauth`,
-//! and authentication decided by the application on the first USERAUTH_REQUEST. Bytes in ([`ServerTransport::handle_input`]), bytes out
-//! ([`ServerTransport::poll_transmit`]), events ([`ServerTransport::poll_event`]).
+//! The SSH transport (RFC 4253) for both roles: identification exchange, KEXINIT,
+//! curve25519-sha256 with an ssh-ed25519 host key, NEWKEYS (strict KEX: sequence numbers
+//! reset at every NEWKEYS), packet protection, and rekeying started by either side after
+//! [`TransportConfig::rekey_bytes`] or [`TransportConfig::rekey_interval`] per direction.
 //!
-//! Each state accepts only the messages valid in it; anything else disconnects. This is the
-//! first slice of issue 4: channels build on it.
+//! Bytes in ([`Transport::handle_input`]), bytes out ([`Transport::poll_transmit`]),
+//! messages for the layers above (authentication, connection) out through
+//! [`Transport::poll_message`], and their messages in through [`Transport::send_packet`].
+//! While a key exchange runs, the layers above keep sending: their packets are held until
+//! our NEWKEYS is out, and the peer's are delivered until its KEXINIT arrives (after that,
+//! until its NEWKEYS, only key-exchange messages are valid).
 
 use std::collections::VecDeque;
+use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
-use ed25519_dalek::{Signer, SigningKey};
+use bytes::{Bytes, BytesMut};
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use thiserror::Error;
 
 use super::cipher::{CipherError, PacketCipher, TAG_LEN};
 use super::kex::{derive, exchange_hash, Curve25519, HashInputs, KexError};
-use super::kexinit::{negotiate, KexInit, NegotiateError, Negotiated, HOST_KEY_ED25519};
+use super::kexinit::{negotiate, KexInit, NegotiateError, Negotiated, CIPHERS, HOST_KEY_ED25519};
 use super::msg;
-use super::packet::{frame_plain, parse_plain, PacketError};
+use super::packet::{frame_plain_packet, parse_plain, PacketError};
 use super::version::{VersionError, VersionReader, OUR_IDENTIFICATION};
 use super::wire::{Reader, WireError, Writer};
 use crate::rng::Rng;
+use crate::time::Instant;
 
 /// Why the connection ends.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -37,137 +42,284 @@ pub enum TransportError {
     Negotiate(#[from] NegotiateError),
     #[error("key exchange: {0}")]
     Kex(#[from] KexError),
+    #[error("host key signature invalid")]
+    BadSignature,
+    #[error("host key does not match the expected key")]
+    HostKeyMismatch,
     #[error("message {0} not allowed in this state")]
     Unexpected(u8),
-    #[error("peer disconnected")]
-    PeerDisconnected,
+    #[error("{0}")]
+    Protocol(&'static str),
+    #[error("timed out: {0}")]
+    Timeout(&'static str),
+    #[error("peer disconnected: {0}")]
+    PeerDisconnected(String),
+    #[error("closed by the application: {0}")]
+    Application(String),
+}
+
+impl TransportError {
+    /// The DISCONNECT reason code (RFC 4253 section 11.1) for this error.
+    pub fn reason_code(&self) -> u32 {
+        match self {
+            TransportError::Cipher(CipherError::Mac) => 5,
+            TransportError::Negotiate(_) | TransportError::Kex(_) => 3,
+            TransportError::BadSignature | TransportError::HostKeyMismatch => 9,
+            TransportError::Version(_) => 8,
+            TransportError::Application(_) | TransportError::Timeout(_) => 11,
+            _ => 2,
+        }
+    }
+}
+
+/// Limits and choices of one connection.
+#[derive(Clone, Debug)]
+pub struct TransportConfig {
+    /// Rekey after this many bytes in either direction (OpenSSH's default is about 1 GiB
+    /// for these ciphers).
+    pub rekey_bytes: u64,
+    /// Rekey after this long.
+    pub rekey_interval: Duration,
+    /// Ciphers offered, preferred first (a subset of [`CIPHERS`]).
+    pub ciphers: Vec<String>,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        Self {
+            rekey_bytes: 1 << 30,
+            rekey_interval: Duration::from_secs(3600),
+            ciphers: CIPHERS.iter().map(|c| c.to_string()).collect(),
+        }
+    }
+}
+
+/// Which side we are, and what that side needs.
+pub enum Role {
+    Server {
+        host_key: SigningKey,
+    },
+    /// `host_key`: the server key we expect; `None` accepts any key and reports it in
+    /// [`TransportEvent::Keyed`] for the application to check.
+    Client {
+        host_key: Option<[u8; 32]>,
+    },
+}
+
+impl std::fmt::Debug for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Server { .. } => "Server",
+            Role::Client { .. } => "Client",
+        })
+    }
 }
 
 /// What the layer above must know.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TransportEvent {
-    /// Keys are in use both ways; `session_id` identifies the session.
-    Keyed { session_id: [u8; 32], negotiated: Negotiated },
-    /// The client asked for `ssh-userauth` and got SERVICE_ACCEPT.
-    UserauthRequested,
-    /// The first USERAUTH_REQUEST arrived (whatever its method): decide with
-    /// [`ServerTransport::accept_auth`], [`ServerTransport::deny_auth`] or hold with
-    /// [`ServerTransport::auth_banner`]. Identity comes from WireGuard, not from the method.
-    AuthRequest { user: String },
-    /// USERAUTH_SUCCESS was sent: the connection protocol may start.
-    Authenticated { user: String },
-    /// The connection is over (an error, or the peer's DISCONNECT).
+    /// The first key exchange finished: keys are in use both ways.
+    Keyed { session_id: [u8; 32], negotiated: Negotiated, host_key: [u8; 32] },
+    /// A later key exchange finished.
+    Rekeyed,
+    /// The connection is over (an error, ours or the peer's DISCONNECT).
     Closed(TransportError),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     Version,
-    AwaitKexInit,
-    AwaitEcdhInit,
-    AwaitNewKeys,
-    AwaitServiceRequest,
-    /// SERVICE_ACCEPT sent; no USERAUTH_REQUEST yet.
-    AwaitAuthRequest,
-    /// The application is deciding about `user` (the client waits for our answer).
-    Deciding,
-    /// Denied: every further request gets a failure, and a few of them end the connection.
-    Denied,
-    Authenticated,
+    Running,
     Closed,
 }
 
-/// Failures answered before the connection is closed.
-const MAX_AUTH_ATTEMPTS: u32 = 3;
-
-/// One server connection's transport.
-pub struct ServerTransport {
-    state: State,
-    rng: Rng,
-    host_key: SigningKey,
-    version: VersionReader,
-    client_id: Vec<u8>,
-    our_kexinit: BytesMut,
-    client_kexinit: Vec<u8>,
+/// One key exchange in progress.
+struct Kex {
+    ours: Bytes,
+    theirs: Option<Bytes>,
     negotiated: Option<Negotiated>,
-    session_id: Option<[u8; 32]>,
-    /// Keys for the client-to-server direction, installed when its NEWKEYS arrives.
+    /// The client's ephemeral key, from its KEX_ECDH_INIT until the reply.
+    ephemeral: Option<Curve25519>,
+    /// The peer guessed the key exchange wrongly: its next kex packet is ignored.
+    ignore_next: bool,
+    sent_newkeys: bool,
     next_in: Option<PacketCipher>,
+}
+
+/// One connection's transport, either role.
+pub struct Transport {
+    role: Role,
+    config: TransportConfig,
+    rng: Rng,
+    state: State,
+    version: VersionReader,
+    peer_id: Vec<u8>,
+    kex: Option<Kex>,
+    /// Strict KEX was negotiated in the first exchange (it holds for the connection).
+    strict: bool,
+    /// The peer's first NEWKEYS arrived: the first exchange is complete.
+    keyed: bool,
+    session_id: Option<[u8; 32]>,
+    negotiated: Option<Negotiated>,
+    peer_host_key: Option<[u8; 32]>,
     cipher_in: Option<PacketCipher>,
     cipher_out: Option<PacketCipher>,
     seq_in: u32,
     seq_out: u32,
     inbuf: BytesMut,
     out: VecDeque<BytesMut>,
+    out_bytes: usize,
+    /// Packets of the layers above waiting for our NEWKEYS.
+    held: VecDeque<BytesMut>,
+    inbox: VecDeque<Bytes>,
     events: VecDeque<TransportEvent>,
-    /// The user of the first USERAUTH_REQUEST; changing it later is refused.
-    auth_user: Option<String>,
-    auth_failures: u32,
+    now: Instant,
+    keyed_at: Instant,
+    sent_since_kex: u64,
+    received_since_kex: u64,
+    rekeys: u64,
 }
 
-impl std::fmt::Debug for ServerTransport {
+impl std::fmt::Debug for Transport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerTransport").field("state", &self.state).finish_non_exhaustive()
+        f.debug_struct("Transport")
+            .field("role", &self.role)
+            .field("state", &self.state)
+            .field("keyed", &self.keyed)
+            .finish_non_exhaustive()
     }
 }
 
 /// The ssh-ed25519 public key blob.
 pub fn host_key_blob(key: &SigningKey) -> Vec<u8> {
+    ed25519_blob(key.verifying_key().as_bytes())
+}
+
+/// The ssh-ed25519 public key blob of a raw public key.
+pub fn ed25519_blob(public: &[u8; 32]) -> Vec<u8> {
     let mut w = Writer::new();
-    w.string(HOST_KEY_ED25519.as_bytes()).string(key.verifying_key().as_bytes());
+    w.string(HOST_KEY_ED25519.as_bytes()).string(public);
     w.finish().to_vec()
 }
 
-impl ServerTransport {
+/// The raw key of an ssh-ed25519 public key blob.
+pub fn parse_ed25519_blob(blob: &[u8]) -> Result<[u8; 32], TransportError> {
+    let mut r = Reader::new(blob);
+    if r.string()? != HOST_KEY_ED25519.as_bytes() {
+        return Err(TransportError::Protocol("host key is not ssh-ed25519"));
+    }
+    let key = r.string()?.try_into().map_err(|_| TransportError::Protocol("ssh-ed25519 key is not 32 bytes"))?;
+    r.finish()?;
+    Ok(key)
+}
+
+/// An ssh-ed25519 signature blob.
+pub fn ed25519_signature_blob(signature: &Signature) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.string(HOST_KEY_ED25519.as_bytes()).string(&signature.to_bytes());
+    w.finish().to_vec()
+}
+
+impl Transport {
     /// A connection that sends our identification and KEXINIT at once.
-    pub fn new(host_key: SigningKey, mut rng: Rng) -> Self {
-        let our_kexinit = KexInit::server(rng.gen_bytes()).encode();
+    pub fn new(role: Role, config: TransportConfig, rng: Rng, now: Instant) -> Self {
+        let client = matches!(role, Role::Client { .. });
         let mut t = Self {
-            state: State::Version,
+            role,
+            config,
             rng,
-            host_key,
-            version: VersionReader::new(false),
-            client_id: Vec::new(),
-            our_kexinit,
-            client_kexinit: Vec::new(),
-            negotiated: None,
+            state: State::Version,
+            version: VersionReader::new(client),
+            peer_id: Vec::new(),
+            kex: None,
+            strict: false,
+            keyed: false,
             session_id: None,
-            next_in: None,
+            negotiated: None,
+            peer_host_key: None,
             cipher_in: None,
             cipher_out: None,
             seq_in: 0,
             seq_out: 0,
             inbuf: BytesMut::new(),
             out: VecDeque::new(),
+            out_bytes: 0,
+            held: VecDeque::new(),
+            inbox: VecDeque::new(),
             events: VecDeque::new(),
-            auth_user: None,
-            auth_failures: 0,
+            now,
+            keyed_at: now,
+            sent_since_kex: 0,
+            received_since_kex: 0,
+            rekeys: 0,
         };
-        t.out.push_back(BytesMut::from(format!("{OUR_IDENTIFICATION}\r\n").as_bytes()));
-        let kexinit = t.our_kexinit.clone();
-        t.send(&kexinit);
+        t.push_out(BytesMut::from(format!("{OUR_IDENTIFICATION}\r\n").as_bytes()));
+        t.start_kex();
         t
     }
 
-    pub fn poll_transmit(&mut self) -> Option<BytesMut> {
-        self.out.pop_front()
-    }
-
-    /// Whether bytes are waiting for [`Self::poll_transmit`].
-    pub fn poll_transmit_pending(&self) -> bool {
-        !self.out.is_empty()
-    }
-
-    pub fn poll_event(&mut self) -> Option<TransportEvent> {
-        self.events.pop_front()
+    pub fn is_server(&self) -> bool {
+        matches!(self.role, Role::Server { .. })
     }
 
     pub fn is_closed(&self) -> bool {
         self.state == State::Closed
     }
 
-    /// Bytes from the client.
-    pub fn handle_input(&mut self, bytes: &[u8]) {
+    /// The first key exchange is complete.
+    pub fn is_keyed(&self) -> bool {
+        self.keyed
+    }
+
+    pub fn session_id(&self) -> Option<[u8; 32]> {
+        self.session_id
+    }
+
+    /// The algorithms of the current keys.
+    pub fn negotiated(&self) -> Option<&Negotiated> {
+        self.negotiated.as_ref()
+    }
+
+    /// Key exchanges completed after the first.
+    pub fn rekeys(&self) -> u64 {
+        self.rekeys
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<BytesMut> {
+        let packet = self.out.pop_front()?;
+        self.out_bytes -= packet.len();
+        Some(packet)
+    }
+
+    /// Bytes waiting for [`Self::poll_transmit`] (the application stops producing channel
+    /// data while this is large: backpressure from the socket).
+    pub fn pending_transmit(&self) -> usize {
+        self.out_bytes
+    }
+
+    pub fn poll_event(&mut self) -> Option<TransportEvent> {
+        self.events.pop_front()
+    }
+
+    /// The next message for the layers above (authentication and connection), whole.
+    pub fn poll_message(&mut self) -> Option<Bytes> {
+        self.inbox.pop_front()
+    }
+
+    /// When [`Self::handle_timeout`] wants to run: the time-based rekey.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        (self.keyed && self.kex.is_none() && self.state == State::Running)
+            .then(|| self.keyed_at + self.config.rekey_interval)
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = now;
+        self.maybe_rekey();
+    }
+
+    /// Bytes from the peer.
+    pub fn handle_input(&mut self, now: Instant, bytes: &[u8]) {
+        self.now = now;
         if self.state == State::Closed {
             return;
         }
@@ -176,15 +328,61 @@ impl ServerTransport {
         }
     }
 
-    fn close(&mut self, error: TransportError) {
-        if self.state != State::Closed {
-            let mut w = Writer::message(msg::DISCONNECT);
-            w.u32(2).string(error.to_string().as_bytes()).string(b"");
-            let payload = w.finish();
-            self.send(&payload);
-            self.state = State::Closed;
-            self.events.push_back(TransportEvent::Closed(error));
+    /// End the connection: DISCONNECT with the error's reason code, then nothing more.
+    pub fn close(&mut self, error: TransportError) {
+        if self.state == State::Closed {
+            return;
         }
+        tracing::debug!(%error, "ssh transport closing");
+        let mut w = Writer::packet(msg::DISCONNECT, 64);
+        w.u32(error.reason_code()).string(error.to_string().as_bytes()).string(b"");
+        let packet = w.finish_packet();
+        self.seal_and_queue(packet);
+        self.state = State::Closed;
+        self.inbox.clear();
+        self.held.clear();
+        self.events.push_back(TransportEvent::Closed(error));
+    }
+
+    /// A message from the layers above, in a buffer from [`Writer::packet`] (the header
+    /// bytes reserved). Held while our key exchange is in flight.
+    pub fn send_packet(&mut self, packet: BytesMut) {
+        if self.state == State::Closed {
+            return;
+        }
+        if self.kex.as_ref().is_some_and(|k| !k.sent_newkeys) || !self.keyed && self.cipher_out.is_none() {
+            self.held.push_back(packet);
+            return;
+        }
+        self.seal_and_queue(packet);
+        self.maybe_rekey();
+    }
+
+    /// [`Self::send_packet`] for a message written without the reserved header.
+    pub fn send(&mut self, payload: &[u8]) {
+        let mut w = Writer::new();
+        w.raw(payload);
+        self.send_packet(w.finish_packet());
+    }
+
+    fn push_out(&mut self, bytes: BytesMut) {
+        self.out_bytes += bytes.len();
+        self.out.push_back(bytes);
+    }
+
+    fn seal_and_queue(&mut self, mut packet: BytesMut) {
+        match &mut self.cipher_out {
+            None => frame_plain_packet(&mut packet, &mut self.rng),
+            Some(cipher) => cipher.seal_packet(self.seq_out, &mut packet, &mut self.rng),
+        }
+        self.seq_out = self.seq_out.wrapping_add(1);
+        self.sent_since_kex += packet.len() as u64;
+        self.push_out(packet);
+    }
+
+    /// A transport message of ours (key exchange, disconnect, ext-info): never held.
+    fn send_now(&mut self, w: Writer) {
+        self.seal_and_queue(w.finish_packet());
     }
 
     fn consume(&mut self, mut bytes: &[u8]) -> Result<(), TransportError> {
@@ -192,15 +390,15 @@ impl ServerTransport {
             match self.version.feed(bytes)? {
                 None => return Ok(()),
                 Some((id, used)) => {
-                    self.client_id = id.into_bytes();
-                    self.state = State::AwaitKexInit;
+                    self.peer_id = id.into_bytes();
+                    self.state = State::Running;
                     bytes = &bytes[used..];
                 }
             }
         }
         self.inbuf.extend_from_slice(bytes);
         while let Some(payload) = self.next_packet()? {
-            self.dispatch(&payload)?;
+            self.dispatch(payload)?;
             if self.state == State::Closed {
                 break;
             }
@@ -209,13 +407,11 @@ impl ServerTransport {
     }
 
     /// The next complete packet's payload, decrypted, or `None` until more bytes arrive.
-    fn next_packet(&mut self) -> Result<Option<Vec<u8>>, TransportError> {
-        let payload = match &mut self.cipher_in {
+    fn next_packet(&mut self) -> Result<Option<Bytes>, TransportError> {
+        let (mut packet, range) = match &mut self.cipher_in {
             None => {
                 let Some((range, used)) = parse_plain(&self.inbuf)? else { return Ok(None) };
-                let payload = self.inbuf[range].to_vec();
-                self.inbuf.advance(used);
-                payload
+                (self.inbuf.split_to(used), range)
             }
             Some(cipher) => {
                 let Some(first4) = self.inbuf.get(..4).and_then(|b| <[u8; 4]>::try_from(b).ok()) else {
@@ -224,155 +420,142 @@ impl ServerTransport {
                 let len = cipher.open_length(self.seq_in, first4)?;
                 let total = 4 + len + TAG_LEN;
                 if self.inbuf.len() < total {
+                    // Room for the whole packet at once, so the rest arrives without regrowth.
+                    self.inbuf.reserve(total - self.inbuf.len());
                     return Ok(None);
                 }
                 let mut packet = self.inbuf.split_to(total);
                 let range = cipher.open(self.seq_in, &mut packet)?;
-                packet[range].to_vec()
+                (packet, range)
             }
         };
         self.seq_in = self.seq_in.wrapping_add(1);
-        Ok(Some(payload))
+        self.received_since_kex += packet.len() as u64;
+        packet.truncate(range.end);
+        let _ = packet.split_to(range.start);
+        if packet.is_empty() {
+            return Err(WireError::Truncated.into());
+        }
+        Ok(Some(packet.freeze()))
     }
 
-    fn send(&mut self, payload: &[u8]) {
-        let packet = match &mut self.cipher_out {
-            None => frame_plain(payload, &mut self.rng),
-            Some(cipher) => cipher.seal(self.seq_out, payload, &mut self.rng),
-        };
-        self.seq_out = self.seq_out.wrapping_add(1);
-        self.out.push_back(packet);
+    /// Whether non-kex messages from the peer are refused now: during the first exchange,
+    /// and during a later one once the peer's KEXINIT has arrived.
+    fn peer_in_kex(&self) -> bool {
+        !self.keyed || self.kex.as_ref().is_some_and(|k| k.theirs.is_some())
     }
 
-    fn strict(&self) -> bool {
-        self.negotiated.as_ref().is_some_and(|n| n.strict_kex)
-    }
-
-    fn dispatch(&mut self, payload: &[u8]) -> Result<(), TransportError> {
-        let number = *payload.first().ok_or(WireError::Truncated)?;
-        // Before the first NEWKEYS with strict KEX, only key-exchange messages are allowed
-        // (Terrapin); otherwise IGNORE/DEBUG are always harmless and DISCONNECT ends it.
-        let first_kex = self.session_id.is_none() || self.state == State::AwaitNewKeys && self.cipher_in.is_none();
+    fn dispatch(&mut self, payload: Bytes) -> Result<(), TransportError> {
+        let number = payload[0];
         match number {
-            msg::DISCONNECT => return Err(TransportError::PeerDisconnected),
-            msg::IGNORE | msg::DEBUG if !(first_kex && self.strict()) && self.state != State::AwaitKexInit => {
-                return Ok(())
-            }
-            _ => {}
-        }
-        match (self.state, number) {
-            (State::AwaitKexInit, msg::KEXINIT) => {
-                let client = KexInit::decode(payload)?;
-                let server = KexInit::decode(&self.our_kexinit)?;
-                let negotiated = negotiate(&client, &server)?;
-                self.client_kexinit = payload.to_vec();
-                self.negotiated = Some(negotiated);
-                self.state = State::AwaitEcdhInit;
-                Ok(())
-            }
-            (State::AwaitEcdhInit, msg::KEX_ECDH_INIT) => self.handle_ecdh_init(payload),
-            (State::AwaitNewKeys, msg::NEWKEYS) => {
-                Reader::new(&payload[1..]).finish()?;
-                self.cipher_in = self.next_in.take();
-                if self.strict() {
-                    self.seq_in = 0;
-                }
-                self.state = State::AwaitServiceRequest;
-                if let (Some(session_id), Some(negotiated)) = (self.session_id, self.negotiated.clone()) {
-                    self.events.push_back(TransportEvent::Keyed { session_id, negotiated });
-                }
-                Ok(())
-            }
-            (State::AwaitServiceRequest, msg::SERVICE_REQUEST) => {
+            msg::DISCONNECT => {
                 let mut r = Reader::new(&payload[1..]);
-                let service = r.string()?;
-                r.finish()?;
-                if service != b"ssh-userauth" {
-                    return Err(TransportError::Unexpected(number));
-                }
-                let mut w = Writer::message(msg::SERVICE_ACCEPT);
-                w.string(b"ssh-userauth");
-                let accept = w.finish();
-                self.send(&accept);
-                self.state = State::AwaitAuthRequest;
-                self.events.push_back(TransportEvent::UserauthRequested);
+                let _code = r.u32().unwrap_or(0);
+                let text = r.string().map(|s| String::from_utf8_lossy(s).into_owned()).unwrap_or_default();
+                Err(TransportError::PeerDisconnected(text.chars().take(256).collect()))
+            }
+            // Terrapin: nothing but the key exchange during a strict first exchange, and
+            // KEXINIT must be the peer's first packet whatever was negotiated.
+            msg::IGNORE | msg::DEBUG | msg::UNIMPLEMENTED
+                if (!self.keyed && (self.strict || self.kex.as_ref().is_some_and(|k| k.theirs.is_none()))) =>
+            {
+                Err(TransportError::Unexpected(number))
+            }
+            msg::IGNORE | msg::DEBUG | msg::UNIMPLEMENTED => Ok(()),
+            msg::KEXINIT => self.handle_kexinit(payload),
+            msg::NEWKEYS => self.handle_newkeys(&payload),
+            30..=49 => self.handle_kex_method(&payload),
+            // A service message: for the layers above, unless a key exchange forbids it.
+            _ if self.peer_in_kex() => Err(TransportError::Unexpected(number)),
+            _ => {
+                self.inbox.push_back(payload);
                 Ok(())
             }
-            (State::AwaitAuthRequest | State::Deciding | State::Denied, msg::USERAUTH_REQUEST) => {
-                self.handle_auth_request(payload)
-            }
-            (_, n) => Err(TransportError::Unexpected(n)),
         }
     }
 
-    fn handle_auth_request(&mut self, payload: &[u8]) -> Result<(), TransportError> {
-        let mut r = Reader::new(&payload[1..]);
-        let user = r.utf8()?;
-        let service = r.string()?;
-        let _method = r.string()?; // none, publickey, password...: identity is not from here
-        if service != b"ssh-connection" {
-            return Err(TransportError::Unexpected(msg::USERAUTH_REQUEST));
+    fn our_kexinit(&mut self) -> KexInit {
+        let cookie = self.rng.gen_bytes();
+        let mut k = if self.is_server() { KexInit::server(cookie) } else { KexInit::client(cookie) };
+        if self.session_id.is_some() {
+            // ext-info and strict-KEX signals belong to the first exchange only.
+            k.kex.retain(|n| !n.starts_with("ext-info") && !n.starts_with("kex-strict"));
         }
-        match (&self.auth_user, self.state) {
-            (None, _) => {
-                self.auth_user = Some(user.to_string());
-                self.state = State::Deciding;
-                self.events.push_back(TransportEvent::AuthRequest { user: user.to_string() });
-                Ok(())
-            }
-            // Changing the user (or service) mid-authentication is refused.
-            (Some(first), _) if first != user => Err(TransportError::Unexpected(msg::USERAUTH_REQUEST)),
-            // A client that does not wait for our decision: answer later, once.
-            (Some(_), State::Deciding) => Ok(()),
-            _ => self.fail_auth(),
+        k.cipher_c2s.clone_from(&self.config.ciphers);
+        k.cipher_s2c.clone_from(&self.config.ciphers);
+        k
+    }
+
+    /// Send our KEXINIT (first exchange, a rekey we start, or one the peer started).
+    fn start_kex(&mut self) {
+        let ours = self.our_kexinit().encode().freeze();
+        let mut w = Writer::packet(msg::KEXINIT, ours.len());
+        w.raw(&ours[1..]);
+        self.send_now(w);
+        self.kex = Some(Kex {
+            ours,
+            theirs: None,
+            negotiated: None,
+            ephemeral: None,
+            ignore_next: false,
+            sent_newkeys: false,
+            next_in: None,
+        });
+    }
+
+    fn maybe_rekey(&mut self) {
+        let due = self.sent_since_kex >= self.config.rekey_bytes
+            || self.received_since_kex >= self.config.rekey_bytes
+            || self.now >= self.keyed_at + self.config.rekey_interval;
+        if self.keyed && self.kex.is_none() && self.state == State::Running && due {
+            tracing::debug!(sent = self.sent_since_kex, received = self.received_since_kex, "ssh rekey");
+            self.start_kex();
         }
     }
 
-    fn fail_auth(&mut self) -> Result<(), TransportError> {
-        self.auth_failures += 1;
-        if self.auth_failures > MAX_AUTH_ATTEMPTS {
-            return Err(TransportError::Unexpected(msg::USERAUTH_REQUEST));
+    fn handle_kexinit(&mut self, payload: Bytes) -> Result<(), TransportError> {
+        let theirs = KexInit::decode(&payload)?;
+        if self.kex.is_none() {
+            self.start_kex();
         }
-        // No methods left: the client gives up instead of trying keys or passwords.
-        let mut w = Writer::message(msg::USERAUTH_FAILURE);
-        w.name_list([]).bool(false);
-        let failure = w.finish();
-        self.send(&failure);
-        self.state = State::Denied;
+        let server = self.is_server();
+        let kex = self.kex.as_mut().ok_or(TransportError::Unexpected(msg::KEXINIT))?;
+        if kex.theirs.is_some() {
+            return Err(TransportError::Unexpected(msg::KEXINIT));
+        }
+        let ours = KexInit::decode(&kex.ours)?;
+        let negotiated = if server { negotiate(&theirs, &ours)? } else { negotiate(&ours, &theirs)? };
+        kex.ignore_next = server && negotiated.ignore_first_kex_packet;
+        kex.theirs = Some(payload);
+        if self.session_id.is_none() {
+            self.strict = negotiated.strict_kex;
+        }
+        kex.negotiated = Some(negotiated);
+        if !server {
+            let ephemeral = Curve25519::generate(&mut self.rng);
+            let mut w = Writer::packet(msg::KEX_ECDH_INIT, 40);
+            w.string(&ephemeral.public);
+            if let Some(kex) = self.kex.as_mut() {
+                kex.ephemeral = Some(ephemeral);
+            }
+            self.send_now(w);
+        }
         Ok(())
     }
 
-    /// Show `text` to the user before the decision (e.g. the URL of a `check` rule).
-    pub fn auth_banner(&mut self, text: &str) {
-        if matches!(self.state, State::Deciding | State::AwaitAuthRequest) {
-            let mut w = Writer::message(msg::USERAUTH_BANNER);
-            w.string(text.as_bytes()).string(b"");
-            let banner = w.finish();
-            self.send(&banner);
+    fn handle_kex_method(&mut self, payload: &[u8]) -> Result<(), TransportError> {
+        let number = payload[0];
+        let Some(kex) = self.kex.as_mut().filter(|k| k.theirs.is_some() && !k.sent_newkeys) else {
+            return Err(TransportError::Unexpected(number));
+        };
+        if kex.ignore_next {
+            kex.ignore_next = false;
+            return Ok(());
         }
-    }
-
-    /// Grant the pending request: USERAUTH_SUCCESS.
-    pub fn accept_auth(&mut self) {
-        if self.state != State::Deciding {
-            return;
-        }
-        self.send(&[msg::USERAUTH_SUCCESS]);
-        self.state = State::Authenticated;
-        let user = self.auth_user.clone().unwrap_or_default();
-        self.events.push_back(TransportEvent::Authenticated { user });
-    }
-
-    /// Refuse: an optional banner saying why, then a failure with no methods left.
-    pub fn deny_auth(&mut self, banner: Option<&str>) {
-        if self.state != State::Deciding {
-            return;
-        }
-        if let Some(text) = banner {
-            self.auth_banner(text);
-        }
-        if let Err(error) = self.fail_auth() {
-            self.close(error);
+        match (self.is_server(), number) {
+            (true, msg::KEX_ECDH_INIT) => self.handle_ecdh_init(payload),
+            (false, msg::KEX_ECDH_REPLY) => self.handle_ecdh_reply(payload),
+            _ => Err(TransportError::Unexpected(number)),
         }
     }
 
@@ -380,102 +563,130 @@ impl ServerTransport {
         let mut r = Reader::new(&payload[1..]);
         let client_public = r.string()?;
         r.finish()?;
+        let Role::Server { host_key } = &self.role else { return Err(TransportError::Unexpected(payload[0])) };
+        let host_key = host_key.clone();
         let ephemeral = Curve25519::generate(&mut self.rng);
         let shared = ephemeral.shared(client_public)?;
-        let host_key = host_key_blob(&self.host_key);
+        let host_blob = host_key_blob(&host_key);
+        let kex = self.kex.as_ref().ok_or(TransportError::Unexpected(payload[0]))?;
         let h = exchange_hash(&HashInputs {
-            client_id: &self.client_id,
+            client_id: &self.peer_id,
             server_id: OUR_IDENTIFICATION.as_bytes(),
-            client_kexinit: &self.client_kexinit,
-            server_kexinit: &self.our_kexinit,
-            host_key: &host_key,
+            client_kexinit: kex.theirs.as_deref().unwrap_or_default(),
+            server_kexinit: &kex.ours,
+            host_key: &host_blob,
             client_public,
             server_public: &ephemeral.public,
             shared: &shared,
         });
-        let session_id = *self.session_id.get_or_insert(h);
-        let signature = self.host_key.sign(&h);
-        let mut sig_blob = Writer::new();
-        sig_blob.string(HOST_KEY_ED25519.as_bytes()).string(&signature.to_bytes());
-        let mut reply = Writer::message(msg::KEX_ECDH_REPLY);
-        reply.string(&host_key).string(&ephemeral.public).string(&sig_blob.finish());
-        let reply = reply.finish();
-        self.send(&reply);
-        self.send(&[msg::NEWKEYS]);
+        let signature = host_key.sign(&h);
+        let mut reply = Writer::packet(msg::KEX_ECDH_REPLY, 200);
+        reply.string(&host_blob).string(&ephemeral.public).string(&ed25519_signature_blob(&signature));
+        self.send_now(reply);
+        self.peer_host_key = Some(host_key.verifying_key().to_bytes());
+        self.send_newkeys(&shared, &h)
+    }
 
-        let negotiated = self.negotiated.clone().ok_or(TransportError::Unexpected(msg::KEX_ECDH_INIT))?;
+    fn handle_ecdh_reply(&mut self, payload: &[u8]) -> Result<(), TransportError> {
+        let mut r = Reader::new(&payload[1..]);
+        let host_blob = r.string()?;
+        let server_public = r.string()?;
+        let signature_blob = r.string()?;
+        r.finish()?;
+        let host_key = parse_ed25519_blob(host_blob)?;
+        let Role::Client { host_key: expected } = &self.role else {
+            return Err(TransportError::Unexpected(payload[0]));
+        };
+        let expected = self.peer_host_key.or(*expected);
+        if expected.is_some_and(|k| k != host_key) {
+            return Err(TransportError::HostKeyMismatch);
+        }
+        let kex = self.kex.as_mut().ok_or(TransportError::Unexpected(payload[0]))?;
+        let ephemeral = kex.ephemeral.take().ok_or(TransportError::Unexpected(payload[0]))?;
+        let shared = ephemeral.shared(server_public)?;
+        let h = exchange_hash(&HashInputs {
+            client_id: OUR_IDENTIFICATION.as_bytes(),
+            server_id: &self.peer_id,
+            client_kexinit: &kex.ours,
+            server_kexinit: kex.theirs.as_deref().unwrap_or_default(),
+            host_key: host_blob,
+            client_public: &ephemeral.public,
+            server_public,
+            shared: &shared,
+        });
+        let mut r = Reader::new(signature_blob);
+        if r.string()? != HOST_KEY_ED25519.as_bytes() {
+            return Err(TransportError::BadSignature);
+        }
+        let signature = Signature::from_slice(r.string()?).map_err(|_| TransportError::BadSignature)?;
+        r.finish()?;
+        let verifying = VerifyingKey::from_bytes(&host_key).map_err(|_| TransportError::BadSignature)?;
+        verifying.verify(&h, &signature).map_err(|_| TransportError::BadSignature)?;
+        self.peer_host_key = Some(host_key);
+        self.send_newkeys(&shared, &h)
+    }
+
+    /// Derive both directions' keys, send NEWKEYS and switch our outgoing keys; the
+    /// incoming ones wait for the peer's NEWKEYS.
+    fn send_newkeys(&mut self, shared: &[u8; 32], h: &[u8; 32]) -> Result<(), TransportError> {
+        let session_id = *self.session_id.get_or_insert(*h);
+        let server = self.is_server();
+        let kex = self.kex.as_mut().ok_or(TransportError::Unexpected(msg::NEWKEYS))?;
+        let negotiated = kex.negotiated.clone().ok_or(TransportError::Unexpected(msg::NEWKEYS))?;
         let keys = |letter_iv: u8, letter_key: u8, name: &str| -> Result<PacketCipher, TransportError> {
             let (klen, ivlen) = PacketCipher::key_sizes(name).ok_or(CipherError::Unknown)?;
-            let iv = derive(&shared, &h, letter_iv, &session_id, ivlen);
-            let key = derive(&shared, &h, letter_key, &session_id, klen);
+            let iv = derive(shared, h, letter_iv, &session_id, ivlen);
+            let key = derive(shared, h, letter_key, &session_id, klen);
             Ok(PacketCipher::new(name, &key, &iv)?)
         };
-        self.next_in = Some(keys(b'A', b'C', &negotiated.cipher_c2s)?);
-        self.cipher_out = Some(keys(b'B', b'D', &negotiated.cipher_s2c)?);
-        if negotiated.strict_kex {
+        let c2s = keys(b'A', b'C', &negotiated.cipher_c2s)?;
+        let s2c = keys(b'B', b'D', &negotiated.cipher_s2c)?;
+        let (incoming, outgoing) = if server { (c2s, s2c) } else { (s2c, c2s) };
+        kex.next_in = Some(incoming);
+        kex.sent_newkeys = true;
+        self.send_now(Writer::packet(msg::NEWKEYS, 0));
+        self.cipher_out = Some(outgoing);
+        if self.strict {
             self.seq_out = 0;
         }
-        // RFC 8308: right after our NEWKEYS, tell a client that asked which signature
+        self.sent_since_kex = 0;
+        // RFC 8308: right after our first NEWKEYS, tell a client that asked which signature
         // algorithms we accept for user keys.
-        if negotiated.client_wants_ext_info && self.session_id == Some(h) {
-            let mut w = Writer::message(msg::EXT_INFO);
+        if server && negotiated.client_wants_ext_info && session_id == *h {
+            let mut w = Writer::packet(msg::EXT_INFO, 40);
             w.u32(1).string(b"server-sig-algs").string(HOST_KEY_ED25519.as_bytes());
-            let ext_info = w.finish();
-            self.send(&ext_info);
+            self.send_now(w);
         }
-        self.state = State::AwaitNewKeys;
+        while let Some(packet) = self.held.pop_front() {
+            self.seal_and_queue(packet);
+        }
         Ok(())
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn server() -> ServerTransport {
-        let mut s = ServerTransport::new(SigningKey::from_bytes(&[42; 32]), Rng::from_seed(1));
-        while s.poll_transmit().is_some() {}
-        s
-    }
-
-    #[test]
-    fn every_message_but_kexinit_first_is_fatal() {
-        for number in 0..=255u8 {
-            if number == msg::KEXINIT {
-                continue;
-            }
-            let mut s = server();
-            let mut input = b"SSH-2.0-raw\r\n".to_vec();
-            input.extend_from_slice(&frame_plain(&[number, 0, 0, 0, 0], &mut Rng::from_seed(2)));
-            s.handle_input(&input);
-            assert!(s.is_closed(), "message {number} before KEXINIT was accepted");
-            let closed = std::iter::from_fn(|| s.poll_event()).any(|e| matches!(e, TransportEvent::Closed(_)));
-            assert!(closed, "message {number}");
+    fn handle_newkeys(&mut self, payload: &[u8]) -> Result<(), TransportError> {
+        Reader::new(&payload[1..]).finish()?;
+        let Some(mut kex) = self.kex.take().filter(|k| k.sent_newkeys) else {
+            return Err(TransportError::Unexpected(msg::NEWKEYS));
+        };
+        self.cipher_in = kex.next_in.take();
+        if self.strict {
+            self.seq_in = 0;
         }
-    }
-
-    #[test]
-    fn userauth_success_or_channel_open_from_a_client_never_authenticates() {
-        // CVE-2018-10933: a client claiming success, or opening a channel, before auth.
-        for number in [msg::USERAUTH_SUCCESS, msg::CHANNEL_OPEN, msg::SERVICE_REQUEST, msg::NEWKEYS] {
-            let mut s = server();
-            let mut input = b"SSH-2.0-raw\r\n".to_vec();
-            input.extend_from_slice(&frame_plain(&KexInit::client([1; 16]).encode(), &mut Rng::from_seed(3)));
-            input.extend_from_slice(&frame_plain(&[number], &mut Rng::from_seed(4)));
-            s.handle_input(&input);
-            let events: Vec<TransportEvent> = std::iter::from_fn(|| s.poll_event()).collect();
-            assert!(s.is_closed(), "{number}: {events:?}");
-            assert!(!events
-                .iter()
-                .any(|e| matches!(e, TransportEvent::Authenticated { .. } | TransportEvent::Keyed { .. })));
+        self.received_since_kex = 0;
+        self.keyed_at = self.now;
+        let negotiated = kex.negotiated.take();
+        if self.keyed {
+            self.rekeys += 1;
+            self.negotiated = negotiated;
+            self.events.push_back(TransportEvent::Rekeyed);
+            return Ok(());
         }
-    }
-
-    #[test]
-    fn a_hostile_packet_length_closes_without_buffering() {
-        let mut s = server();
-        s.handle_input(b"SSH-2.0-raw\r\n\xff\xff\xff\xff");
-        assert!(s.is_closed());
-        assert!(s.inbuf.capacity() < 1024);
+        self.keyed = true;
+        self.negotiated = negotiated.clone();
+        if let (Some(session_id), Some(negotiated), Some(host_key)) = (self.session_id, negotiated, self.peer_host_key)
+        {
+            self.events.push_back(TransportEvent::Keyed { session_id, negotiated, host_key });
+        }
+        Ok(())
     }
 }

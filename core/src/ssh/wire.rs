@@ -126,10 +126,16 @@ impl<'a> NameList<'a> {
     }
 }
 
+/// Bytes reserved in front of a message written with [`Writer::packet`]: the packet's
+/// `packet_length` and `padding_length`, filled in when it is framed.
+pub const PACKET_HEADER: usize = 5;
+
 /// Appends SSH data types to a buffer.
 #[derive(Debug, Default)]
 pub struct Writer {
     buf: BytesMut,
+    /// Whether [`PACKET_HEADER`] bytes are reserved at the front.
+    framed: bool,
 }
 
 impl Writer {
@@ -142,6 +148,15 @@ impl Writer {
         let mut w = Self::new();
         w.u8(msg);
         w
+    }
+
+    /// Like [`Self::message`], with room reserved for the packet header so the message can be
+    /// framed and encrypted where it lies ([`Self::finish_packet`]): no copy on the data path.
+    pub fn packet(msg: u8, capacity: usize) -> Self {
+        let mut buf = BytesMut::with_capacity(PACKET_HEADER + 1 + capacity + 64);
+        buf.put_bytes(0, PACKET_HEADER);
+        buf.put_u8(msg);
+        Self { buf, framed: true }
     }
 
     pub fn u8(&mut self, v: u8) -> &mut Self {
@@ -175,8 +190,23 @@ impl Writer {
         self.string(joined.join(",").as_bytes())
     }
 
-    pub fn finish(self) -> BytesMut {
+    /// The message alone.
+    pub fn finish(mut self) -> BytesMut {
+        if self.framed {
+            let _ = self.buf.split_to(PACKET_HEADER);
+        }
         self.buf
+    }
+
+    /// [`PACKET_HEADER`] bytes, then the message: what the transport frames in place.
+    pub fn finish_packet(self) -> BytesMut {
+        if self.framed {
+            return self.buf;
+        }
+        let mut out = BytesMut::with_capacity(PACKET_HEADER + self.buf.len() + 64);
+        out.put_bytes(0, PACKET_HEADER);
+        out.extend_from_slice(&self.buf);
+        out
     }
 }
 

@@ -1,0 +1,690 @@
+//! Our client against our server in memory, and raw-packet clients against the server:
+//! the whole protocol without sockets, deterministic.
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use ed25519_dalek::SigningKey;
+
+use super::channel::{ChannelId, ChannelKind, ChannelRequest};
+use super::client::{ClientConfig, ClientSession};
+use super::connection::ConnectionEvent;
+use super::event::SessionEvent;
+use super::kexinit::{KexInit, CIPHERS};
+use super::msg;
+use super::packet::frame_plain;
+use super::server::{ServerConfig, ServerSession};
+use super::transport::{Role, Transport, TransportConfig, TransportError, TransportEvent};
+use super::wire::Writer;
+use crate::rng::Rng;
+use crate::time::Instant;
+
+const HOST_KEY: [u8; 32] = [42; 32];
+
+fn host_public() -> [u8; 32] {
+    SigningKey::from_bytes(&HOST_KEY).verifying_key().to_bytes()
+}
+
+/// How the test server answers authentication.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Decision {
+    Accept,
+    Deny,
+    Hold,
+}
+
+struct Pair {
+    client: ClientSession,
+    server: ServerSession,
+    now: Instant,
+    decision: Decision,
+    client_events: Vec<SessionEvent>,
+    server_events: Vec<SessionEvent>,
+}
+
+impl Pair {
+    fn new(client: ClientConfig, server: ServerConfig, decision: Decision) -> Self {
+        let now = Instant::from_micros(1_000_000);
+        Self {
+            client: ClientSession::new(client, Rng::from_seed(1), now),
+            server: ServerSession::new(SigningKey::from_bytes(&HOST_KEY), server, Rng::from_seed(2), now),
+            now,
+            decision,
+            client_events: Vec::new(),
+            server_events: Vec::new(),
+        }
+    }
+
+    fn default_pair() -> Self {
+        let client = ClientConfig { user: "alice".into(), host_key: Some(host_public()), ..Default::default() };
+        Self::new(client, ServerConfig::default(), Decision::Accept)
+    }
+
+    /// Move bytes both ways until neither side has anything to say; the server's
+    /// application answers auth requests and accepts channels and requests.
+    fn run(&mut self) {
+        loop {
+            let mut moved = false;
+            while let Some(bytes) = self.client.poll_transmit() {
+                self.server.handle_input(self.now, &bytes);
+                moved = true;
+            }
+            while let Some(bytes) = self.server.poll_transmit() {
+                self.client.handle_input(self.now, &bytes);
+                moved = true;
+            }
+            while let Some(event) = self.server.poll_event() {
+                match &event {
+                    SessionEvent::AuthRequest { .. } => match self.decision {
+                        Decision::Accept => self.server.accept_auth(),
+                        Decision::Deny => self.server.deny_auth(Some("not allowed by policy")),
+                        Decision::Hold => self.server.auth_banner("visit https://login.example/abc"),
+                    },
+                    SessionEvent::Connection(ConnectionEvent::OpenRequest { channel, .. }) => {
+                        self.server.channels().accept(*channel)
+                    }
+                    SessionEvent::Connection(ConnectionEvent::Request { channel, want_reply: true, .. }) => {
+                        self.server.channels().reply(*channel, true)
+                    }
+                    _ => {}
+                }
+                self.server_events.push(event);
+                moved = true;
+            }
+            while let Some(event) = self.client.poll_event() {
+                self.client_events.push(event);
+                moved = true;
+            }
+            if !moved {
+                break;
+            }
+        }
+    }
+
+    fn open_session(&mut self) -> (ChannelId, ChannelId) {
+        let id = self.client.channels().open(&ChannelKind::Session).unwrap_or_else(|| panic!("channel limit"));
+        self.run();
+        assert!(self.client_events.contains(&SessionEvent::Connection(ConnectionEvent::Opened { channel: id })));
+        let server_id = self
+            .server_events
+            .iter()
+            .rev()
+            .find_map(|e| match e {
+                SessionEvent::Connection(ConnectionEvent::OpenRequest { channel, .. }) => Some(*channel),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no open request"));
+        (id, server_id)
+    }
+}
+
+fn data_of(events: &[SessionEvent], channel: ChannelId) -> Vec<u8> {
+    let mut out = Vec::new();
+    for e in events {
+        if let SessionEvent::Connection(ConnectionEvent::Data { channel: c, data }) = e {
+            if *c == channel {
+                out.extend_from_slice(data);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn client_and_server_agree_authenticate_and_run_an_exec_channel() {
+    for cipher in CIPHERS {
+        let mut transport = TransportConfig::default();
+        transport.ciphers = vec![cipher.to_string()];
+        let client =
+            ClientConfig { user: "alice".into(), host_key: Some(host_public()), transport, ..Default::default() };
+        let mut pair = Pair::new(client, ServerConfig::default(), Decision::Accept);
+        pair.run();
+        assert!(pair.client.is_authenticated() && pair.server.is_authenticated(), "{cipher}");
+        assert!(pair
+            .client_events
+            .iter()
+            .any(|e| matches!(e, SessionEvent::Keyed { negotiated, .. } if negotiated.cipher_s2c == cipher)));
+        let (c, s) = pair.open_session();
+        pair.client.channels().request(c, &ChannelRequest::Exec(b"echo hi".to_vec()), true);
+        pair.client.channels().write(c, b"to the server");
+        pair.client.channels().eof(c);
+        pair.run();
+        assert!(pair.server_events.contains(&SessionEvent::Connection(ConnectionEvent::Request {
+            channel: s,
+            request: ChannelRequest::Exec(b"echo hi".to_vec()),
+            want_reply: true,
+        })));
+        assert!(pair
+            .client_events
+            .contains(&SessionEvent::Connection(ConnectionEvent::RequestReply { channel: c, ok: true })));
+        assert_eq!(data_of(&pair.server_events, s), b"to the server");
+        pair.server.channels().write(s, b"hi\n");
+        pair.server.channels().write_extended(s, 1, b"warning\n");
+        pair.server.channels().request(s, &ChannelRequest::ExitStatus(3), false);
+        pair.server.channels().eof(s);
+        pair.server.channels().close(s);
+        pair.run();
+        assert_eq!(data_of(&pair.client_events, c), b"hi\n");
+        let client_saw = |e: ConnectionEvent| pair.client_events.contains(&SessionEvent::Connection(e));
+        assert!(client_saw(ConnectionEvent::ExtendedData { channel: c, code: 1, data: "warning\n".into() }));
+        assert!(client_saw(ConnectionEvent::Request {
+            channel: c,
+            request: ChannelRequest::ExitStatus(3),
+            want_reply: false
+        }));
+        assert!(client_saw(ConnectionEvent::Closed { channel: c }));
+        assert!(pair.server_events.contains(&SessionEvent::Connection(ConnectionEvent::Closed { channel: s })));
+    }
+}
+
+/// Push `total` bytes from the client through channel `c`, consuming at the server, while
+/// the server pushes the same back; returns what each side received.
+fn bulk_both_ways(pair: &mut Pair, c: ChannelId, s: ChannelId, total: usize) -> (Vec<u8>, Vec<u8>) {
+    let pattern: Vec<u8> = (0..total).map(|i| (i * 7 % 251) as u8).collect();
+    let (mut up, mut down) = (0, 0);
+    let (mut at_server, mut at_client) = (Vec::new(), Vec::new());
+    let mut rounds = 0;
+    while (up < total || down < total || at_server.len() < total || at_client.len() < total) && rounds < 100_000 {
+        rounds += 1;
+        up += pair.client.channels().write(c, &pattern[up..(up + 50_000).min(total)]);
+        down += pair.server.channels().write(s, &pattern[down..(down + 50_000).min(total)]);
+        pair.run();
+        for e in pair.server_events.drain(..) {
+            if let SessionEvent::Connection(ConnectionEvent::Data { data, .. }) = e {
+                at_server.extend_from_slice(&data);
+                pair.server.channels().consume(s, data.len());
+            }
+        }
+        for e in pair.client_events.drain(..) {
+            if let SessionEvent::Connection(ConnectionEvent::Data { data, .. }) = e {
+                at_client.extend_from_slice(&data);
+                pair.client.channels().consume(c, data.len());
+            }
+        }
+    }
+    assert!(at_server == pattern && at_client == pattern, "bulk transfer incomplete after {rounds} rounds");
+    (at_server, at_client)
+}
+
+#[test]
+fn rekeying_by_volume_keeps_channel_data_flowing_in_both_directions() {
+    let mut transport = TransportConfig::default();
+    transport.rekey_bytes = 256 * 1024;
+    let client = ClientConfig {
+        user: "alice".into(),
+        host_key: Some(host_public()),
+        transport: transport.clone(),
+        ..Default::default()
+    };
+    let server = ServerConfig { transport, ..Default::default() };
+    let mut pair = Pair::new(client, server, Decision::Accept);
+    pair.run();
+    let (c, s) = pair.open_session();
+    bulk_both_ways(&mut pair, c, s, 8 * 1024 * 1024);
+    let (client_rekeys, server_rekeys) = (pair.client.transport().rekeys(), pair.server.transport().rekeys());
+    assert!(client_rekeys >= 20 && client_rekeys == server_rekeys, "{client_rekeys} / {server_rekeys}");
+    assert!(!pair.client.is_closed() && !pair.server.is_closed());
+}
+
+#[test]
+fn rekeying_by_time_after_an_hour() {
+    let mut pair = Pair::default_pair();
+    pair.run();
+    let (c, s) = pair.open_session();
+    let deadline = pair.server.poll_timeout().unwrap_or_else(|| panic!("no rekey deadline"));
+    assert!(deadline.saturating_duration_since(pair.now) <= Duration::from_secs(3600));
+    pair.now = pair.now + Duration::from_secs(3601);
+    pair.server.handle_timeout(pair.now);
+    pair.client.handle_timeout(pair.now);
+    pair.run();
+    assert_eq!(pair.server.transport().rekeys(), 1);
+    assert_eq!(pair.client.transport().rekeys(), 1);
+    bulk_both_ways(&mut pair, c, s, 100_000);
+}
+
+#[test]
+fn denial_shows_the_banner_and_leaves_no_method() {
+    let client = ClientConfig { user: "bob".into(), key: Some([5; 32]), ..Default::default() };
+    let mut pair = Pair::new(client, ServerConfig::default(), Decision::Deny);
+    pair.run();
+    assert!(pair.client_events.contains(&SessionEvent::Banner("not allowed by policy".into())));
+    assert!(pair.client_events.contains(&SessionEvent::AuthFailed));
+    assert!(!pair.server.is_authenticated() && pair.client.is_closed());
+}
+
+#[test]
+fn a_held_login_waits_for_the_decision_then_times_out() {
+    let client = ClientConfig { user: "carol".into(), ..Default::default() };
+    let mut pair = Pair::new(client, ServerConfig::default(), Decision::Hold);
+    pair.run();
+    assert!(pair.client_events.contains(&SessionEvent::Banner("visit https://login.example/abc".into())));
+    assert!(!pair.client.is_authenticated() && !pair.client.is_closed());
+    pair.server.accept_auth();
+    pair.run();
+    assert!(pair.client.is_authenticated());
+
+    let client = ClientConfig { user: "carol".into(), ..Default::default() };
+    let mut pair = Pair::new(client, ServerConfig::default(), Decision::Hold);
+    pair.run();
+    let deadline = pair.server.poll_timeout().unwrap_or_else(|| panic!("no hold deadline"));
+    assert_eq!(deadline.saturating_duration_since(pair.now), Duration::from_secs(600));
+    pair.now = deadline;
+    pair.server.handle_timeout(pair.now);
+    pair.run();
+    assert!(pair.server.is_closed() && pair.client.is_closed());
+}
+
+#[test]
+fn a_wrong_host_key_is_refused() {
+    let client = ClientConfig { user: "alice".into(), host_key: Some([9; 32]), ..Default::default() };
+    let mut pair = Pair::new(client, ServerConfig::default(), Decision::Accept);
+    pair.run();
+    assert!(pair.client_events.contains(&SessionEvent::Closed(TransportError::HostKeyMismatch)));
+    assert!(!pair.server.is_authenticated());
+}
+
+#[test]
+fn publickey_is_tried_after_none_and_the_server_decides_once() {
+    // Our server decides on the first request, so a key is never needed against it; the
+    // client's publickey path is exercised against OpenSSH's sshd in tests/.
+    let client = ClientConfig { user: "alice".into(), key: Some([7; 32]), ..Default::default() };
+    let mut pair = Pair::new(client, ServerConfig::default(), Decision::Accept);
+    pair.run();
+    assert!(pair.client.is_authenticated());
+    let requests = pair.server_events.iter().filter(|e| matches!(e, SessionEvent::AuthRequest { .. })).count();
+    assert_eq!(requests, 1);
+}
+
+/// A raw-packet client: a real key exchange (our Transport in the client role), then
+/// whatever messages a test wants to send.
+struct Raw {
+    client: Transport,
+    server: ServerSession,
+    now: Instant,
+    server_events: Vec<SessionEvent>,
+}
+
+impl Raw {
+    fn new(config: ServerConfig) -> Self {
+        let now = Instant::from_micros(1);
+        let client =
+            Transport::new(Role::Client { host_key: None }, TransportConfig::default(), Rng::from_seed(3), now);
+        let server = ServerSession::new(SigningKey::from_bytes(&HOST_KEY), config, Rng::from_seed(4), now);
+        Self { client, server, now, server_events: Vec::new() }
+    }
+
+    /// Exchange bytes until quiet; the server accepts auth and channels.
+    fn run(&mut self) {
+        loop {
+            let mut moved = false;
+            while let Some(bytes) = self.client.poll_transmit() {
+                self.server.handle_input(self.now, &bytes);
+                moved = true;
+            }
+            while let Some(bytes) = self.server.poll_transmit() {
+                self.client.handle_input(self.now, &bytes);
+                moved = true;
+            }
+            while let Some(event) = self.server.poll_event() {
+                match &event {
+                    SessionEvent::AuthRequest { .. } => self.server.accept_auth(),
+                    SessionEvent::Connection(ConnectionEvent::OpenRequest { channel, .. }) => {
+                        self.server.channels().accept(*channel)
+                    }
+                    _ => {}
+                }
+                self.server_events.push(event);
+                moved = true;
+            }
+            while self.client.poll_message().is_some() || self.client.poll_event().is_some() {
+                moved = true;
+            }
+            if !moved {
+                break;
+            }
+        }
+    }
+
+    fn send(&mut self, payload: &[u8]) {
+        self.client.send(payload);
+        self.run();
+    }
+
+    fn service_request(&mut self) {
+        let mut w = Writer::message(msg::SERVICE_REQUEST);
+        w.string(b"ssh-userauth");
+        self.send(&w.finish());
+    }
+
+    fn auth_request(&mut self, user: &str) {
+        let mut w = Writer::message(msg::USERAUTH_REQUEST);
+        w.string(user.as_bytes()).string(b"ssh-connection").string(b"none");
+        self.send(&w.finish());
+    }
+
+    fn open_session(&mut self) {
+        let mut w = Writer::message(msg::CHANNEL_OPEN);
+        w.string(b"session").u32(0).u32(1 << 20).u32(32768);
+        self.send(&w.finish());
+    }
+
+    fn closed_with(&self) -> Option<&TransportError> {
+        self.server_events.iter().find_map(|e| match e {
+            SessionEvent::Closed(error) => Some(error),
+            _ => None,
+        })
+    }
+
+    fn authenticated(&self) -> bool {
+        self.server_events.iter().any(|e| matches!(e, SessionEvent::Authenticated { .. }))
+    }
+}
+
+/// Pre-auth states a raw client can put the server in, by how far it goes first.
+fn raw_in_state(state: usize) -> Raw {
+    let mut raw = Raw::new(ServerConfig::default());
+    raw.run(); // keyed
+    if state >= 1 {
+        raw.service_request();
+    }
+    if state >= 2 {
+        // A request the server only holds (no decision yet): Deciding.
+        let mut w = Writer::message(msg::USERAUTH_REQUEST);
+        w.string(b"alice").string(b"ssh-connection").string(b"none");
+        raw.client.send(&w.finish());
+        while let Some(bytes) = raw.client.poll_transmit() {
+            raw.server.handle_input(raw.now, &bytes);
+        }
+        while let Some(e) = raw.server.poll_event() {
+            raw.server_events.push(e);
+        }
+    }
+    raw
+}
+
+#[test]
+fn every_message_number_in_every_keyed_pre_auth_state_is_handled_and_never_authenticates() {
+    for state in 0..3 {
+        for number in 0..=255u8 {
+            let mut raw = raw_in_state(state);
+            assert!(!raw.server.is_closed(), "state {state} setup");
+            let mut payload = vec![number];
+            payload.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0]);
+            raw.client.send(&payload);
+            while let Some(bytes) = raw.client.poll_transmit() {
+                raw.server.handle_input(raw.now, &bytes);
+            }
+            while let Some(e) = raw.server.poll_event() {
+                raw.server_events.push(e);
+            }
+            assert!(!raw.authenticated() && !raw.server.is_authenticated(), "state {state} message {number}");
+            let harmless = matches!(number, msg::IGNORE | msg::DEBUG | msg::UNIMPLEMENTED | msg::KEXINIT)
+                || (state == 2 && number == msg::USERAUTH_REQUEST);
+            if !harmless {
+                assert!(raw.server.is_closed(), "state {state}: message {number} did not disconnect");
+            }
+        }
+    }
+}
+
+#[test]
+fn userauth_success_or_channel_open_from_a_client_never_authenticates() {
+    // CVE-2018-10933, right after KEXINIT and after the key exchange.
+    for number in [msg::USERAUTH_SUCCESS, msg::CHANNEL_OPEN, msg::SERVICE_REQUEST, msg::NEWKEYS] {
+        let mut s = ServerSession::new(
+            SigningKey::from_bytes(&HOST_KEY),
+            ServerConfig::default(),
+            Rng::from_seed(2),
+            Instant::ZERO,
+        );
+        let mut input = b"SSH-2.0-raw\r\n".to_vec();
+        input.extend_from_slice(&frame_plain(&KexInit::client([1; 16]).encode(), &mut Rng::from_seed(3)));
+        input.extend_from_slice(&frame_plain(&[number], &mut Rng::from_seed(4)));
+        s.handle_input(Instant::ZERO, &input);
+        let events: Vec<SessionEvent> = std::iter::from_fn(|| s.poll_event()).collect();
+        assert!(s.is_closed(), "{number}: {events:?}");
+        assert!(!events.iter().any(|e| matches!(e, SessionEvent::Authenticated { .. } | SessionEvent::Keyed { .. })));
+    }
+    for number in [msg::USERAUTH_SUCCESS, msg::CHANNEL_OPEN, msg::CHANNEL_DATA, msg::GLOBAL_REQUEST] {
+        let mut raw = raw_in_state(1);
+        raw.send(&[number, 0, 0, 0, 0]);
+        assert!(raw.server.is_closed() && !raw.authenticated(), "{number}");
+    }
+}
+
+#[test]
+fn every_message_but_kexinit_first_is_fatal() {
+    for number in 0..=255u8 {
+        if number == msg::KEXINIT {
+            continue;
+        }
+        let mut s = ServerSession::new(
+            SigningKey::from_bytes(&HOST_KEY),
+            ServerConfig::default(),
+            Rng::from_seed(2),
+            Instant::ZERO,
+        );
+        let mut input = b"SSH-2.0-raw\r\n".to_vec();
+        input.extend_from_slice(&frame_plain(&[number, 0, 0, 0, 0], &mut Rng::from_seed(2)));
+        s.handle_input(Instant::ZERO, &input);
+        assert!(s.is_closed(), "message {number} before KEXINIT was accepted");
+    }
+}
+
+#[test]
+fn strict_kex_ignore_before_newkeys_disconnects() {
+    let mut s = ServerSession::new(
+        SigningKey::from_bytes(&HOST_KEY),
+        ServerConfig::default(),
+        Rng::from_seed(2),
+        Instant::ZERO,
+    );
+    let mut input = b"SSH-2.0-raw\r\n".to_vec();
+    input.extend_from_slice(&frame_plain(&KexInit::client([1; 16]).encode(), &mut Rng::from_seed(3)));
+    input.extend_from_slice(&frame_plain(&[msg::IGNORE, 0, 0, 0, 0], &mut Rng::from_seed(4)));
+    s.handle_input(Instant::ZERO, &input);
+    assert!(s.is_closed());
+    let closed = std::iter::from_fn(|| s.poll_event())
+        .any(|e| e == SessionEvent::Closed(TransportError::Unexpected(msg::IGNORE)));
+    assert!(closed);
+}
+
+#[test]
+fn a_hostile_packet_length_closes_without_buffering() {
+    let mut s = ServerSession::new(
+        SigningKey::from_bytes(&HOST_KEY),
+        ServerConfig::default(),
+        Rng::from_seed(2),
+        Instant::ZERO,
+    );
+    s.handle_input(Instant::ZERO, b"SSH-2.0-raw\r\n\xff\xff\xff\xff");
+    assert!(s.is_closed());
+    // And after keys are in use: the decrypted length is checked before waiting for more.
+    let mut raw = raw_in_state(1);
+    raw.server.handle_input(raw.now, &[0xff; 4]);
+    assert!(raw.server.is_closed());
+}
+
+#[test]
+fn window_overflow_unknown_channels_and_data_beyond_the_window_disconnect() {
+    let cases: [(&str, &[&[u8]]); 4] = [
+        (
+            "double window adjust",
+            &[
+                &[msg::CHANNEL_WINDOW_ADJUST, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff],
+                &[msg::CHANNEL_WINDOW_ADJUST, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff],
+            ],
+        ),
+        ("data on an unknown channel", &[&[msg::CHANNEL_DATA, 0, 0, 0, 9, 0, 0, 0, 1, b'x']]),
+        ("eof on an unknown channel", &[&[msg::CHANNEL_EOF, 0, 0, 0, 5]]),
+        ("length mismatch", &[&[msg::CHANNEL_DATA, 0, 0, 0, 0, 0, 0, 0, 9, b'x']]),
+    ];
+    for (what, messages) in cases {
+        let mut raw = raw_in_state(1);
+        raw.auth_request("alice");
+        raw.open_session();
+        assert!(raw.authenticated() && !raw.server.is_closed(), "{what}");
+        for m in messages {
+            raw.send(m);
+        }
+        assert!(raw.server.is_closed(), "{what} did not disconnect");
+        assert!(matches!(raw.closed_with(), Some(TransportError::Protocol(_))), "{what}: {:?}", raw.closed_with());
+    }
+    // More data than the window granted.
+    let mut raw = raw_in_state(1);
+    raw.auth_request("alice");
+    raw.open_session();
+    let chunk = vec![0u8; 32 * 1024];
+    for _ in 0..(2 * 1024 * 1024 / chunk.len()) {
+        let mut w = Writer::message(msg::CHANNEL_DATA);
+        w.u32(0).string(&chunk);
+        raw.send(&w.finish());
+    }
+    assert!(!raw.server.is_closed(), "the whole window is usable");
+    let mut w = Writer::message(msg::CHANNEL_DATA);
+    w.u32(0).string(b"one byte too many");
+    raw.send(&w.finish());
+    assert!(raw.server.is_closed());
+}
+
+#[test]
+fn data_before_the_channel_is_confirmed_is_refused() {
+    // The server has not answered the open (the application is deciding).
+    let mut raw = raw_in_state(1);
+    raw.auth_request("alice");
+    let mut w = Writer::message(msg::CHANNEL_OPEN);
+    w.string(b"session").u32(0).u32(1 << 20).u32(32768);
+    raw.client.send(&w.finish());
+    let mut w = Writer::message(msg::CHANNEL_DATA);
+    w.u32(0).string(b"early");
+    raw.client.send(&w.finish());
+    while let Some(bytes) = raw.client.poll_transmit() {
+        raw.server.handle_input(raw.now, &bytes);
+    }
+    assert!(raw.server.is_closed());
+}
+
+#[test]
+fn channel_limit_refuses_with_resource_shortage() {
+    let mut raw = raw_in_state(1);
+    raw.auth_request("alice");
+    for i in 0..70u32 {
+        let mut w = Writer::message(msg::CHANNEL_OPEN);
+        w.string(b"session").u32(i).u32(1 << 20).u32(32768);
+        raw.send(&w.finish());
+    }
+    let opened = raw
+        .server_events
+        .iter()
+        .filter(|e| matches!(e, SessionEvent::Connection(ConnectionEvent::OpenRequest { .. })))
+        .count();
+    assert_eq!(opened, 64);
+    assert!(!raw.server.is_closed());
+}
+
+#[test]
+fn every_flipped_byte_after_key_exchange_is_a_mac_error_and_a_disconnect() {
+    let mut flipped_at = 0usize;
+    for offset in 0..200usize {
+        let mut pair = Pair::default_pair();
+        pair.run();
+        let (c, _) = pair.open_session();
+        // Several packets, so the offsets cover headers, bodies and tags of more than one.
+        pair.client.channels().write(c, b"first packet");
+        pair.client.channels().write(c, &[7u8; 40]);
+        pair.client.channels().write(c, b"third");
+        let mut wire = BytesMut::new();
+        while let Some(bytes) = pair.client.poll_transmit() {
+            wire.extend_from_slice(&bytes);
+        }
+        let at = offset % wire.len();
+        wire[at] ^= 1 << (offset % 8);
+        pair.server.handle_input(pair.now, &wire);
+        // A flipped length bit may announce a longer packet: the server waits for that many
+        // bytes (at most 256 KiB), and the traffic that follows brings them.
+        for _ in 0..100 {
+            if pair.server.is_closed() {
+                break;
+            }
+            pair.client.channels().write(c, &[1u8; 8192]);
+            while let Some(bytes) = pair.client.poll_transmit() {
+                pair.server.handle_input(pair.now, &bytes);
+            }
+        }
+        let events: Vec<SessionEvent> = std::iter::from_fn(|| pair.server.poll_event()).collect();
+        let mac_error = events.iter().any(|e| {
+            matches!(
+                e,
+                SessionEvent::Closed(TransportError::Cipher(
+                    super::cipher::CipherError::Mac | super::cipher::CipherError::Length(_)
+                ))
+            )
+        });
+        assert!(mac_error && pair.server.is_closed(), "flip at {at}: {events:?}");
+        flipped_at += 1;
+    }
+    assert_eq!(flipped_at, 200);
+}
+
+#[test]
+fn keepalives_and_unknown_global_requests_get_failure() {
+    let mut raw = raw_in_state(1);
+    raw.auth_request("alice");
+    let mut w = Writer::message(msg::GLOBAL_REQUEST);
+    w.string(b"keepalive@openssh.com").bool(true);
+    raw.client.send(&w.finish());
+    while let Some(bytes) = raw.client.poll_transmit() {
+        raw.server.handle_input(raw.now, &bytes);
+    }
+    let mut replies = Vec::new();
+    while let Some(bytes) = raw.server.poll_transmit() {
+        raw.client.handle_input(raw.now, &bytes);
+    }
+    while let Some(m) = raw.client.poll_message() {
+        replies.push(m[0]);
+    }
+    assert!(replies.contains(&msg::REQUEST_FAILURE), "{replies:?}");
+    assert!(!raw.server.is_closed());
+}
+
+#[test]
+fn idle_pre_auth_connections_are_cut_at_the_login_grace_time() {
+    let mut sessions: Vec<ServerSession> = (0..1000)
+        .map(|i| {
+            let mut s = ServerSession::new(
+                SigningKey::from_bytes(&HOST_KEY),
+                ServerConfig::default(),
+                Rng::from_seed(i),
+                Instant::ZERO,
+            );
+            s.handle_input(Instant::ZERO, b"SSH-2.0-idle\r\n");
+            s
+        })
+        .collect();
+    let deadline = sessions[0].poll_timeout().unwrap_or_else(|| panic!("no grace deadline"));
+    assert_eq!(deadline, Instant::ZERO + Duration::from_secs(120));
+    for s in &mut sessions {
+        s.handle_timeout(deadline);
+    }
+    assert!(sessions.iter().all(ServerSession::is_closed));
+    let mut timeouts = 0;
+    for s in &mut sessions {
+        if std::iter::from_fn(|| s.poll_event()).any(|e| matches!(e, SessionEvent::Closed(TransportError::Timeout(_))))
+        {
+            timeouts += 1;
+        }
+    }
+    assert_eq!(timeouts, 1000);
+}
+
+#[test]
+fn transport_events_stop_after_close() {
+    let mut t =
+        Transport::new(Role::Client { host_key: None }, TransportConfig::default(), Rng::from_seed(1), Instant::ZERO);
+    while t.poll_transmit().is_some() {}
+    t.handle_input(Instant::ZERO, b"SSH-2.0-x\r\n\0\0\0\0");
+    assert!(t.is_closed());
+    assert!(matches!(t.poll_event(), Some(TransportEvent::Closed(_))));
+    t.handle_input(Instant::ZERO, b"more");
+    assert!(t.poll_event().is_none());
+}
