@@ -1,0 +1,90 @@
+//! Session runtime: run a shell, a command or a subsystem as a local user for an SSH channel.
+//!
+//! DESIGN.md "Session runtime (shells/node)" is the contract. Everything in a
+//! [`SessionRequest`] that came from the client is treated as hostile: user names are checked
+//! by name *and* uid, the environment is rebuilt from scratch with only safe client variables,
+//! terminal modes are applied only when termios knows them, and every failure is a
+//! [`SessionError`] rather than a panic.
+//!
+//! The caller owns all IO: [`Session`] exposes non-blocking, close-on-exec descriptors for a
+//! mio loop to register, and the caller reads and writes them (`&File` implements `Read` and
+//! `Write`, and [`Session::read_stdout`] and friends smooth over the pty EOF quirk).
+//!
+//! Layout: `user` (who to run as), `env` (environment), `modes` (RFC 4254 terminal modes),
+//! `pty` (pseudo-terminal pair), `spawn` (fork and exec through `std::process::Command`),
+//! `sys` (the only unsafe code: what the child does between fork and exec, and the window-size ioctl),
+//! `signals` (SSH signal names), `subsystem` (where `sftp-server` lives), `handle` (the
+//! [`Session`] itself).
+
+mod env;
+mod error;
+mod handle;
+mod modes;
+mod pty;
+mod signals;
+mod spawn;
+mod subsystem;
+mod sys;
+mod user;
+
+pub use env::{MAX_ENV_VARS, MAX_ENV_VAR_BYTES};
+pub use error::SessionError;
+pub use handle::Session;
+pub use subsystem::SFTP_SERVER_PATHS;
+
+/// What an SSH session channel asked for, after policy has decided who the local user is.
+#[derive(Clone, Debug, Default)]
+pub struct SessionRequest {
+    /// Local account to run as (the policy's mapped user).
+    pub user: String,
+    /// Whether this login may run as uid 0. False when the rule mapped the login through
+    /// `autogroup:nonroot`: then any account whose uid is 0 (`root`, an alias such as `toor`)
+    /// is refused, whatever its name.
+    pub allow_root: bool,
+    /// `None`: interactive login shell. `Some(cmd)`: `$SHELL -c cmd`.
+    pub command: Option<String>,
+    /// A pseudo-terminal, if the client sent `pty-req`.
+    pub pty: Option<PtyRequest>,
+    /// Client environment already accepted by policy (`acceptEnv`). Names that are not shell
+    /// identifiers, loader variables (`LD_*`, `DYLD_*`, ...) and variables the runtime sets
+    /// itself are dropped; more than [`MAX_ENV_VARS`] entries or one longer than
+    /// [`MAX_ENV_VAR_BYTES`] is an error.
+    pub env: Vec<(String, String)>,
+    /// Value for `SSH_CLIENT` ("ip port localport").
+    pub ssh_client: String,
+    /// Value for `SSH_CONNECTION` ("ip port localip localport").
+    pub ssh_connection: String,
+}
+
+/// A `pty-req`: terminal type, window size and encoded terminal modes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PtyRequest {
+    /// Value for `TERM`; anything other than a plain terminfo name becomes `dumb`.
+    pub term: String,
+    /// Columns (clamped to 65535).
+    pub cols: u32,
+    /// Rows (clamped to 65535).
+    pub rows: u32,
+    /// Width in pixels (clamped to 65535).
+    pub width_px: u32,
+    /// Height in pixels (clamped to 65535).
+    pub height_px: u32,
+    /// RFC 4254 section 8 terminal modes, already parsed into (opcode, value) pairs.
+    /// Modes termios does not know are ignored.
+    pub modes: Vec<(u8, u32)>,
+}
+
+/// How a session's process ended, in the shape of SSH `exit-status` / `exit-signal`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// Exited normally with this code (`exit-status`).
+    Code(u32),
+    /// Killed by a signal (`exit-signal`).
+    Signal {
+        /// SSH signal name without `SIG` (`TERM`, `KILL`, ...); signals RFC 4254 has no name
+        /// for are reported as `SIG@openssh.com`, as OpenSSH does.
+        name: String,
+        /// Whether the process dumped core.
+        core_dumped: bool,
+    },
+}
