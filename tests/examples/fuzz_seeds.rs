@@ -113,6 +113,51 @@ fn main() -> std::io::Result<()> {
     ssh.extend_from_slice(&mesh_core::ssh::packet::frame_plain(&kexinit, &mut Rng::from_seed(3)));
     write(dir, "ssh_transport_plain", "kexinit", &ssh)?;
     write(dir, "ssh_name_list", "kex", b"curve25519-sha256,curve25519-sha256@libssh.org,ext-info-c")?;
+    // Connection protocol: a pty-req (selector 0) with terminal modes, an env (selector 1).
+    {
+        use mesh_core::ssh::channel::{ChannelRequest, PtyRequest};
+        use mesh_core::ssh::wire::Writer;
+        let pty = ChannelRequest::Pty(PtyRequest {
+            term: "xterm-256color".into(),
+            cols: 80,
+            rows: 24,
+            width_px: 640,
+            height_px: 480,
+            modes: vec![(1, 3), (53, 1), (128, 38400), (129, 38400)],
+        });
+        let mut w = Writer::new();
+        w.u8(0);
+        pty.encode_fields(&mut w);
+        write(dir, "ssh_channel_request", "pty", &w.finish())?;
+        let mut w = Writer::new();
+        w.u8(1);
+        ChannelRequest::Env { name: "LANG".into(), value: "C.UTF-8".into() }.encode_fields(&mut w);
+        write(dir, "ssh_channel_request", "env", &w.finish())?;
+        // A session opened, accepted, data, a window adjust, an exec request, EOF, close.
+        let mut seq = Vec::new();
+        let mut message = |action: u8, body: &[u8]| {
+            seq.push(action);
+            seq.extend_from_slice(&(body.len() as u16).to_be_bytes());
+            seq.extend_from_slice(body);
+        };
+        let mut open = Writer::message(mesh_core::ssh::msg::CHANNEL_OPEN);
+        open.string(b"session").u32(7).u32(65536).u32(1024);
+        message(0, &open.finish());
+        message(0x80, &[]);
+        let mut data = Writer::message(mesh_core::ssh::msg::CHANNEL_DATA);
+        data.u32(0).string(b"hello");
+        message(0, &data.finish());
+        message(0x82, &[]);
+        let mut exec = Writer::message(mesh_core::ssh::msg::CHANNEL_REQUEST);
+        exec.u32(0).string(b"exec").bool(true).string(b"true");
+        message(0, &exec.finish());
+        message(0x83, &[]);
+        message(0, &[mesh_core::ssh::msg::CHANNEL_WINDOW_ADJUST, 0, 0, 0, 0, 0, 0, 1, 0]);
+        message(0x81, b"reply");
+        message(0, &[mesh_core::ssh::msg::CHANNEL_EOF, 0, 0, 0, 0]);
+        message(0, &[mesh_core::ssh::msg::CHANNEL_CLOSE, 0, 0, 0, 0]);
+        write(dir, "ssh_connection", "session", &seq)?;
+    }
     println!("seeds written under {}", dir.display());
     Ok(())
 }

@@ -1,137 +1,381 @@
-//! The real OpenSSH client (Debian's `ssh`) against our server transport, over loopback TCP:
-//! version exchange, KEXINIT, curve25519-sha256 with an ssh-ed25519 host key, NEWKEYS and
-//! an encrypted SERVICE_REQUEST/SERVICE_ACCEPT, for each cipher, then authentication
-//! decided on the first request. Channels do not exist yet, so the connection ends when the
-//! client opens its session; the tests check from the client's own debug log how far it got.
+//! The real OpenSSH client (Debian's `ssh`, `scp`, `sftp`) against the core's SSH server,
+//! served on loopback by the harness with real processes (tests/src/ssh_harness), with
+//! `StrictHostKeyChecking=yes` and the harness's host key in a known_hosts file.
 
-use std::io::{Read, Write};
-use std::net::TcpListener;
-use std::process::{Command, Stdio};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use ed25519_dalek::SigningKey;
-use mesh_core::rng::Rng;
 use mesh_core::ssh::kexinit::CIPHERS;
-use mesh_core::ssh::transport::{ServerTransport, TransportEvent};
+use mesh_core::ssh::server::ServerConfig;
+use mesh_tests::ssh_harness::{Harness, HarnessConfig};
 
-/// How the server answers the first authentication request.
-#[derive(Clone, Copy)]
-enum Decision {
-    Accept,
-    Deny(&'static str),
+/// A harness and a scratch directory with its known_hosts.
+struct Fixture {
+    harness: Harness,
+    dir: PathBuf,
 }
 
-fn run_client_against_server(cipher: &str, decision: Decision) -> (String, Vec<TransportEvent>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
-    let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
-    let mut client = Command::new("ssh")
-        .args([
-            "-vvv",
-            "-p",
-            &port.to_string(),
+impl Fixture {
+    fn new(name: &str) -> Self {
+        Self::with_config(name, HarnessConfig::default())
+    }
+
+    fn with_config(name: &str, config: HarnessConfig) -> Self {
+        let harness = Harness::start(config).unwrap_or_else(|e| panic!("harness: {e}"));
+        let dir = std::env::temp_dir().join(format!("mesh-ssh-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(dir.join("known_hosts"), format!("{}\n", harness.known_hosts_line()))
+            .unwrap_or_else(|e| panic!("{e}"));
+        Self { harness, dir }
+    }
+
+    /// Options every client gets: no config file, the strict known_hosts, no keys, no prompts.
+    fn common_options(&self) -> Vec<String> {
+        let known = self.dir.join("known_hosts");
+        [
+            "-F",
+            "/dev/null",
             "-o",
-            "StrictHostKeyChecking=no",
+            "StrictHostKeyChecking=yes",
             "-o",
-            "UserKnownHostsFile=/dev/null",
+            &format!("UserKnownHostsFile={}", known.display()),
+            "-o",
+            "GlobalKnownHostsFile=/dev/null",
             "-o",
             "BatchMode=yes",
             "-o",
-            "ConnectTimeout=10",
+            "IdentitiesOnly=yes",
             "-o",
-            "KexAlgorithms=curve25519-sha256",
-            "-c",
-            cipher,
-            "tester@127.0.0.1",
-            "true",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
+            "IdentityFile=/dev/null",
+            "-o",
+            "ConnectTimeout=10",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
+    fn ssh(&self, extra: &[&str], command: &str) -> Command {
+        let mut cmd = Command::new("ssh");
+        cmd.args(self.common_options()).args(["-p", &self.harness.port().to_string()]).args(extra);
+        cmd.arg("tester@127.0.0.1");
+        if !command.is_empty() {
+            cmd.arg(command);
+        }
+        cmd
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn run(mut cmd: Command) -> Output {
+    cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("spawn: {e}"))
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn exec_returns_stdout_stderr_and_the_exit_code() {
+    let f = Fixture::new("exec");
+    let out = run(f.ssh(&[], "echo out; echo err >&2; exit 7"));
+    assert_eq!(text(&out.stdout), "out\n", "stderr: {}", text(&out.stderr));
+    assert_eq!(text(&out.stderr), "err\n");
+    assert_eq!(out.status.code(), Some(7));
+    // A signal is reported as such (ssh exits 255 and says so).
+    let out = run(f.ssh(&[], "kill -TERM $$"));
+    assert_eq!(out.status.code(), Some(255), "{}", text(&out.stderr));
+}
+
+#[test]
+fn every_cipher_forced_in_turn() {
+    let f = Fixture::new("ciphers");
+    for cipher in CIPHERS {
+        let out = run(f.ssh(&["-v", "-c", cipher, "-o", "KexAlgorithms=curve25519-sha256"], "echo $SSH_CONNECTION"));
+        let log = text(&out.stderr);
+        assert!(out.status.success(), "{cipher}: {log}");
+        assert!(log.contains(&format!("cipher: {cipher}")), "{cipher} not negotiated: {log}");
+        assert!(text(&out.stdout).starts_with("127.0.0.1 "), "{}", text(&out.stdout));
+    }
+}
+
+#[test]
+fn send_env_passes_accepted_variables_only() {
+    let f = Fixture::new("env");
+    let mut cmd = f.ssh(
+        &["-o", "SendEnv=MESH_TEST_GREETING", "-o", "SendEnv=LD_PRELOAD", "-o", "SendEnv=NOT_ACCEPTED"],
+        "echo \"$MESH_TEST_GREETING|${LD_PRELOAD:-none}|${NOT_ACCEPTED:-none}\"",
+    );
+    cmd.env("MESH_TEST_GREETING", "hello there").env("LD_PRELOAD", "/tmp/evil.so").env("NOT_ACCEPTED", "x");
+    let out = run(cmd);
+    assert_eq!(text(&out.stdout), "hello there|none|none\n", "{}", text(&out.stderr));
+}
+
+#[test]
+fn a_tt_shell_on_a_pty_answers_a_command() {
+    let f = Fixture::new("pty");
+    let mut child = f
+        .ssh(&["-tt"], "")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("spawn ssh: {e}"));
-    let (mut stream, _) = listener.accept().unwrap_or_else(|e| panic!("accept: {e}"));
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-    let mut server = ServerTransport::new(SigningKey::from_bytes(&[42u8; 32]), Rng::from_seed(9));
-    let mut events = Vec::new();
-    let mut buf = [0u8; 65536];
-    'conn: loop {
-        while let Some(out) = server.poll_transmit() {
-            if stream.write_all(&out).is_err() {
-                break 'conn;
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut stdin = child.stdin.take().unwrap_or_else(|| panic!("stdin"));
+    stdin.write_all(b"echo answer=$((6*7)); tty; stty size; exit 3\n").unwrap_or_else(|e| panic!("{e}"));
+    let out = wait_with_timeout(child, Duration::from_secs(20));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("answer=42"), "{stdout}\n{}", text(&out.stderr));
+    assert!(stdout.contains("/dev/pts/"), "{stdout}");
+    assert_eq!(out.status.code(), Some(3), "{stdout}");
+    drop(stdin);
+}
+
+fn wait_with_timeout(mut child: Child, limit: Duration) -> Output {
+    let start = std::time::Instant::now();
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            return child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+            panic!("timed out: {}\n{}", text(&out.stdout), text(&out.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A cheap deterministic byte stream (xorshift), so both ends can produce and check it.
+struct Pattern(u64);
+
+impl Pattern {
+    fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            let bytes = self.0.to_le_bytes();
+            chunk.copy_from_slice(&bytes[..chunk.len()]);
+        }
+    }
+}
+
+/// Pipe `total` bytes through `cat` on the far side and check every byte that comes back;
+/// returns the client's stderr.
+fn cat_round_trip(f: &Fixture, extra: &[&str], total: usize) -> String {
+    let mut child = f
+        .ssh(extra, "cat")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut stdin = child.stdin.take().unwrap_or_else(|| panic!("stdin"));
+    let writer = std::thread::spawn(move || {
+        let mut pattern = Pattern(0x9e37_79b9_7f4a_7c15);
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut sent = 0;
+        while sent < total {
+            let n = buf.len().min(total - sent);
+            pattern.fill(&mut buf[..n]);
+            if stdin.write_all(&buf[..n]).is_err() {
+                break;
             }
+            sent += n;
         }
-        while let Some(e) = server.poll_event() {
-            if matches!(e, TransportEvent::AuthRequest { .. }) {
-                match decision {
-                    Decision::Accept => server.accept_auth(),
-                    Decision::Deny(why) => server.deny_auth(Some(why)),
-                }
-            }
-            events.push(e);
-        }
-        if server.poll_transmit_pending() {
-            continue;
-        }
-        if server.is_closed() {
+        sent
+    });
+    let mut stdout = child.stdout.take().unwrap_or_else(|| panic!("stdout"));
+    // The checker regenerates the stream in the same 256 KiB chunks (multiples of 8).
+    let mut expected = Pattern(0x9e37_79b9_7f4a_7c15);
+    let mut want = vec![0u8; 256 * 1024];
+    let mut want_at = want.len();
+    let mut got = vec![0u8; 256 * 1024];
+    let mut received = 0usize;
+    loop {
+        let n = stdout.read(&mut got).unwrap_or(0);
+        if n == 0 {
             break;
         }
-        match stream.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => server.handle_input(&buf[..n]),
+        let mut i = 0;
+        while i < n {
+            if want_at == want.len() {
+                expected.fill(&mut want);
+                want_at = 0;
+            }
+            let m = (want.len() - want_at).min(n - i);
+            assert!(got[i..i + m] == want[want_at..want_at + m], "byte mismatch near offset {}", received + i);
+            want_at += m;
+            i += m;
         }
+        received += n;
     }
-    while let Some(e) = server.poll_event() {
-        events.push(e);
+    let sent = writer.join().unwrap_or(0);
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
     }
-    drop(stream);
-    let mut log = String::new();
-    if let Some(mut err) = client.stderr.take() {
-        let _ = err.read_to_string(&mut log);
-    }
-    let _ = client.wait();
-    (log, events)
+    let status = child.wait().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(sent, total, "{err}");
+    assert_eq!(received, total, "{err}");
+    assert!(status.success(), "{err}");
+    err
 }
 
 #[test]
-fn openssh_client_completes_key_exchange_and_service_request_with_every_cipher() {
-    for cipher in CIPHERS {
-        let (log, events) = run_client_against_server(cipher, Decision::Accept);
-        let tail: String = log.lines().rev().take(25).collect::<Vec<_>>().join("\n");
-        assert!(log.contains("SSH2_MSG_SERVICE_ACCEPT received"), "{cipher}: client log tail:\n{tail}");
-        assert!(log.contains(&format!("cipher: {cipher}")), "{cipher} was not negotiated:\n{tail}");
-        assert!(log.contains("server-sig-algs=<ssh-ed25519>"), "{cipher}: EXT_INFO not seen:\n{tail}");
-        assert!(
-            events
-                .iter()
-                .any(|e| matches!(e, TransportEvent::Keyed { negotiated, .. } if negotiated.cipher_c2s == cipher)),
-            "{cipher}: {events:?}"
-        );
-        assert!(events.contains(&TransportEvent::UserauthRequested), "{cipher}: {events:?}");
-        println!(
-            "{cipher}: {}",
-            log.lines()
-                .filter(|l| l.contains("SSH2_MSG_SERVICE_ACCEPT")
-                    || l.contains("kex: server->client")
-                    || l.contains("Server host key"))
-                .collect::<Vec<_>>()
-                .join(" | ")
-        );
+fn five_hundred_megabytes_through_cat_both_ways_byte_exact() {
+    let f = Fixture::new("bulk");
+    cat_round_trip(&f, &[], 500 * 1024 * 1024);
+}
+
+#[test]
+fn a_rekey_mid_transfer_keeps_every_byte() {
+    let f = Fixture::new("rekey");
+    let log = cat_round_trip(&f, &["-v", "-o", "RekeyLimit=1M"], 32 * 1024 * 1024);
+    let kexes = log.matches("SSH2_MSG_NEWKEYS received").count();
+    assert!(kexes >= 10, "expected many key exchanges, saw {kexes}:\n{log}");
+}
+
+#[test]
+fn local_forwarding_reaches_a_local_echo_server() {
+    let f = Fixture::new("forward");
+    let echo = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let echo_port = echo.local_addr().map(|a| a.port()).unwrap_or(0);
+    std::thread::spawn(move || {
+        for stream in echo.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut reader = stream;
+                let mut writer = reader.try_clone().unwrap_or_else(|e| panic!("{e}"));
+                let _ = std::io::copy(&mut reader, &mut writer);
+            });
+        }
+    });
+    let local_port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0);
+    let mut ssh = f
+        .ssh(&["-N", "-o", "ExitOnForwardFailure=yes", "-L", &format!("{local_port}:127.0.0.1:{echo_port}")], "")
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut stream = None;
+    for _ in 0..200 {
+        if let Ok(s) = TcpStream::connect(("127.0.0.1", local_port)) {
+            stream = Some(s);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let stream = stream.unwrap_or_else(|| panic!("forwarded port never opened"));
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap_or_else(|e| panic!("{e}"));
+    let mut writer = stream.try_clone().unwrap_or_else(|e| panic!("{e}"));
+    let mut reader = BufReader::new(stream);
+    for i in 0..50 {
+        writeln!(writer, "line {i} through the tunnel").unwrap_or_else(|e| panic!("{e}"));
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(line, format!("line {i} through the tunnel\n"));
+    }
+    let _ = ssh.kill();
+    let _ = ssh.wait();
+}
+
+fn write_file(path: &Path, len: usize, seed: u64) -> Vec<u8> {
+    let mut data = vec![0u8; len];
+    Pattern(seed).fill(&mut data);
+    std::fs::write(path, &data).unwrap_or_else(|e| panic!("{e}"));
+    data
+}
+
+#[test]
+fn sftp_and_scp_round_trips_through_the_system_sftp_server() {
+    let f = Fixture::new("sftp");
+    let data = write_file(&f.dir.join("source.bin"), 3 * 1024 * 1024 + 17, 7);
+    let port = f.harness.port().to_string();
+    let batch = f.dir.join("batch");
+    std::fs::write(
+        &batch,
+        format!(
+            "put {src} {dir}/uploaded.bin\nget {dir}/uploaded.bin {dir}/downloaded.bin\nls {dir}\n",
+            src = f.dir.join("source.bin").display(),
+            dir = f.dir.display()
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut sftp = Command::new("sftp");
+    sftp.args(f.common_options()).args(["-P", &port, "-b"]).arg(&batch).arg("tester@127.0.0.1");
+    let out = run(sftp);
+    assert!(out.status.success(), "sftp: {}\n{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(std::fs::read(f.dir.join("downloaded.bin")).ok().as_deref(), Some(&data[..]));
+
+    // scp over SFTP (the 9.x default) and the legacy protocol (`-O`, runs `scp -t` remotely).
+    for (mode, flags) in [("sftp", vec![]), ("legacy", vec!["-O"])] {
+        let remote = f.dir.join(format!("scp-{mode}.bin"));
+        let back = f.dir.join(format!("scp-{mode}-back.bin"));
+        let mut up = Command::new("scp");
+        up.args(f.common_options()).args(["-P", &port]).args(&flags);
+        up.arg(f.dir.join("source.bin")).arg(format!("tester@127.0.0.1:{}", remote.display()));
+        let out = run(up);
+        assert!(out.status.success(), "scp {mode} up: {}", text(&out.stderr));
+        let mut down = Command::new("scp");
+        down.args(f.common_options()).args(["-P", &port]).args(&flags);
+        down.arg(format!("tester@127.0.0.1:{}", remote.display())).arg(&back);
+        let out = run(down);
+        assert!(out.status.success(), "scp {mode} down: {}", text(&out.stderr));
+        assert_eq!(std::fs::read(&back).ok().as_deref(), Some(&data[..]), "scp {mode}");
     }
 }
 
 #[test]
-fn authentication_is_decided_on_the_first_request_whatever_the_method() {
-    let (log, events) = run_client_against_server(CIPHERS[0], Decision::Accept);
-    assert!(
-        log.contains("Authenticated to 127.0.0.1") && log.contains("using \"none\""),
-        "{}",
-        log.lines().rev().take(20).collect::<Vec<_>>().join("\n")
-    );
-    assert!(events.contains(&TransportEvent::Authenticated { user: "tester".into() }), "{events:?}");
+fn a_changed_host_key_is_refused_by_the_client() {
+    let f = Fixture::new("hostkey");
+    std::fs::write(
+        f.dir.join("known_hosts"),
+        format!("[127.0.0.1]:{} {}\n", f.harness.port(), mesh_tests::ssh_harness::openssh_public_key(&[1; 32])),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let out = run(f.ssh(&[], "true"));
+    assert_eq!(out.status.code(), Some(255));
+    assert!(text(&out.stderr).contains("HOST IDENTIFICATION HAS CHANGED"), "{}", text(&out.stderr));
+}
 
-    let (log, events) =
-        run_client_against_server(CIPHERS[1], Decision::Deny("tester is not allowed here by the tailnet policy"));
-    assert!(log.contains("tester is not allowed here by the tailnet policy"), "banner shown:\n{log}");
-    assert!(log.contains("Permission denied"), "{log}");
-    assert!(!events.iter().any(|e| matches!(e, TransportEvent::Authenticated { .. })), "{events:?}");
+#[test]
+fn idle_pre_auth_connections_time_out_and_are_released() {
+    let config = HarnessConfig {
+        server: ServerConfig { login_grace: Duration::from_secs(2), ..Default::default() },
+        ..Default::default()
+    };
+    let f = Fixture::with_config("idle", config);
+    let mut streams: Vec<TcpStream> = (0..1000)
+        .map(|_| {
+            let mut s = TcpStream::connect(("127.0.0.1", f.harness.port())).unwrap_or_else(|e| panic!("{e}"));
+            s.write_all(b"SSH-2.0-idle\r\n").unwrap_or_else(|e| panic!("{e}"));
+            s
+        })
+        .collect();
+    let start = std::time::Instant::now();
+    while f.harness.accepted_connections() < 1000 && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(f.harness.accepted_connections(), 1000);
+    while f.harness.live_connections() > 0 && start.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(f.harness.live_connections(), 0, "connections still held after the grace time");
+    // Every client sees the server's DISCONNECT and then the end of the stream.
+    for s in &mut streams {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap_or_else(|e| panic!("{e}"));
+        let mut all = Vec::new();
+        let _ = s.read_to_end(&mut all);
+        assert!(all.starts_with(b"SSH-2.0-meshd"), "{:?}", &all[..all.len().min(40)]);
+    }
 }
