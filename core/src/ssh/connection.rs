@@ -354,10 +354,10 @@ impl Connection {
         let name = r.string()?;
         let want_reply = r.bool()?;
         let request = GlobalRequest::decode(name, r)?;
-        let for_application = match (&request, self.side) {
-            (GlobalRequest::TcpipForward { .. } | GlobalRequest::CancelTcpipForward { .. }, Side::Server) => true,
-            _ => false,
-        };
+        let for_application = matches!(
+            (&request, self.side),
+            (GlobalRequest::TcpipForward { .. } | GlobalRequest::CancelTcpipForward { .. }, Side::Server)
+        );
         if !want_reply {
             if for_application {
                 self.events.push_back(ConnectionEvent::GlobalRequest { request, want_reply });
@@ -414,11 +414,11 @@ impl Connection {
         let window = r.u32()?;
         let max_packet = r.u32()?;
         let kind = ChannelKind::decode(type_name, r)?;
-        let allowed = match (&kind, self.side) {
-            (ChannelKind::Session | ChannelKind::DirectTcpip { .. }, Side::Server) => true,
-            (ChannelKind::ForwardedTcpip { .. } | ChannelKind::AuthAgent, Side::Client) => true,
-            _ => false,
-        };
+        let allowed = matches!(
+            (&kind, self.side),
+            (ChannelKind::Session | ChannelKind::DirectTcpip { .. }, Side::Server)
+                | (ChannelKind::ForwardedTcpip { .. } | ChannelKind::AuthAgent, Side::Client)
+        );
         let refusal = if matches!(kind, ChannelKind::Other(_)) {
             Some((open_failure::UNKNOWN_CHANNEL_TYPE, "unknown channel type"))
         } else if !allowed {

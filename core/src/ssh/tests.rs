@@ -133,8 +133,7 @@ fn data_of(events: &[SessionEvent], channel: ChannelId) -> Vec<u8> {
 #[test]
 fn client_and_server_agree_authenticate_and_run_an_exec_channel() {
     for cipher in CIPHERS {
-        let mut transport = TransportConfig::default();
-        transport.ciphers = vec![cipher.to_string()];
+        let transport = TransportConfig { ciphers: vec![cipher.to_string()], ..Default::default() };
         let client =
             ClientConfig { user: "alice".into(), host_key: Some(host_public()), transport, ..Default::default() };
         let mut pair = Pair::new(client, ServerConfig::default(), Decision::Accept);
@@ -208,8 +207,7 @@ fn bulk_both_ways(pair: &mut Pair, c: ChannelId, s: ChannelId, total: usize) -> 
 
 #[test]
 fn rekeying_by_volume_keeps_channel_data_flowing_in_both_directions() {
-    let mut transport = TransportConfig::default();
-    transport.rekey_bytes = 256 * 1024;
+    let transport = TransportConfig { rekey_bytes: 256 * 1024, ..Default::default() };
     let client = ClientConfig {
         user: "alice".into(),
         host_key: Some(host_public()),
@@ -233,7 +231,7 @@ fn rekeying_by_time_after_an_hour() {
     let (c, s) = pair.open_session();
     let deadline = pair.server.poll_timeout().unwrap_or_else(|| panic!("no rekey deadline"));
     assert!(deadline.saturating_duration_since(pair.now) <= Duration::from_secs(3600));
-    pair.now = pair.now + Duration::from_secs(3601);
+    pair.now += Duration::from_secs(3601);
     pair.server.handle_timeout(pair.now);
     pair.client.handle_timeout(pair.now);
     pair.run();

@@ -188,16 +188,14 @@ impl Conn {
     ) -> io::Result<Self> {
         stream.set_nodelay(true)?;
         let local = stream.local_addr()?;
-        let socket = register(
-            mio,
-            registry,
-            None,
-            stream.as_raw_fd(),
-            Target::Socket,
-            Interest::READABLE | Interest::WRITABLE,
-        )?;
-        let session =
-            ServerSession::new(SigningKey::from_bytes(&config.host_key), config.server.clone(), Rng::from_seed(seed), now);
+        let socket =
+            register(mio, registry, None, stream.as_raw_fd(), Target::Socket, Interest::READABLE | Interest::WRITABLE)?;
+        let session = ServerSession::new(
+            SigningKey::from_bytes(&config.host_key),
+            config.server.clone(),
+            Rng::from_seed(seed),
+            now,
+        );
         Ok(Self {
             stream,
             socket,
@@ -232,11 +230,12 @@ impl Conn {
     }
 
     pub fn mark_ready(&mut self, target: Target, readable: bool, writable: bool) {
-        let chan_io = |chans: &mut BTreeMap<ChannelId, Chan>, id: ChannelId, pick: fn(&mut Backend) -> Option<&mut Io>| {
-            if let Some(io) = chans.get_mut(&id).and_then(|c| pick(&mut c.backend)) {
-                io.ready = true;
-            }
-        };
+        let chan_io =
+            |chans: &mut BTreeMap<ChannelId, Chan>, id: ChannelId, pick: fn(&mut Backend) -> Option<&mut Io>| {
+                if let Some(io) = chans.get_mut(&id).and_then(|c| pick(&mut c.backend)) {
+                    io.ready = true;
+                }
+            };
         match target {
             Target::Socket => {
                 self.socket.ready |= readable;
@@ -264,7 +263,7 @@ impl Conn {
     }
 
     pub fn is_finished(&self) -> bool {
-        (self.session.is_closed() || self.socket_closed) && (self.out.is_empty() || self.socket_closed)
+        self.socket_closed || self.session.is_closed() && self.out.is_empty()
     }
 
     /// Everything this connection can do now.
@@ -388,7 +387,9 @@ impl Conn {
                                 self.channels.insert(channel, Chan::new(backend));
                                 self.session.channels().accept(channel);
                             }
-                            Err(e) => self.session.channels().refuse(channel, open_failure::CONNECT_FAILED, &e.to_string()),
+                            Err(e) => {
+                                self.session.channels().refuse(channel, open_failure::CONNECT_FAILED, &e.to_string())
+                            }
                         }
                     }
                     Err(e) => self.session.channels().refuse(channel, open_failure::CONNECT_FAILED, &e.to_string()),
@@ -417,7 +418,9 @@ impl Conn {
                     release(&mut c.backend, mio, registry);
                 }
             }
-            ConnectionEvent::GlobalRequest { want_reply: true, .. } => self.session.channels().global_reply(false, None),
+            ConnectionEvent::GlobalRequest { want_reply: true, .. } => {
+                self.session.channels().global_reply(false, None)
+            }
             _ => {}
         }
     }
@@ -481,7 +484,13 @@ impl Conn {
             pty: chan.pty.clone(),
             env: chan.env.clone(),
             ssh_client: format!("{} {} {}", self.peer.ip(), self.peer.port(), self.local.port()),
-            ssh_connection: format!("{} {} {} {}", self.peer.ip(), self.peer.port(), self.local.ip(), self.local.port()),
+            ssh_connection: format!(
+                "{} {} {} {}",
+                self.peer.ip(),
+                self.peer.port(),
+                self.local.ip(),
+                self.local.port()
+            ),
         };
         let spawned = match &subsystem {
             Some(name) => Session::spawn_subsystem(&request, name),
@@ -579,9 +588,15 @@ impl Conn {
                 }
                 let Some(chan) = self.channels.get_mut(&id) else { return progress };
                 let result = match (&mut chan.backend, stream_no) {
-                    (Backend::Process { session, stdout: Some(io), .. }, 0) if io.ready && !io.eof => session.read_stdout(&mut buf[..room]),
-                    (Backend::Process { session, stderr: Some(io), .. }, 1) if io.ready && !io.eof => session.read_stderr(&mut buf[..room]),
-                    (Backend::Forward { stream, io, read_closed: false }, 0) if io.ready => stream.read(&mut buf[..room]),
+                    (Backend::Process { session, stdout: Some(io), .. }, 0) if io.ready && !io.eof => {
+                        session.read_stdout(&mut buf[..room])
+                    }
+                    (Backend::Process { session, stderr: Some(io), .. }, 1) if io.ready && !io.eof => {
+                        session.read_stderr(&mut buf[..room])
+                    }
+                    (Backend::Forward { stream, io, read_closed: false }, 0) if io.ready => {
+                        stream.read(&mut buf[..room])
+                    }
                     _ => break,
                 };
                 match result {

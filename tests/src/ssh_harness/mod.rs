@@ -135,12 +135,8 @@ fn run(mut poll: Poll, listener: TcpListener, config: HarnessConfig, stop: Arc<A
     let mut seed = 1u64;
     while !stop.load(Ordering::SeqCst) {
         let now = mesh_core::time::Instant::from_micros(start.elapsed().as_micros() as u64);
-        let timeout = conns
-            .iter()
-            .flatten()
-            .filter_map(|c| c.wants_wakeup(now))
-            .min()
-            .unwrap_or(Duration::from_millis(500));
+        let timeout =
+            conns.iter().flatten().filter_map(|c| c.wants_wakeup(now)).min().unwrap_or(Duration::from_millis(500));
         if let Err(error) = poll.poll(&mut events, Some(timeout)) {
             if error.kind() != io::ErrorKind::Interrupted {
                 tracing::error!(%error, "harness poll failed");
