@@ -4,6 +4,7 @@
 //! The simulator (`mesh-sim`) is the tool for networks with faults; this harness is for
 //! tests that need to hold, drop, replay or forge individual messages between two devices.
 
+pub mod ssh_client;
 pub mod ssh_harness;
 
 use std::net::{Ipv4Addr, SocketAddr};

@@ -1,0 +1,171 @@
+//! Our SSH client against the real OpenSSH `sshd` (Debian's 9.2, started here on a loopback
+//! port with its own host key and config): publickey login after `none`, exec with exit
+//! codes, 100 MB each way byte-exact, rekeys started by either side mid-transfer.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use ed25519_dalek::SigningKey;
+use mesh_core::ssh::client::ClientConfig;
+use mesh_core::ssh::kexinit::CIPHERS;
+use mesh_core::ssh::transport::TransportConfig;
+use mesh_tests::ssh_client::ClientDriver;
+use mesh_tests::ssh_harness::openssh_public_key;
+
+const USER_KEY: [u8; 32] = [77; 32];
+
+/// A private sshd; killed on drop.
+struct Sshd {
+    child: Child,
+    addr: SocketAddr,
+    host_key: [u8; 32],
+    dir: PathBuf,
+}
+
+impl Sshd {
+    fn start(name: &str, extra_config: &str) -> Option<Self> {
+        let sshd = ["/usr/sbin/sshd", "/usr/bin/sshd"].into_iter().find(|p| std::path::Path::new(p).exists())?;
+        let dir = std::env::temp_dir().join(format!("mesh-sshd-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).ok()?;
+        let _ = std::fs::create_dir_all("/run/sshd");
+        let key = dir.join("host_key");
+        let status =
+            Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&key).status().ok()?;
+        assert!(status.success(), "ssh-keygen failed");
+        let public = std::fs::read_to_string(dir.join("host_key.pub")).ok()?;
+        let parsed = ssh_key::PublicKey::from_openssh(public.trim()).unwrap_or_else(|e| panic!("{e}"));
+        let host_key = parsed.key_data().ed25519().map(|k| k.0).unwrap_or_else(|| panic!("not ed25519"));
+        let user_public = SigningKey::from_bytes(&USER_KEY).verifying_key().to_bytes();
+        std::fs::write(dir.join("authorized_keys"), format!("{}\n", openssh_public_key(&user_public))).ok()?;
+        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).ok()?;
+        let config = format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {key}\nPidFile {dir}/sshd.pid\n\
+             AuthorizedKeysFile {dir}/authorized_keys\nStrictModes no\nUsePAM no\nPasswordAuthentication no\n\
+             KbdInteractiveAuthentication no\nPubkeyAuthentication yes\nPermitRootLogin yes\nLogLevel ERROR\n{extra_config}\n",
+            key = key.display(),
+            dir = dir.display()
+        );
+        std::fs::write(dir.join("sshd_config"), config).ok()?;
+        let child = Command::new(sshd)
+            .args(["-D", "-e", "-f"])
+            .arg(dir.join("sshd_config"))
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("sshd: {e}"));
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        for _ in 0..200 {
+            if TcpStream::connect(addr).is_ok() {
+                return Some(Self { child, addr, host_key, dir });
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("sshd did not start listening");
+    }
+
+    fn client(&self, transport: TransportConfig) -> ClientDriver {
+        let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+        let config =
+            ClientConfig { user, host_key: Some(self.host_key), key: Some(USER_KEY), transport, ..Default::default() };
+        ClientDriver::connect(self.addr, config, 5).unwrap_or_else(|e| panic!("login to sshd: {e}"))
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn exec_with_exit_codes_and_output_for_every_cipher() {
+    let Some(sshd) = Sshd::start("exec", "") else {
+        println!("sshd not installed: skipped");
+        return;
+    };
+    for cipher in CIPHERS {
+        let transport = TransportConfig { ciphers: vec![cipher.to_string()], ..Default::default() };
+        let mut client = sshd.client(transport);
+        assert_eq!(client.session.transport().negotiated().map(|n| n.cipher_c2s.clone()), Some(cipher.to_string()));
+        let result = client.exec_simple("echo out; echo err >&2; exit 5").unwrap_or_else(|e| panic!("{cipher}: {e}"));
+        assert_eq!(result.stdout, b"out\n", "{cipher}");
+        assert_eq!(result.stderr, b"err\n", "{cipher}");
+        assert_eq!(result.exit_status, Some(5), "{cipher}");
+        // A second channel on the same connection.
+        let result = client.exec_simple("kill -TERM $$").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(result.exit_signal.as_deref(), Some("TERM"));
+    }
+}
+
+/// Stream `total` pattern bytes into `cat > file` and back out with `cat file`, checking
+/// every byte; returns the client's rekey count.
+fn hundred_megabytes(sshd: &Sshd, transport: TransportConfig) -> u64 {
+    const TOTAL: usize = 100 * 1024 * 1024;
+    let path = sshd.dir.join("upload.bin");
+    let mut client = sshd.client(transport);
+    let mut produced = 0usize;
+    let mut up = Pattern(11);
+    let mut input = |buf: &mut [u8]| {
+        let n = buf.len().min(TOTAL - produced);
+        up.fill(&mut buf[..n]);
+        produced += n;
+        n
+    };
+    let result = client.exec(&format!("cat > {}", path.display()), &mut input, None).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(result.exit_status, Some(0), "{}", String::from_utf8_lossy(&result.stderr));
+    let mut check = Pattern(11);
+    let mut expected = vec![0u8; 256 * 1024];
+    let mut at = expected.len();
+    let mut received = 0usize;
+    let mut mismatch = None;
+    let mut sink = |data: &[u8]| {
+        for &b in data {
+            if at == expected.len() {
+                check.fill(&mut expected);
+                at = 0;
+            }
+            if b != expected[at] && mismatch.is_none() {
+                mismatch = Some(received);
+            }
+            at += 1;
+            received += 1;
+        }
+    };
+    let result =
+        client.exec(&format!("cat {}", path.display()), &mut |_| 0, Some(&mut sink)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(result.exit_status, Some(0));
+    assert_eq!(mismatch, None, "first wrong byte");
+    assert_eq!(received, TOTAL);
+    client.session.transport().rekeys()
+}
+
+struct Pattern(u64);
+
+impl Pattern {
+    fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            chunk.copy_from_slice(&self.0.to_le_bytes()[..chunk.len()]);
+        }
+    }
+}
+
+#[test]
+fn a_hundred_megabytes_each_way_with_rekeys_started_by_our_client() {
+    let Some(sshd) = Sshd::start("client-rekey", "") else { return };
+    let rekeys = hundred_megabytes(&sshd, TransportConfig { rekey_bytes: 16 * 1024 * 1024, ..Default::default() });
+    assert!(rekeys >= 10, "only {rekeys} rekeys");
+}
+
+#[test]
+fn a_hundred_megabytes_each_way_with_rekeys_started_by_sshd() {
+    let Some(sshd) = Sshd::start("server-rekey", "RekeyLimit 4M") else { return };
+    let rekeys = hundred_megabytes(&sshd, TransportConfig::default());
+    assert!(rekeys >= 20, "only {rekeys} rekeys");
+}
