@@ -16,6 +16,9 @@ use mesh_core::time::Instant;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
+/// Where a command's stdout goes as it arrives.
+pub type OutputSink<'a> = &'a mut dyn FnMut(&[u8]);
+
 /// What a command produced.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ExecResult {
@@ -181,7 +184,7 @@ impl ClientDriver {
         &mut self,
         command: &str,
         input: &mut dyn FnMut(&mut [u8]) -> usize,
-        mut sink: Option<&mut dyn FnMut(&[u8])>,
+        mut sink: Option<OutputSink<'_>>,
     ) -> io::Result<ExecResult> {
         let id = self.open_session()?;
         self.session.channels().request(id, &ChannelRequest::Exec(command.as_bytes().to_vec()), true);
