@@ -49,7 +49,7 @@ impl Sshd {
             dir = dir.display()
         );
         std::fs::write(dir.join("sshd_config"), config).ok()?;
-        let child = Command::new(sshd)
+        let mut child = Command::new(sshd)
             .args(["-D", "-e", "-f"])
             .arg(dir.join("sshd_config"))
             .stdin(Stdio::null())
@@ -62,6 +62,8 @@ impl Sshd {
             }
             std::thread::sleep(Duration::from_millis(25));
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("sshd did not start listening");
     }
 
