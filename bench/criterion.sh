@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Criterion benches of mesh-tests, run side by side: BENCH (wireguard: device pair vs raw
 # AEAD, our handshake vs boringtun's; dataplane: filter, TCP pipeline vs seal+open bound;
-# ssh: packet protection vs the raw primitives),
+# ssh: packet protection vs the raw primitives, server CPU per login),
 # built for each CPU level given (default: baseline x86-64 and the release setting
 # x86-64-v3), RUNS alternating rounds, then medians and the ratios each baseline defines.
 # Usage: bench/criterion.sh BENCH [RUNS] [CPU...]
@@ -53,6 +53,12 @@ for cpu in ("x86-64", "x86-64-v3"):
         ours, raw = med.get((cpu, f"ssh_seal_open_32k/packet_cipher_{name}")), med.get((cpu, f"ssh_seal_open_32k/raw_{name}"))
         if ours and raw:
             print(f"{cpu:10} SSH 32 KiB seal+open {name}: {32768/ours*1e3:.0f} MB/s vs raw {32768/raw*1e3:.0f} MB/s = {raw/ours:.2f}x")
+        copy = med.get((cpu, f"ssh_seal_open_32k/packet_cipher_with_copy_{name}"))
+        if copy and raw:
+            print(f"{cpu:10}   with the data copied in from the application: {32768/copy*1e3:.0f} MB/s = {raw/copy:.2f}x")
+    login = med.get((cpu, "ssh_login/server_kex_and_auth"))
+    if login:
+        print(f"{cpu:10} SSH server CPU per key exchange + auth: {login/1e6:.3f} ms")
     tcp, bound = med.get((cpu, "pipeline/tcp")), med.get((cpu, "pipeline/seal_open_bound"))
     if tcp and bound:
         mib = 1 << 20
