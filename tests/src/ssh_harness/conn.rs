@@ -295,7 +295,13 @@ impl Conn {
                 Ok(0) => {
                     self.socket_closed = true;
                 }
-                Ok(n) => self.session.handle_input(self.now, &buf[..n]),
+                Ok(n) => {
+                    self.session.handle_input(self.now, &buf[..n]);
+                    // Acknowledge at once: a client with Nagle on (OpenSSH without a tty)
+                    // holds its next small packet until our ACK, and a delayed ACK costs
+                    // 40 ms per round trip in the login. Linux resets the flag, so per read.
+                    let _ = rustix::net::sockopt::set_tcp_quickack(&self.stream, true);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.socket.ready = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => self.socket_closed = true,
