@@ -686,3 +686,85 @@ fn transport_events_stop_after_close() {
     t.handle_input(Instant::ZERO, b"more");
     assert!(t.poll_event().is_none());
 }
+
+#[test]
+fn remote_forwarding_and_agent_channels_flow_from_server_to_client() {
+    use super::channel::GlobalRequest;
+    let mut pair = Pair::default_pair();
+    pair.run();
+    let (c, s) = pair.open_session();
+    // ssh -R: the client asks the server to listen; the application answers with the port.
+    pair.client.channels().global_request(&GlobalRequest::TcpipForward { address: "localhost".into(), port: 0 }, true);
+    pair.client.channels().global_request(&GlobalRequest::Other("keepalive@openssh.com".into()), true);
+    pair.run();
+    assert!(pair.server_events.contains(&SessionEvent::Connection(ConnectionEvent::GlobalRequest {
+        request: GlobalRequest::TcpipForward { address: "localhost".into(), port: 0 },
+        want_reply: true,
+    })));
+    // The keepalive was answered in order: after the forward, which waits for the app.
+    assert!(!pair
+        .client_events
+        .iter()
+        .any(|e| matches!(e, SessionEvent::Connection(ConnectionEvent::GlobalReply { .. }))));
+    pair.server.channels().global_reply(true, Some(40022));
+    pair.run();
+    let replies: Vec<&SessionEvent> = pair
+        .client_events
+        .iter()
+        .filter(|e| matches!(e, SessionEvent::Connection(ConnectionEvent::GlobalReply { .. })))
+        .collect();
+    assert_eq!(
+        replies,
+        [
+            &SessionEvent::Connection(ConnectionEvent::GlobalReply { ok: true, port: Some(40022) }),
+            &SessionEvent::Connection(ConnectionEvent::GlobalReply { ok: false, port: None })
+        ]
+    );
+    // A connection arrives on the forwarded port: the server opens forwarded-tcpip.
+    let kind = ChannelKind::ForwardedTcpip {
+        address: "localhost".into(),
+        port: 40022,
+        originator: "127.0.0.1".into(),
+        originator_port: 5555,
+    };
+    let forwarded = pair.server.channels().open(&kind).unwrap_or_else(|| panic!("limit"));
+    // Agent forwarding: the client asks, the server opens auth-agent@openssh.com.
+    pair.client.channels().request(c, &ChannelRequest::AuthAgent, true);
+    pair.run();
+    assert!(pair.server_events.contains(&SessionEvent::Connection(ConnectionEvent::Request {
+        channel: s,
+        request: ChannelRequest::AuthAgent,
+        want_reply: true
+    })));
+    let agent = pair.server.channels().open(&ChannelKind::AuthAgent).unwrap_or_else(|| panic!("limit"));
+    pair.run();
+    let offered: Vec<ChannelKind> = pair
+        .client_events
+        .iter()
+        .filter_map(|e| match e {
+            SessionEvent::Connection(ConnectionEvent::OpenRequest { kind, .. }) => Some(kind.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(offered, vec![kind, ChannelKind::AuthAgent]);
+    for e in pair.client_events.clone() {
+        if let SessionEvent::Connection(ConnectionEvent::OpenRequest { channel, .. }) = e {
+            pair.client.channels().accept(channel);
+        }
+    }
+    pair.run();
+    for id in [forwarded, agent] {
+        assert!(pair.server_events.contains(&SessionEvent::Connection(ConnectionEvent::Opened { channel: id })));
+    }
+    // A client may not open forwarded-tcpip to the server, nor the server a session.
+    let refused = pair.client.channels().open(&ChannelKind::ForwardedTcpip {
+        address: "x".into(),
+        port: 1,
+        originator: "y".into(),
+        originator_port: 2,
+    });
+    pair.run();
+    let refused = refused.unwrap_or_else(|| panic!("limit"));
+    assert!(pair.client_events.iter().any(|e| matches!(e,
+        SessionEvent::Connection(ConnectionEvent::OpenFailed { channel, reason: 1, .. }) if *channel == refused)));
+}
