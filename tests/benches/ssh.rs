@@ -25,7 +25,6 @@ const PAYLOAD: usize = 32 * 1024;
 fn ciphers(c: &mut Criterion) {
     let mut group = c.benchmark_group("ssh_seal_open_32k");
     group.throughput(Throughput::Bytes(PAYLOAD as u64));
-    let payload = vec![0x61u8; PAYLOAD];
     let mut rng = Rng::from_seed(1);
 
     for name in [CIPHER_CHACHA20_POLY1305, CIPHER_AES256_GCM] {

@@ -156,6 +156,8 @@ pub struct Conn {
     local_user: String,
     accept_env: Vec<String>,
     now: Instant,
+    /// Read buffer for child output, reused.
+    scratch: Vec<u8>,
 }
 
 fn register(
@@ -210,6 +212,7 @@ impl Conn {
             local_user: config.local_user.clone(),
             accept_env: config.accept_env.clone(),
             now,
+            scratch: Vec::new(),
         })
     }
 
@@ -584,8 +587,15 @@ impl Conn {
     /// Child output (or the forwarded socket's data) to the client, as far as the window
     /// and the socket queue allow.
     fn drain_channel(&mut self, id: ChannelId) -> bool {
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf.resize(64 * 1024, 0);
+        let progress = self.drain_into(id, &mut buf);
+        self.scratch = buf;
+        progress
+    }
+
+    fn drain_into(&mut self, id: ChannelId, buf: &mut [u8]) -> bool {
         let mut progress = false;
-        let mut buf = vec![0u8; 64 * 1024];
         for stream_no in [0u32, 1] {
             loop {
                 let room = self.session.channels().writable(id).min(buf.len());
