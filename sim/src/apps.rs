@@ -278,6 +278,8 @@ pub(crate) struct Sink {
 pub(crate) struct NodeApps {
     pub(crate) clients: std::collections::BTreeMap<ConnId, Client>,
     pub(crate) sinks: std::collections::BTreeMap<ConnId, Sink>,
+    /// SSH clients and server connections (see [`crate::ssh_apps`]).
+    pub(crate) ssh: crate::ssh_apps::SshNodeApps,
 }
 
 /// The world's records of every transfer and accepted connection, and scratch buffers.
@@ -290,22 +292,26 @@ pub(crate) struct Apps {
     pub(crate) io: Vec<u8>,
     /// What the sink expects.
     pub(crate) expect: Vec<u8>,
+    /// The SSH apps' servers, records and RNG.
+    pub(crate) ssh: crate::ssh_apps::SshApps,
 }
 
 impl Apps {
-    pub(crate) fn new(seed: u64) -> Self {
+    /// `ssh_rng`: the SSH apps' share of the world's randomness.
+    pub(crate) fn new(seed: u64, ssh_rng: mesh_core::rng::Rng) -> Self {
         Self {
             pattern_seed: splitmix64(seed ^ 0x6d65_7368_7369_6d31),
             transfers: Vec::new(),
             accepted: Vec::new(),
             io: vec![0; CHUNK],
             expect: vec![0; CHUNK],
+            ssh: crate::ssh_apps::SshApps::new(ssh_rng),
         }
     }
 
     /// Feed bytes a sink received: parse the header, compare the rest with the pattern.
     pub(crate) fn absorb(&mut self, now: Instant, sink: &mut Sink, len: usize) {
-        let Self { pattern_seed, transfers, accepted, io, expect } = self;
+        let Self { pattern_seed, transfers, accepted, io, expect, .. } = self;
         let record = &mut accepted[sink.record];
         let mut data = &io[..len];
         let at = record.received;
@@ -382,7 +388,7 @@ mod tests {
 
     #[test]
     fn sink_verifies_a_stream_fed_in_odd_pieces() {
-        let mut apps = Apps::new(7);
+        let mut apps = Apps::new(7, mesh_core::rng::Rng::from_seed(7));
         apps.transfers.push(Transfer {
             id: TransferId(0),
             from: NodeId(1),

@@ -25,6 +25,7 @@ use crate::events::{Event, EventQueue};
 use crate::link::{DropCause, Fate};
 use crate::network::{self, node_at_mesh, node_at_underlay, Network};
 use crate::node::{Node, NodeId};
+use crate::ssh_apps::ssh_deadline;
 use crate::stats::{PairMatrix, SimStats, ALL_REASONS};
 use crate::trace::{Fingerprint, Trace, TraceRecord};
 use crate::traffic::AppPacket;
@@ -202,7 +203,9 @@ impl Driver<'_> {
 
     /// Ask `node` for its next deadline and make sure a timer event is scheduled for it.
     fn poll_timeout(&mut self, node: &mut Node, after_timeout: bool) {
-        let Some(deadline) = node.core.as_ref().and_then(|c| c.poll_timeout()) else { return };
+        let core = node.core.as_ref().and_then(|c| c.poll_timeout());
+        let ssh = if node.apps.ssh.is_empty() { None } else { ssh_deadline(&node.apps.ssh) };
+        let Some(deadline) = [core, ssh].into_iter().flatten().min() else { return };
         let mut at = deadline.max(self.now);
         if after_timeout && deadline <= self.now {
             self.stats.timer_stalls += 1;
@@ -217,12 +220,16 @@ impl Driver<'_> {
         self.queue.schedule(at, Event::Timer { node: node.id(), generation: node.generation() });
     }
 
-    /// Run `node`'s timers, let its clients retry, drive it.
+    /// Run `node`'s timers (the core's and its SSH sessions'), let its clients retry, drive
+    /// it.
     pub(crate) fn timeout(&mut self, node: &mut Node) {
         let Some(core) = node.core.as_mut() else { return };
         core.handle_timeout(self.now);
         self.stats.timers_fired += 1;
         self.trace.record(self.now, TraceRecord::Timer { node: node.id() });
+        if !node.apps.ssh.is_empty() {
+            self.ssh_timeouts(node);
+        }
         if !node.apps.clients.is_empty() {
             let waiting: Vec<ConnId> =
                 node.apps.clients.iter().filter(|(_, c)| c.connected && !c.closing).map(|(id, _)| *id).collect();
@@ -317,6 +324,7 @@ impl Driver<'_> {
     /// The applications' part of a crash: everything open on `node` ends now.
     pub(crate) fn crash_apps(&mut self, node: &mut Node) {
         let apps = std::mem::take(&mut node.apps);
+        self.crash_ssh(&apps.ssh);
         for client in apps.clients.values() {
             let t = &mut self.apps.transfers[client.transfer.0 as usize];
             t.closed_at.get_or_insert(self.now);
@@ -332,6 +340,13 @@ impl Driver<'_> {
     fn tcp_event(&mut self, node: &mut Node, event: TcpEvent) {
         let now = self.now;
         let id = node.id();
+        if let TcpEvent::Closed { conn } = event {
+            self.stats.tcp_closed += 1;
+            self.trace.record(now, TraceRecord::TcpClosed { node: id, conn: conn.0 });
+        }
+        if self.ssh_tcp_event(node, event) {
+            return;
+        }
         match event {
             TcpEvent::Accepted { conn, peer, local, remote } => self.accept(node, conn, peer, local, remote),
             TcpEvent::Connected { conn } => {
@@ -352,8 +367,6 @@ impl Driver<'_> {
                 }
             }
             TcpEvent::Closed { conn } => {
-                self.stats.tcp_closed += 1;
-                self.trace.record(now, TraceRecord::TcpClosed { node: id, conn: conn.0 });
                 if let Some(client) = node.apps.clients.remove(&conn) {
                     let t = &mut self.apps.transfers[client.transfer.0 as usize];
                     t.closed_at = Some(now);
@@ -370,14 +383,17 @@ impl Driver<'_> {
     fn accept(&mut self, node: &mut Node, conn: ConnId, peer: Option<PeerId>, local: SocketAddr, remote: SocketAddr) {
         let id = node.id();
         let peer_node = peer.and_then(|p| node.peer_node(p));
-        self.apps.accepted.push(AcceptedConn::new(id, conn, (peer, peer_node), local, remote, self.now));
-        let record = self.apps.accepted.len() - 1;
-        node.apps.sinks.insert(conn, Sink { record, header: [0; crate::apps::HEADER_LEN], stream: None, eof: false });
         self.stats.tcp_accepted += 1;
         self.trace.record(
             self.now,
             TraceRecord::TcpAccepted { node: id, peer: peer_node, remote: node_of(remote), port: local.port() },
         );
+        if self.ssh_accept(node, conn, (peer, peer_node), local) {
+            return;
+        }
+        self.apps.accepted.push(AcceptedConn::new(id, conn, (peer, peer_node), local, remote, self.now));
+        let record = self.apps.accepted.len() - 1;
+        node.apps.sinks.insert(conn, Sink { record, header: [0; crate::apps::HEADER_LEN], stream: None, eof: false });
     }
 
     /// Queue as much of a client's stream as fits; close when all is queued.

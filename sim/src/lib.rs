@@ -48,6 +48,26 @@
 //! # let _ = NodeId(0);
 //! # Ok::<(), mesh_sim::SimError>(())
 //! ```
+//!
+//! Our SSH client against our SSH server over the same data plane ([`World::serve_ssh`],
+//! [`World::open_ssh`], see [`ssh_apps`]): logins decided by the WireGuard identity,
+//! simulated commands, byte-exact transfers through rekeys.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use mesh_sim::{LinkConfig, NodeConfig, NodeId, SshClientConfig, SshCommand, World};
+//!
+//! let mut world = World::new(7, LinkConfig::ideal(Duration::from_millis(15)));
+//! let server = world.add_node_with(NodeConfig::default().with_ssh(true))?;
+//! let client = world.add_node()?;
+//! world.connect_full_mesh()?;
+//! world.serve_ssh(server, [client], Default::default())?;
+//! let script = vec![SshCommand::exec("exit 7"), SshCommand::cat(1 << 20, 1)];
+//! let id = world.open_ssh(client, server, SshClientConfig::new("alice", script))?;
+//! world.run_until_ssh_closed(id, Duration::from_secs(60));
+//! assert_eq!(world.ssh_client(id).commands[0].exit_status, Some(7));
+//! # Ok::<(), mesh_sim::SimError>(())
+//! ```
 
 pub mod apps;
 mod check;
@@ -59,6 +79,7 @@ pub mod link;
 pub mod network;
 mod node;
 mod scenario;
+pub mod ssh_apps;
 mod stats;
 pub mod trace;
 pub mod traffic;
@@ -77,6 +98,9 @@ pub use node::{
     TUN_CAPTURE_LEN,
 };
 pub use scenario::{Scenario, ScenarioConfig};
+pub use ssh_apps::{
+    SshClientConfig, SshClientId, SshClientRecord, SshCommand, SshCommandResult, SshExpect, SshServerRecord,
+};
 pub use stats::{reason_name, PairMatrix, PairStats, SimStats, Summary};
 pub use trace::{Trace, TraceRecord};
 pub use traffic::TrafficConfig;

@@ -2,10 +2,12 @@
 //!
 //! Every datagram sent, dropped, duplicated and delivered, every datagram WireGuard
 //! rejected, every application packet, WireGuard event, timer, crash, restart and partition,
-//! every other packet out of a TUN side or injected into one, every flow cut and every TCP
-//! connection opened, accepted, completed and closed is encoded as a [`TraceRecord`] with its virtual timestamp and fed to the hash. Two runs
-//! with the same seed must produce the same hash; any divergence, however small (one
-//! reordered event, one different random draw, one different ciphertext byte), changes it.
+//! every other packet out of a TUN side or injected into one, every flow cut, every TCP
+//! connection opened, accepted, completed and closed, and every SSH connection, login
+//! decision, rekey and finished command is encoded as a [`TraceRecord`] with its virtual
+//! timestamp and fed to the hash. Two runs with the same seed must produce the same hash;
+//! any divergence, however small (one reordered event, one different random draw, one
+//! different ciphertext byte), changes it.
 //! That turns "is the simulator deterministic?" into comparing 32 bytes.
 //!
 //! The last few records are also kept in memory, so a failing check can show what led up to
@@ -104,6 +106,14 @@ pub enum TraceRecord {
     TcpClosed { node: NodeId, conn: u64 },
     /// A sink received a whole stream byte-exact.
     TransferCompleted { node: NodeId, transfer: u64, bytes: u64 },
+    /// An SSH client app connected `from -> to:22`.
+    SshOpened { from: NodeId, to: NodeId, client: u64 },
+    /// An SSH server app decided a login of `peer` (the node WireGuard vouched for).
+    SshAuth { node: NodeId, peer: Option<NodeId>, accepted: bool },
+    /// An SSH session on `node` finished a key exchange after the first.
+    SshRekeyed { node: NodeId },
+    /// An SSH client's command channel closed, with this exit status.
+    SshCommandDone { node: NodeId, status: Option<u32> },
 }
 
 fn opt_node(n: Option<NodeId>) -> u32 {
@@ -245,6 +255,22 @@ impl TraceRecord {
             TraceRecord::TransferCompleted { node, transfer, bytes } => {
                 e = Encoder::new(22, at);
                 e.node(node).u64(transfer).u64(bytes);
+            }
+            TraceRecord::SshOpened { from, to, client } => {
+                e = Encoder::new(23, at);
+                e.node(from).node(to).u64(client);
+            }
+            TraceRecord::SshAuth { node, peer, accepted } => {
+                e = Encoder::new(24, at);
+                e.node(node).u32(opt_node(peer)).u32(u32::from(accepted));
+            }
+            TraceRecord::SshRekeyed { node } => {
+                e = Encoder::new(25, at);
+                e.node(node);
+            }
+            TraceRecord::SshCommandDone { node, status } => {
+                e = Encoder::new(26, at);
+                e.node(node).u64(status.map_or(u64::MAX, u64::from));
             }
         }
         hasher.update(e.bytes());

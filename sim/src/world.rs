@@ -32,6 +32,7 @@ use crate::faults::{Chaos, ChaosConfig, Fault};
 use crate::link::{DropCause, LinkConfig};
 use crate::network::{Network, MAX_NODES};
 use crate::node::{netmap_entry, unix_time, Node, NodeConfig, NodeId, WgTotals};
+use crate::ssh_apps::{SshClientConfig, SshClientId, SshClientRecord, SshServerRecord};
 use crate::stats::{PairMatrix, PairStats, SimStats, Summary};
 use crate::trace::{hex, Trace, TraceRecord};
 use crate::traffic::TrafficConfig;
@@ -100,6 +101,7 @@ impl World {
             traffic: root.fork(),
             chaos: root.fork(),
         };
+        let ssh = root.fork();
         Self {
             seed,
             now: Instant::ZERO,
@@ -117,7 +119,7 @@ impl World {
             chaos_chain: 0,
             connect_on_restart: false,
             rerun_hint: format!("cargo run --release -p mesh-sim --bin meshsim -- --seed {seed}"),
-            apps: Apps::new(seed),
+            apps: Apps::new(seed, ssh),
         }
     }
 
@@ -467,6 +469,56 @@ impl World {
         driver.open_tcp(&mut nodes[from.0], to, port, bytes)
     }
 
+    /// Run the SSH server app on `node` (see [`crate::ssh_apps`]): every connection its
+    /// core accepts on port 22 gets an SSH server session with the node's host key, and a
+    /// login is accepted exactly when the WireGuard peer that opened the connection is one
+    /// of `allow`. The host key is drawn from the seed the first time; calling again
+    /// changes the allow set and configuration and keeps the key. Returns the host's
+    /// ssh-ed25519 public key. The app survives crashes (the connections do not).
+    pub fn serve_ssh(
+        &mut self,
+        node: NodeId,
+        allow: impl IntoIterator<Item = NodeId>,
+        config: mesh_core::ssh::server::ServerConfig,
+    ) -> Result<[u8; 32], SimError> {
+        self.check_node(node)?;
+        if !self.nodes[node.0].config().serve_ssh {
+            return Err(SimError::NoSshPort(node));
+        }
+        Ok(self.apps.ssh.serve(node, allow.into_iter().collect(), config))
+    }
+
+    /// The host key of `node`'s SSH server app (what clients pin).
+    pub fn ssh_host_key(&self, node: NodeId) -> Option<[u8; 32]> {
+        self.apps.ssh.servers.get(&node).map(|app| app.public_key())
+    }
+
+    /// Open an SSH client app `from -> to:22` that logs in and runs `config.script` (see
+    /// [`crate::ssh_apps`]), pinning `to`'s host key unless the configuration names one.
+    pub fn open_ssh(&mut self, from: NodeId, to: NodeId, config: SshClientConfig) -> Result<SshClientId, SimError> {
+        self.check_node(from)?;
+        self.check_node(to)?;
+        let (mut driver, nodes) = self.driver();
+        driver.open_ssh(&mut nodes[from.0], to, config)
+    }
+
+    /// Run until SSH client `id`'s connection has closed (or its node crashed), or until
+    /// `limit` of virtual time has passed. Returns whether it closed.
+    ///
+    /// # Panics
+    /// If no such client was opened.
+    pub fn run_until_ssh_closed(&mut self, id: SshClientId, limit: Duration) -> bool {
+        let deadline = self.now + limit;
+        let closed = |w: &Self| w.apps.ssh.clients[id.0 as usize].closed_at.is_some();
+        while !closed(self) && self.queue.peek_time().is_some_and(|t| t <= deadline) {
+            self.step();
+        }
+        if !closed(self) {
+            self.now = self.now.max(deadline);
+        }
+        closed(self)
+    }
+
     /// Process the next event. Returns `false` if nothing is scheduled.
     pub fn step(&mut self) -> bool {
         let Some((at, event)) = self.queue.pop() else { return false };
@@ -657,6 +709,24 @@ impl World {
     /// The connection that accepted transfer `id` (by the stream header it sent).
     pub fn accepted_for(&self, id: TransferId) -> Option<&AcceptedConn> {
         self.apps.accepted.iter().find(|a| a.transfer == Some(id))
+    }
+
+    /// Every SSH client app opened so far, in order.
+    pub fn ssh_clients(&self) -> &[SshClientRecord] {
+        &self.apps.ssh.clients
+    }
+
+    /// One SSH client app.
+    ///
+    /// # Panics
+    /// If no such client was opened.
+    pub fn ssh_client(&self, id: SshClientId) -> &SshClientRecord {
+        &self.apps.ssh.clients[id.0 as usize]
+    }
+
+    /// Every connection an SSH server app accepted, in order.
+    pub fn ssh_accepted(&self) -> &[SshServerRecord] {
+        &self.apps.ssh.accepted
     }
 
     /// World-wide counters.

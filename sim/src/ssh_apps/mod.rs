@@ -1,0 +1,64 @@
+//! SSH in the simulator: our client against our server, over the composed data plane.
+//!
+//! A node that serves SSH in its core TCP stack ([`crate::NodeConfig::with_ssh`]) can run
+//! the *SSH server app* ([`crate::World::serve_ssh`]): every connection its core accepts on
+//! port 22 gets a [`mesh_core::ssh::server::ServerSession`] with the node's fixed host key.
+//! Authentication is decided as `meshd` decides it, by identity: the `PeerId` the core
+//! tagged the connection with (the WireGuard peer that carried the SYN) is resolved to a
+//! node through the netmap, and the login is accepted only if that node is in the app's
+//! allow set. There are no processes in the simulator, so session channels run simulated
+//! commands ([`programs`]): `exit N`, `cat`, `sink`, `source N SEED`.
+//!
+//! The *SSH client app* ([`crate::World::open_ssh`]) opens a TCP connection through its
+//! node's core to the server's mesh address, runs a
+//! [`mesh_core::ssh::client::ClientSession`] with the server's host key pinned (host keys
+//! travel with the netmap, so there is never an unknown-host prompt), and runs a script of
+//! [`SshCommand`]s one channel after the other, verifying what comes back without
+//! buffering it ([`SshCommandResult`]). When the script is done it disconnects.
+//!
+//! The bytes between a session and its TCP connection go through a pipe (`pipe.rs`) that respects
+//! back-pressure both ways: session output goes to `tcp_send` only as far as the send
+//! buffer takes it (the rest waits for `TcpEvent::Writable`), applications stop writing
+//! channel data while the session's output queue is full, and received channel data is
+//! `consume`d only when the application has really taken it, so SSH flow control bounds
+//! what a slow side holds. The sessions' deadlines (login grace, time-based rekey) join
+//! their node's timer: the world wakes the node at the earliest of the core's and the
+//! sessions' deadlines and runs both.
+//!
+//! Everything random (host keys, the sessions' RNGs) is forked from the world's seeded RNG
+//! in a fixed order, and every container is ordered, so an SSH run is as deterministic as
+//! the rest of the world: the ciphertext of every SSH packet reaches the trace hash through
+//! the WireGuard datagrams that carry it.
+
+mod client;
+mod driving;
+mod pipe;
+pub mod programs;
+mod records;
+mod server;
+
+pub use records::{
+    SshClientConfig, SshClientId, SshClientRecord, SshCommand, SshCommandResult, SshExpect, SshServerRecord,
+    CAPTURE_LEN,
+};
+
+pub(crate) use client::ClientConn;
+pub(crate) use driving::{ssh_deadline, SshApps};
+pub(crate) use server::ServerConn;
+
+use std::collections::BTreeMap;
+
+use mesh_core::tcp::ConnId;
+
+/// The SSH connections of one node incarnation (they die with it).
+#[derive(Debug, Default)]
+pub(crate) struct SshNodeApps {
+    pub(crate) servers: BTreeMap<ConnId, ServerConn>,
+    pub(crate) clients: BTreeMap<ConnId, ClientConn>,
+}
+
+impl SshNodeApps {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.servers.is_empty() && self.clients.is_empty()
+    }
+}
