@@ -397,12 +397,17 @@ fn raw_in_state(state: usize) -> Raw {
             raw.server_events.push(e);
         }
     }
+    if state >= 3 {
+        // Denied: a failure with no methods left has been sent.
+        raw.server.deny_auth(Some("no"));
+        raw.run();
+    }
     raw
 }
 
 #[test]
 fn every_message_number_in_every_keyed_pre_auth_state_is_handled_and_never_authenticates() {
-    for state in 0..3 {
+    for state in 0..4 {
         for number in 0..=255u8 {
             let mut raw = raw_in_state(state);
             assert!(!raw.server.is_closed(), "state {state} setup");
@@ -467,6 +472,47 @@ fn every_message_but_kexinit_first_is_fatal() {
         s.handle_input(Instant::ZERO, &input);
         assert!(s.is_closed(), "message {number} before KEXINIT was accepted");
     }
+}
+
+#[test]
+fn every_message_number_after_kexinit_and_before_newkeys_is_fatal() {
+    for number in 0..=255u8 {
+        let mut s = ServerSession::new(
+            SigningKey::from_bytes(&HOST_KEY),
+            ServerConfig::default(),
+            Rng::from_seed(2),
+            Instant::ZERO,
+        );
+        let mut input = b"SSH-2.0-raw\r\n".to_vec();
+        input.extend_from_slice(&frame_plain(&KexInit::client([1; 16]).encode(), &mut Rng::from_seed(3)));
+        input.extend_from_slice(&frame_plain(&[number, 0, 0, 0, 0], &mut Rng::from_seed(4)));
+        s.handle_input(Instant::ZERO, &input);
+        let events: Vec<SessionEvent> = std::iter::from_fn(|| s.poll_event()).collect();
+        assert!(s.is_closed(), "message {number} during the first key exchange was accepted");
+        assert!(!events.iter().any(|e| matches!(e, SessionEvent::Keyed { .. } | SessionEvent::Authenticated { .. })));
+    }
+}
+
+#[test]
+fn sequence_numbers_restart_at_every_newkeys() {
+    let mut raw = Raw::new(ServerConfig::default());
+    raw.run();
+    // Since its NEWKEYS the server sent only EXT_INFO, and the client nothing: without the
+    // strict-KEX reset they would be at 4 (KEXINIT, ECDH reply, NEWKEYS, EXT_INFO) and 3.
+    assert_eq!(raw.server.transport().sequence_numbers(), (0, 1));
+    assert_eq!(raw.client.sequence_numbers(), (1, 0));
+    raw.service_request();
+    assert_eq!(raw.server.transport().sequence_numbers(), (1, 2));
+    // A rekey resets them again.
+    let mut raw = Raw::new(ServerConfig {
+        transport: TransportConfig { rekey_bytes: 1, ..Default::default() },
+        ..Default::default()
+    });
+    raw.run();
+    raw.service_request();
+    assert!(raw.server.transport().rekeys() >= 1);
+    let (seq_in, seq_out) = raw.server.transport().sequence_numbers();
+    assert!(seq_in < 4 && seq_out < 4, "{seq_in} {seq_out}");
 }
 
 #[test]

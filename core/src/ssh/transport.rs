@@ -280,6 +280,11 @@ impl Transport {
         self.negotiated.as_ref()
     }
 
+    /// (received, sent) packet sequence numbers: the next ones to be used.
+    pub fn sequence_numbers(&self) -> (u32, u32) {
+        (self.seq_in, self.seq_out)
+    }
+
     /// Key exchanges completed after the first.
     pub fn rekeys(&self) -> u64 {
         self.rekeys
@@ -323,8 +328,11 @@ impl Transport {
         if self.state == State::Closed {
             return;
         }
-        if let Err(error) = self.consume(bytes) {
-            self.close(error);
+        match self.consume(bytes) {
+            // The volume limit counts received bytes too: a side that only receives starts
+            // the rekey itself instead of waiting for its next send.
+            Ok(()) => self.maybe_rekey(),
+            Err(error) => self.close(error),
         }
     }
 
