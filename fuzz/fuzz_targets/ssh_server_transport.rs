@@ -11,8 +11,12 @@ use mesh_core::ssh::server::{ServerConfig, ServerSession};
 use mesh_core::time::Instant;
 
 fuzz_target!(|data: &[u8]| {
-    let mut server =
-        ServerSession::new(SigningKey::from_bytes(&[42; 32]), ServerConfig::default(), Rng::from_seed(1), Instant::ZERO);
+    let mut server = ServerSession::new(
+        SigningKey::from_bytes(&[42; 32]),
+        ServerConfig::default(),
+        Rng::from_seed(1),
+        Instant::ZERO,
+    );
     let split = data.first().map_or(0, |&b| usize::from(b));
     let rest = data.get(1..).unwrap_or(&[]);
     let (a, b) = rest.split_at(split.min(rest.len()));
