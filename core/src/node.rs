@@ -352,6 +352,11 @@ impl Node {
         n
     }
 
+    /// Whether `conn`'s peer closed its direction and all its data has been read.
+    pub fn tcp_peer_finished(&self, conn: ConnId) -> Result<bool, TcpError> {
+        self.tcp.peer_finished(conn)
+    }
+
     pub fn tcp_close(&mut self, now: Instant, conn: ConnId) -> Result<(), TcpError> {
         let r = self.tcp.close(now, conn);
         self.drive(now);

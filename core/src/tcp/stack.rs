@@ -341,6 +341,14 @@ impl TcpStack {
         Ok(n)
     }
 
+    /// Whether the peer has closed its direction (FIN received) and everything before it
+    /// has been read: what a `recv` of 0 bytes means as opposed to "nothing yet".
+    pub fn peer_finished(&self, conn: ConnId) -> Result<bool, TcpError> {
+        let c = self.conns.get(&conn).ok_or(TcpError::NoSuchConnection)?;
+        let socket = self.sockets.get::<tcp::Socket>(c.handle);
+        Ok(!socket.may_recv() && socket.recv_queue() == 0)
+    }
+
     /// Queue bytes to send; returns how many fit (back-pressure: the rest must wait for
     /// [`TcpEvent::Writable`]). Call [`Self::flush`] (or any input) to put them on the wire.
     pub fn send(&mut self, conn: ConnId, data: &[u8]) -> Result<usize, TcpError> {

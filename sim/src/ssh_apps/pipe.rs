@@ -90,10 +90,10 @@ impl Pipe {
         HIGH_WATER.saturating_sub(queued)
     }
 
-    /// On `TcpEvent::Readable`: read everything TCP holds into the session. A `Readable`
-    /// whose first read returns nothing is the peer's FIN (the core signals `Readable` only
-    /// when data is waiting or the peer closed, and we always drain). Returns whether bytes
-    /// moved.
+    /// On `TcpEvent::Readable`: read everything TCP holds into the session; the end of the
+    /// stream is the core's word (`tcp_peer_finished`), not an empty read (a `Readable`
+    /// queued before an earlier service drained the data reads nothing). Returns whether
+    /// bytes moved.
     pub(crate) fn read(
         &mut self,
         core: &mut CoreNode,
@@ -110,7 +110,7 @@ impl Pipe {
         loop {
             match core.tcp_recv(now, self.conn, buf) {
                 Ok(0) => {
-                    self.peer_eof = first;
+                    self.peer_eof = core.tcp_peer_finished(self.conn).unwrap_or(true);
                     return !first;
                 }
                 Ok(n) => {
