@@ -25,6 +25,22 @@ pub fn ipv4_udp(src: Ipv4Addr, dst: Ipv4Addr, payload: &[u8]) -> Vec<u8> {
     mesh_core::ip::build::udp_v4(src, 4000, dst, 4000, payload)
 }
 
+/// A cheap deterministic byte stream (xorshift64) for bulk-transfer tests: a writer and a
+/// checker seeded alike produce the same bytes as long as both fill in multiples of 8.
+#[derive(Clone, Debug)]
+pub struct Pattern(pub u64);
+
+impl Pattern {
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            chunk.copy_from_slice(&self.0.to_le_bytes()[..chunk.len()]);
+        }
+    }
+}
+
 /// One side of a [`Pair`].
 #[derive(Debug)]
 pub struct Side {

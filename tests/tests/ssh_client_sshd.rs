@@ -13,6 +13,7 @@ use mesh_core::ssh::kexinit::CIPHERS;
 use mesh_core::ssh::transport::TransportConfig;
 use mesh_tests::ssh_client::ClientDriver;
 use mesh_tests::ssh_harness::openssh_public_key;
+use mesh_tests::Pattern;
 
 const USER_KEY: [u8; 32] = [77; 32];
 
@@ -143,19 +144,6 @@ fn hundred_megabytes(sshd: &Sshd, transport: TransportConfig) -> u64 {
     assert_eq!(mismatch, None, "first wrong byte");
     assert_eq!(received, TOTAL);
     client.session.transport().rekeys()
-}
-
-struct Pattern(u64);
-
-impl Pattern {
-    fn fill(&mut self, buf: &mut [u8]) {
-        for chunk in buf.chunks_mut(8) {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            chunk.copy_from_slice(&self.0.to_le_bytes()[..chunk.len()]);
-        }
-    }
 }
 
 #[test]

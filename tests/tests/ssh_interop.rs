@@ -11,6 +11,7 @@ use std::time::Duration;
 use mesh_core::ssh::kexinit::CIPHERS;
 use mesh_core::ssh::server::ServerConfig;
 use mesh_tests::ssh_harness::{Harness, HarnessConfig};
+use mesh_tests::Pattern;
 
 /// A harness and a scratch directory with its known_hosts.
 struct Fixture {
@@ -152,21 +153,6 @@ fn wait_with_timeout(mut child: Child, limit: Duration) -> Output {
             panic!("timed out: {}\n{}", text(&out.stdout), text(&out.stderr));
         }
         std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// A cheap deterministic byte stream (xorshift), so both ends can produce and check it.
-struct Pattern(u64);
-
-impl Pattern {
-    fn fill(&mut self, buf: &mut [u8]) {
-        for chunk in buf.chunks_mut(8) {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            let bytes = self.0.to_le_bytes();
-            chunk.copy_from_slice(&bytes[..chunk.len()]);
-        }
     }
 }
 

@@ -446,14 +446,7 @@ impl Conn {
         let Some(chan) = self.channels.get_mut(&id) else { return false };
         let (command, subsystem) = match request {
             ChannelRequest::Pty(p) if matches!(chan.backend, Backend::Pending) => {
-                chan.pty = Some(PtyRequest {
-                    term: p.term,
-                    cols: p.cols,
-                    rows: p.rows,
-                    width_px: p.width_px,
-                    height_px: p.height_px,
-                    modes: p.modes,
-                });
+                chan.pty = Some(p);
                 return true;
             }
             ChannelRequest::Env { name, value } => {

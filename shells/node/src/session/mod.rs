@@ -56,23 +56,10 @@ pub struct SessionRequest {
     pub ssh_connection: String,
 }
 
-/// A `pty-req`: terminal type, window size and encoded terminal modes.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PtyRequest {
-    /// Value for `TERM`; anything other than a plain terminfo name becomes `dumb`.
-    pub term: String,
-    /// Columns (clamped to 65535).
-    pub cols: u32,
-    /// Rows (clamped to 65535).
-    pub rows: u32,
-    /// Width in pixels (clamped to 65535).
-    pub width_px: u32,
-    /// Height in pixels (clamped to 65535).
-    pub height_px: u32,
-    /// RFC 4254 section 8 terminal modes, already parsed into (opcode, value) pairs.
-    /// Modes termios does not know are ignored.
-    pub modes: Vec<(u8, u32)>,
-}
+/// A `pty-req` as the SSH core decoded it (terminal type, window size, parsed terminal
+/// modes). The runtime clamps sizes to 65535, turns a TERM that is not a plain terminfo name
+/// into `dumb`, and applies only the modes termios knows.
+pub use mesh_core::ssh::channel::PtyRequest;
 
 /// How a session's process ended, in the shape of SSH `exit-status` / `exit-signal`.
 #[derive(Clone, Debug, PartialEq, Eq)]
