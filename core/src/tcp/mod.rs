@@ -9,7 +9,12 @@
 //! Pending (half-open) connections per port are bounded, so a SYN flood cannot exhaust
 //! memory: beyond the bound the port's listeners are not replenished and smoltcp answers
 //! further SYNs with RST.
+//!
+//! One fix-up sits between smoltcp and the wire: pure ACKs leave with the highest sequence
+//! number sent, not the one smoltcp rewinds to on a retransmission timeout, which the peer
+//! would discard (`ack_seq`).
 
+mod ack_seq;
 mod device;
 mod stack;
 

@@ -10,8 +10,9 @@ use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpEndpoint};
 use thiserror::Error;
-use tracing::debug;
+use tracing::{debug, trace};
 
+use super::ack_seq::{self, Segment, SendEdge};
 use super::device::QueueDevice;
 use crate::ip::PacketInfo;
 use crate::time::Instant;
@@ -83,6 +84,10 @@ struct Conn {
     announced: bool,
     readable_signalled: bool,
     wants_writable: bool,
+    /// (local, remote) once known: the key of `TcpStack::flows`.
+    flow: Option<(SocketAddr, SocketAddr)>,
+    /// What the connection sent, to keep its pure ACKs acceptable (see `ack_seq`).
+    edge: SendEdge,
 }
 
 /// Userspace TCP for one node.
@@ -94,6 +99,8 @@ pub struct TcpStack {
     /// Served port -> listening sockets.
     listeners: BTreeMap<u16, Vec<SocketHandle>>,
     conns: BTreeMap<ConnId, Conn>,
+    /// (local, remote) endpoints -> connection, for the segments passing through.
+    flows: BTreeMap<(SocketAddr, SocketAddr), ConnId>,
     /// Local ports of outbound connections (so `serves` is a lookup, not a scan).
     outbound_ports: BTreeSet<u16>,
     /// (remote, local) endpoint of the SYN being processed -> who sent it.
@@ -158,6 +165,7 @@ impl TcpStack {
             sockets: SocketSet::new(Vec::new()),
             listeners: BTreeMap::new(),
             conns: BTreeMap::new(),
+            flows: BTreeMap::new(),
             outbound_ports: BTreeSet::new(),
             syn_peers: BTreeMap::new(),
             local_addrs: addrs.to_vec(),
@@ -235,6 +243,12 @@ impl TcpStack {
             self.syn_peers.insert(key, peer);
         }
         packet.truncate(info.total_len);
+        let flow = (SocketAddr::new(info.dst, info.dst_port), SocketAddr::new(info.src, info.src_port));
+        if let Some(c) = self.flows.get(&flow).and_then(|id| self.conns.get_mut(id)) {
+            if let Some(segment) = Segment::parse(&packet) {
+                c.edge.inbound(&segment);
+            }
+        }
         self.device.rx.push_back(packet);
         self.poll(now);
         if let Some(key) = syn {
@@ -293,9 +307,12 @@ impl TcpStack {
             .map_err(|_| TcpError::InvalidState)?;
         let handle = self.sockets.add(socket);
         let conn = self.register(handle, None, false);
+        let flow = (SocketAddr::new(local_addr, port), remote);
         if let Some(c) = self.conns.get_mut(&conn) {
             c.local_port = Some(port);
+            c.flow = Some(flow);
         }
+        self.flows.insert(flow, conn);
         self.outbound_ports.insert(port);
         self.poll(now);
         Ok(conn)
@@ -325,6 +342,8 @@ impl TcpStack {
                 announced: false,
                 readable_signalled: false,
                 wants_writable: false,
+                flow: None,
+                edge: SendEdge::default(),
             },
         );
         conn
@@ -411,6 +430,7 @@ impl TcpStack {
     /// Run smoltcp, then turn socket state changes into connections and events.
     fn poll(&mut self, now: Instant) {
         let timestamp = smol_now(now);
+        let emitted = self.device.tx.len();
         self.iface.poll(timestamp, &mut self.device, &mut self.sockets);
         self.adopt_listeners();
         self.update_connections();
@@ -420,6 +440,7 @@ impl TcpStack {
         }
         // Replenished listeners and state changes may have produced packets (RSTs).
         self.iface.poll(timestamp, &mut self.device, &mut self.sockets);
+        self.fix_ack_seqs(emitted);
         self.deadline = self.iface.poll_at(timestamp, &self.sockets).map(|at| {
             Instant::from_micros(u64::try_from(at.total_micros()).unwrap_or(0)).max(now + Duration::from_micros(1))
         });
@@ -439,10 +460,9 @@ impl TcpStack {
         }
         for (_, handle) in taken {
             let socket = self.sockets.get::<tcp::Socket>(handle);
-            let tag = match (socket.remote_endpoint(), socket.local_endpoint()) {
-                (Some(r), Some(l)) => self.syn_peers.remove(&(to_socket_addr(r), to_socket_addr(l))),
-                _ => None,
-            };
+            let flow = socket.local_endpoint().zip(socket.remote_endpoint());
+            let flow = flow.map(|(l, r)| (to_socket_addr(l), to_socket_addr(r)));
+            let tag = flow.and_then(|(l, r)| self.syn_peers.remove(&(r, l)));
             let Some(peer) = tag else {
                 // Cannot happen for SYNs that came through handle_packet; refuse rather
                 // than accept a connection without an identity.
@@ -450,7 +470,28 @@ impl TcpStack {
                 self.register(handle, None, true);
                 continue;
             };
-            self.register(handle, peer, true);
+            let conn = self.register(handle, peer, true);
+            if let Some(flow) = flow {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.flow = Some(flow);
+                }
+                self.flows.insert(flow, conn);
+            }
+        }
+    }
+
+    /// Packets emitted since `tx[from]`: let each connection see its segments, and raise
+    /// the sequence number of pure ACKs smoltcp sent from a rewound send position.
+    fn fix_ack_seqs(&mut self, from: usize) {
+        for buf in self.device.tx.iter_mut().skip(from) {
+            let Some(packet) = buf.get_mut(crate::wireguard::DATA_HEADER_LEN..) else { continue };
+            let Some(segment) = Segment::parse(packet) else { continue };
+            let Some(c) = self.flows.get(&(segment.src, segment.dst)).and_then(|id| self.conns.get_mut(id)) else {
+                continue;
+            };
+            if ack_seq::outbound(&mut c.edge, &segment, packet) {
+                trace!(src = %segment.src, dst = %segment.dst, "pure ACK sent with SND.MAX, not the rewound sequence");
+            }
         }
     }
 
@@ -488,6 +529,11 @@ impl TcpStack {
         }
         for id in closed {
             if let Some(c) = self.conns.remove(&id) {
+                if let Some(flow) = c.flow {
+                    if self.flows.get(&flow) == Some(&id) {
+                        self.flows.remove(&flow);
+                    }
+                }
                 if let Some(port) = c.local_port {
                     self.outbound_ports.remove(&port);
                 }
