@@ -171,6 +171,7 @@ pub struct Transport {
     out_bytes: usize,
     /// Packets of the layers above waiting for our NEWKEYS.
     held: VecDeque<BytesMut>,
+    held_bytes: usize,
     inbox: VecDeque<Bytes>,
     events: VecDeque<TransportEvent>,
     now: Instant,
@@ -245,6 +246,7 @@ impl Transport {
             out: VecDeque::new(),
             out_bytes: 0,
             held: VecDeque::new(),
+            held_bytes: 0,
             inbox: VecDeque::new(),
             events: VecDeque::new(),
             now,
@@ -296,10 +298,11 @@ impl Transport {
         Some(packet)
     }
 
-    /// Bytes waiting for [`Self::poll_transmit`] (the application stops producing channel
-    /// data while this is large: backpressure from the socket).
+    /// Bytes waiting for [`Self::poll_transmit`], including packets held while a key
+    /// exchange runs (the application stops producing channel data while this is large:
+    /// backpressure from the socket, and no unbounded queue during a rekey).
     pub fn pending_transmit(&self) -> usize {
-        self.out_bytes
+        self.out_bytes + self.held_bytes
     }
 
     pub fn poll_event(&mut self) -> Option<TransportEvent> {
@@ -349,6 +352,7 @@ impl Transport {
         self.state = State::Closed;
         self.inbox.clear();
         self.held.clear();
+        self.held_bytes = 0;
         self.events.push_back(TransportEvent::Closed(error));
     }
 
@@ -359,6 +363,7 @@ impl Transport {
             return;
         }
         if self.kex.as_ref().is_some_and(|k| !k.sent_newkeys) || !self.keyed && self.cipher_out.is_none() {
+            self.held_bytes += packet.len();
             self.held.push_back(packet);
             return;
         }
@@ -665,6 +670,7 @@ impl Transport {
             w.u32(1).string(b"server-sig-algs").string(HOST_KEY_ED25519.as_bytes());
             self.send_now(w);
         }
+        self.held_bytes = 0;
         while let Some(packet) = self.held.pop_front() {
             self.seal_and_queue(packet);
         }
