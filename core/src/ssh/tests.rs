@@ -33,6 +33,56 @@ enum Decision {
     Hold,
 }
 
+/// Either end of a connection, as the byte shuttle sees it.
+trait Endpoint {
+    fn poll_transmit(&mut self) -> Option<BytesMut>;
+    fn handle_input(&mut self, now: Instant, bytes: &[u8]);
+}
+
+macro_rules! endpoint {
+    ($($t:ty),*) => {$(
+        impl Endpoint for $t {
+            fn poll_transmit(&mut self) -> Option<BytesMut> {
+                <$t>::poll_transmit(self)
+            }
+            fn handle_input(&mut self, now: Instant, bytes: &[u8]) {
+                <$t>::handle_input(self, now, bytes)
+            }
+        }
+    )*};
+}
+endpoint!(ClientSession, ServerSession, Transport);
+
+/// Deliver everything each side has queued to the other; whether anything moved.
+fn exchange(client: &mut impl Endpoint, server: &mut impl Endpoint, now: Instant) -> bool {
+    let mut moved = false;
+    while let Some(bytes) = client.poll_transmit() {
+        server.handle_input(now, &bytes);
+        moved = true;
+    }
+    while let Some(bytes) = server.poll_transmit() {
+        client.handle_input(now, &bytes);
+        moved = true;
+    }
+    moved
+}
+
+/// The test server's application: decides logins, accepts channels and their requests.
+fn answer(server: &mut ServerSession, event: &SessionEvent, decision: Decision) {
+    match event {
+        SessionEvent::AuthRequest { .. } => match decision {
+            Decision::Accept => server.accept_auth(),
+            Decision::Deny => server.deny_auth(Some("not allowed by policy")),
+            Decision::Hold => server.auth_banner("visit https://login.example/abc"),
+        },
+        SessionEvent::Connection(ConnectionEvent::OpenRequest { channel, .. }) => server.channels().accept(*channel),
+        SessionEvent::Connection(ConnectionEvent::Request { channel, want_reply: true, .. }) => {
+            server.channels().reply(*channel, true)
+        }
+        _ => {}
+    }
+}
+
 struct Pair {
     client: ClientSession,
     server: ServerSession,
@@ -64,30 +114,9 @@ impl Pair {
     /// application answers auth requests and accepts channels and requests.
     fn run(&mut self) {
         loop {
-            let mut moved = false;
-            while let Some(bytes) = self.client.poll_transmit() {
-                self.server.handle_input(self.now, &bytes);
-                moved = true;
-            }
-            while let Some(bytes) = self.server.poll_transmit() {
-                self.client.handle_input(self.now, &bytes);
-                moved = true;
-            }
+            let mut moved = exchange(&mut self.client, &mut self.server, self.now);
             while let Some(event) = self.server.poll_event() {
-                match &event {
-                    SessionEvent::AuthRequest { .. } => match self.decision {
-                        Decision::Accept => self.server.accept_auth(),
-                        Decision::Deny => self.server.deny_auth(Some("not allowed by policy")),
-                        Decision::Hold => self.server.auth_banner("visit https://login.example/abc"),
-                    },
-                    SessionEvent::Connection(ConnectionEvent::OpenRequest { channel, .. }) => {
-                        self.server.channels().accept(*channel)
-                    }
-                    SessionEvent::Connection(ConnectionEvent::Request { channel, want_reply: true, .. }) => {
-                        self.server.channels().reply(*channel, true)
-                    }
-                    _ => {}
-                }
+                answer(&mut self.server, &event, self.decision);
                 self.server_events.push(event);
                 moved = true;
             }
@@ -314,23 +343,9 @@ impl Raw {
     /// Exchange bytes until quiet; the server accepts auth and channels.
     fn run(&mut self) {
         loop {
-            let mut moved = false;
-            while let Some(bytes) = self.client.poll_transmit() {
-                self.server.handle_input(self.now, &bytes);
-                moved = true;
-            }
-            while let Some(bytes) = self.server.poll_transmit() {
-                self.client.handle_input(self.now, &bytes);
-                moved = true;
-            }
+            let mut moved = exchange(&mut self.client, &mut self.server, self.now);
             while let Some(event) = self.server.poll_event() {
-                match &event {
-                    SessionEvent::AuthRequest { .. } => self.server.accept_auth(),
-                    SessionEvent::Connection(ConnectionEvent::OpenRequest { channel, .. }) => {
-                        self.server.channels().accept(*channel)
-                    }
-                    _ => {}
-                }
+                answer(&mut self.server, &event, Decision::Accept);
                 self.server_events.push(event);
                 moved = true;
             }
