@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::time::Duration;
 
 use mesh_core::ssh::kexinit::CIPHERS;
@@ -124,14 +124,7 @@ fn send_env_passes_accepted_variables_only() {
 #[test]
 fn a_tt_shell_on_a_pty_answers_a_command() {
     let f = Fixture::new("pty");
-    let mut child = f
-        .ssh(&["-tt"], "")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let mut stdin = child.stdin.take().unwrap_or_else(|| panic!("stdin"));
+    let (child, mut stdin) = spawn_piped(f.ssh(&["-tt"], ""));
     stdin.write_all(b"echo answer=$((6*7)); tty; stty size; exit 3\n").unwrap_or_else(|e| panic!("{e}"));
     let out = wait_with_timeout(child, Duration::from_secs(20));
     let stdout = text(&out.stdout);
@@ -139,6 +132,18 @@ fn a_tt_shell_on_a_pty_answers_a_command() {
     assert!(stdout.contains("/dev/pts/"), "{stdout}");
     assert_eq!(out.status.code(), Some(3), "{stdout}");
     drop(stdin);
+}
+
+/// Start `cmd` with all three streams piped; its stdin is handed out separately.
+fn spawn_piped(mut cmd: Command) -> (Child, ChildStdin) {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn: {e}"));
+    let stdin = child.stdin.take().unwrap_or_else(|| panic!("stdin"));
+    (child, stdin)
 }
 
 fn wait_with_timeout(mut child: Child, limit: Duration) -> Output {
@@ -159,14 +164,7 @@ fn wait_with_timeout(mut child: Child, limit: Duration) -> Output {
 /// Pipe `total` bytes through `cat` on the far side and check every byte that comes back;
 /// returns the client's stderr.
 fn cat_round_trip(f: &Fixture, extra: &[&str], total: usize) -> String {
-    let mut child = f
-        .ssh(extra, "cat")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let mut stdin = child.stdin.take().unwrap_or_else(|| panic!("stdin"));
+    let (mut child, mut stdin) = spawn_piped(f.ssh(extra, "cat"));
     let writer = std::thread::spawn(move || {
         let mut pattern = Pattern(0x9e37_79b9_7f4a_7c15);
         let mut buf = vec![0u8; 256 * 1024];
