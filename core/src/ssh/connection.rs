@@ -37,6 +37,8 @@ impl Default for ConnectionConfig {
 
 /// Largest data chunk we put in one packet whatever the peer allows.
 const MAX_SEND_CHUNK: u32 = 64 * 1024;
+/// Channel data below this size is copied out of the receive buffer.
+const SMALL_DATA: usize = 4096;
 /// Global requests the peer may have waiting for an answer.
 const MAX_PENDING_GLOBAL: usize = 64;
 /// Channel requests per channel waiting for the application's answer or the peer's.
@@ -131,8 +133,10 @@ struct Channel {
     blocked: bool,
     /// Our requests waiting for the peer's reply.
     awaiting_replies: usize,
-    /// The peer's requests waiting for the application's reply.
-    owed_replies: usize,
+    /// Replies owed to the peer's requests, in their order: `None` while the application
+    /// decides, `Some(ok)` once answered (unknown requests are answered at once, but a
+    /// reply goes out only after those before it).
+    owed: VecDeque<Option<bool>>,
 }
 
 /// Who may open which channels.
@@ -149,6 +153,8 @@ pub struct Connection {
     config: ConnectionConfig,
     channels: Vec<Option<Channel>>,
     open_count: usize,
+    /// Where the search for a free channel slot starts.
+    next_slot: usize,
     events: VecDeque<ConnectionEvent>,
     /// The peer's global requests in arrival order: `None` while the application decides,
     /// `Some(answer)` once answered (answers go out in order).
@@ -169,6 +175,7 @@ impl Connection {
             config,
             channels: Vec::new(),
             open_count: 0,
+            next_slot: 0,
             events: VecDeque::new(),
             global_owed: VecDeque::new(),
             global_awaiting: VecDeque::new(),
@@ -201,13 +208,17 @@ impl Connection {
         if self.open_count >= self.config.max_channels {
             return None;
         }
-        let index = match self.channels.iter().position(Option::is_none) {
-            Some(i) => i,
-            None => {
+        // The free slot after the last one handed out, so a just-closed id is not reused
+        // at once (an application still holding it would act on the new channel).
+        let n = self.channels.len();
+        let index = match (0..n).map(|k| (self.next_slot + k) % n.max(1)).find(|&i| self.channels[i].is_none()) {
+            Some(i) if n >= self.config.max_channels => i,
+            _ => {
                 self.channels.push(None);
-                self.channels.len() - 1
+                n
             }
         };
+        self.next_slot = index + 1;
         self.channels[index] = Some(channel);
         self.open_count += 1;
         Some(ChannelId(index as u32))
@@ -235,7 +246,7 @@ impl Connection {
             received_close: false,
             blocked: false,
             awaiting_replies: 0,
-            owed_replies: 0,
+            owed: VecDeque::new(),
         }
     }
 
@@ -258,6 +269,9 @@ impl Connection {
                 let (remote, window, max_packet) = (r.u32()?, r.u32()?, r.u32()?);
                 let c = self.channel(ChannelId(id)).filter(|c| c.phase == Phase::Opening);
                 let c = c.ok_or(protocol("confirmation for a channel not being opened"))?;
+                if max_packet == 0 {
+                    return Err(protocol("maximum packet size 0"));
+                }
                 c.remote = remote;
                 c.remote_window = window;
                 c.remote_max_packet = max_packet;
@@ -304,7 +318,13 @@ impl Connection {
                     return Err(protocol("channel data beyond the window"));
                 }
                 c.local_window -= len as u32;
-                let data = payload.slice(payload.len() - len..);
+                // Large data is a slice of the decrypted packet (no copy); small data is
+                // copied so that a few held bytes cannot pin a whole receive buffer.
+                let data = if len >= SMALL_DATA {
+                    payload.slice(payload.len() - len..)
+                } else {
+                    Bytes::copy_from_slice(&payload[payload.len() - len..])
+                };
                 let channel = ChannelId(id);
                 self.events.push_back(match code {
                     None => ConnectionEvent::Data { channel, data },
@@ -486,46 +506,47 @@ impl Connection {
             return Err(protocol("request on a closed channel"));
         }
         let channel = ChannelId(id);
-        let known = match &request {
-            Ok(ChannelRequest::Other(_)) | Err(_) => false,
-            Ok(ChannelRequest::Eow) => return Ok(()),
-            Ok(_) => true,
+        let for_application = match request {
+            Ok(ChannelRequest::Other(_)) | Err(_) => None,
+            Ok(ChannelRequest::Eow) if !want_reply => return Ok(()),
+            Ok(ChannelRequest::Eow) => None,
+            Ok(request) => Some(request),
         };
-        if !known {
-            // Unknown or malformed: failure, in order with the application's answers.
-            if want_reply {
-                if c.owed_replies > 0 {
-                    return Err(protocol("unknown request while another waits for an answer"));
-                }
-                let remote = c.remote;
-                let mut w = Writer::packet(msg::CHANNEL_FAILURE, 4);
-                w.u32(remote);
-                t.send_packet(w.finish_packet());
-            }
-            return Ok(());
-        }
         if want_reply {
-            if c.owed_replies >= MAX_PENDING_REQUESTS {
+            if c.owed.len() >= MAX_PENDING_REQUESTS {
                 return Err(protocol("too many channel requests waiting"));
             }
-            c.owed_replies += 1;
+            // Unknown or malformed: failure, in order with the application's answers.
+            c.owed.push_back(if for_application.is_some() { None } else { Some(false) });
         }
-        if let Ok(request) = request {
+        if let Some(request) = for_application {
             self.events.push_back(ConnectionEvent::Request { channel, request, want_reply });
         }
+        self.flush_replies(t, channel);
         Ok(())
     }
 
-    /// Answer the oldest request on `id` that wanted a reply.
-    pub fn reply(&mut self, t: &mut Transport, id: ChannelId, ok: bool) {
-        let Some(c) = self.channel(id).filter(|c| c.owed_replies > 0) else { return };
-        c.owed_replies -= 1;
-        if c.sent_close {
-            return;
+    /// Send the replies at the front of `id`'s queue that are decided.
+    fn flush_replies(&mut self, t: &mut Transport, id: ChannelId) {
+        let Some(c) = self.channel(id) else { return };
+        while let Some(Some(ok)) = c.owed.front().copied() {
+            c.owed.pop_front();
+            if c.sent_close {
+                continue;
+            }
+            let mut w = Writer::packet(if ok { msg::CHANNEL_SUCCESS } else { msg::CHANNEL_FAILURE }, 4);
+            w.u32(c.remote);
+            t.send_packet(w.finish_packet());
         }
-        let mut w = Writer::packet(if ok { msg::CHANNEL_SUCCESS } else { msg::CHANNEL_FAILURE }, 4);
-        w.u32(c.remote);
-        t.send_packet(w.finish_packet());
+    }
+
+    /// Answer the oldest request on `id` still waiting for the application.
+    pub fn reply(&mut self, t: &mut Transport, id: ChannelId, ok: bool) {
+        let Some(c) = self.channel(id) else { return };
+        if let Some(slot) = c.owed.iter_mut().find(|slot| slot.is_none()) {
+            *slot = Some(ok);
+        }
+        self.flush_replies(t, id);
     }
 
     /// Send a channel request (exit-status, pty-req, exec, ...).
@@ -542,7 +563,9 @@ impl Connection {
 
     /// Bytes [`Self::write`] would take now.
     pub fn writable(&mut self, id: ChannelId) -> usize {
-        self.channel(id).filter(|c| c.phase == Phase::Open && !c.sent_eof).map_or(0, |c| c.remote_window as usize)
+        self.channel(id)
+            .filter(|c| c.phase == Phase::Open && !c.sent_eof && !c.sent_close)
+            .map_or(0, |c| c.remote_window as usize)
     }
 
     /// Send `data` as far as the peer's window allows; returns how much was taken.
@@ -592,9 +615,10 @@ impl Connection {
     pub fn consume(&mut self, t: &mut Transport, id: ChannelId, n: usize) {
         let window = self.config.window;
         let Some(c) = self.channel(id).filter(|c| c.phase == Phase::Open && !c.sent_close) else { return };
-        c.consumed = c.consumed.saturating_add(n.min(u32::MAX as usize) as u32);
-        let granted_total = u64::from(c.local_window) + u64::from(c.consumed);
-        if c.consumed >= window / 2 && granted_total <= u64::from(window) && !c.received_eof {
+        // More than was received cannot be given back: the window never exceeds its size.
+        let outstanding = window.saturating_sub(c.local_window);
+        c.consumed = c.consumed.saturating_add(n.min(u32::MAX as usize) as u32).min(outstanding);
+        if c.consumed >= window / 2 && !c.received_eof {
             let mut w = Writer::packet(msg::CHANNEL_WINDOW_ADJUST, 8);
             w.u32(c.remote).u32(c.consumed);
             t.send_packet(w.finish_packet());

@@ -69,6 +69,8 @@ pub struct ServerSession {
     /// The user of the first USERAUTH_REQUEST; changing it later is refused.
     user: Option<String>,
     failures: u32,
+    /// The client's one EXT_INFO (before SERVICE_REQUEST) was seen.
+    client_ext_info: bool,
     /// When an unfinished login is cut off.
     deadline: Option<Instant>,
     now: Instant,
@@ -86,6 +88,7 @@ impl ServerSession {
             auth: Auth::AwaitServiceRequest,
             user: None,
             failures: 0,
+            client_ext_info: false,
             now,
             events: VecDeque::new(),
         }
@@ -183,6 +186,19 @@ impl ServerSession {
                 w.string(b"ssh-userauth");
                 self.transport.send_packet(w.finish_packet());
                 self.auth = Auth::AwaitRequest;
+                Ok(())
+            }
+            // OpenSSH >= 9.6 answers our ext-info-s with its own EXT_INFO right after its
+            // first NEWKEYS (ext-info-in-auth@openssh.com); nothing in it concerns us.
+            (Auth::AwaitServiceRequest, msg::EXT_INFO) if !self.client_ext_info => {
+                self.client_ext_info = true;
+                let mut r = Reader::new(&payload[1..]);
+                let count = r.u32()?;
+                for _ in 0..count {
+                    r.string()?;
+                    r.string()?;
+                }
+                r.finish()?;
                 Ok(())
             }
             (Auth::AwaitRequest | Auth::Deciding | Auth::Denied, msg::USERAUTH_REQUEST) => {

@@ -829,3 +829,94 @@ fn remote_forwarding_and_agent_channels_flow_from_server_to_client() {
     assert!(pair.client_events.iter().any(|e| matches!(e,
         SessionEvent::Connection(ConnectionEvent::OpenFailed { channel, reason: 1, .. }) if *channel == refused)));
 }
+
+#[test]
+fn a_client_ext_info_after_newkeys_is_accepted_once() {
+    // OpenSSH >= 9.6 sends EXT_INFO right after its first NEWKEYS when the server offers
+    // ext-info-s.
+    let mut raw = raw_in_state(0);
+    let mut w = Writer::message(msg::EXT_INFO);
+    w.u32(1).string(b"ext-info-in-auth@openssh.com").string(b"0");
+    let ext_info = w.finish();
+    raw.send(&ext_info);
+    assert!(!raw.server.is_closed());
+    raw.service_request();
+    raw.auth_request("alice");
+    assert!(raw.authenticated() && !raw.server.is_closed());
+    // A second one is not a thing a client sends.
+    let mut raw = raw_in_state(0);
+    raw.send(&ext_info);
+    raw.send(&ext_info);
+    assert!(raw.server.is_closed());
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order_unknown_ones_included() {
+    let mut raw = raw_in_state(1);
+    raw.auth_request("alice");
+    raw.open_session();
+    let mut exec = Writer::message(msg::CHANNEL_REQUEST);
+    exec.u32(0).string(b"exec").bool(true).string(b"true");
+    let mut x11 = Writer::message(msg::CHANNEL_REQUEST);
+    x11.u32(0).string(b"x11-req").bool(true).bool(false).string(b"MIT-MAGIC-COOKIE-1").string(b"00").u32(0);
+    let mut eow = Writer::message(msg::CHANNEL_REQUEST);
+    eow.u32(0).string(b"eow@openssh.com").bool(true);
+    // All three in one read, before the application has answered the first.
+    raw.client.send(&exec.finish());
+    raw.client.send(&x11.finish());
+    raw.client.send(&eow.finish());
+    while let Some(bytes) = raw.client.poll_transmit() {
+        raw.server.handle_input(raw.now, &bytes);
+    }
+    let replies = |raw: &mut Raw| {
+        while let Some(bytes) = raw.server.poll_transmit() {
+            raw.client.handle_input(raw.now, &bytes);
+        }
+        let mut numbers = Vec::new();
+        while let Some(m) = raw.client.poll_message() {
+            numbers.push(m[0]);
+        }
+        numbers
+    };
+    // Nothing goes out before the exec is answered: the unknown ones wait their turn.
+    assert_eq!(replies(&mut raw), Vec::<u8>::new());
+    while let Some(event) = raw.server.poll_event() {
+        answer(&mut raw.server, &event, Decision::Accept);
+    }
+    assert_eq!(replies(&mut raw), vec![msg::CHANNEL_SUCCESS, msg::CHANNEL_FAILURE, msg::CHANNEL_FAILURE]);
+    assert!(!raw.server.is_closed());
+}
+
+#[test]
+fn a_key_exchange_that_never_finishes_times_out() {
+    let mut t =
+        Transport::new(Role::Client { host_key: None }, TransportConfig::default(), Rng::from_seed(1), Instant::ZERO);
+    let deadline = t.poll_timeout().unwrap_or_else(|| panic!("no kex deadline"));
+    assert_eq!(deadline, Instant::ZERO + super::transport::KEX_TIMEOUT);
+    t.handle_timeout(deadline);
+    assert!(t.is_closed());
+    assert_eq!(t.poll_event(), Some(TransportEvent::Closed(TransportError::Timeout("key exchange"))));
+}
+
+#[test]
+fn a_peer_that_provokes_replies_but_never_reads_is_cut_off() {
+    let mut raw = raw_in_state(1);
+    raw.auth_request("alice");
+    while raw.server.poll_transmit().is_some() {}
+    let mut w = Writer::message(msg::GLOBAL_REQUEST);
+    w.string(b"keepalive@openssh.com").bool(true);
+    let keepalive = w.finish();
+    let mut sent = 0;
+    while !raw.server.is_closed() && sent < 2_000_000 {
+        for _ in 0..10_000 {
+            raw.client.send(&keepalive);
+        }
+        sent += 10_000;
+        while let Some(bytes) = raw.client.poll_transmit() {
+            raw.server.handle_input(raw.now, &bytes);
+        }
+        // The server's replies are never taken off its queue.
+    }
+    assert!(raw.server.is_closed(), "still open after {sent} unanswered keepalives");
+    assert!(raw.server.pending_transmit() <= super::transport::MAX_QUEUED + 64 * 1024);
+}

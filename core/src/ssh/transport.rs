@@ -94,6 +94,12 @@ impl Default for TransportConfig {
     }
 }
 
+/// A key exchange must finish within this long once started.
+pub const KEX_TIMEOUT: Duration = Duration::from_secs(120);
+/// Bytes queued for a peer (sent or held) beyond which the peer is taken to have stopped
+/// reading while it keeps provoking replies: the connection ends instead of growing.
+pub const MAX_QUEUED: usize = 16 * 1024 * 1024;
+
 /// Which side we are, and what that side needs.
 pub enum Role {
     Server {
@@ -176,6 +182,8 @@ pub struct Transport {
     events: VecDeque<TransportEvent>,
     now: Instant,
     keyed_at: Instant,
+    /// When the key exchange in progress started.
+    kex_started: Instant,
     sent_since_kex: u64,
     received_since_kex: u64,
     rekeys: u64,
@@ -251,6 +259,7 @@ impl Transport {
             events: VecDeque::new(),
             now,
             keyed_at: now,
+            kex_started: now,
             sent_since_kex: 0,
             received_since_kex: 0,
             rekeys: 0,
@@ -315,13 +324,24 @@ impl Transport {
     }
 
     /// When [`Self::handle_timeout`] wants to run: the time-based rekey.
+    /// When [`Self::handle_timeout`] wants to run: the time-based rekey, or the end of the
+    /// time a key exchange in progress may take.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        (self.keyed && self.kex.is_none() && self.state == State::Running)
-            .then(|| self.keyed_at + self.config.rekey_interval)
+        if self.state != State::Running && self.state != State::Version {
+            return None;
+        }
+        if self.kex.is_some() {
+            return Some(self.kex_started + KEX_TIMEOUT);
+        }
+        self.keyed.then(|| self.keyed_at + self.config.rekey_interval)
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
         self.now = now;
+        if self.kex.is_some() && now >= self.kex_started + KEX_TIMEOUT {
+            self.close(TransportError::Timeout("key exchange"));
+            return;
+        }
         self.maybe_rekey();
     }
 
@@ -332,6 +352,9 @@ impl Transport {
             return;
         }
         match self.consume(bytes) {
+            Ok(()) if self.pending_transmit() > MAX_QUEUED => {
+                self.close(TransportError::Protocol("peer stopped reading"));
+            }
             // The volume limit counts received bytes too: a side that only receives starts
             // the rekey itself instead of waiting for its next send.
             Ok(()) => self.maybe_rekey(),
@@ -501,6 +524,7 @@ impl Transport {
 
     /// Send our KEXINIT (first exchange, a rekey we start, or one the peer started).
     fn start_kex(&mut self) {
+        self.kex_started = self.now;
         let ours = self.our_kexinit().encode().freeze();
         let mut w = Writer::packet(msg::KEXINIT, ours.len());
         w.raw(&ours[1..]);

@@ -222,6 +222,10 @@ impl Conn {
 
     /// How long the loop may sleep for this connection's sake.
     pub fn wants_wakeup(&self, now: Instant) -> Option<Duration> {
+        if self.socket.ready && !self.socket_closed && self.out.is_empty() {
+            // Input left unread by the per-turn bound: no new readiness edge will come.
+            return Some(Duration::ZERO);
+        }
         let timer = self.session.poll_timeout().map(|t| t.saturating_duration_since(now));
         let exit_pending = self.channels.values().any(|c| matches!(c.backend, Backend::Process { .. }));
         match (timer, exit_pending) {
@@ -273,12 +277,12 @@ impl Conn {
     pub fn service(&mut self, now: Instant, mio: &mio::Registry, registry: &mut Registry) {
         self.now = now;
         let slot = registry.slot_of(self.socket.token);
-        self.read_socket();
         if self.session.poll_timeout().is_some_and(|t| t <= now) {
             self.session.handle_timeout(now);
         }
         for _ in 0..64 {
-            let mut progress = self.handle_events(mio, registry, slot);
+            let mut progress = self.read_socket();
+            progress |= self.handle_events(mio, registry, slot);
             for id in self.channels.keys().copied().collect::<Vec<_>>() {
                 progress |= self.feed_channel(id, mio, registry);
                 progress |= self.drain_channel(id);
@@ -291,14 +295,23 @@ impl Conn {
         }
     }
 
-    fn read_socket(&mut self) {
+    /// Read what the socket has, a bounded amount per call and not while our own output
+    /// to this peer is backed up (a peer that does not read gets no more service); whether
+    /// anything was read.
+    fn read_socket(&mut self) -> bool {
         let mut buf = [0u8; 64 * 1024];
-        while self.socket.ready && !self.socket_closed {
+        let mut read = false;
+        for _ in 0..16 {
+            let backed_up = self.out.iter().map(BytesMut::len).sum::<usize>() > SOCKET_QUEUE_LIMIT;
+            if !self.socket.ready || self.socket_closed || backed_up {
+                break;
+            }
             match self.stream.read(&mut buf) {
                 Ok(0) => {
                     self.socket_closed = true;
                 }
                 Ok(n) => {
+                    read = true;
                     self.session.handle_input(self.now, &buf[..n]);
                     // Acknowledge at once: a client with Nagle on (OpenSSH without a tty)
                     // holds its next small packet until our ACK, and a delayed ACK costs
@@ -310,6 +323,7 @@ impl Conn {
                 Err(_) => self.socket_closed = true,
             }
         }
+        read
     }
 
     fn flush_socket(&mut self) -> bool {
