@@ -233,8 +233,40 @@ fn a_rekey_mid_transfer_keeps_every_byte() {
 #[test]
 fn local_forwarding_reaches_a_local_echo_server() {
     let f = Fixture::new("forward");
+    let echo_port = echo_server();
+    let local_port = free_port();
+    let forward = format!("{local_port}:127.0.0.1:{echo_port}");
+    let ssh = f.ssh(&["-N", "-o", "ExitOnForwardFailure=yes", "-L", &forward], "").stdin(Stdio::null()).spawn();
+    let mut ssh = ssh.unwrap_or_else(|e| panic!("{e}"));
+    echo_lines_through(local_port);
+    let _ = ssh.kill();
+    let _ = ssh.wait();
+}
+
+#[test]
+fn remote_forwarding_brings_connections_back_to_the_client() {
+    // ssh -R: the harness listens (tcpip-forward) and opens forwarded-tcpip channels.
+    let f = Fixture::new("rforward");
+    let echo_port = echo_server();
+    let remote_port = free_port();
+    let forward = format!("{remote_port}:127.0.0.1:{echo_port}");
+    let ssh = f.ssh(&["-N", "-o", "ExitOnForwardFailure=yes", "-R", &forward], "").stdin(Stdio::null()).spawn();
+    let mut ssh = ssh.unwrap_or_else(|e| panic!("{e}"));
+    echo_lines_through(remote_port);
+    echo_lines_through(remote_port);
+    let _ = ssh.kill();
+    let _ = ssh.wait();
+}
+
+/// A free loopback port (bound and released).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+}
+
+/// A line echo server on loopback; returns its port.
+fn echo_server() -> u16 {
     let echo = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
-    let echo_port = echo.local_addr().map(|a| a.port()).unwrap_or(0);
+    let port = echo.local_addr().map(|a| a.port()).unwrap_or(0);
     std::thread::spawn(move || {
         for stream in echo.incoming().flatten() {
             std::thread::spawn(move || {
@@ -244,22 +276,20 @@ fn local_forwarding_reaches_a_local_echo_server() {
             });
         }
     });
-    let local_port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0);
-    let mut ssh = f
-        .ssh(&["-N", "-o", "ExitOnForwardFailure=yes", "-L", &format!("{local_port}:127.0.0.1:{echo_port}")], "")
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
+    port
+}
+
+/// Connect to `port` (waiting for the forward to come up) and check 50 echoed lines.
+fn echo_lines_through(port: u16) {
     let mut stream = None;
     for _ in 0..200 {
-        if let Ok(s) = TcpStream::connect(("127.0.0.1", local_port)) {
+        if let Ok(s) = TcpStream::connect(("127.0.0.1", port)) {
             stream = Some(s);
             break;
         }
         std::thread::sleep(Duration::from_millis(25));
     }
-    let stream = stream.unwrap_or_else(|| panic!("forwarded port never opened"));
+    let stream = stream.unwrap_or_else(|| panic!("forwarded port {port} never opened"));
     stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap_or_else(|e| panic!("{e}"));
     let mut writer = stream.try_clone().unwrap_or_else(|e| panic!("{e}"));
     let mut reader = BufReader::new(stream);
@@ -269,8 +299,6 @@ fn local_forwarding_reaches_a_local_echo_server() {
         reader.read_line(&mut line).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(line, format!("line {i} through the tunnel\n"));
     }
-    let _ = ssh.kill();
-    let _ = ssh.wait();
 }
 
 fn write_file(path: &Path, len: usize, seed: u64) -> Vec<u8> {

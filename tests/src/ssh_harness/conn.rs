@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use ed25519_dalek::SigningKey;
 use mesh_core::rng::Rng;
-use mesh_core::ssh::channel::{open_failure, ChannelId, ChannelKind, ChannelRequest};
+use mesh_core::ssh::channel::{open_failure, ChannelId, ChannelKind, ChannelRequest, GlobalRequest};
 use mesh_core::ssh::connection::ConnectionEvent;
 use mesh_core::ssh::event::SessionEvent;
 use mesh_core::ssh::server::ServerSession;
@@ -35,6 +35,8 @@ pub enum Target {
     ChildOut(ChannelId),
     ChildErr(ChannelId),
     Forward(ChannelId),
+    /// A port listening for `ssh -R`, by the port it is bound to.
+    Listener(u16),
 }
 
 /// Token allocation: token -> (connection slot, target).
@@ -140,6 +142,17 @@ impl Chan {
     }
 }
 
+/// A port the client asked us to listen on (`tcpip-forward`).
+#[derive(Debug)]
+struct RemoteForward {
+    /// The address and port as the client asked (the channel names them back).
+    address: String,
+    requested: u32,
+    bound: u16,
+    listener: mio::net::TcpListener,
+    io: Io,
+}
+
 /// One client connection.
 #[derive(Debug)]
 pub struct Conn {
@@ -158,6 +171,9 @@ pub struct Conn {
     now: Instant,
     /// Read buffer for child output, reused.
     scratch: Vec<u8>,
+    remote_forwards: Vec<RemoteForward>,
+    /// Connections accepted on a remote-forward port, waiting for their channel.
+    opening: BTreeMap<ChannelId, TcpStream>,
 }
 
 fn register(
@@ -213,6 +229,8 @@ impl Conn {
             accept_env: config.accept_env.clone(),
             now,
             scratch: Vec::new(),
+            remote_forwards: Vec::new(),
+            opening: BTreeMap::new(),
         })
     }
 
@@ -260,6 +278,11 @@ impl Conn {
                 Backend::Process { stderr, .. } => stderr.as_mut(),
                 _ => None,
             }),
+            Target::Listener(port) => {
+                if let Some(f) = self.remote_forwards.iter_mut().find(|f| f.bound == port) {
+                    f.io.ready = true;
+                }
+            }
             Target::Forward(id) => {
                 if let Some(Backend::Forward { io, .. }) = self.channels.get_mut(&id).map(|c| &mut c.backend) {
                     io.ready |= readable;
@@ -282,6 +305,7 @@ impl Conn {
         }
         for _ in 0..64 {
             let mut progress = self.read_socket();
+            progress |= self.accept_forwarded();
             progress |= self.handle_events(mio, registry, slot);
             for id in self.channels.keys().copied().collect::<Vec<_>>() {
                 progress |= self.feed_channel(id, mio, registry);
@@ -394,29 +418,16 @@ impl Conn {
                     self.channels.insert(channel, Chan::new(Backend::Pending));
                     self.session.channels().accept(channel);
                 }
-                ChannelKind::DirectTcpip { host, port, .. } => match connect(&host, port) {
-                    Ok(stream) => {
-                        let fd = stream.as_raw_fd();
-                        match register(
-                            mio,
-                            registry,
-                            slot,
-                            fd,
-                            Target::Forward(channel),
-                            Interest::READABLE | Interest::WRITABLE,
-                        ) {
-                            Ok(io) => {
-                                let backend = Backend::Forward { stream, io, read_closed: false };
-                                self.channels.insert(channel, Chan::new(backend));
-                                self.session.channels().accept(channel);
-                            }
-                            Err(e) => {
-                                self.session.channels().refuse(channel, open_failure::CONNECT_FAILED, &e.to_string())
-                            }
-                        }
+                ChannelKind::DirectTcpip { host, port, .. } => {
+                    let started = connect(&host, port)
+                        .map(|stream| self.start_forward(channel, stream, mio, registry, slot))
+                        .map_err(|e| e.to_string());
+                    match started {
+                        Ok(true) => self.session.channels().accept(channel),
+                        Ok(false) => self.session.channels().refuse(channel, open_failure::CONNECT_FAILED, "register"),
+                        Err(e) => self.session.channels().refuse(channel, open_failure::CONNECT_FAILED, &e),
                     }
-                    Err(e) => self.session.channels().refuse(channel, open_failure::CONNECT_FAILED, &e.to_string()),
-                },
+                }
                 _ => self.session.channels().refuse(channel, open_failure::ADMINISTRATIVELY_PROHIBITED, "not here"),
             },
             ConnectionEvent::Request { channel, request, want_reply } => {
@@ -441,10 +452,99 @@ impl Conn {
                     release(&mut c.backend, mio, registry);
                 }
             }
-            ConnectionEvent::GlobalRequest { want_reply: true, .. } => {
-                self.session.channels().global_reply(false, None)
+            ConnectionEvent::GlobalRequest { request, want_reply } => {
+                let answer = self.on_global_request(request, mio, registry, slot);
+                if want_reply {
+                    let (ok, port) = answer.map_or((false, None), |port| (true, port));
+                    self.session.channels().global_reply(ok, port);
+                }
+            }
+            ConnectionEvent::Opened { channel } => {
+                if let Some(stream) = self.opening.remove(&channel) {
+                    self.start_forward(channel, stream, mio, registry, slot);
+                }
+            }
+            ConnectionEvent::OpenFailed { channel, .. } => {
+                self.opening.remove(&channel);
             }
             _ => {}
+        }
+    }
+
+    /// `tcpip-forward` / `cancel-tcpip-forward`: `Some(port to report)` on success. Ports are
+    /// bound on 127.0.0.1 whatever address the client names (test harness: loopback only).
+    fn on_global_request(
+        &mut self,
+        request: GlobalRequest,
+        mio: &mio::Registry,
+        registry: &mut Registry,
+        slot: Option<usize>,
+    ) -> Option<Option<u32>> {
+        match request {
+            GlobalRequest::TcpipForward { address, port } => {
+                let wanted = u16::try_from(port).ok()?;
+                let mut listener = mio::net::TcpListener::bind(([127, 0, 0, 1], wanted).into()).ok()?;
+                let bound = listener.local_addr().ok()?.port();
+                let token = registry.token(slot, Target::Listener(bound));
+                mio.register(&mut listener, token, Interest::READABLE).ok()?;
+                let io = Io { token, fd: listener.as_raw_fd(), ready: true, writable: false, eof: false };
+                self.remote_forwards.push(RemoteForward { address, requested: port, bound, listener, io });
+                Some((port == 0).then_some(u32::from(bound)))
+            }
+            GlobalRequest::CancelTcpipForward { port, .. } => {
+                let at = self.remote_forwards.iter().position(|f| f.requested == port || u32::from(f.bound) == port)?;
+                let mut f = self.remote_forwards.remove(at);
+                let _ = mio.deregister(&mut f.listener);
+                registry.forget(f.io.token);
+                Some(None)
+            }
+            GlobalRequest::Other(_) => None,
+        }
+    }
+
+    /// Connections arriving on remote-forward ports become forwarded-tcpip channels.
+    fn accept_forwarded(&mut self) -> bool {
+        let mut progress = false;
+        for i in 0..self.remote_forwards.len() {
+            while self.remote_forwards[i].io.ready {
+                let f = &mut self.remote_forwards[i];
+                match f.listener.accept() {
+                    Ok((stream, peer)) => {
+                        let kind = ChannelKind::ForwardedTcpip {
+                            address: f.address.clone(),
+                            port: u32::from(f.bound),
+                            originator: peer.ip().to_string(),
+                            originator_port: u32::from(peer.port()),
+                        };
+                        if let Some(id) = self.session.channels().open(&kind) {
+                            self.opening.insert(id, stream);
+                        }
+                        progress = true;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => f.io.ready = false,
+                    Err(_) => f.io.ready = false,
+                }
+            }
+        }
+        progress
+    }
+
+    /// A channel now carries `stream` both ways.
+    fn start_forward(
+        &mut self,
+        channel: ChannelId,
+        stream: TcpStream,
+        mio: &mio::Registry,
+        registry: &mut Registry,
+        slot: Option<usize>,
+    ) -> bool {
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        match register(mio, registry, slot, stream.as_raw_fd(), Target::Forward(channel), interest) {
+            Ok(io) => {
+                self.channels.insert(channel, Chan::new(Backend::Forward { stream, io, read_closed: false }));
+                true
+            }
+            Err(_) => false,
         }
     }
 
@@ -716,6 +816,10 @@ impl Conn {
     pub fn shutdown(&mut self, mio: &mio::Registry, registry: &mut Registry) {
         for (_, mut chan) in std::mem::take(&mut self.channels) {
             release(&mut chan.backend, mio, registry);
+        }
+        for mut f in std::mem::take(&mut self.remote_forwards) {
+            let _ = mio.deregister(&mut f.listener);
+            registry.forget(f.io.token);
         }
         deregister(mio, registry, &self.socket);
         let _ = self.stream.shutdown(Shutdown::Both);
