@@ -182,6 +182,16 @@ impl PacketCipher {
     pub fn open(&mut self, seq: u32, packet: &mut [u8]) -> Result<Range<usize>, CipherError> {
         let first4: [u8; 4] = packet.get(..4).and_then(|b| b.try_into().ok()).ok_or(CipherError::Mac)?;
         let len = self.open_length(seq, first4)?;
+        self.open_with_length(seq, packet, len)
+    }
+
+    /// [`Self::open`] with the length [`Self::open_length`] already returned for this packet.
+    pub(crate) fn open_with_length(
+        &mut self,
+        seq: u32,
+        packet: &mut [u8],
+        len: usize,
+    ) -> Result<Range<usize>, CipherError> {
         if packet.len() != 4 + len + TAG_LEN {
             return Err(CipherError::Mac);
         }

@@ -173,6 +173,8 @@ pub struct Transport {
     seq_in: u32,
     seq_out: u32,
     inbuf: BytesMut,
+    /// The checked length of the encrypted packet at the front of `inbuf`, once known.
+    pending_len: Option<usize>,
     out: VecDeque<BytesMut>,
     out_bytes: usize,
     /// Packets of the layers above waiting for our NEWKEYS.
@@ -251,6 +253,7 @@ impl Transport {
             seq_in: 0,
             seq_out: 0,
             inbuf: BytesMut::new(),
+            pending_len: None,
             out: VecDeque::new(),
             out_bytes: 0,
             held: VecDeque::new(),
@@ -453,15 +456,25 @@ impl Transport {
                 let Some(first4) = self.inbuf.get(..4).and_then(|b| <[u8; 4]>::try_from(b).ok()) else {
                     return Ok(None);
                 };
-                let len = cipher.open_length(self.seq_in, first4)?;
+                // The length is decrypted and checked once per packet, however many reads
+                // the rest of it takes.
+                let len = match self.pending_len {
+                    Some(len) => len,
+                    None => {
+                        let len = cipher.open_length(self.seq_in, first4)?;
+                        self.pending_len = Some(len);
+                        // Room for the whole packet at once, so the rest arrives without regrowth.
+                        self.inbuf.reserve((4 + len + TAG_LEN).saturating_sub(self.inbuf.len()));
+                        len
+                    }
+                };
                 let total = 4 + len + TAG_LEN;
                 if self.inbuf.len() < total {
-                    // Room for the whole packet at once, so the rest arrives without regrowth.
-                    self.inbuf.reserve(total - self.inbuf.len());
                     return Ok(None);
                 }
+                self.pending_len = None;
                 let mut packet = self.inbuf.split_to(total);
-                let range = cipher.open(self.seq_in, &mut packet)?;
+                let range = cipher.open_with_length(self.seq_in, &mut packet, len)?;
                 (packet, range)
             }
         };
