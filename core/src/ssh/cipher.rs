@@ -146,18 +146,8 @@ impl PacketCipher {
                 let tag = Poly1305::new(&poly_key.into()).compute_unpadded(out);
                 out.put_slice(&tag);
             }
-            PacketCipher::Aes128Gcm { aead, iv } => {
-                let nonce = Self::gcm_nonce(iv);
-                let (aad, body) = out.split_at_mut(4);
-                let tag = aead.encrypt_in_place_detached(&nonce.into(), aad, body).unwrap_or_default();
-                out.put_slice(&tag);
-            }
-            PacketCipher::Aes256Gcm { aead, iv } => {
-                let nonce = Self::gcm_nonce(iv);
-                let (aad, body) = out.split_at_mut(4);
-                let tag = aead.encrypt_in_place_detached(&nonce.into(), aad, body).unwrap_or_default();
-                out.put_slice(&tag);
-            }
+            PacketCipher::Aes128Gcm { aead, iv } => gcm_seal(aead.as_ref(), iv, out),
+            PacketCipher::Aes256Gcm { aead, iv } => gcm_seal(aead.as_ref(), iv, out),
         }
     }
 
@@ -210,18 +200,8 @@ impl PacketCipher {
                 stream.apply_keystream(&mut body[4..]);
                 body[..4].copy_from_slice(&(len as u32).to_be_bytes());
             }
-            PacketCipher::Aes128Gcm { aead, iv } => {
-                let nonce = Self::gcm_nonce(iv);
-                let (aad, rest) = body.split_at_mut(4);
-                aead.decrypt_in_place_detached(&nonce.into(), aad, rest, aes_gcm::Tag::from_slice(tag))
-                    .map_err(|_| CipherError::Mac)?;
-            }
-            PacketCipher::Aes256Gcm { aead, iv } => {
-                let nonce = Self::gcm_nonce(iv);
-                let (aad, rest) = body.split_at_mut(4);
-                aead.decrypt_in_place_detached(&nonce.into(), aad, rest, aes_gcm::Tag::from_slice(tag))
-                    .map_err(|_| CipherError::Mac)?;
-            }
+            PacketCipher::Aes128Gcm { aead, iv } => gcm_open(aead.as_ref(), iv, body, tag)?,
+            PacketCipher::Aes256Gcm { aead, iv } => gcm_open(aead.as_ref(), iv, body, tag)?,
         }
         let padding = usize::from(packet[4]);
         if padding < MIN_PADDING || padding >= len {
@@ -229,6 +209,33 @@ impl PacketCipher {
         }
         Ok(5..4 + len - padding)
     }
+}
+
+/// AES-GCM sealing of a framed packet in place: the length field is the associated data,
+/// the rest is encrypted and the tag appended. Encryption fails only beyond 2^36 bytes,
+/// far above [`MAX_PACKET_LEN`].
+fn gcm_seal<A: AeadInPlace<NonceSize = aes_gcm::aead::consts::U12, TagSize = aes_gcm::aead::consts::U16>>(
+    aead: &A,
+    iv: &mut [u8; 12],
+    out: &mut BytesMut,
+) {
+    let nonce = PacketCipher::gcm_nonce(iv);
+    let (aad, body) = out.split_at_mut(4);
+    let tag = aead.encrypt_in_place_detached(&nonce.into(), aad, body).unwrap_or_default();
+    out.put_slice(&tag);
+}
+
+/// AES-GCM opening in place: `body` is the length field and the encrypted rest.
+fn gcm_open<A: AeadInPlace<NonceSize = aes_gcm::aead::consts::U12, TagSize = aes_gcm::aead::consts::U16>>(
+    aead: &A,
+    iv: &mut [u8; 12],
+    body: &mut [u8],
+    tag: &[u8],
+) -> Result<(), CipherError> {
+    let nonce = PacketCipher::gcm_nonce(iv);
+    let (aad, rest) = body.split_at_mut(4);
+    aead.decrypt_in_place_detached(&nonce.into(), aad, rest, aes_gcm::Tag::from_slice(tag))
+        .map_err(|_| CipherError::Mac)
 }
 
 fn ct_eq(a: &[u8], b: &[u8]) -> bool {
