@@ -158,6 +158,29 @@ fn main() -> std::io::Result<()> {
         message(0, &[mesh_core::ssh::msg::CHANNEL_CLOSE, 0, 0, 0, 0]);
         write(dir, "ssh_connection", "session", &seq)?;
     }
+    // A whole login as our client sends it to the fuzz target's server (same host key, RNG
+    // and time, so the server answers exactly as it did here): the fuzzer starts with keys in
+    // use and reaches SERVICE_REQUEST and USERAUTH_REQUEST. First byte: the target's split.
+    {
+        use mesh_core::ssh::client::{ClientConfig, ClientSession};
+        use mesh_core::ssh::server::{ServerConfig, ServerSession};
+        let key = ed25519_dalek::SigningKey::from_bytes(&[42; 32]);
+        let mut server = ServerSession::new(key, ServerConfig::default(), Rng::from_seed(1), Instant::ZERO);
+        let config = ClientConfig { user: "fuzz".into(), ..Default::default() };
+        let mut client = ClientSession::new(config, Rng::from_seed(7), Instant::ZERO);
+        let mut stream = vec![40u8];
+        for _ in 0..20 {
+            while let Some(bytes) = client.poll_transmit() {
+                stream.extend_from_slice(&bytes);
+                server.handle_input(Instant::ZERO, &bytes);
+            }
+            while let Some(bytes) = server.poll_transmit() {
+                client.handle_input(Instant::ZERO, &bytes);
+            }
+            while server.poll_event().is_some() || client.poll_event().is_some() {}
+        }
+        write(dir, "ssh_server_transport", "login", &stream)?;
+    }
     println!("seeds written under {}", dir.display());
     Ok(())
 }
