@@ -322,6 +322,22 @@ fn publickey_is_tried_after_none_and_the_server_decides_once() {
     assert_eq!(requests, 1);
 }
 
+/// A server fed by hand-made plaintext packets (before any key exchange).
+fn plain_server(seed: u64) -> ServerSession {
+    ServerSession::new(SigningKey::from_bytes(&HOST_KEY), ServerConfig::default(), Rng::from_seed(seed), Instant::ZERO)
+}
+
+/// The server after a client identification and `messages`, each framed in plaintext.
+fn server_fed(messages: &[&[u8]]) -> ServerSession {
+    let mut s = plain_server(2);
+    let mut input = b"SSH-2.0-raw\r\n".to_vec();
+    for (i, m) in messages.iter().enumerate() {
+        input.extend_from_slice(&frame_plain(m, &mut Rng::from_seed(i as u64 + 3)));
+    }
+    s.handle_input(Instant::ZERO, &input);
+    s
+}
+
 /// A raw-packet client: a real key exchange (our Transport in the client role), then
 /// whatever messages a test wants to send.
 struct Raw {
@@ -449,16 +465,7 @@ fn every_message_number_in_every_keyed_pre_auth_state_is_handled_and_never_authe
 fn userauth_success_or_channel_open_from_a_client_never_authenticates() {
     // CVE-2018-10933, right after KEXINIT and after the key exchange.
     for number in [msg::USERAUTH_SUCCESS, msg::CHANNEL_OPEN, msg::SERVICE_REQUEST, msg::NEWKEYS] {
-        let mut s = ServerSession::new(
-            SigningKey::from_bytes(&HOST_KEY),
-            ServerConfig::default(),
-            Rng::from_seed(2),
-            Instant::ZERO,
-        );
-        let mut input = b"SSH-2.0-raw\r\n".to_vec();
-        input.extend_from_slice(&frame_plain(&KexInit::client([1; 16]).encode(), &mut Rng::from_seed(3)));
-        input.extend_from_slice(&frame_plain(&[number], &mut Rng::from_seed(4)));
-        s.handle_input(Instant::ZERO, &input);
+        let mut s = server_fed(&[&KexInit::client([1; 16]).encode(), &[number]]);
         let events: Vec<SessionEvent> = std::iter::from_fn(|| s.poll_event()).collect();
         assert!(s.is_closed(), "{number}: {events:?}");
         assert!(!events.iter().any(|e| matches!(e, SessionEvent::Authenticated { .. } | SessionEvent::Keyed { .. })));
@@ -476,15 +483,7 @@ fn every_message_but_kexinit_first_is_fatal() {
         if number == msg::KEXINIT {
             continue;
         }
-        let mut s = ServerSession::new(
-            SigningKey::from_bytes(&HOST_KEY),
-            ServerConfig::default(),
-            Rng::from_seed(2),
-            Instant::ZERO,
-        );
-        let mut input = b"SSH-2.0-raw\r\n".to_vec();
-        input.extend_from_slice(&frame_plain(&[number, 0, 0, 0, 0], &mut Rng::from_seed(2)));
-        s.handle_input(Instant::ZERO, &input);
+        let s = server_fed(&[&[number, 0, 0, 0, 0]]);
         assert!(s.is_closed(), "message {number} before KEXINIT was accepted");
     }
 }
@@ -492,16 +491,7 @@ fn every_message_but_kexinit_first_is_fatal() {
 #[test]
 fn every_message_number_after_kexinit_and_before_newkeys_is_fatal() {
     for number in 0..=255u8 {
-        let mut s = ServerSession::new(
-            SigningKey::from_bytes(&HOST_KEY),
-            ServerConfig::default(),
-            Rng::from_seed(2),
-            Instant::ZERO,
-        );
-        let mut input = b"SSH-2.0-raw\r\n".to_vec();
-        input.extend_from_slice(&frame_plain(&KexInit::client([1; 16]).encode(), &mut Rng::from_seed(3)));
-        input.extend_from_slice(&frame_plain(&[number, 0, 0, 0, 0], &mut Rng::from_seed(4)));
-        s.handle_input(Instant::ZERO, &input);
+        let mut s = server_fed(&[&KexInit::client([1; 16]).encode(), &[number, 0, 0, 0, 0]]);
         let events: Vec<SessionEvent> = std::iter::from_fn(|| s.poll_event()).collect();
         assert!(s.is_closed(), "message {number} during the first key exchange was accepted");
         assert!(!events.iter().any(|e| matches!(e, SessionEvent::Keyed { .. } | SessionEvent::Authenticated { .. })));
@@ -532,16 +522,7 @@ fn sequence_numbers_restart_at_every_newkeys() {
 
 #[test]
 fn strict_kex_ignore_before_newkeys_disconnects() {
-    let mut s = ServerSession::new(
-        SigningKey::from_bytes(&HOST_KEY),
-        ServerConfig::default(),
-        Rng::from_seed(2),
-        Instant::ZERO,
-    );
-    let mut input = b"SSH-2.0-raw\r\n".to_vec();
-    input.extend_from_slice(&frame_plain(&KexInit::client([1; 16]).encode(), &mut Rng::from_seed(3)));
-    input.extend_from_slice(&frame_plain(&[msg::IGNORE, 0, 0, 0, 0], &mut Rng::from_seed(4)));
-    s.handle_input(Instant::ZERO, &input);
+    let mut s = server_fed(&[&KexInit::client([1; 16]).encode(), &[msg::IGNORE, 0, 0, 0, 0]]);
     assert!(s.is_closed());
     let closed = std::iter::from_fn(|| s.poll_event())
         .any(|e| e == SessionEvent::Closed(TransportError::Unexpected(msg::IGNORE)));
@@ -550,12 +531,7 @@ fn strict_kex_ignore_before_newkeys_disconnects() {
 
 #[test]
 fn a_hostile_packet_length_closes_without_buffering() {
-    let mut s = ServerSession::new(
-        SigningKey::from_bytes(&HOST_KEY),
-        ServerConfig::default(),
-        Rng::from_seed(2),
-        Instant::ZERO,
-    );
+    let mut s = plain_server(2);
     s.handle_input(Instant::ZERO, b"SSH-2.0-raw\r\n\xff\xff\xff\xff");
     assert!(s.is_closed());
     // And after keys are in use: the decrypted length is checked before waiting for more.
