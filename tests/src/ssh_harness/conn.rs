@@ -164,6 +164,8 @@ pub struct Conn {
     session: ServerSession,
     out: VecDeque<BytesMut>,
     out_offset: usize,
+    /// Bytes in `out` not yet written (kept, not summed per call: it is asked per read).
+    out_len: usize,
     socket_closed: bool,
     channels: BTreeMap<ChannelId, Chan>,
     local_user: String,
@@ -223,6 +225,7 @@ impl Conn {
             session,
             out: VecDeque::new(),
             out_offset: 0,
+            out_len: 0,
             socket_closed: false,
             channels: BTreeMap::new(),
             local_user: config.local_user.clone(),
@@ -326,7 +329,7 @@ impl Conn {
         let mut buf = [0u8; 64 * 1024];
         let mut read = false;
         for _ in 0..16 {
-            let backed_up = self.out.iter().map(BytesMut::len).sum::<usize>() > SOCKET_QUEUE_LIMIT;
+            let backed_up = self.out_len > SOCKET_QUEUE_LIMIT;
             if !self.socket.ready || self.socket_closed || backed_up {
                 break;
             }
@@ -353,16 +356,20 @@ impl Conn {
     fn flush_socket(&mut self) -> bool {
         let mut progress = false;
         while let Some(packet) = self.session.poll_transmit() {
+            self.out_len += packet.len();
             self.out.push_back(packet);
         }
         while self.socket_writable && !self.out.is_empty() && !self.socket_closed {
-            let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(64);
-            for (i, b) in self.out.iter().take(64).enumerate() {
-                slices.push(IoSlice::new(if i == 0 { &b[self.out_offset..] } else { &b[..] }));
+            let mut slices = [IoSlice::new(&[]); 64];
+            let mut count = 0;
+            for (slot, b) in slices.iter_mut().zip(&self.out) {
+                *slot = IoSlice::new(if count == 0 { &b[self.out_offset..] } else { &b[..] });
+                count += 1;
             }
-            match self.stream.write_vectored(&slices) {
+            match self.stream.write_vectored(&slices[..count]) {
                 Ok(mut n) => {
                     progress = true;
+                    self.out_len -= n;
                     while n > 0 {
                         let Some(front) = self.out.front() else { break };
                         let left = front.len() - self.out_offset;
@@ -385,7 +392,7 @@ impl Conn {
     }
 
     fn queued(&self) -> usize {
-        self.session.pending_transmit() + self.out.iter().map(BytesMut::len).sum::<usize>()
+        self.session.pending_transmit() + self.out_len
     }
 
     fn handle_events(&mut self, mio: &mio::Registry, registry: &mut Registry, slot: Option<usize>) -> bool {
