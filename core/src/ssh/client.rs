@@ -119,7 +119,7 @@ impl ClientSession {
         loop {
             while let Some(event) = self.transport.poll_event() {
                 match event {
-                    TransportEvent::Keyed { negotiated, host_key, .. } => {
+                    TransportEvent::Keyed { negotiated, host_key } => {
                         self.events.push_back(SessionEvent::Keyed { host_key, negotiated });
                         let mut w = Writer::packet(msg::SERVICE_REQUEST, 16);
                         w.string(b"ssh-userauth");

@@ -154,7 +154,7 @@ impl ServerSession {
         loop {
             while let Some(event) = self.transport.poll_event() {
                 self.events.push_back(match event {
-                    TransportEvent::Keyed { negotiated, host_key, .. } => SessionEvent::Keyed { host_key, negotiated },
+                    TransportEvent::Keyed { negotiated, host_key } => SessionEvent::Keyed { host_key, negotiated },
                     TransportEvent::Rekeyed => SessionEvent::Rekeyed,
                     TransportEvent::Closed(error) => {
                         self.deadline = None;

@@ -125,7 +125,8 @@ impl std::fmt::Debug for Role {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TransportEvent {
     /// The first key exchange finished: keys are in use both ways.
-    Keyed { session_id: [u8; 32], negotiated: Negotiated, host_key: [u8; 32] },
+    /// (The session id is [`Transport::session_id`].)
+    Keyed { negotiated: Negotiated, host_key: [u8; 32] },
     /// A later key exchange finished.
     Rekeyed,
     /// The connection is over (an error, ours or the peer's DISCONNECT).
@@ -734,9 +735,8 @@ impl Transport {
         }
         self.keyed = true;
         self.negotiated = negotiated.clone();
-        if let (Some(session_id), Some(negotiated), Some(host_key)) = (self.session_id, negotiated, self.peer_host_key)
-        {
-            self.events.push_back(TransportEvent::Keyed { session_id, negotiated, host_key });
+        if let (Some(negotiated), Some(host_key)) = (negotiated, self.peer_host_key) {
+            self.events.push_back(TransportEvent::Keyed { negotiated, host_key });
         }
         Ok(())
     }
