@@ -23,7 +23,7 @@ use tracing::{debug, trace};
 
 use crate::dns::{HostAddrs, MagicDns, MAGIC_DNS_ADDR};
 use crate::ip::{Filter, FlowKey, FlowTable, IcmpKind, Origin, PacketInfo, Proto, TcpFlags};
-use crate::rng::Rng;
+use crate::rng::{Rng, SEED_LEN};
 use crate::tcp::{ConnId, TcpConfig, TcpError, TcpEvent, TcpStack};
 use crate::time::{Instant, UnixTime};
 use crate::wireguard::{
@@ -156,10 +156,11 @@ fn mesh_ranges() -> Vec<IpPrefix> {
 }
 
 impl Node {
-    /// A node with no peers and a deny-all filter. `seed` seeds every random choice;
-    /// `unix` is the wall-clock time at `now`.
-    pub fn new(config: NodeConfig, seed: u64, now: Instant, unix: UnixTime) -> Result<Self, NodeError> {
-        let mut rng = Rng::from_seed(seed);
+    /// A node with no peers and a deny-all filter. `seed` (32 bytes from the OS in
+    /// production, see [`crate::rng`]) seeds every random choice; `unix` is the wall-clock
+    /// time at `now`.
+    pub fn new(config: NodeConfig, seed: [u8; SEED_LEN], now: Instant, unix: UnixTime) -> Result<Self, NodeError> {
+        let mut rng = Rng::new(seed);
         let mut wg_config = wireguard::Config::new(config.private_key);
         wg_config.handshake_load_threshold = config.wireguard.handshake_load_threshold;
         let wg = WireGuard::new(wg_config, rng.fork(), now, unix)?;

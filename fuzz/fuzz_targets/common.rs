@@ -19,7 +19,7 @@ pub fn device() -> WireGuard {
     let now = Instant::from_micros(1_000_000);
     let mut wg = WireGuard::new(
         Config::new(device_key()),
-        Rng::from_seed(1),
+        Rng::new([1; 32]),
         now,
         UnixTime(std::time::Duration::from_secs(1_700_000_000)),
     )

@@ -20,7 +20,7 @@ fuzz_target!(|data: &[u8]| {
     let mut config = NodeConfig::new(PrivateKey::from_bytes([1; 32]), [100, 64, 0, 1].into(), "tail.mesh");
     config.serve_ssh = true;
     config.tcp.buffer_size = 16 << 10;
-    let Ok(mut node) = Node::new(config, 7, now, UnixTime(Duration::from_secs(1_700_000_000))) else { return };
+    let Ok(mut node) = Node::new(config, [7; 32], now, UnixTime(Duration::from_secs(1_700_000_000))) else { return };
     let peer_addr = SocketAddr::from(([192, 0, 2, 2], 41641));
     node.set_netmap(
         now,
@@ -45,7 +45,7 @@ fuzz_target!(|data: &[u8]| {
     // to the node, so any IP packet the fuzzer writes is encrypted and sent.
     let node_addr = SocketAddr::from(([192, 0, 2, 1], 41641));
     let unix = UnixTime(Duration::from_secs(1_700_000_000));
-    let Ok(mut peer) = WireGuard::new(Config::new(PrivateKey::from_bytes([2; 32])), Rng::from_seed(8), now, unix)
+    let Ok(mut peer) = WireGuard::new(Config::new(PrivateKey::from_bytes([2; 32])), Rng::new([8; 32]), now, unix)
     else {
         return;
     };

@@ -14,7 +14,7 @@ use mesh_core::time::Instant;
 
 fuzz_target!(|data: &[u8]| {
     let role = Role::Server { host_key: SigningKey::from_bytes(&[42; 32]) };
-    let mut transport = Transport::new(role, TransportConfig::default(), Rng::from_seed(1), Instant::ZERO);
+    let mut transport = Transport::new(role, TransportConfig::default(), Rng::new([1; 32]), Instant::ZERO);
     let config = ConnectionConfig { window: 4096, max_packet: 1024, max_channels: 4 };
     let mut connection = Connection::new(Side::Server, config);
     let mut rest = data;

@@ -14,7 +14,7 @@ fuzz_target!(|data: &[u8]| {
     let mut server = ServerSession::new(
         SigningKey::from_bytes(&[42; 32]),
         ServerConfig::default(),
-        Rng::from_seed(1),
+        Rng::new([1; 32]),
         Instant::ZERO,
     );
     let split = data.first().map_or(0, |&b| usize::from(b));

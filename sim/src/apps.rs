@@ -388,7 +388,7 @@ mod tests {
 
     #[test]
     fn sink_verifies_a_stream_fed_in_odd_pieces() {
-        let mut apps = Apps::new(7, mesh_core::rng::Rng::from_seed(7));
+        let mut apps = Apps::new(7, crate::seeded_rng(7));
         apps.transfers.push(Transfer {
             id: TransferId(0),
             from: NodeId(1),

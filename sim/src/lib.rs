@@ -79,6 +79,7 @@ pub mod link;
 pub mod network;
 mod node;
 mod scenario;
+pub mod seed;
 pub mod ssh_apps;
 mod stats;
 pub mod trace;
@@ -98,6 +99,7 @@ pub use node::{
     TUN_CAPTURE_LEN,
 };
 pub use scenario::{Scenario, ScenarioConfig};
+pub use seed::{seed_material, seeded_rng};
 pub use ssh_apps::{
     SshClientConfig, SshClientId, SshClientRecord, SshCommand, SshCommandResult, SshExpect, SshServerRecord,
 };

@@ -287,7 +287,7 @@ impl Node {
     }
 
     /// Start a fresh core node with this node's key, configuration, netmap and filter.
-    pub(crate) fn boot(&mut self, now: Instant, unix: UnixTime, seed: u64) -> Result<(), SimError> {
+    pub(crate) fn boot(&mut self, now: Instant, unix: UnixTime, seed: [u8; 32]) -> Result<(), SimError> {
         let mut core = CoreNode::new(self.core_config(), seed, now, unix).map_err(|e| match e {
             NodeError::WireGuard(c) => SimError::Config(c),
         })?;

@@ -92,7 +92,7 @@ impl World {
     /// An empty world whose every random choice derives from `seed`, with `default_link`
     /// for links between nodes added later.
     pub fn new(seed: u64, default_link: LinkConfig) -> Self {
-        let mut root = Rng::from_seed(seed);
+        let mut root = crate::seeded_rng(seed);
         // The order of these forks is part of the seed's meaning: append, never reorder.
         let rng = Rngs {
             keys: root.fork(),
@@ -163,7 +163,7 @@ impl World {
         let id = self.net.add_node();
         self.pairs.add_node();
         let mut node = Node::new(id, key, config);
-        node.boot(self.now, unix_time(self.epoch, self.now), self.rng.nodes.next_u64())?;
+        node.boot(self.now, unix_time(self.epoch, self.now), self.rng.nodes.gen_bytes())?;
         self.nodes.push(node);
         let (mut driver, nodes) = self.driver();
         driver.drive(&mut nodes[id.0], false);
@@ -398,7 +398,7 @@ impl World {
         }
         let now = self.now;
         let unix = unix_time(self.epoch, now);
-        let seed = self.rng.nodes.next_u64();
+        let seed = self.rng.nodes.gen_bytes();
         let connect = self.connect_on_restart;
         {
             let n = &mut self.nodes[node.0];

@@ -83,7 +83,8 @@ fn connected_pair() -> (Vec<Node>, mesh_core::tcp::ConnId, mesh_core::tcp::ConnI
         .map(|i| {
             let mut c = NodeConfig::new(key(i), addr(i), "tail.mesh");
             c.serve_ssh = i == 1;
-            Node::new(c, i as u64, now, UnixTime(Duration::from_secs(1_700_000_000))).unwrap_or_else(|e| panic!("{e}"))
+            Node::new(c, mesh_sim::seed_material(i as u64), now, UnixTime(Duration::from_secs(1_700_000_000)))
+                .unwrap_or_else(|e| panic!("{e}"))
         })
         .collect();
     for (i, node) in nodes.iter_mut().enumerate() {

@@ -9,7 +9,6 @@ use chacha20::cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
 use chacha20::ChaCha20Legacy;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ed25519_dalek::SigningKey;
-use mesh_core::rng::Rng;
 use mesh_core::ssh::cipher::PacketCipher;
 use mesh_core::ssh::client::{ClientConfig, ClientSession};
 use mesh_core::ssh::event::SessionEvent;
@@ -25,7 +24,7 @@ const PAYLOAD: usize = 32 * 1024;
 fn ciphers(c: &mut Criterion) {
     let mut group = c.benchmark_group("ssh_seal_open_32k");
     group.throughput(Throughput::Bytes(PAYLOAD as u64));
-    let mut rng = Rng::from_seed(1);
+    let mut rng = mesh_sim::seeded_rng(1);
 
     for name in [CIPHER_CHACHA20_POLY1305, CIPHER_AES256_GCM] {
         let (k, iv) = PacketCipher::key_sizes(name).unwrap_or((0, 0));
@@ -117,10 +116,14 @@ fn kex_and_auth(c: &mut Criterion) {
             for _ in 0..iters {
                 seed += 1;
                 let config = ClientConfig { user: "alice".into(), host_key: Some(host_public), ..Default::default() };
-                let mut client = ClientSession::new(config, Rng::from_seed(seed), Instant::ZERO);
+                let mut client = ClientSession::new(config, mesh_sim::seeded_rng(seed), Instant::ZERO);
                 let started = std::time::Instant::now();
-                let mut server =
-                    ServerSession::new(host_key.clone(), ServerConfig::default(), Rng::from_seed(!seed), Instant::ZERO);
+                let mut server = ServerSession::new(
+                    host_key.clone(),
+                    ServerConfig::default(),
+                    mesh_sim::seeded_rng(!seed),
+                    Instant::ZERO,
+                );
                 spent += started.elapsed();
                 let mut done = false;
                 while !done {

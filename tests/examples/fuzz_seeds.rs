@@ -8,7 +8,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use mesh_core::rng::Rng;
 use mesh_core::time::{Instant, UnixTime};
 use mesh_core::wireguard::{packet_buffer, Config, IpPrefix, PeerConfig, WireGuard};
 use mesh_tests::ipv4_udp;
@@ -40,7 +39,7 @@ fn main() -> std::io::Result<()> {
     let mut device = common::device();
     let mut peer = WireGuard::new(
         Config::new(common::peer_key()),
-        Rng::from_seed(2),
+        mesh_sim::seeded_rng(2),
         now,
         UnixTime(Duration::from_secs(1_700_000_000)),
     )
@@ -110,7 +109,7 @@ fn main() -> std::io::Result<()> {
     // SSH before keys: an identification line and a framed KEXINIT.
     let mut ssh = b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n".to_vec();
     let kexinit = mesh_core::ssh::kexinit::KexInit::client([3; 16]).encode();
-    ssh.extend_from_slice(&mesh_core::ssh::packet::frame_plain(&kexinit, &mut Rng::from_seed(3)));
+    ssh.extend_from_slice(&mesh_core::ssh::packet::frame_plain(&kexinit, &mut mesh_sim::seeded_rng(3)));
     write(dir, "ssh_transport_plain", "kexinit", &ssh)?;
     write(dir, "ssh_name_list", "kex", b"curve25519-sha256,curve25519-sha256@libssh.org,ext-info-c")?;
     // Connection protocol: a pty-req (selector 0) with terminal modes, an env (selector 1).
@@ -165,9 +164,9 @@ fn main() -> std::io::Result<()> {
         use mesh_core::ssh::client::{ClientConfig, ClientSession};
         use mesh_core::ssh::server::{ServerConfig, ServerSession};
         let key = ed25519_dalek::SigningKey::from_bytes(&[42; 32]);
-        let mut server = ServerSession::new(key, ServerConfig::default(), Rng::from_seed(1), Instant::ZERO);
+        let mut server = ServerSession::new(key, ServerConfig::default(), mesh_sim::seeded_rng(1), Instant::ZERO);
         let config = ClientConfig { user: "fuzz".into(), ..Default::default() };
-        let mut client = ClientSession::new(config, Rng::from_seed(7), Instant::ZERO);
+        let mut client = ClientSession::new(config, mesh_sim::seeded_rng(7), Instant::ZERO);
         let mut stream = vec![40u8];
         for _ in 0..20 {
             while let Some(bytes) = client.poll_transmit() {

@@ -11,7 +11,6 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use mesh_core::rng::Rng;
 use mesh_core::time::{Instant, UnixTime};
 use mesh_core::wireguard::{
     messages, packet_buffer, Config, Event, IpPrefix, PeerConfig, PeerId, PrivateKey, Received, WireGuard,
@@ -87,7 +86,7 @@ pub struct Pair {
 }
 
 fn key(seed: u8) -> PrivateKey {
-    let mut r = Rng::from_seed(u64::from(seed) + 1000);
+    let mut r = mesh_sim::seeded_rng(u64::from(seed) + 1000);
     PrivateKey::from_bytes(r.gen_bytes())
 }
 
@@ -100,7 +99,7 @@ impl Pair {
     /// Two devices whose configurations the caller may adjust.
     pub fn with_configs(seed: u64, fa: impl FnOnce(Config) -> Config, fb: impl FnOnce(Config) -> Config) -> Self {
         let now = Instant::from_micros(1_000_000);
-        let mut rng = Rng::from_seed(seed);
+        let mut rng = mesh_sim::seeded_rng(seed);
         let keys = [key(1), key(2)];
         let underlay: [SocketAddr; 2] =
             [SocketAddr::from(([192, 0, 2, 1], 51820)), SocketAddr::from(([192, 0, 2, 2], 51820))];

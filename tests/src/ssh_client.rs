@@ -7,7 +7,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use mesh_core::rng::Rng;
 use mesh_core::ssh::channel::{ChannelId, ChannelKind, ChannelRequest};
 use mesh_core::ssh::client::{ClientConfig, ClientSession};
 use mesh_core::ssh::connection::ConnectionEvent;
@@ -54,7 +53,7 @@ impl ClientDriver {
         let poll = Poll::new()?;
         poll.registry().register(&mut stream, SOCKET, Interest::READABLE | Interest::WRITABLE)?;
         let start = std::time::Instant::now();
-        let session = ClientSession::new(config, Rng::from_seed(seed), Instant::ZERO);
+        let session = ClientSession::new(config, mesh_sim::seeded_rng(seed), Instant::ZERO);
         let mut driver = Self {
             stream,
             poll,

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519::{PublicKey as BtPublic, StaticSecret};
-use mesh_core::rng::Rng;
 use mesh_core::time::{Instant, UnixTime};
 use mesh_core::wireguard::{
     packet_buffer, Config, Event, IpPrefix, PeerConfig, PeerId, PrivateKey, PublicKey, WireGuard,
@@ -47,8 +46,8 @@ fn new_ours(
     seed: u64,
 ) -> (WireGuard, PeerId) {
     let unix = UnixTime(EPOCH + Duration::from_micros(now.as_micros()));
-    let mut wg =
-        WireGuard::new(Config::new(key.clone()), Rng::from_seed(seed), now, unix).unwrap_or_else(|e| panic!("{e}"));
+    let mut wg = WireGuard::new(Config::new(key.clone()), mesh_sim::seeded_rng(seed), now, unix)
+        .unwrap_or_else(|e| panic!("{e}"));
     let mut pc = PeerConfig::new(PublicKey(bt_public), vec![IpPrefix::host(IpAddr::V4(THEIRS))]);
     pc.endpoint = Some(bt_addr);
     let peer = wg.add_peer(now, pc).unwrap_or_else(|e| panic!("{e}"));
@@ -57,7 +56,7 @@ fn new_ours(
 
 impl World {
     fn new(seed: u64) -> Self {
-        let mut rng = Rng::from_seed(seed);
+        let mut rng = mesh_sim::seeded_rng(seed);
         let our_key = PrivateKey::from_bytes(rng.gen_bytes());
         let bt_secret: [u8; 32] = rng.gen_bytes();
         let bt_public = BtPublic::from(&StaticSecret::from(bt_secret)).to_bytes();

@@ -5,8 +5,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use bytes::BytesMut;
+use mesh_core::time::UnixTime;
 use mesh_core::wireguard::{messages::*, packet_buffer, Config, DropReason, IpPrefix, PeerConfig, WireGuard};
-use mesh_core::{rng::Rng, time::UnixTime};
 use mesh_tests::{ipv4_udp, Pair, EPOCH};
 
 const A: usize = 0;
@@ -40,7 +40,7 @@ fn replayed_initiation_is_dropped() {
 fn clone_of_a(p: &Pair, offset_ms: u64) -> WireGuard {
     let mut wg = WireGuard::new(
         Config::new(p.sides[A].key.clone()),
-        Rng::from_seed(99),
+        mesh_sim::seeded_rng(99),
         p.now,
         UnixTime(
             EPOCH + p.now.saturating_duration_since(mesh_core::time::Instant::ZERO) + Duration::from_millis(offset_ms),
@@ -76,7 +76,7 @@ fn equal_timestamp_and_initiations_within_20ms_are_dropped() {
 #[test]
 fn bad_mac1_flood_costs_no_diffie_hellman() {
     let mut p = Pair::new(13);
-    let mut rng = Rng::from_seed(5);
+    let mut rng = mesh_sim::seeded_rng(5);
     let from = SocketAddr::from(([203, 0, 113, 7], 9999));
     let dh_before = p.sides[B].wg.dh_operations();
     for _ in 0..10_000 {

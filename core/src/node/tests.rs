@@ -48,8 +48,13 @@ impl Pair {
                 let mut c = NodeConfig::new(key(i), mesh(i), "tail.mesh");
                 c.serve_ssh = true;
                 c.tcp.buffer_size = 256 << 10;
-                Node::new(c, i as u64, now, UnixTime(Duration::from_secs(1_700_000_000)))
-                    .unwrap_or_else(|e| panic!("{e}"))
+                Node::new(
+                    c,
+                    crate::rng::test_rng(i as u64).gen_bytes(),
+                    now,
+                    UnixTime(Duration::from_secs(1_700_000_000)),
+                )
+                .unwrap_or_else(|e| panic!("{e}"))
             })
             .collect();
         for (i, node) in nodes.iter_mut().enumerate() {

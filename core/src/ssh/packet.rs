@@ -82,7 +82,7 @@ mod tests {
 
     #[test]
     fn round_trip_in_pieces() {
-        let mut rng = Rng::from_seed(1);
+        let mut rng = crate::rng::test_rng(1);
         for n in 0..40 {
             let payload: Vec<u8> = (0..n as u8).collect();
             let framed = frame_plain(&payload, &mut rng);

@@ -16,7 +16,6 @@ use super::packet::frame_plain;
 use super::server::{ServerConfig, ServerSession};
 use super::transport::{Role, Transport, TransportConfig, TransportError, TransportEvent};
 use super::wire::Writer;
-use crate::rng::Rng;
 use crate::time::Instant;
 
 const HOST_KEY: [u8; 32] = [42; 32];
@@ -96,8 +95,8 @@ impl Pair {
     fn new(client: ClientConfig, server: ServerConfig, decision: Decision) -> Self {
         let now = Instant::from_micros(1_000_000);
         Self {
-            client: ClientSession::new(client, Rng::from_seed(1), now),
-            server: ServerSession::new(SigningKey::from_bytes(&HOST_KEY), server, Rng::from_seed(2), now),
+            client: ClientSession::new(client, crate::rng::test_rng(1), now),
+            server: ServerSession::new(SigningKey::from_bytes(&HOST_KEY), server, crate::rng::test_rng(2), now),
             now,
             decision,
             client_events: Vec::new(),
@@ -324,7 +323,12 @@ fn publickey_is_tried_after_none_and_the_server_decides_once() {
 
 /// A server fed by hand-made plaintext packets (before any key exchange).
 fn plain_server(seed: u64) -> ServerSession {
-    ServerSession::new(SigningKey::from_bytes(&HOST_KEY), ServerConfig::default(), Rng::from_seed(seed), Instant::ZERO)
+    ServerSession::new(
+        SigningKey::from_bytes(&HOST_KEY),
+        ServerConfig::default(),
+        crate::rng::test_rng(seed),
+        Instant::ZERO,
+    )
 }
 
 /// The server after a client identification and `messages`, each framed in plaintext.
@@ -332,7 +336,7 @@ fn server_fed(messages: &[&[u8]]) -> ServerSession {
     let mut s = plain_server(2);
     let mut input = b"SSH-2.0-raw\r\n".to_vec();
     for (i, m) in messages.iter().enumerate() {
-        input.extend_from_slice(&frame_plain(m, &mut Rng::from_seed(i as u64 + 3)));
+        input.extend_from_slice(&frame_plain(m, &mut crate::rng::test_rng(i as u64 + 3)));
     }
     s.handle_input(Instant::ZERO, &input);
     s
@@ -351,8 +355,8 @@ impl Raw {
     fn new(config: ServerConfig) -> Self {
         let now = Instant::from_micros(1);
         let client =
-            Transport::new(Role::Client { host_key: None }, TransportConfig::default(), Rng::from_seed(3), now);
-        let server = ServerSession::new(SigningKey::from_bytes(&HOST_KEY), config, Rng::from_seed(4), now);
+            Transport::new(Role::Client { host_key: None }, TransportConfig::default(), crate::rng::test_rng(3), now);
+        let server = ServerSession::new(SigningKey::from_bytes(&HOST_KEY), config, crate::rng::test_rng(4), now);
         Self { client, server, now, server_events: Vec::new() }
     }
 
@@ -689,7 +693,7 @@ fn idle_pre_auth_connections_are_cut_at_the_login_grace_time() {
             let mut s = ServerSession::new(
                 SigningKey::from_bytes(&HOST_KEY),
                 ServerConfig::default(),
-                Rng::from_seed(i),
+                crate::rng::test_rng(i),
                 Instant::ZERO,
             );
             s.handle_input(Instant::ZERO, b"SSH-2.0-idle\r\n");
@@ -714,8 +718,12 @@ fn idle_pre_auth_connections_are_cut_at_the_login_grace_time() {
 
 #[test]
 fn transport_events_stop_after_close() {
-    let mut t =
-        Transport::new(Role::Client { host_key: None }, TransportConfig::default(), Rng::from_seed(1), Instant::ZERO);
+    let mut t = Transport::new(
+        Role::Client { host_key: None },
+        TransportConfig::default(),
+        crate::rng::test_rng(1),
+        Instant::ZERO,
+    );
     while t.poll_transmit().is_some() {}
     t.handle_input(Instant::ZERO, b"SSH-2.0-x\r\n\0\0\0\0");
     assert!(t.is_closed());
@@ -865,8 +873,12 @@ fn pipelined_requests_are_answered_in_order_unknown_ones_included() {
 
 #[test]
 fn a_key_exchange_that_never_finishes_times_out() {
-    let mut t =
-        Transport::new(Role::Client { host_key: None }, TransportConfig::default(), Rng::from_seed(1), Instant::ZERO);
+    let mut t = Transport::new(
+        Role::Client { host_key: None },
+        TransportConfig::default(),
+        crate::rng::test_rng(1),
+        Instant::ZERO,
+    );
     let deadline = t.poll_timeout().unwrap_or_else(|| panic!("no kex deadline"));
     assert_eq!(deadline, Instant::ZERO + super::transport::KEX_TIMEOUT);
     t.handle_timeout(deadline);

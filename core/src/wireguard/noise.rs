@@ -104,7 +104,7 @@ struct Resolver {
 
 impl CryptoResolver for Resolver {
     fn resolve_rng(&self) -> Option<Box<dyn Random>> {
-        Some(Box::new(SeededRandom(Rng::from_key(self.seed))))
+        Some(Box::new(SeededRandom(Rng::new(self.seed))))
     }
 
     fn resolve_dh(&self, choice: &DHChoice) -> Option<Box<dyn Dh>> {

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use ed25519_dalek::SigningKey;
-use mesh_core::rng::Rng;
 use mesh_core::ssh::channel::{open_failure, ChannelId, ChannelKind, ChannelRequest, GlobalRequest};
 use mesh_core::ssh::connection::ConnectionEvent;
 use mesh_core::ssh::event::SessionEvent;
@@ -213,7 +212,7 @@ impl Conn {
         let session = ServerSession::new(
             SigningKey::from_bytes(&config.host_key),
             config.server.clone(),
-            Rng::from_seed(seed),
+            mesh_sim::seeded_rng(seed),
             now,
         );
         Ok(Self {
