@@ -24,7 +24,7 @@ use tracing::{debug, trace};
 use crate::dns::{HostAddrs, MagicDns, MAGIC_DNS_ADDR};
 use crate::ip::{Filter, FlowKey, FlowTable, IcmpKind, Origin, PacketInfo, Proto, TcpFlags};
 use crate::rng::{Rng, SEED_LEN};
-use crate::tcp::{ConnId, TcpConfig, TcpError, TcpEvent, TcpStack};
+use crate::tcp::{ConnId, TcpConfig, TcpConfigError, TcpError, TcpEvent, TcpStack, TcpStats};
 use crate::time::{Instant, UnixTime};
 use crate::wireguard::{
     self, DropReason, IpPrefix, PeerConfig, PeerId, PrivateKey, PublicKey, Received, Transmit, WireGuard,
@@ -100,6 +100,12 @@ pub enum NodeEvent {
     WireGuard(wireguard::Event),
     /// A flow the new filter no longer allows was cut (TCP served in the core: reset).
     FlowCut(FlowKey),
+    /// A peer left the netmap, or came back with another key or other addresses (then
+    /// under a new `PeerId`). Its flows are forgotten and its core connections closed
+    /// (each reports `Closed`); whatever the application tied to this `PeerId` must end.
+    PeerGone {
+        peer: PeerId,
+    },
 }
 
 /// Why the node could not be built.
@@ -107,6 +113,8 @@ pub enum NodeEvent {
 pub enum NodeError {
     #[error("wireguard: {0}")]
     WireGuard(#[from] wireguard::ConfigError),
+    #[error("{0}")]
+    Tcp(#[from] TcpConfigError),
 }
 
 /// Counters of what the node dropped or forwarded.
@@ -168,15 +176,20 @@ impl Node {
         addrs.extend(config.mesh_v6.map(IpAddr::V6));
         let mut stack_addrs = addrs.clone();
         stack_addrs.push(IpAddr::V4(MAGIC_DNS_ADDR));
+        config.tcp.validate()?;
         let mut tcp = TcpStack::new(config.tcp, &stack_addrs, rng.next_u64(), now);
-        tcp.listen(DNS_PORT);
+        // MagicDNS answers this node's own TUN side only: its address is not routed in
+        // from the mesh, and the mesh addresses do not serve port 53.
+        tcp.listen(IpAddr::V4(MAGIC_DNS_ADDR), DNS_PORT);
         if config.serve_ssh {
-            tcp.listen(SSH_PORT);
+            for &addr in &addrs {
+                tcp.listen(addr, SSH_PORT);
+            }
         }
         Ok(Self {
             wg,
             filter: Filter::deny_all(),
-            flows: FlowTable::new(config.max_flows),
+            flows: FlowTable::new(config.max_flows, rng.gen_bytes()),
             tcp,
             dns: MagicDns::new(&config.dns_domain, mesh_ranges()),
             addrs,
@@ -201,6 +214,11 @@ impl Node {
         &self.stats
     }
 
+    /// What the core TCP stack refused (segments from the wrong peer, SYNs over a share).
+    pub fn tcp_stats(&self) -> &TcpStats {
+        self.tcp.stats()
+    }
+
     pub fn addrs(&self) -> &[IpAddr] {
         &self.addrs
     }
@@ -208,17 +226,36 @@ impl Node {
     // ----- control plane ------------------------------------------------------------------
 
     /// Replace the set of peers (a new netmap): peers are added, updated and removed so
-    /// that WireGuard and MagicDNS match `peers`.
+    /// that WireGuard and MagicDNS match `peers`. A peer that left, or whose addresses
+    /// changed, is gone for good: its flows are purged, its core connections closed
+    /// without a word on the wire (the address may belong to someone else now), and
+    /// [`NodeEvent::PeerGone`] names its old `PeerId`; if it stays in the netmap it comes
+    /// back under a new one. Only a changed endpoint or name keeps the `PeerId`.
     pub fn set_netmap(&mut self, now: Instant, peers: Vec<NetmapPeer>) {
-        let mut next = BTreeMap::new();
+        let mut old = std::mem::take(&mut self.netmap);
+        let mut staying = Vec::new();
+        let mut gone = Vec::new();
+        for peer in &peers {
+            match old.remove(&peer.public_key) {
+                Some((id, was)) if same_addresses(&was, peer) => staying.push((id, was)),
+                Some((id, was)) => gone.push((id, was)),
+                None => {}
+            }
+        }
+        gone.extend(std::mem::take(&mut old).into_values());
+        // Release the leavers first, so that a newcomer may take over their addresses.
+        for (id, was) in gone {
+            self.peer_gone(now, id, &was);
+        }
+        let mut staying: BTreeMap<PublicKey, PeerId> = staying.into_iter().map(|(id, p)| (p.public_key, id)).collect();
         for peer in peers {
             let mut allowed = vec![IpPrefix::host(IpAddr::V4(peer.mesh_v4))];
             allowed.extend(peer.mesh_v6.map(|a| IpPrefix::host(IpAddr::V6(a))));
             allowed.extend(peer.routes.iter().copied());
             let mut config = PeerConfig::new(peer.public_key, allowed);
             config.endpoint = peer.endpoint;
-            let id = match self.netmap.remove(&peer.public_key) {
-                Some((id, _)) => match self.wg.update_peer(now, id, config) {
+            let id = match staying.remove(&peer.public_key) {
+                Some(id) => match self.wg.update_peer(now, id, config) {
                     Ok(()) => id,
                     Err(error) => {
                         debug!(%error, "netmap peer update refused");
@@ -233,18 +270,29 @@ impl Node {
                     }
                 },
             };
-            next.insert(peer.public_key, (id, peer));
+            self.netmap.insert(peer.public_key, (id, peer));
         }
-        for (id, _) in std::mem::take(&mut self.netmap).into_values() {
-            let _ = self.wg.remove_peer(id);
-        }
-        self.netmap = next;
         let hosts: Vec<(String, HostAddrs)> = self
             .netmap
             .values()
             .map(|(_, p)| (p.name.clone(), HostAddrs { v4: Some(p.mesh_v4), v6: p.mesh_v6 }))
             .collect();
         self.dns.set_hosts(hosts.iter().map(|(n, a)| (n.as_str(), *a)));
+        self.drive(now);
+    }
+
+    /// Forget everything bound to a peer that left the netmap (or changed).
+    fn peer_gone(&mut self, now: Instant, id: PeerId, was: &NetmapPeer) {
+        let _ = self.wg.remove_peer(id);
+        let flows = self.flows.purge_peer(id).len();
+        // Connections bound to the peer, and our own not yet answered by anyone whose
+        // remote address was the peer's.
+        let addresses: Vec<IpAddr> = peer_prefixes(was).collect();
+        let conns = self.tcp.purge(|bound, remote| {
+            bound == Some(id) || (bound.is_none() && addresses.iter().any(|&a| a == remote.ip()))
+        });
+        debug!(%id, flows, conns, "peer gone");
+        self.events.push_back(NodeEvent::PeerGone { peer: id });
         self.drive(now);
     }
 
@@ -267,15 +315,24 @@ impl Node {
         let cut = flows.cut_remote(|key| filter.allows(&flow_as_packet(key)));
         for key in cut {
             self.stats.flows_cut += 1;
-            if key.proto == Proto::Tcp {
-                let local = SocketAddr::new(key.local, key.local_port);
-                let remote = SocketAddr::new(key.remote, key.remote_port);
-                for conn in self.tcp.connections_matching(|l, r| l == local && r == remote) {
-                    let _ = self.tcp.abort(now, conn);
-                }
-            }
             self.events.push_back(NodeEvent::FlowCut(key));
             debug!(?key, "flow cut by the new filter");
+        }
+        // Every connection a peer opened to the core is judged again, whether or not the
+        // flow table still tracked it.
+        let filter = &self.filter;
+        let denied = self.tcp.accepted_matching(|local, remote| {
+            let key = FlowKey {
+                proto: Proto::Tcp,
+                local: local.ip(),
+                local_port: local.port(),
+                remote: remote.ip(),
+                remote_port: remote.port(),
+            };
+            !filter.allows(&flow_as_packet(&key))
+        });
+        for conn in denied {
+            let _ = self.tcp.abort(now, conn);
         }
         self.drive(now);
     }
@@ -413,6 +470,12 @@ impl Node {
                 return;
             }
         };
+        // Only packets for this node are judged and tracked: anything else would let a
+        // peer fill the flow table with flows that lead nowhere.
+        if !self.addrs.contains(&info.dst) {
+            self.stats.inbound_not_for_us += 1;
+            return;
+        }
         let key = FlowKey::inbound(&info);
         if !matches!(self.flows.touch(now, &key), Some(Origin::Local | Origin::Remote)) {
             if !self.filter.allows(&info) {
@@ -420,13 +483,11 @@ impl Node {
                 trace!(?key, %peer, "inbound packet filtered");
                 return;
             }
-            self.flows.insert(now, key, Origin::Remote);
+            if opens_flow(&info) {
+                self.flows.insert(now, key, Origin::Remote, Some(peer));
+            }
         }
-        if !self.addrs.contains(&info.dst) {
-            self.stats.inbound_not_for_us += 1;
-            return;
-        }
-        if info.proto == Proto::Tcp && self.tcp.serves(info.dst, info.dst_port) {
+        if info.proto == Proto::Tcp && self.tcp.serves(&info) {
             self.stats.inbound_to_stack += 1;
             self.tcp.handle_packet(now, Some(peer), &info, packet);
         } else {
@@ -469,10 +530,10 @@ impl Node {
     fn send_into_mesh(&mut self, now: Instant, info: &PacketInfo, buf: BytesMut) {
         // A TCP flow is opened by its SYN; other segments only refresh a tracked flow, so a
         // stray segment (a RST for a cut connection) cannot open a path back in.
-        let opens = info.proto != Proto::Tcp || info.is_tcp_syn();
         let key = FlowKey::outbound(info);
-        if opens {
-            self.flows.insert(now, key, Origin::Local);
+        if opens_flow(info) {
+            let peer = self.wg.route(info.dst);
+            self.flows.insert(now, key, Origin::Local, peer);
         } else {
             let _ = self.flows.touch(now, &key);
         }
@@ -579,6 +640,27 @@ impl Node {
         icmp.emit(&mut Icmpv4Packet::new_unchecked(&mut out[ip.buffer_len()..]), &caps);
         self.tun_out.push_back(out);
     }
+}
+
+/// Whether a packet may open a flow: a TCP flow only with its SYN (a stray segment, such as
+/// a RST for a cut connection, must not open a path back in); never an ICMP error, which
+/// is about another packet.
+fn opens_flow(info: &PacketInfo) -> bool {
+    match info.proto {
+        Proto::Tcp => info.is_tcp_syn(),
+        Proto::Icmp => !matches!(info.icmp, Some(IcmpKind::Error)),
+        Proto::Udp | Proto::Other(_) => true,
+    }
+}
+
+/// Whether two netmap entries of a peer give it the same addresses and routes.
+fn same_addresses(a: &NetmapPeer, b: &NetmapPeer) -> bool {
+    a.mesh_v4 == b.mesh_v4 && a.mesh_v6 == b.mesh_v6 && a.routes == b.routes
+}
+
+/// A peer's mesh addresses.
+fn peer_prefixes(peer: &NetmapPeer) -> impl Iterator<Item = IpAddr> + '_ {
+    std::iter::once(IpAddr::V4(peer.mesh_v4)).chain(peer.mesh_v6.map(IpAddr::V6))
 }
 
 /// A packet that would open `key` from its remote end (to re-check a flow against rules).

@@ -389,12 +389,22 @@ mod tests {
     #[test]
     fn sink_verifies_a_stream_fed_in_odd_pieces() {
         let mut apps = Apps::new(7, crate::seeded_rng(7));
+        // Connection ids come only from a stack.
+        let mut stack = mesh_core::tcp::TcpStack::new(
+            mesh_core::tcp::TcpConfig::default(),
+            &[std::net::IpAddr::from([100, 64, 0, 2])],
+            1,
+            Instant::ZERO,
+        );
+        let mut conn =
+            || stack.connect(Instant::ZERO, SocketAddr::from(([100, 64, 0, 1], 22))).unwrap_or_else(|e| panic!("{e}"));
+        let (client_conn, server_conn) = (conn(), conn());
         apps.transfers.push(Transfer {
             id: TransferId(0),
             from: NodeId(1),
             to: NodeId(0),
             port: 22,
-            conn: ConnId(0),
+            conn: client_conn,
             bytes: 5000,
             opened_at: Instant::ZERO,
             connected_at: None,
@@ -405,7 +415,7 @@ mod tests {
         });
         let record = AcceptedConn::new(
             NodeId(0),
-            ConnId(3),
+            server_conn,
             (None, None),
             SocketAddr::from(([100, 64, 0, 1], 22)),
             SocketAddr::from(([100, 64, 0, 2], 50000)),

@@ -172,6 +172,12 @@ impl Driver<'_> {
                 self.trace.record(self.now, TraceRecord::FlowCut { node: node.id() });
             }
             NodeEvent::Tcp(e) => self.tcp_event(node, e),
+            // The node's netmap is rebuilt from the world's, and PeerIds are mapped back to
+            // nodes afresh after every change (`Node::remap`).
+            NodeEvent::PeerGone { peer } => {
+                let record = TraceRecord::PeerGone { node: node.id(), peer: node.peer_node(peer) };
+                self.trace.record(self.now, record);
+            }
         }
     }
 
@@ -342,7 +348,7 @@ impl Driver<'_> {
         let id = node.id();
         if let TcpEvent::Closed { conn } = event {
             self.stats.tcp_closed += 1;
-            self.trace.record(now, TraceRecord::TcpClosed { node: id, conn: conn.0 });
+            self.trace.record(now, TraceRecord::TcpClosed { node: id, conn: conn.as_u64() });
         }
         if self.ssh_tcp_event(node, event) {
             return;

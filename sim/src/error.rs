@@ -24,6 +24,8 @@ pub enum SimError {
     Config(#[from] ConfigError),
     #[error("TCP: {0}")]
     Tcp(TcpError),
+    #[error("{0}")]
+    TcpConfig(mesh_core::tcp::TcpConfigError),
     #[error("node {0} does not serve TCP port 22 (NodeConfig::with_ssh)")]
     NoSshPort(NodeId),
     #[error("node {0} runs no SSH server app (World::serve_ssh) and no host key was given")]

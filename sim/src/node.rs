@@ -290,6 +290,7 @@ impl Node {
     pub(crate) fn boot(&mut self, now: Instant, unix: UnixTime, seed: [u8; 32]) -> Result<(), SimError> {
         let mut core = CoreNode::new(self.core_config(), seed, now, unix).map_err(|e| match e {
             NodeError::WireGuard(c) => SimError::Config(c),
+            NodeError::Tcp(c) => SimError::TcpConfig(c),
         })?;
         core.set_netmap(now, self.netmap());
         core.set_filter(now, self.filter.clone());

@@ -95,6 +95,8 @@ pub enum TraceRecord {
     Injected { node: NodeId, len: u32 },
     /// A filter change cut a flow on `node`.
     FlowCut { node: NodeId },
+    /// A netmap change ended a peer's `PeerId` on `node` (removed, or re-addressed).
+    PeerGone { node: NodeId, peer: Option<NodeId> },
     /// A client transfer was opened.
     TcpOpened { from: NodeId, to: NodeId, port: u16, transfer: u64 },
     /// A client transfer's connection was established.
@@ -235,6 +237,10 @@ impl TraceRecord {
             TraceRecord::FlowCut { node } => {
                 e = Encoder::new(17, at);
                 e.node(node);
+            }
+            TraceRecord::PeerGone { node, peer } => {
+                e = Encoder::new(27, at);
+                e.node(node).u32(peer.map_or(u32::MAX, |p| p.0 as u32));
             }
             TraceRecord::TcpOpened { from, to, port, transfer } => {
                 e = Encoder::new(18, at);

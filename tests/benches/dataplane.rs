@@ -43,9 +43,9 @@ fn filter(c: &mut Criterion) {
     let packet = ipv4_udp(Ipv4Addr::new(100, 64, 0, 2), Ipv4Addr::new(100, 64, 0, 1), &[0u8; 100]);
     let now = Instant::ZERO;
 
-    let mut flows = FlowTable::new(FlowTable::DEFAULT_CAPACITY);
+    let mut flows = FlowTable::new(FlowTable::DEFAULT_CAPACITY, [5; 16]);
     let info = PacketInfo::parse(&packet).unwrap_or_else(|e| panic!("{e}"));
-    flows.insert(now, FlowKey::inbound(&info), Origin::Remote);
+    flows.insert(now, FlowKey::inbound(&info), Origin::Remote, None);
     group.bench_function("established", |b| {
         b.iter(|| {
             let info = PacketInfo::parse(std::hint::black_box(&packet)).ok();
@@ -56,13 +56,13 @@ fn filter(c: &mut Criterion) {
 
     group.bench_function("new_flow_1000_rules", |b| {
         b.iter_batched(
-            || FlowTable::new(16),
+            || FlowTable::new(16, [5; 16]),
             |mut flows| {
                 let info = PacketInfo::parse(std::hint::black_box(&packet)).ok();
                 let allowed = info.filter(|i| filter.allows(i));
                 assert!(allowed.is_some());
                 if let Some(i) = allowed {
-                    flows.insert(now, FlowKey::inbound(&i), Origin::Remote);
+                    flows.insert(now, FlowKey::inbound(&i), Origin::Remote, None);
                 }
                 flows
             },

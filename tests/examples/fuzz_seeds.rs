@@ -164,7 +164,8 @@ fn main() -> std::io::Result<()> {
         use mesh_core::ssh::client::{ClientConfig, ClientSession};
         use mesh_core::ssh::server::{ServerConfig, ServerSession};
         let key = ed25519_dalek::SigningKey::from_bytes(&[42; 32]);
-        let mut server = ServerSession::new(key, ServerConfig::default(), mesh_core::rng::Rng::new([1; 32]), Instant::ZERO);
+        let mut server =
+            ServerSession::new(key, ServerConfig::default(), mesh_core::rng::Rng::new([1; 32]), Instant::ZERO);
         let config = ClientConfig { user: "fuzz".into(), ..Default::default() };
         let mut client = ClientSession::new(config, mesh_sim::seeded_rng(7), Instant::ZERO);
         let mut stream = vec![40u8];

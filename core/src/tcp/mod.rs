@@ -18,7 +18,7 @@ mod ack_seq;
 mod device;
 mod stack;
 
-pub use stack::{ConnId, TcpConfig, TcpError, TcpEvent, TcpStack};
+pub use stack::{ConnId, TcpConfig, TcpConfigError, TcpError, TcpEvent, TcpStack, TcpStats};
 
 #[cfg(test)]
 mod tests;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
-use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpEndpoint};
+use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpEndpoint, IpListenEndpoint};
 use thiserror::Error;
 use tracing::{debug, trace};
 
@@ -24,24 +24,76 @@ pub struct TcpConfig {
     /// Receive and send buffer of every connection. At least the SSH channel window
     /// (2 MiB) so a bulk transfer is not window-bound; memory is touched only as used.
     pub buffer_size: usize,
-    /// Listening sockets kept ready per served port.
-    pub listen_pool: usize,
-    /// Half-open connections allowed per served port before SYNs are refused.
+    /// Half-open connections allowed per served endpoint before further SYNs are dropped.
     pub max_pending: usize,
-    /// Open connections allowed in all.
+    /// Open connections allowed in all (inbound and outbound, lingering TIME-WAIT ones
+    /// included).
     pub max_connections: usize,
+    /// Connections one peer may hold on this node's served ports (half-open included).
+    pub max_connections_per_peer: usize,
+    /// Half-open connections one peer may hold: its share of every port's `max_pending`.
+    pub max_pending_per_peer: usize,
     pub mtu: usize,
 }
 
 impl Default for TcpConfig {
     fn default() -> Self {
-        Self { buffer_size: 2 << 20, listen_pool: 4, max_pending: 64, max_connections: 1024, mtu: 1280 }
+        Self {
+            buffer_size: 2 << 20,
+            max_pending: 64,
+            max_connections: 1024,
+            max_connections_per_peer: 128,
+            max_pending_per_peer: 8,
+            mtu: 1280,
+        }
     }
 }
 
-/// A connection's handle for the layer above.
+/// A configuration the stack refuses.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum TcpConfigError {
+    #[error("tcp: {0} must be at least 1")]
+    Zero(&'static str),
+    #[error("tcp: mtu {0} is outside 1280..=65535")]
+    Mtu(usize),
+    #[error("tcp: buffer size {0} is outside 1 KiB..=1 GiB")]
+    Buffer(usize),
+}
+
+impl TcpConfig {
+    /// Check the bounds (zero limits would lock everyone out; an MTU below IPv6's minimum
+    /// or a buffer beyond smoltcp's window scaling is a mistake).
+    pub fn validate(&self) -> Result<(), TcpConfigError> {
+        for (name, value) in [
+            ("max_pending", self.max_pending),
+            ("max_connections", self.max_connections),
+            ("max_connections_per_peer", self.max_connections_per_peer),
+            ("max_pending_per_peer", self.max_pending_per_peer),
+        ] {
+            if value == 0 {
+                return Err(TcpConfigError::Zero(name));
+            }
+        }
+        if !(1280..=65535).contains(&self.mtu) {
+            return Err(TcpConfigError::Mtu(self.mtu));
+        }
+        if !(1024..=1 << 30).contains(&self.buffer_size) {
+            return Err(TcpConfigError::Buffer(self.buffer_size));
+        }
+        Ok(())
+    }
+}
+
+/// A connection's handle for the layer above. Made only by the stack.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ConnId(pub u64);
+pub struct ConnId(u64);
+
+impl ConnId {
+    /// The id as a number (for logs and traces; ids are never made from numbers).
+    pub fn as_u64(self) -> u64 {
+        self.0
+    }
+}
 
 /// What the layer above must act on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,45 +124,86 @@ pub enum TcpError {
     NoPort,
 }
 
+/// What the stack refused, by reason.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TcpStats {
+    /// Segments of a connection that arrived from another peer than the one bound to it.
+    pub foreign_segments: u64,
+    /// SYNs dropped because the peer's share (connections or half-open) was used up.
+    pub syns_over_peer_share: u64,
+    /// SYNs dropped because the endpoint's half-open bound or the stack's connection
+    /// bound was reached.
+    pub syns_over_capacity: u64,
+}
+
+/// Who a connection counts against: a peer, or this node's own TUN side (`None`).
+type Owner = Option<PeerId>;
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Share {
+    connections: usize,
+    half_open: usize,
+}
+
 #[derive(Debug)]
 struct Conn {
     handle: SocketHandle,
+    /// Inbound: the peer that carried the SYN. Outbound: the peer that answered (bound by
+    /// the first segment that arrives; WireGuard already checked that this peer owns the
+    /// remote address).
     peer: Option<PeerId>,
-    /// Accepted on a served port (vs. opened by us).
+    bound: bool,
+    /// Accepted on a served endpoint (vs. opened by us).
     inbound: bool,
-    /// The local port of an outbound connection.
-    local_port: Option<u16>,
     /// Reported to the layer above (Accepted/Connected sent).
     announced: bool,
+    /// `Closed` reported; the socket lingers in TIME-WAIT so that a retransmitted FIN is
+    /// answered and the 4-tuple is not reused at once. Invisible to the API.
+    lingering: bool,
     readable_signalled: bool,
     wants_writable: bool,
-    /// (local, remote) once known: the key of `TcpStack::flows`.
-    flow: Option<(SocketAddr, SocketAddr)>,
+    /// (local, remote): the key of `TcpStack::flows`.
+    flow: (SocketAddr, SocketAddr),
+    /// The served endpoint an inbound connection came in on.
+    endpoint: Option<(IpAddr, u16)>,
     /// What the connection sent, to keep its pure ACKs acceptable (see `ack_seq`).
     edge: SendEdge,
 }
 
 /// Userspace TCP for one node.
+///
+/// Segments are demultiplexed here, by exact 4-tuple, before smoltcp sees them: a segment
+/// of a known connection is processed against the connection sockets alone (so a
+/// retransmitted SYN reaches its half-open connection, never a listener), and only a SYN
+/// for a served endpoint, within its sender's share, reaches the listening socket of that
+/// endpoint. Listening sockets live in their own socket set for that reason.
 pub struct TcpStack {
     config: TcpConfig,
     iface: Interface,
     device: QueueDevice,
+    /// Connection sockets.
     sockets: SocketSet<'static>,
-    /// Served port -> listening sockets.
-    listeners: BTreeMap<u16, Vec<SocketHandle>>,
+    /// One listening socket per served endpoint.
+    listening: SocketSet<'static>,
+    listeners: BTreeMap<(IpAddr, u16), SocketHandle>,
     conns: BTreeMap<ConnId, Conn>,
-    /// (local, remote) endpoints -> connection, for the segments passing through.
+    /// (local, remote) endpoints -> connection.
     flows: BTreeMap<(SocketAddr, SocketAddr), ConnId>,
-    /// Local ports of outbound connections (so `serves` is a lookup, not a scan).
+    /// Local ports of outbound connections (lingering ones included).
     outbound_ports: BTreeSet<u16>,
-    /// (remote, local) endpoint of the SYN being processed -> who sent it.
-    syn_peers: BTreeMap<(SocketAddr, SocketAddr), Option<PeerId>>,
+    /// Inbound connections and half-open ones per owner.
+    shares: BTreeMap<Owner, Share>,
+    /// Half-open connections per served endpoint.
+    pending: BTreeMap<(IpAddr, u16), usize>,
+    /// Connections an input may have changed, looked at after the next poll.
+    dirty: BTreeSet<ConnId>,
     /// When smoltcp next needs `handle_timeout`, as of the last poll.
     deadline: Option<Instant>,
     local_addrs: Vec<IpAddr>,
     next_conn: u64,
     next_port: u16,
     events: VecDeque<TcpEvent>,
+    stats: TcpStats,
 }
 
 impl std::fmt::Debug for TcpStack {
@@ -163,16 +256,20 @@ impl TcpStack {
             iface,
             device,
             sockets: SocketSet::new(Vec::new()),
+            listening: SocketSet::new(Vec::new()),
             listeners: BTreeMap::new(),
             conns: BTreeMap::new(),
             flows: BTreeMap::new(),
             outbound_ports: BTreeSet::new(),
-            syn_peers: BTreeMap::new(),
+            shares: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            dirty: BTreeSet::new(),
             local_addrs: addrs.to_vec(),
             deadline: None,
             next_conn: 0,
             next_port: 49152 + (seed % 16384) as u16,
             events: VecDeque::new(),
+            stats: TcpStats::default(),
         }
     }
 
@@ -188,89 +285,126 @@ impl TcpStack {
         socket
     }
 
-    /// Serve `port` on every local address.
-    pub fn listen(&mut self, port: u16) {
-        self.listeners.entry(port).or_default();
-        self.replenish(port);
-    }
-
-    /// Whether a packet to `dst:port` is for this stack.
-    pub fn serves(&self, dst: IpAddr, port: u16) -> bool {
-        self.local_addrs.contains(&dst) && (self.listeners.contains_key(&port) || self.has_local_port(port))
-    }
-
-    fn has_local_port(&self, port: u16) -> bool {
-        self.outbound_ports.contains(&port)
-    }
-
-    fn replenish(&mut self, port: u16) {
-        let pending = self
-            .conns
-            .values()
-            .filter(|c| c.inbound && !c.announced)
-            .filter(|c| self.sockets.get::<tcp::Socket>(c.handle).local_endpoint().is_some_and(|ep| ep.port == port))
-            .count();
-        let listening = self.listeners.get(&port).map_or(0, Vec::len);
-        let room = self.config.max_connections.saturating_sub(self.conns.len() + listening);
-        let want = if pending >= self.config.max_pending { 0 } else { self.config.listen_pool.min(room + listening) };
-        for _ in listening..want {
-            let mut socket = self.new_socket();
-            if socket.listen(port).is_err() {
-                return;
-            }
-            let handle = self.sockets.add(socket);
-            self.listeners.entry(port).or_default().push(handle);
-        }
-    }
-
-    /// An inbound IP packet for this stack (the node checked `serves`, the inner source and
-    /// the filter). `peer` is the WireGuard peer that delivered it; `None` for packets from
-    /// this node's own TUN side.
-    pub fn handle_packet(&mut self, now: Instant, peer: Option<PeerId>, info: &PacketInfo, mut packet: BytesMut) {
-        // The SYN's sender is remembered only for the poll that processes it: a listening
-        // socket takes it there, or the SYN is refused (or belongs to a half-open socket
-        // already tagged). So the map never holds more than one entry between calls.
-        let syn = info
-            .is_tcp_syn()
-            .then(|| (SocketAddr::new(info.src, info.src_port), SocketAddr::new(info.dst, info.dst_port)));
-        // A SYN for a served port whose listeners are all taken (the half-open bound) is
-        // dropped, not refused: the client retransmits it and gets in when a slot frees.
-        let exhausted = self.listeners.get(&info.dst_port).is_some_and(|l| l.is_empty());
-        if syn.is_some() && exhausted && !self.has_half_open(syn) {
+    /// Serve `port` on the local address `addr` (one of the stack's addresses).
+    pub fn listen(&mut self, addr: IpAddr, port: u16) {
+        if !self.local_addrs.contains(&addr) || self.listeners.contains_key(&(addr, port)) {
             return;
         }
-        if let Some(key) = syn {
-            self.syn_peers.insert(key, peer);
+        self.add_listener((addr, port));
+    }
+
+    fn add_listener(&mut self, endpoint: (IpAddr, u16)) {
+        let mut socket = self.new_socket();
+        let listen = IpListenEndpoint { addr: Some(endpoint.0.into()), port: endpoint.1 };
+        if socket.listen(listen).is_err() {
+            debug!(addr = %endpoint.0, port = endpoint.1, "cannot listen");
+            return;
         }
+        let handle = self.listening.add(socket);
+        self.listeners.insert(endpoint, handle);
+    }
+
+    /// Whether an inbound packet is for this stack: a SYN-or-anything to a served endpoint,
+    /// or a segment of one of the stack's own connections (matched by exact 4-tuple, so
+    /// the kernel's connections on the same ports are never claimed).
+    pub fn serves(&self, info: &PacketInfo) -> bool {
+        let local = SocketAddr::new(info.dst, info.dst_port);
+        let remote = SocketAddr::new(info.src, info.src_port);
+        self.listeners.contains_key(&(info.dst, info.dst_port)) || self.flows.contains_key(&(local, remote))
+    }
+
+    /// An inbound IP packet for this stack (the node checked [`Self::serves`], the inner
+    /// source and the filter). `peer` is the WireGuard peer that delivered it; `None` for
+    /// packets from this node's own TUN side.
+    pub fn handle_packet(&mut self, now: Instant, peer: Option<PeerId>, info: &PacketInfo, mut packet: BytesMut) {
         packet.truncate(info.total_len);
-        let flow = (SocketAddr::new(info.dst, info.dst_port), SocketAddr::new(info.src, info.src_port));
-        if let Some(c) = self.flows.get(&flow).and_then(|id| self.conns.get_mut(id)) {
+        let local = SocketAddr::new(info.dst, info.dst_port);
+        let remote = SocketAddr::new(info.src, info.src_port);
+        if let Some(&id) = self.flows.get(&(local, remote)) {
+            let Some(c) = self.conns.get_mut(&id) else { return };
+            if c.bound && c.peer != peer {
+                self.stats.foreign_segments += 1;
+                trace!(%local, %remote, ?peer, bound = ?c.peer, "segment from another peer than the connection's dropped");
+                return;
+            }
+            c.peer = peer;
+            c.bound = true;
             if let Some(segment) = Segment::parse(&packet) {
                 c.edge.inbound(&segment);
             }
+            self.dirty.insert(id);
+            self.device.rx.push_back(packet);
+            self.poll(now);
+            return;
         }
+        let endpoint = (info.dst, info.dst_port);
+        if !self.listeners.contains_key(&endpoint) {
+            return;
+        }
+        if info.is_tcp_syn() && !self.admit(peer, endpoint) {
+            // Dropped, not refused: the client retransmits and gets in when room frees.
+            return;
+        }
+        // A SYN within its shares goes to the endpoint's listening socket; any other
+        // segment without a connection meets no socket, and smoltcp answers it with RST.
+        let emitted = self.device.tx.len();
         self.device.rx.push_back(packet);
-        self.poll(now);
-        if let Some(key) = syn {
-            self.syn_peers.remove(&key);
+        let timestamp = smol_now(now);
+        self.iface.poll(timestamp, &mut self.device, &mut self.listening);
+        if info.is_tcp_syn() {
+            self.adopt(endpoint, peer);
         }
+        self.fix_ack_seqs(emitted);
+        self.poll(now);
     }
 
-    /// Whether a half-open connection already exists for this SYN's endpoints (then the
-    /// SYN is a retransmission that its socket must see).
-    fn has_half_open(&self, syn: Option<(SocketAddr, SocketAddr)>) -> bool {
-        let Some((remote, local)) = syn else { return false };
-        self.conns.values().any(|c| {
-            let s = self.sockets.get::<tcp::Socket>(c.handle);
-            c.inbound
-                && !c.announced
-                && s.remote_endpoint().map(to_socket_addr) == Some(remote)
-                && s.local_endpoint().map(to_socket_addr) == Some(local)
-        })
+    /// Whether a SYN from `peer` to `endpoint` may open a connection.
+    fn admit(&mut self, peer: Owner, endpoint: (IpAddr, u16)) -> bool {
+        let share = self.shares.get(&peer).copied().unwrap_or_default();
+        if share.connections >= self.config.max_connections_per_peer
+            || share.half_open >= self.config.max_pending_per_peer
+        {
+            self.stats.syns_over_peer_share += 1;
+            trace!(?peer, ?share, "SYN over the peer's share dropped");
+            return false;
+        }
+        let pending = self.pending.get(&endpoint).copied().unwrap_or(0);
+        if pending >= self.config.max_pending || self.conns.len() >= self.config.max_connections {
+            self.stats.syns_over_capacity += 1;
+            trace!(?peer, pending, "SYN over capacity dropped");
+            return false;
+        }
+        true
+    }
+
+    /// The endpoint's listening socket took the SYN: it becomes a connection, tagged with
+    /// the SYN's peer, and a fresh socket listens in its place.
+    fn adopt(&mut self, endpoint: (IpAddr, u16), peer: Owner) {
+        let Some(&handle) = self.listeners.get(&endpoint) else { return };
+        let socket = self.listening.get::<tcp::Socket>(handle);
+        if socket.state() == tcp::State::Listen {
+            return;
+        }
+        let flow = socket.local_endpoint().zip(socket.remote_endpoint());
+        self.listeners.remove(&endpoint);
+        let socket = self.listening.remove(handle);
+        self.add_listener(endpoint);
+        let Some((l, r)) = flow else { return };
+        let flow = (to_socket_addr(l), to_socket_addr(r));
+        let handle = self.sockets.add(socket);
+        let conn = self.register(handle, peer, true, flow);
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.endpoint = Some(endpoint);
+        }
+        let share = self.shares.entry(peer).or_default();
+        share.connections += 1;
+        share.half_open += 1;
+        *self.pending.entry(endpoint).or_default() += 1;
     }
 
     /// Run timers (retransmissions, keepalives, time-wait).
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.dirty.extend(self.conns.keys().copied());
         self.poll(now);
     }
 
@@ -287,6 +421,10 @@ impl TcpStack {
 
     pub fn poll_event(&mut self) -> Option<TcpEvent> {
         self.events.pop_front()
+    }
+
+    pub fn stats(&self) -> &TcpStats {
+        &self.stats
     }
 
     /// Open a connection to `remote` (through the peer that routes to it).
@@ -306,13 +444,7 @@ impl TcpStack {
             )
             .map_err(|_| TcpError::InvalidState)?;
         let handle = self.sockets.add(socket);
-        let conn = self.register(handle, None, false);
-        let flow = (SocketAddr::new(local_addr, port), remote);
-        if let Some(c) = self.conns.get_mut(&conn) {
-            c.local_port = Some(port);
-            c.flow = Some(flow);
-        }
-        self.flows.insert(flow, conn);
+        let conn = self.register(handle, None, false, (SocketAddr::new(local_addr, port), remote));
         self.outbound_ports.insert(port);
         self.poll(now);
         Ok(conn)
@@ -322,14 +454,15 @@ impl TcpStack {
         for _ in 0..16384 {
             let port = self.next_port;
             self.next_port = if self.next_port == u16::MAX { 49152 } else { self.next_port + 1 };
-            if !self.listeners.contains_key(&port) && !self.has_local_port(port) {
+            let served = self.listeners.keys().any(|&(_, p)| p == port);
+            if !served && !self.outbound_ports.contains(&port) {
                 return Some(port);
             }
         }
         None
     }
 
-    fn register(&mut self, handle: SocketHandle, peer: Option<PeerId>, inbound: bool) -> ConnId {
+    fn register(&mut self, handle: SocketHandle, peer: Owner, inbound: bool, flow: (SocketAddr, SocketAddr)) -> ConnId {
         let conn = ConnId(self.next_conn);
         self.next_conn += 1;
         self.conns.insert(
@@ -337,33 +470,50 @@ impl TcpStack {
             Conn {
                 handle,
                 peer,
+                bound: inbound,
                 inbound,
-                local_port: None,
                 announced: false,
+                lingering: false,
                 readable_signalled: false,
                 wants_writable: false,
-                flow: None,
+                flow,
+                endpoint: None,
                 edge: SendEdge::default(),
             },
         );
+        self.flows.insert(flow, conn);
+        self.dirty.insert(conn);
         conn
+    }
+
+    /// A connection the layer above may use (not a lingering TIME-WAIT one).
+    fn live(&mut self, conn: ConnId) -> Result<&mut Conn, TcpError> {
+        match self.conns.get_mut(&conn) {
+            Some(c) if !c.lingering => Ok(c),
+            _ => Err(TcpError::NoSuchConnection),
+        }
     }
 
     /// Read received bytes; `Ok(0)` when nothing is waiting (or after the peer's FIN).
     pub fn recv(&mut self, conn: ConnId, buf: &mut [u8]) -> Result<usize, TcpError> {
-        let c = self.conns.get_mut(&conn).ok_or(TcpError::NoSuchConnection)?;
-        let socket = self.sockets.get_mut::<tcp::Socket>(c.handle);
+        let c = self.live(conn)?;
+        let handle = c.handle;
+        let socket = self.sockets.get_mut::<tcp::Socket>(handle);
         let n = if socket.can_recv() { socket.recv_slice(buf).map_err(|_| TcpError::InvalidState)? } else { 0 };
-        if socket.recv_queue() == 0 {
-            c.readable_signalled = false;
+        let drained = socket.recv_queue() == 0;
+        if drained {
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.readable_signalled = false;
+            }
         }
+        self.dirty.insert(conn);
         Ok(n)
     }
 
     /// Whether the peer has closed its direction (FIN received) and everything before it
     /// has been read: what a `recv` of 0 bytes means as opposed to "nothing yet".
     pub fn peer_finished(&self, conn: ConnId) -> Result<bool, TcpError> {
-        let c = self.conns.get(&conn).ok_or(TcpError::NoSuchConnection)?;
+        let c = self.conns.get(&conn).filter(|c| !c.lingering).ok_or(TcpError::NoSuchConnection)?;
         let socket = self.sockets.get::<tcp::Socket>(c.handle);
         Ok(!socket.may_recv() && socket.recv_queue() == 0)
     }
@@ -371,15 +521,19 @@ impl TcpStack {
     /// Queue bytes to send; returns how many fit (back-pressure: the rest must wait for
     /// [`TcpEvent::Writable`]). Call [`Self::flush`] (or any input) to put them on the wire.
     pub fn send(&mut self, conn: ConnId, data: &[u8]) -> Result<usize, TcpError> {
-        let c = self.conns.get_mut(&conn).ok_or(TcpError::NoSuchConnection)?;
-        let socket = self.sockets.get_mut::<tcp::Socket>(c.handle);
+        let c = self.live(conn)?;
+        let handle = c.handle;
+        let socket = self.sockets.get_mut::<tcp::Socket>(handle);
         if !socket.may_send() {
             return Err(TcpError::InvalidState);
         }
         let n = socket.send_slice(data).map_err(|_| TcpError::InvalidState)?;
         if n < data.len() {
-            c.wants_writable = true;
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.wants_writable = true;
+            }
         }
+        self.dirty.insert(conn);
         Ok(n)
     }
 
@@ -390,94 +544,72 @@ impl TcpStack {
 
     /// Close our direction (FIN); the connection ends when the peer closes too.
     pub fn close(&mut self, now: Instant, conn: ConnId) -> Result<(), TcpError> {
-        let c = self.conns.get(&conn).ok_or(TcpError::NoSuchConnection)?;
-        self.sockets.get_mut::<tcp::Socket>(c.handle).close();
+        let handle = self.live(conn)?.handle;
+        self.sockets.get_mut::<tcp::Socket>(handle).close();
+        self.dirty.insert(conn);
         self.poll(now);
         Ok(())
     }
 
     /// Reset the connection (RST) and forget it at once.
     pub fn abort(&mut self, now: Instant, conn: ConnId) -> Result<(), TcpError> {
-        let c = self.conns.get(&conn).ok_or(TcpError::NoSuchConnection)?;
-        self.sockets.get_mut::<tcp::Socket>(c.handle).abort();
+        let handle = self.live(conn)?.handle;
+        self.sockets.get_mut::<tcp::Socket>(handle).abort();
+        self.dirty.insert(conn);
         self.poll(now);
         Ok(())
+    }
+
+    /// Forget, without a word on the wire, every connection `pred` picks by its bound peer
+    /// and remote endpoint: those of a peer the netmap removed or re-keyed, whose packets
+    /// could now only reach whoever holds the address next. Announced connections report
+    /// `Closed`. Returns how many went.
+    pub fn purge(&mut self, mut pred: impl FnMut(Option<PeerId>, SocketAddr) -> bool) -> usize {
+        let doomed: Vec<ConnId> =
+            self.conns.iter().filter(|(_, c)| pred(c.peer.filter(|_| c.bound), c.flow.1)).map(|(&id, _)| id).collect();
+        for &id in &doomed {
+            self.remove(id);
+        }
+        doomed.len()
     }
 
     /// The peer whose SYN opened an accepted connection (`None`: outbound, or from this
     /// node's TUN side).
     pub fn peer_of(&self, conn: ConnId) -> Option<PeerId> {
-        self.conns.get(&conn).and_then(|c| c.peer)
+        self.conns.get(&conn).filter(|c| c.inbound && !c.lingering).and_then(|c| c.peer)
     }
 
     /// Local and remote endpoints of a connection.
     pub fn endpoints(&self, conn: ConnId) -> Option<(SocketAddr, SocketAddr)> {
-        let c = self.conns.get(&conn)?;
-        let socket = self.sockets.get::<tcp::Socket>(c.handle);
-        Some((to_socket_addr(socket.local_endpoint()?), to_socket_addr(socket.remote_endpoint()?)))
+        self.conns.get(&conn).filter(|c| !c.lingering).map(|c| c.flow)
     }
 
-    /// Connections whose endpoints match `pred` (for cutting flows the filter no longer
-    /// allows), in id order.
-    pub fn connections_matching(&self, mut pred: impl FnMut(SocketAddr, SocketAddr) -> bool) -> Vec<ConnId> {
-        self.conns.keys().copied().filter(|&id| self.endpoints(id).is_some_and(|(l, r)| pred(l, r))).collect()
+    /// Accepted (inbound) connections whose (local, remote) endpoints match `pred`, in id
+    /// order: to cut those a new filter no longer allows.
+    pub fn accepted_matching(&self, mut pred: impl FnMut(SocketAddr, SocketAddr) -> bool) -> Vec<ConnId> {
+        self.conns
+            .iter()
+            .filter(|(_, c)| c.inbound && c.peer.is_some() && !c.lingering && pred(c.flow.0, c.flow.1))
+            .map(|(&id, _)| id)
+            .collect()
     }
 
+    /// Connections held, lingering ones included.
     pub fn connection_count(&self) -> usize {
         self.conns.len()
     }
 
-    /// Run smoltcp, then turn socket state changes into connections and events.
+    /// Run smoltcp over the connection sockets, then turn the state changes of the
+    /// connections an input touched into events.
     fn poll(&mut self, now: Instant) {
         let timestamp = smol_now(now);
         let emitted = self.device.tx.len();
         self.iface.poll(timestamp, &mut self.device, &mut self.sockets);
-        self.adopt_listeners();
-        self.update_connections();
-        let ports: Vec<u16> = self.listeners.keys().copied().collect();
-        for port in ports {
-            self.replenish(port);
-        }
-        // Replenished listeners and state changes may have produced packets (RSTs).
-        self.iface.poll(timestamp, &mut self.device, &mut self.sockets);
         self.fix_ack_seqs(emitted);
+        self.update_connections();
         self.deadline = self.iface.poll_at(timestamp, &self.sockets).map(|at| {
             Instant::from_micros(u64::try_from(at.total_micros()).unwrap_or(0)).max(now + Duration::from_micros(1))
         });
-    }
-
-    /// Listening sockets that took a SYN become connections, tagged with the SYN's peer.
-    fn adopt_listeners(&mut self) {
-        let mut taken = Vec::new();
-        for (&port, handles) in &mut self.listeners {
-            handles.retain(|&h| {
-                let busy = self.sockets.get::<tcp::Socket>(h).state() != tcp::State::Listen;
-                if busy {
-                    taken.push((port, h));
-                }
-                !busy
-            });
-        }
-        for (_, handle) in taken {
-            let socket = self.sockets.get::<tcp::Socket>(handle);
-            let flow = socket.local_endpoint().zip(socket.remote_endpoint());
-            let flow = flow.map(|(l, r)| (to_socket_addr(l), to_socket_addr(r)));
-            let tag = flow.and_then(|(l, r)| self.syn_peers.remove(&(r, l)));
-            let Some(peer) = tag else {
-                // Cannot happen for SYNs that came through handle_packet; refuse rather
-                // than accept a connection without an identity.
-                self.sockets.get_mut::<tcp::Socket>(handle).abort();
-                self.register(handle, None, true);
-                continue;
-            };
-            let conn = self.register(handle, peer, true);
-            if let Some(flow) = flow {
-                if let Some(c) = self.conns.get_mut(&conn) {
-                    c.flow = Some(flow);
-                }
-                self.flows.insert(flow, conn);
-            }
-        }
     }
 
     /// Packets emitted since `tx[from]`: let each connection see its segments, and raise
@@ -496,24 +628,35 @@ impl TcpStack {
     }
 
     fn update_connections(&mut self) {
-        let mut closed = Vec::new();
-        for (&id, c) in &mut self.conns {
+        let mut gone = Vec::new();
+        for id in std::mem::take(&mut self.dirty) {
+            let Some(c) = self.conns.get_mut(&id) else { continue };
             let socket = self.sockets.get::<tcp::Socket>(c.handle);
             let state = socket.state();
             if !c.announced && matches!(state, tcp::State::Established | tcp::State::CloseWait) {
                 c.announced = true;
                 if c.inbound {
-                    if let (Some(l), Some(r)) = (socket.local_endpoint(), socket.remote_endpoint()) {
-                        self.events.push_back(TcpEvent::Accepted {
-                            conn: id,
-                            peer: c.peer,
-                            local: to_socket_addr(l),
-                            remote: to_socket_addr(r),
-                        });
+                    if let Some(share) = self.shares.get_mut(&c.peer) {
+                        share.half_open = share.half_open.saturating_sub(1);
                     }
+                    if let Some(pending) = c.endpoint.and_then(|e| self.pending.get_mut(&e)) {
+                        *pending = pending.saturating_sub(1);
+                    }
+                    self.events.push_back(TcpEvent::Accepted {
+                        conn: id,
+                        peer: c.peer,
+                        local: c.flow.0,
+                        remote: c.flow.1,
+                    });
                 } else {
                     self.events.push_back(TcpEvent::Connected { conn: id });
                 }
+            }
+            if c.lingering {
+                if state == tcp::State::Closed {
+                    gone.push(id);
+                }
+                continue;
             }
             if c.announced && !c.readable_signalled && (socket.can_recv() || !socket.may_recv()) {
                 c.readable_signalled = true;
@@ -523,27 +666,55 @@ impl TcpStack {
                 c.wants_writable = false;
                 self.events.push_back(TcpEvent::Writable { conn: id });
             }
-            if matches!(state, tcp::State::Closed | tcp::State::TimeWait) {
-                closed.push(id);
-            }
-        }
-        for id in closed {
-            if let Some(c) = self.conns.remove(&id) {
-                if let Some(flow) = c.flow {
-                    if self.flows.get(&flow) == Some(&id) {
-                        self.flows.remove(&flow);
+            match state {
+                tcp::State::Closed => gone.push(id),
+                // The connection is over for the layer above; the socket stays to answer a
+                // retransmitted FIN and keep the 4-tuple from being reused at once.
+                tcp::State::TimeWait => {
+                    c.lingering = true;
+                    if c.announced || !c.inbound {
+                        self.events.push_back(TcpEvent::Closed { conn: id });
                     }
                 }
-                if let Some(port) = c.local_port {
-                    self.outbound_ports.remove(&port);
+                _ => {}
+            }
+        }
+        for id in gone {
+            self.remove(id);
+        }
+    }
+
+    /// Drop a connection and its socket, releasing its shares; report `Closed` unless it
+    /// was reported already or never announced (a half-open inbound one vanishes quietly;
+    /// an outbound one always learns its end, also a refused or timed-out connect).
+    fn remove(&mut self, id: ConnId) {
+        let Some(c) = self.conns.remove(&id) else { return };
+        if self.flows.get(&c.flow) == Some(&id) {
+            self.flows.remove(&c.flow);
+        }
+        if !c.inbound {
+            self.outbound_ports.remove(&c.flow.0.port());
+        }
+        self.sockets.remove(c.handle);
+        self.dirty.remove(&id);
+        if c.inbound {
+            if let Some(share) = self.shares.get_mut(&c.peer) {
+                share.connections = share.connections.saturating_sub(1);
+                if !c.announced {
+                    share.half_open = share.half_open.saturating_sub(1);
                 }
-                self.sockets.remove(c.handle);
-                // Outbound connections always learn their end (also a refused or timed-out
-                // connect); half-open inbound ones were never announced and vanish quietly.
-                if c.announced || !c.inbound {
-                    self.events.push_back(TcpEvent::Closed { conn: id });
+                if share.connections == 0 {
+                    self.shares.remove(&c.peer);
                 }
             }
+            if !c.announced {
+                if let Some(pending) = c.endpoint.and_then(|e| self.pending.get_mut(&e)) {
+                    *pending = pending.saturating_sub(1);
+                }
+            }
+        }
+        if !c.lingering && (c.announced || !c.inbound) {
+            self.events.push_back(TcpEvent::Closed { conn: id });
         }
     }
 }

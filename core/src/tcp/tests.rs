@@ -33,7 +33,7 @@ impl Net {
         for i in 0..clients {
             stacks.push(TcpStack::new(small(), &[IpAddr::V4(client_addr(i))], 100 + i as u64, now));
         }
-        stacks[0].listen(22);
+        stacks[0].listen(IpAddr::V4(SERVER), 22);
         let events = vec![Vec::new(); clients + 1];
         Self { now, stacks, events }
     }
@@ -54,7 +54,7 @@ impl Net {
                     };
                     // Packets to addresses no stack owns (a flooder's) are lost.
                     let Some(to) = to else { continue };
-                    let peer = Some(PeerId(from as u32));
+                    let peer = Some(PeerId(from as u64));
                     self.stacks[to].handle_packet(self.now, peer, &info, packet);
                 }
             }
@@ -121,7 +121,7 @@ fn connect_accept_exchange_and_close() {
 
 #[test]
 fn a_hundred_concurrent_connections_are_accepted_and_tagged() {
-    let mut net = Net::new(10, TcpConfig { max_pending: 200, ..small() });
+    let mut net = Net::new(10, TcpConfig { max_pending: 200, max_pending_per_peer: 10, ..small() });
     let remote = SocketAddr::new(IpAddr::V4(SERVER), 22);
     for round in 0..10 {
         for client in 1..=10 {
@@ -192,7 +192,7 @@ fn bidirectional_data_recovers_when_the_acks_of_both_sides_are_lost() {
         for mut packet in packets {
             let packet = packet.split_off(crate::wireguard::DATA_HEADER_LEN);
             let info = PacketInfo::parse(&packet).unwrap_or_else(|e| panic!("{e}"));
-            net.stacks[1 - from].handle_packet(net.now, Some(PeerId(from as u32)), &info, packet);
+            net.stacks[1 - from].handle_packet(net.now, Some(PeerId(from as u64)), &info, packet);
         }
     }
     for s in &mut net.stacks {
@@ -219,4 +219,171 @@ fn bidirectional_data_recovers_when_the_acks_of_both_sides_are_lost() {
         }
     }
     panic!("stalled: received {received:?} of {} each way after 20 s", 2 * chunk.len());
+}
+
+/// Hand the server a segment as if `peer` had delivered it; returns what it sent back.
+fn deliver(net: &mut Net, peer: u64, packet: &[u8]) -> Vec<bytes::BytesMut> {
+    let info = PacketInfo::parse(packet).unwrap_or_else(|e| panic!("{e}"));
+    net.stacks[0].handle_packet(net.now, Some(PeerId(peer)), &info, bytes::BytesMut::from(packet));
+    std::iter::from_fn(|| net.stacks[0].poll_transmit())
+        .map(|mut p| p.split_off(crate::wireguard::DATA_HEADER_LEN))
+        .collect()
+}
+
+/// The first SYN's answer was slow (the tunnel's handshake needed a retry), so the client's
+/// SYN and both its retransmissions arrive together. Every copy must reach the one
+/// half-open connection the first made, never a second listening socket: two SYN-ACKs
+/// with different sequence numbers and a reset connection are what a real `ssh` saw.
+#[test]
+fn retransmitted_syns_reach_their_half_open_connection_not_a_new_listener() {
+    let mut net = Net::new(1, small());
+    let remote = SocketAddr::new(IpAddr::V4(SERVER), 22);
+    let client = net.stacks[1].connect(net.now, remote).unwrap_or_else(|e| panic!("{e}"));
+    let mut first = net.stacks[1].poll_transmit().unwrap_or_else(|| panic!("no SYN"));
+    let syn = first.split_off(crate::wireguard::DATA_HEADER_LEN);
+    // Three copies arrive; the server's answers all go back to the client.
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        answers.extend(deliver(&mut net, 1, &syn));
+    }
+    assert_eq!(net.stacks[0].connection_count(), 1, "one connection for one 4-tuple");
+    let seqs: std::collections::BTreeSet<u32> = answers
+        .iter()
+        .filter_map(|p| {
+            let info = PacketInfo::parse(p).ok()?;
+            let tcp = smoltcp::wire::TcpPacket::new_checked(p.get(20..info.total_len)?).ok()?;
+            (tcp.syn() && tcp.ack()).then(|| tcp.seq_number().0 as u32)
+        })
+        .collect();
+    assert_eq!(seqs.len(), 1, "every SYN-ACK carries the same sequence number: {seqs:?}");
+    for answer in answers {
+        let info = PacketInfo::parse(&answer).unwrap_or_else(|e| panic!("{e}"));
+        net.stacks[1].handle_packet(net.now, Some(PeerId(0)), &info, answer);
+    }
+    net.pump();
+    assert!(net.events[1].contains(&TcpEvent::Connected { conn: client }));
+    assert_eq!(net.accepted().len(), 1);
+    assert_eq!(net.stacks[1].send(client, b"hello"), Ok(5));
+    net.stacks[1].flush(net.now);
+    net.pump();
+    net.advance(Duration::from_secs(1));
+    let (server, _, _) = net.accepted()[0];
+    let mut buf = [0u8; 16];
+    assert_eq!(net.stacks[0].recv(server, &mut buf), Ok(5), "the connection carries data, not a reset");
+    assert!(!net.events[1].contains(&TcpEvent::Closed { conn: client }));
+}
+
+#[test]
+fn segments_of_a_connection_from_another_peer_are_dropped_and_counted() {
+    let mut net = Net::new(1, small());
+    let remote = SocketAddr::new(IpAddr::V4(SERVER), 22);
+    let client = net.stacks[1].connect(net.now, remote).unwrap_or_else(|e| panic!("{e}"));
+    net.pump();
+    let (server, peer, _) = net.accepted()[0];
+    assert_eq!(peer, Some(PeerId(1)));
+    // The same bytes the client would send, but delivered by peer 7 (a peer that took over
+    // the address, or any other): the connection never sees them.
+    assert_eq!(net.stacks[1].send(client, b"forged"), Ok(6));
+    net.stacks[1].flush(net.now);
+    let packets: Vec<_> = std::iter::from_fn(|| net.stacks[1].poll_transmit()).collect();
+    assert!(!packets.is_empty());
+    for mut packet in packets {
+        let packet = packet.split_off(crate::wireguard::DATA_HEADER_LEN);
+        let answers = deliver(&mut net, 7, &packet);
+        assert!(answers.is_empty(), "no answer to a foreign segment");
+    }
+    let mut buf = [0u8; 16];
+    assert_eq!(net.stacks[0].recv(server, &mut buf), Ok(0));
+    assert!(net.stacks[0].stats().foreign_segments >= 1);
+    // The rightful peer's retransmission still gets through.
+    net.advance(Duration::from_secs(2));
+    assert_eq!(net.stacks[0].recv(server, &mut buf), Ok(6));
+}
+
+#[test]
+fn one_peer_holding_its_whole_share_does_not_lock_another_out() {
+    let config = TcpConfig { max_pending: 64, max_pending_per_peer: 8, max_connections_per_peer: 16, ..small() };
+    let mut net = Net::new(1, config);
+    let attacker = Ipv4Addr::new(100, 64, 9, 9);
+    // Half-open connections that never complete, from every source port.
+    for port in 0..1000u16 {
+        deliver(&mut net, 9, &syn(attacker, 10_000 + port));
+    }
+    assert_eq!(net.stacks[0].connection_count(), 8, "the attacker holds its half-open share");
+    assert!(net.stacks[0].stats().syns_over_peer_share >= 992);
+    // Another peer connects at once, within the attacker's grace period.
+    let remote = SocketAddr::new(IpAddr::V4(SERVER), 22);
+    let conn = net.stacks[1].connect(net.now, remote).unwrap_or_else(|e| panic!("{e}"));
+    net.pump();
+    assert!(net.events[1].contains(&TcpEvent::Connected { conn }), "the other peer gets in");
+    assert_eq!(net.accepted().len(), 1);
+}
+
+#[test]
+fn established_connections_per_peer_are_bounded() {
+    let config = TcpConfig { max_connections_per_peer: 5, max_pending_per_peer: 5, ..small() };
+    let mut net = Net::new(2, config);
+    let remote = SocketAddr::new(IpAddr::V4(SERVER), 22);
+    for _ in 0..8 {
+        net.stacks[1].connect(net.now, remote).unwrap_or_else(|e| panic!("{e}"));
+    }
+    net.pump();
+    net.advance(Duration::from_secs(5));
+    assert_eq!(net.accepted().len(), 5, "peer 1 holds its five");
+    let conn = net.stacks[2].connect(net.now, remote).unwrap_or_else(|e| panic!("{e}"));
+    net.pump();
+    assert!(net.events[2].contains(&TcpEvent::Connected { conn }));
+}
+
+#[test]
+fn time_wait_answers_a_retransmitted_fin_and_keeps_the_4_tuple() {
+    let mut net = Net::new(1, small());
+    let remote = SocketAddr::new(IpAddr::V4(SERVER), 22);
+    let client = net.stacks[1].connect(net.now, remote).unwrap_or_else(|e| panic!("{e}"));
+    net.pump();
+    let (server, _, _) = net.accepted()[0];
+    // The server closes first, so it is the side that ends in TIME-WAIT.
+    assert_eq!(net.stacks[0].close(net.now, server), Ok(()));
+    net.pump();
+    assert_eq!(net.stacks[1].close(net.now, client), Ok(()));
+    // Catch the client's FIN on its way, deliver it, then deliver it again (as if the
+    // server's last ACK had been lost).
+    let fins: Vec<_> = std::iter::from_fn(|| net.stacks[1].poll_transmit()).collect();
+    let fin = fins.last().cloned().unwrap_or_else(|| panic!("no FIN")).split_off(crate::wireguard::DATA_HEADER_LEN);
+    for f in fins {
+        let f = f.clone().split_off(crate::wireguard::DATA_HEADER_LEN);
+        deliver(&mut net, 1, &f);
+    }
+    net.pump();
+    assert!(net.events[0].contains(&TcpEvent::Closed { conn: server }), "closed for the layer above");
+    assert_eq!(net.stacks[0].connection_count(), 1, "the socket lingers in TIME-WAIT");
+    let answers = deliver(&mut net, 1, &fin);
+    let rst = answers.iter().any(|p| smoltcp::wire::TcpPacket::new_checked(&p[20..]).is_ok_and(|t| t.rst()));
+    assert!(!rst, "a retransmitted FIN in TIME-WAIT is acknowledged, not reset");
+    assert!(!answers.is_empty(), "and answered");
+    assert_eq!(net.stacks[0].recv(server, &mut [0u8; 4]), Err(TcpError::NoSuchConnection));
+    // After TIME-WAIT the socket is freed.
+    net.advance(Duration::from_secs(11));
+    assert_eq!(net.stacks[0].connection_count(), 0);
+}
+
+#[test]
+fn serves_only_its_own_connections_by_exact_4_tuple() {
+    let mut net = Net::new(1, small());
+    // The server opens a connection out; its local port is in the kernel's ephemeral range.
+    let out = SocketAddr::new(IpAddr::V4(client_addr(0)), 8080);
+    net.stacks[0].connect(net.now, out).unwrap_or_else(|e| panic!("{e}"));
+    let mut syn = net.stacks[0].poll_transmit().unwrap_or_else(|| panic!("no SYN"));
+    let syn = syn.split_off(crate::wireguard::DATA_HEADER_LEN);
+    let info = PacketInfo::parse(&syn).unwrap_or_else(|e| panic!("{e}"));
+    let port = info.src_port;
+    let ours = crate::ip::build::TcpSegment {
+        control: smoltcp::wire::TcpControl::None,
+        ack: Some(1),
+        ..crate::ip::build::TcpSegment::syn(client_addr(0), 8080, SERVER, port)
+    };
+    let theirs = crate::ip::build::TcpSegment { src_port: 9090, ..ours };
+    let parse = |p: &[u8]| PacketInfo::parse(p).unwrap_or_else(|e| panic!("{e}"));
+    assert!(net.stacks[0].serves(&parse(&ours.to_packet())));
+    assert!(!net.stacks[0].serves(&parse(&theirs.to_packet())), "same port, another remote: the kernel's");
 }

@@ -68,6 +68,8 @@ pub enum ConfigError {
     NoSuchPeer,
     #[error("a peer's public key cannot change; remove and add it")]
     KeyChanged,
+    #[error("peer ids exhausted")]
+    TooManyPeers,
     #[error("invalid noise parameters: {0}")]
     Noise(String),
 }
@@ -185,7 +187,7 @@ pub struct WireGuard {
     allowed_ips: AllowedIps<PeerId>,
     cookies: CookieChecker,
     load: LoadMeter,
-    next_peer_id: u32,
+    next_peer_id: u64,
     /// Every peer's earliest timer deadline, so `poll_timeout` and `handle_timeout` cost
     /// O(log peers) rather than a scan. Kept in step with each `Peer::scheduled`.
     deadlines: BTreeSet<(Instant, PeerId)>,
@@ -256,7 +258,9 @@ impl WireGuard {
     // ----- peer table -------------------------------------------------------------------
 
     /// Add a peer. Its allowed IPs are taken from any peer that held them.
-    pub fn add_peer(&mut self, now: Instant, config: PeerConfig) -> Result<PeerId, ConfigError> {
+    pub fn add_peer(&mut self, now: Instant, mut config: PeerConfig) -> Result<PeerId, ConfigError> {
+        // A keepalive interval of 0 means off (as in wg(8)), not "every instant".
+        config.persistent_keepalive = config.persistent_keepalive.filter(|d| !d.is_zero());
         if config.public_key == self.public_key() {
             return Err(ConfigError::OwnKey);
         }
@@ -264,7 +268,7 @@ impl WireGuard {
             return Err(ConfigError::DuplicatePeer);
         }
         let id = PeerId(self.next_peer_id);
-        self.next_peer_id += 1;
+        self.next_peer_id = self.next_peer_id.checked_add(1).ok_or(ConfigError::TooManyPeers)?;
         self.by_key.insert(config.public_key, id);
         self.sh.noise.remember_peer(&config.public_key);
         let mut peer = Peer::new(id, config);
@@ -277,7 +281,8 @@ impl WireGuard {
     }
 
     /// Change a peer's PSK, endpoint, allowed IPs and keepalive. Sessions are kept.
-    pub fn update_peer(&mut self, now: Instant, id: PeerId, config: PeerConfig) -> Result<(), ConfigError> {
+    pub fn update_peer(&mut self, now: Instant, id: PeerId, mut config: PeerConfig) -> Result<(), ConfigError> {
+        config.persistent_keepalive = config.persistent_keepalive.filter(|d| !d.is_zero());
         let peer = self.peers.get_mut(&id).ok_or(ConfigError::NoSuchPeer)?;
         if peer.config.public_key != config.public_key {
             return Err(ConfigError::KeyChanged);

@@ -16,9 +16,11 @@ use super::tai64n::Tai64n;
 use super::timers::PeerTimers;
 use crate::time::{Instant, UnixTime};
 
-/// A peer's handle, stable for the peer's lifetime and never reused.
+/// A peer's handle, stable for the peer's lifetime and never reused (64 bits, counted up
+/// once per added peer: it cannot wrap). Only the WireGuard layer makes one, so holding a
+/// `PeerId` means a peer authenticated by its key is behind it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct PeerId(pub u32);
+pub struct PeerId(pub(crate) u64);
 
 impl std::fmt::Display for PeerId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
