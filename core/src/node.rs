@@ -214,6 +214,11 @@ impl Node {
         &self.stats
     }
 
+    /// Flows tracked now.
+    pub fn flow_count(&self) -> usize {
+        self.flows.len()
+    }
+
     /// What the core TCP stack refused (segments from the wrong peer, SYNs over a share).
     pub fn tcp_stats(&self) -> &TcpStats {
         self.tcp.stats()

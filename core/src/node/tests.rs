@@ -272,3 +272,116 @@ fn magic_dns_over_tcp_from_the_tun() {
     assert!(answer.ends_with(&mesh(B).octets()), "A record of beta");
     assert_eq!(p.nodes[A].stats().dns_queries, 1);
 }
+
+/// B's netmap entry for A, with A's key, address and routes as given.
+fn peer_a(key_of_a: &PrivateKey, addr: Ipv4Addr) -> NetmapPeer {
+    NetmapPeer {
+        name: "alpha".into(),
+        public_key: key_of_a.public_key(),
+        endpoint: Some(underlay(A)),
+        mesh_v4: addr,
+        mesh_v6: None,
+        routes: vec![],
+    }
+}
+
+/// A connects to B:22; returns B's accepted connection and A's PeerId on B.
+fn ssh_connection(p: &mut Pair) -> (ConnId, PeerId) {
+    p.nodes[B].set_filter(p.now, Filter::new(vec![allow(A, B, PortRange::single(22))]));
+    p.nodes[A].tcp_connect(p.now, SocketAddr::new(IpAddr::V4(mesh(B)), 22)).unwrap_or_else(|e| panic!("{e}"));
+    p.pump();
+    let (conn, peer) = p.accepted(B)[0];
+    (conn, peer.unwrap_or_else(|| panic!("no peer")))
+}
+
+#[test]
+fn an_address_handed_to_another_key_ends_everything_of_the_old_peer() {
+    let mut p = Pair::new();
+    let (conn, old) = ssh_connection(&mut p);
+    assert!(p.nodes[B].flow_count() > 0);
+    // A's address now belongs to another node (another key).
+    let newcomer = PrivateKey::from_bytes([77; 32]);
+    let now = p.now;
+    p.nodes[B].set_netmap(now, vec![peer_a(&newcomer, mesh(A))]);
+    p.pump();
+    assert!(p.events[B].contains(&NodeEvent::PeerGone { peer: old }));
+    assert!(p.events[B].contains(&NodeEvent::Tcp(TcpEvent::Closed { conn })), "the old peer's connection ended");
+    assert_eq!(p.nodes[B].flow_count(), 0, "its flows purged");
+    let new = p.nodes[B].peer_id(&newcomer.public_key());
+    assert!(new.is_some() && new != Some(old), "the newcomer has its own PeerId");
+    let mut buf = [0u8; 8];
+    assert_eq!(p.nodes[B].tcp_recv(now, conn, &mut buf), Err(TcpError::NoSuchConnection));
+}
+
+#[test]
+fn a_peer_whose_addresses_change_comes_back_under_a_new_peer_id() {
+    let mut p = Pair::new();
+    let (conn, old) = ssh_connection(&mut p);
+    let now = p.now;
+    // Same key, another address: connections and flows tied to the old one must end.
+    p.nodes[B].set_netmap(now, vec![peer_a(&key(A), Ipv4Addr::new(100, 64, 0, 50))]);
+    p.pump();
+    assert!(p.events[B].contains(&NodeEvent::PeerGone { peer: old }));
+    assert!(p.events[B].contains(&NodeEvent::Tcp(TcpEvent::Closed { conn })));
+    let new = p.nodes[B].peer_id(&key(A).public_key());
+    assert!(new.is_some() && new != Some(old));
+    // An endpoint change alone keeps the PeerId and the connection.
+    let mut p = Pair::new();
+    let (conn, old) = ssh_connection(&mut p);
+    let mut moved = peer_a(&key(A), mesh(A));
+    moved.endpoint = Some(SocketAddr::from(([192, 0, 2, 99], 41641)));
+    let now = p.now;
+    p.nodes[B].set_netmap(now, vec![moved]);
+    p.pump();
+    assert_eq!(p.nodes[B].peer_id(&key(A).public_key()), Some(old));
+    assert!(!p.events[B].iter().any(|e| matches!(e, NodeEvent::PeerGone { .. })));
+    assert!(!p.events[B].contains(&NodeEvent::Tcp(TcpEvent::Closed { conn })));
+}
+
+#[test]
+fn magic_dns_over_tcp_is_not_served_to_the_mesh() {
+    let mut p = Pair::new();
+    p.nodes[B].set_filter(p.now, Filter::new(vec![allow(A, B, PortRange::single(53))]));
+    // To B's mesh address, port 53: not the core's (it goes to B's TUN, where no resolver
+    // of ours listens); B's stack holds no connection.
+    p.tun_send(A, &tcp_packet(mesh(A), 40000, mesh(B), 53, TcpControl::Syn, None));
+    assert_eq!(p.tun[B].len(), 1, "to B's TUN");
+    assert_eq!(p.nodes[B].stats().inbound_to_stack, 0);
+}
+
+#[test]
+fn icmp_errors_open_no_flows() {
+    let mut p = Pair::new();
+    // A no-route answer is an ICMP error; sending one into the mesh opens nothing.
+    p.tun_send(A, &tcp_packet(mesh(A), 40000, Ipv4Addr::new(100, 64, 9, 9), 80, TcpControl::Syn, None));
+    let mut error = p.tun[A].remove(0).to_vec();
+    // Readdress it from A to B (checksums are not checked by the parser's flow logic).
+    error[12..16].copy_from_slice(&mesh(A).octets());
+    error[16..20].copy_from_slice(&mesh(B).octets());
+    let info = PacketInfo::parse(&error).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(info.icmp, Some(IcmpKind::Error));
+    let before = p.nodes[A].flow_count();
+    p.tun_send(A, &error);
+    assert_eq!(p.nodes[A].flow_count(), before, "no flow for an ICMP error");
+}
+
+#[test]
+fn packets_not_for_this_node_open_no_flows() {
+    let mut p = Pair::new();
+    // A routes 10.0.0.0/8 through B, and B's filter would allow it: B still drops it
+    // (not one of its addresses) and tracks nothing for it.
+    let mut b_for_a = peer_a(&key(B), mesh(B));
+    b_for_a.name = "beta".into();
+    b_for_a.endpoint = Some(underlay(B));
+    b_for_a.routes = vec![IpPrefix::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 0)), 8).unwrap_or_else(|e| panic!("{e}"))];
+    let now = p.now;
+    p.nodes[A].set_netmap(now, vec![b_for_a]);
+    let everything = IpPrefix::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0).unwrap_or_else(|e| panic!("{e}"));
+    let rule = FilterRule { srcs: vec![everything], dsts: vec![(everything, PortRange::ALL)], protos: vec![] };
+    p.nodes[B].set_filter(now, Filter::new(vec![rule]));
+    for port in 0..100 {
+        p.tun_send(A, &crate::ip::build::udp_v4(mesh(A), 1000 + port, Ipv4Addr::new(10, 1, 2, 3), 53, b"x"));
+    }
+    assert_eq!(p.nodes[B].stats().inbound_not_for_us, 100);
+    assert_eq!(p.nodes[B].flow_count(), 0);
+}
