@@ -24,12 +24,15 @@ use tracing::{debug, trace};
 use crate::dns::{HostAddrs, MagicDns, MAGIC_DNS_ADDR};
 use crate::ip::{Filter, FlowKey, FlowTable, IcmpKind, Origin, PacketInfo, Proto, TcpFlags};
 use crate::rng::{Rng, SEED_LEN};
+use crate::ssh::server::{ServerConfig, ServerSession};
 use crate::tcp::{ConnId, TcpConfig, TcpConfigError, TcpError, TcpEvent, TcpStack, TcpStats};
 use crate::time::{Instant, UnixTime};
 use crate::wireguard::{
     self, DropReason, IpPrefix, PeerConfig, PeerId, PrivateKey, PublicKey, Received, Transmit, WireGuard,
     DATA_HEADER_LEN,
 };
+use ssh::SshServer;
+pub use ssh::{SessionId, SshEvent, SshServerConfig, SshStats, SSH_HIGH_WATER};
 
 /// The SSH port served in the core when SSH is on.
 pub const SSH_PORT: u16 = 22;
@@ -45,8 +48,11 @@ pub struct NodeConfig {
     pub mesh_v6: Option<Ipv6Addr>,
     /// The tailnet's DNS domain (names are `<node>.<domain>`).
     pub dns_domain: String,
-    /// Serve SSH on port 22 of the mesh addresses, in the core.
-    pub serve_ssh: bool,
+    /// Serve SSH on port 22 of the mesh addresses, in the core (see [`ssh`]).
+    pub ssh: Option<SshServerConfig>,
+    /// TCP ports served in the core on the mesh addresses for the application (as a
+    /// tsnet listener): accepted connections are reported as [`TcpEvent::Accepted`].
+    pub tcp_services: Vec<u16>,
     pub tcp: TcpConfig,
     pub wireguard: WireGuardTuning,
     pub max_flows: usize,
@@ -72,7 +78,8 @@ impl NodeConfig {
             mesh_v4,
             mesh_v6: None,
             dns_domain: dns_domain.to_string(),
-            serve_ssh: false,
+            ssh: None,
+            tcp_services: Vec::new(),
             tcp: TcpConfig::default(),
             wireguard: WireGuardTuning::default(),
             max_flows: FlowTable::DEFAULT_CAPACITY,
@@ -94,9 +101,11 @@ pub struct NetmapPeer {
 }
 
 /// Something the application must act on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NodeEvent {
     Tcp(TcpEvent),
+    /// The SSH server on port 22 (only with [`NodeConfig::ssh`]).
+    Ssh(SshEvent),
     WireGuard(wireguard::Event),
     /// A flow the new filter no longer allows was cut (TCP served in the core: reset).
     FlowCut(FlowKey),
@@ -138,6 +147,7 @@ pub struct Node {
     filter: Filter,
     flows: FlowTable,
     tcp: TcpStack,
+    ssh: Option<SshServer>,
     dns: MagicDns,
     /// This node's own mesh addresses.
     addrs: Vec<IpAddr>,
@@ -181,16 +191,22 @@ impl Node {
         // MagicDNS answers this node's own TUN side only: its address is not routed in
         // from the mesh, and the mesh addresses do not serve port 53.
         tcp.listen(IpAddr::V4(MAGIC_DNS_ADDR), DNS_PORT);
-        if config.serve_ssh {
+        let mut ports = config.tcp_services.clone();
+        if config.ssh.is_some() {
+            ports.push(SSH_PORT);
+        }
+        for port in ports {
             for &addr in &addrs {
-                tcp.listen(addr, SSH_PORT);
+                tcp.listen(addr, port);
             }
         }
+        let ssh = config.ssh.map(|c| SshServer::new(c, rng.fork()));
         Ok(Self {
             wg,
             filter: Filter::deny_all(),
             flows: FlowTable::new(config.max_flows, rng.gen_bytes()),
             tcp,
+            ssh,
             dns: MagicDns::new(&config.dns_domain, mesh_ranges()),
             addrs,
             netmap: BTreeMap::new(),
@@ -365,6 +381,9 @@ impl Node {
         if self.tcp.poll_timeout().is_some_and(|at| at <= now) {
             self.tcp.handle_timeout(now);
         }
+        if let Some(ssh) = self.ssh.as_mut().filter(|s| s.poll_timeout().is_some_and(|at| at <= now)) {
+            ssh.timeout(&mut ssh::Io { now, tcp: &mut self.tcp, events: &mut self.events });
+        }
         if now >= self.next_sweep {
             self.flows.expire(now, 4096);
             self.next_sweep = now + FLOW_SWEEP_INTERVAL;
@@ -388,7 +407,51 @@ impl Node {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        [self.wg.poll_timeout(), self.tcp.poll_timeout(), Some(self.next_sweep)].into_iter().flatten().min()
+        let ssh = self.ssh.as_ref().and_then(SshServer::poll_timeout);
+        [self.wg.poll_timeout(), self.tcp.poll_timeout(), ssh, Some(self.next_sweep)].into_iter().flatten().min()
+    }
+
+    // ----- SSH on port 22 -----------------------------------------------------------------
+
+    /// Act on an SSH session (decide its login, drive its channels): `f` gets the session,
+    /// then the node carries out what it did. `None` if there is no such session.
+    pub fn ssh_session<R>(
+        &mut self,
+        now: Instant,
+        session: SessionId,
+        f: impl FnOnce(&mut ServerSession) -> R,
+    ) -> Option<R> {
+        let Self { ssh, tcp, events, .. } = self;
+        let result = ssh.as_mut()?.with(&mut ssh::Io { now, tcp, events }, session, f);
+        self.drive(now);
+        result
+    }
+
+    /// The peer an SSH session is bound to.
+    pub fn ssh_peer(&self, session: SessionId) -> Option<PeerId> {
+        self.ssh.as_ref()?.peer(session)
+    }
+
+    /// How much channel data the application may still write to `session` before its
+    /// output counts as full (then wait for [`SshEvent::Writable`]).
+    pub fn ssh_budget(&mut self, session: SessionId) -> usize {
+        self.ssh.as_mut().map_or(0, |s| s.budget(session))
+    }
+
+    /// Settings for sessions accepted from now on (the host key stays).
+    pub fn set_ssh_session_config(&mut self, config: ServerConfig) {
+        if let Some(ssh) = &mut self.ssh {
+            ssh.set_session_config(config);
+        }
+    }
+
+    /// The SSH host key's public half.
+    pub fn ssh_host_key(&self) -> Option<[u8; 32]> {
+        self.ssh.as_ref().map(|s| s.host_key().verifying_key().to_bytes())
+    }
+
+    pub fn ssh_stats(&self) -> Option<&SshStats> {
+        self.ssh.as_ref().map(SshServer::stats)
     }
 
     // ----- TCP for services and applications ----------------------------------------------
@@ -556,6 +619,24 @@ impl Node {
     }
 
     fn tcp_event(&mut self, now: Instant, event: TcpEvent) {
+        if let Some(ssh) = &mut self.ssh {
+            let io = &mut ssh::Io { now, tcp: &mut self.tcp, events: &mut self.events };
+            match event {
+                TcpEvent::Accepted { conn, peer: Some(peer), local, remote } if local.port() == SSH_PORT => {
+                    return ssh.accepted(io, conn, peer, remote);
+                }
+                // Port 22 is served on the mesh addresses only, so this cannot come from the
+                // TUN side; a connection without a peer gets no session.
+                TcpEvent::Accepted { conn, peer: None, local, .. } if local.port() == SSH_PORT => {
+                    let _ = io.tcp.abort(now, conn);
+                    return;
+                }
+                TcpEvent::Readable { conn } if ssh.owns(conn) => return ssh.readable(io, conn),
+                TcpEvent::Writable { conn } if ssh.owns(conn) => return ssh.writable(io, conn),
+                TcpEvent::Closed { conn } if ssh.owns(conn) => return ssh.closed(io, conn),
+                _ => {}
+            }
+        }
         match event {
             TcpEvent::Accepted { conn, local, .. } if local.port() == DNS_PORT => {
                 self.dns_conns.insert(conn, Vec::new());
@@ -682,5 +763,6 @@ fn flow_as_packet(key: &FlowKey) -> PacketInfo {
     }
 }
 
+pub mod ssh;
 #[cfg(test)]
 mod tests;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use mesh_core::ip::{Filter, FilterRule, PortRange};
-use mesh_core::node::{NetmapPeer, Node, NodeConfig};
+use mesh_core::node::{NetmapPeer, Node, NodeConfig, SshServerConfig};
 use mesh_core::rng::Rng;
 use mesh_core::time::{Instant, UnixTime};
 use mesh_core::wireguard::{packet_buffer, Config, PeerConfig, PrivateKey, WireGuard};
@@ -18,7 +18,8 @@ use mesh_core::wireguard::{packet_buffer, Config, PeerConfig, PrivateKey, WireGu
 fuzz_target!(|data: &[u8]| {
     let mut now = Instant::from_micros(1_000_000);
     let mut config = NodeConfig::new(PrivateKey::from_bytes([1; 32]), [100, 64, 0, 1].into(), "tail.mesh");
-    config.serve_ssh = true;
+    // SSH composed in: the fuzzer's segments to port 22 reach the core's SSH sessions.
+    config.ssh = Some(SshServerConfig::new(ed25519_dalek::SigningKey::from_bytes(&[42; 32])));
     config.tcp.buffer_size = 16 << 10;
     let Ok(mut node) = Node::new(config, [7; 32], now, UnixTime(Duration::from_secs(1_700_000_000))) else { return };
     let peer_addr = SocketAddr::from(([192, 0, 2, 2], 41641));

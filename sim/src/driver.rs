@@ -172,6 +172,7 @@ impl Driver<'_> {
                 self.trace.record(self.now, TraceRecord::FlowCut { node: node.id() });
             }
             NodeEvent::Tcp(e) => self.tcp_event(node, e),
+            NodeEvent::Ssh(e) => self.ssh_event(node, e),
             // The node's netmap is rebuilt from the world's, and PeerIds are mapped back to
             // nodes afresh after every change (`Node::remap`).
             NodeEvent::PeerGone { peer } => {
@@ -394,9 +395,6 @@ impl Driver<'_> {
             self.now,
             TraceRecord::TcpAccepted { node: id, peer: peer_node, remote: node_of(remote), port: local.port() },
         );
-        if self.ssh_accept(node, conn, (peer, peer_node), local) {
-            return;
-        }
         self.apps.accepted.push(AcceptedConn::new(id, conn, (peer, peer_node), local, remote, self.now));
         let record = self.apps.accepted.len() - 1;
         node.apps.sinks.insert(conn, Sink { record, header: [0; crate::apps::HEADER_LEN], stream: None, eof: false });

@@ -38,9 +38,9 @@
 //!
 //! let mut world = World::new(7, LinkConfig::ideal(Duration::from_millis(15)));
 //! let client = world.add_node()?;
-//! let server = world.add_node_with(NodeConfig::default().with_ssh(true))?;
+//! let server = world.add_node_with(NodeConfig::default().with_sink(true))?;
 //! world.connect_full_mesh()?;
-//! let id = world.open_tcp(client, server, mesh_core::node::SSH_PORT, 1 << 20)?;
+//! let id = world.open_tcp(client, server, mesh_sim::SINK_PORT, 1 << 20)?;
 //! world.run_for(Duration::from_secs(2));
 //! if let Some(accepted) = world.accepted_for(id) {
 //!     assert!(accepted.is_complete() && accepted.peer == world.node(server).peer_id(client));
@@ -95,7 +95,7 @@ pub use faults::{ChaosConfig, Fault};
 pub use link::{DropCause, LinkConfig, LinkStats};
 pub use network::Network;
 pub use node::{
-    allow_mesh_filter, mesh_range, Node, NodeConfig, NodeId, NodeStats, TunStats, WgTotals, SIM_DNS_DOMAIN,
+    allow_mesh_filter, mesh_range, Node, NodeConfig, NodeId, NodeStats, TunStats, WgTotals, SIM_DNS_DOMAIN, SINK_PORT,
     TUN_CAPTURE_LEN,
 };
 pub use scenario::{Scenario, ScenarioConfig};

@@ -15,8 +15,12 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use bytes::BytesMut;
+use ed25519_dalek::SigningKey;
 use mesh_core::ip::{Filter, FilterRule, FlowTable, PacketInfo, PortRange, Proto};
-use mesh_core::node::{NetmapPeer, Node as CoreNode, NodeConfig as CoreConfig, NodeError, WireGuardTuning};
+use mesh_core::node::{
+    NetmapPeer, Node as CoreNode, NodeConfig as CoreConfig, NodeError, SshServerConfig, WireGuardTuning,
+};
+use mesh_core::ssh::server::ServerConfig;
 use mesh_core::tcp::TcpConfig;
 use mesh_core::time::{Instant, UnixTime};
 use mesh_core::wireguard::{IpPrefix, PeerId, PeerStatus, PrivateKey, PublicKey, WireGuard};
@@ -42,9 +46,12 @@ pub const SIM_DNS_DOMAIN: &str = "mesh.sim";
 /// assigns). Kept across crashes: a restart rebuilds the core node from it.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
-    /// Serve SSH (TCP port 22 of the mesh address) in the core's TCP stack; connections to
-    /// it are accepted by the node's sink application (see [`crate::apps`]).
+    /// Serve SSH on port 22 of the mesh address in the core, with the node's host key; the
+    /// SSH server app ([`crate::World::serve_ssh`]) decides the logins.
     pub serve_ssh: bool,
+    /// Serve [`SINK_PORT`] in the core's TCP stack for the sink application (see
+    /// [`crate::apps`]): raw TCP transfers through the composed data plane.
+    pub serve_sink: bool,
     /// The core TCP stack's sizes and bounds.
     pub tcp: TcpConfig,
     pub wireguard: WireGuardTuning,
@@ -57,6 +64,7 @@ impl Default for NodeConfig {
     fn default() -> Self {
         Self {
             serve_ssh: false,
+            serve_sink: false,
             tcp: TcpConfig::default(),
             wireguard: WireGuardTuning::default(),
             max_flows: FlowTable::DEFAULT_CAPACITY,
@@ -69,7 +77,15 @@ impl NodeConfig {
     pub fn with_ssh(self, serve_ssh: bool) -> Self {
         Self { serve_ssh, ..self }
     }
+
+    /// This configuration with the sink port served (or not).
+    pub fn with_sink(self, serve_sink: bool) -> Self {
+        Self { serve_sink, ..self }
+    }
 }
+
+/// The TCP port the sink application serves on nodes with [`NodeConfig::serve_sink`].
+pub const SINK_PORT: u16 = 5001;
 
 /// The mesh's IPv4 range, 100.64.0.0/10.
 pub fn mesh_range() -> IpPrefix {
@@ -194,6 +210,10 @@ pub struct Node {
     id: NodeId,
     private_key: PrivateKey,
     public_key: PublicKey,
+    /// The SSH host key (kept across crashes, like the daemon's key file).
+    ssh_host_key: SigningKey,
+    /// Settings of the core's SSH sessions ([`crate::World::serve_ssh`]).
+    ssh_session: ServerConfig,
     config: NodeConfig,
     /// The netmap, in the order peers were added; replayed on restart so `PeerId`s come
     /// out the same.
@@ -252,12 +272,14 @@ pub fn netmap_entry(node: NodeId, public_key: PublicKey) -> NetmapPeer {
 
 impl Node {
     /// A node with this key, not yet running, allowing all mesh traffic.
-    pub(crate) fn new(id: NodeId, private_key: PrivateKey, config: NodeConfig) -> Self {
+    pub(crate) fn new(id: NodeId, private_key: PrivateKey, ssh_host_key: SigningKey, config: NodeConfig) -> Self {
         let public_key = private_key.public_key();
         Self {
             id,
             private_key,
             public_key,
+            ssh_host_key,
+            ssh_session: ServerConfig::default(),
             config,
             peers: Vec::new(),
             peer_nodes: Vec::new(),
@@ -277,9 +299,27 @@ impl Node {
         }
     }
 
+    /// The SSH host key's public half.
+    pub fn ssh_host_public(&self) -> [u8; 32] {
+        self.ssh_host_key.verifying_key().to_bytes()
+    }
+
+    /// Settings for the SSH sessions the core accepts from now on (and after restarts).
+    pub(crate) fn set_ssh_session(&mut self, config: ServerConfig) {
+        if let Some(core) = &mut self.core {
+            core.set_ssh_session_config(config.clone());
+        }
+        self.ssh_session = config;
+    }
+
     fn core_config(&self) -> CoreConfig {
         let mut c = CoreConfig::new(self.private_key.clone(), self.mesh_addr(), SIM_DNS_DOMAIN);
-        c.serve_ssh = self.config.serve_ssh;
+        c.ssh = self.config.serve_ssh.then(|| {
+            let mut ssh = SshServerConfig::new(self.ssh_host_key.clone());
+            ssh.session = self.ssh_session.clone();
+            ssh
+        });
+        c.tcp_services = if self.config.serve_sink { vec![SINK_PORT] } else { Vec::new() };
         c.tcp = self.config.tcp.clone();
         c.wireguard = self.config.wireguard;
         c.max_flows = self.config.max_flows;

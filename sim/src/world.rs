@@ -162,7 +162,8 @@ impl World {
         let key = PrivateKey::from_bytes(self.rng.keys.gen_bytes());
         let id = self.net.add_node();
         self.pairs.add_node();
-        let mut node = Node::new(id, key, config);
+        let host_key = ed25519_dalek::SigningKey::from_bytes(&self.rng.keys.gen_bytes());
+        let mut node = Node::new(id, key, host_key, config);
         node.boot(self.now, unix_time(self.epoch, self.now), self.rng.nodes.gen_bytes())?;
         self.nodes.push(node);
         let (mut driver, nodes) = self.driver();
@@ -469,12 +470,12 @@ impl World {
         driver.open_tcp(&mut nodes[from.0], to, port, bytes)
     }
 
-    /// Run the SSH server app on `node` (see [`crate::ssh_apps`]): every connection its
-    /// core accepts on port 22 gets an SSH server session with the node's host key, and a
-    /// login is accepted exactly when the WireGuard peer that opened the connection is one
-    /// of `allow`. The host key is drawn from the seed the first time; calling again
-    /// changes the allow set and configuration and keeps the key. Returns the host's
-    /// ssh-ed25519 public key. The app survives crashes (the connections do not).
+    /// Run the SSH server app on `node` (see [`crate::ssh_apps`]): the node's core runs an
+    /// SSH server session with the node's host key for every connection on port 22, with
+    /// `config`, and the app accepts a login exactly when the WireGuard peer the session
+    /// is bound to is one of `allow`. Calling again changes the allow set and
+    /// configuration. Returns the host's ssh-ed25519 public key. The app survives crashes
+    /// (the connections do not).
     pub fn serve_ssh(
         &mut self,
         node: NodeId,
@@ -485,12 +486,17 @@ impl World {
         if !self.nodes[node.0].config().serve_ssh {
             return Err(SimError::NoSshPort(node));
         }
-        Ok(self.apps.ssh.serve(node, allow.into_iter().collect(), config))
+        let n = &mut self.nodes[node.0];
+        n.set_ssh_session(config);
+        let host_key = n.ssh_host_public();
+        self.apps.ssh.serve(node, allow.into_iter().collect(), host_key);
+        Ok(host_key)
     }
 
-    /// The host key of `node`'s SSH server app (what clients pin).
+    /// The host key of `node`'s SSH server (what clients pin), if it serves SSH.
     pub fn ssh_host_key(&self, node: NodeId) -> Option<[u8; 32]> {
-        self.apps.ssh.servers.get(&node).map(|app| app.public_key())
+        let n = self.nodes.get(node.0)?;
+        n.config().serve_ssh.then(|| n.ssh_host_public())
     }
 
     /// Open an SSH client app `from -> to:22` that logs in and runs `config.script` (see

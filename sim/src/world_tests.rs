@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
+use crate::SINK_PORT;
 use mesh_core::ip::Filter;
-use mesh_core::node::SSH_PORT;
 use mesh_core::time::Instant;
 
 use crate::apps::TransferError;
@@ -205,7 +205,7 @@ fn failures_report_the_seed() {
 fn pair(seed: u64) -> World {
     let mut world = World::new(seed, LinkConfig::ideal(Duration::from_millis(10)));
     for ssh in [false, true] {
-        world.add_node_with(NodeConfig::default().with_ssh(ssh)).unwrap_or_else(|e| panic!("{e}"));
+        world.add_node_with(NodeConfig::default().with_sink(ssh)).unwrap_or_else(|e| panic!("{e}"));
     }
     world.connect_full_mesh().unwrap_or_else(|e| panic!("{e}"));
     world
@@ -215,7 +215,7 @@ fn pair(seed: u64) -> World {
 fn a_tcp_stream_to_the_ssh_port_arrives_verified_and_tagged() {
     let mut world = pair(21);
     let (a, b) = (NodeId(0), NodeId(1));
-    let id = world.open_tcp(a, b, SSH_PORT, 300_000).unwrap_or_else(|e| world.fail(e));
+    let id = world.open_tcp(a, b, SINK_PORT, 300_000).unwrap_or_else(|e| world.fail(e));
     world.run_for(secs(2));
     let conn = world.accepted_for(id).cloned().unwrap_or_else(|| world.fail("not accepted"));
     world.check(conn.is_complete() && conn.payload_received() == 300_000, format!("{conn:?}"));
@@ -230,7 +230,7 @@ fn without_ssh_port_22_is_not_served_in_the_core() {
     let mut world = pair(22);
     let (a, b) = (NodeId(0), NodeId(1));
     // B serves SSH, A does not: B's SYN to A:22 goes to A's TUN side.
-    world.open_tcp(b, a, SSH_PORT, 10).unwrap_or_else(|e| world.fail(e));
+    world.open_tcp(b, a, SINK_PORT, 10).unwrap_or_else(|e| world.fail(e));
     world.run_for(Duration::from_millis(100));
     world.check(world.accepted_on(a).count() == 0, "nothing accepted on A");
     world.check(world.node(a).tun_stats().tcp >= 1, "the SYN reached A's TUN");
@@ -266,7 +266,7 @@ fn a_restarted_node_keeps_its_peers_and_filter() {
 fn a_crash_ends_the_tcp_applications_on_the_node() {
     let mut world = pair(24);
     let (a, b) = (NodeId(0), NodeId(1));
-    let id = world.open_tcp(a, b, SSH_PORT, 1_000_000_000).unwrap_or_else(|e| world.fail(e));
+    let id = world.open_tcp(a, b, SINK_PORT, 1_000_000_000).unwrap_or_else(|e| world.fail(e));
     world.run_for(Duration::from_millis(200));
     world.crash(a);
     let t = world.transfer(id);

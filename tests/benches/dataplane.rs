@@ -72,8 +72,11 @@ fn filter(c: &mut Criterion) {
     group.finish();
 }
 
-/// Two nodes back to back, B serving port 22 and allowing A; returns them and the
+/// Two nodes back to back, B serving a TCP port in the core and allowing A; returns them and the
 /// connection ids (A's client side, B's accepted side).
+/// The port B serves.
+const SERVICE: u16 = 5001;
+
 fn connected_pair() -> (Vec<Node>, mesh_core::tcp::ConnId, mesh_core::tcp::ConnId, Instant) {
     let now = Instant::from_micros(1_000_000);
     let addr = |i: usize| Ipv4Addr::new(100, 64, 0, i as u8 + 1);
@@ -82,7 +85,9 @@ fn connected_pair() -> (Vec<Node>, mesh_core::tcp::ConnId, mesh_core::tcp::ConnI
     let mut nodes: Vec<Node> = (0..2)
         .map(|i| {
             let mut c = NodeConfig::new(key(i), addr(i), "tail.mesh");
-            c.serve_ssh = i == 1;
+            if i == 1 {
+                c.tcp_services = vec![SERVICE];
+            }
             Node::new(c, mesh_sim::seed_material(i as u64), now, UnixTime(Duration::from_secs(1_700_000_000)))
                 .unwrap_or_else(|e| panic!("{e}"))
         })
@@ -109,7 +114,8 @@ fn connected_pair() -> (Vec<Node>, mesh_core::tcp::ConnId, mesh_core::tcp::ConnI
             protos: vec![],
         }]),
     );
-    let client = nodes[0].tcp_connect(now, SocketAddr::new(IpAddr::V4(addr(1)), 22)).unwrap_or_else(|e| panic!("{e}"));
+    let client =
+        nodes[0].tcp_connect(now, SocketAddr::new(IpAddr::V4(addr(1)), SERVICE)).unwrap_or_else(|e| panic!("{e}"));
     let mut server = None;
     pump(&mut nodes, now, &mut |e| {
         if let NodeEvent::Tcp(TcpEvent::Accepted { conn, .. }) = e {

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use mesh_core::ip::build::{udp_v4, TcpSegment};
 use mesh_core::ip::{Filter, FilterRule, PacketInfo, PortRange, Proto};
-use mesh_core::node::SSH_PORT;
 use mesh_core::tcp::TcpConfig;
 use mesh_core::wireguard::{DropReason, IpPrefix};
+use mesh_sim::SINK_PORT;
 use mesh_sim::{seed_from_env, sim_assert, LinkConfig, NodeConfig, NodeId, TransferError, World};
 use smoltcp::wire::{Ipv4Packet, TcpControl, TcpPacket};
 
@@ -27,7 +27,7 @@ fn wall_clock() -> std::time::Instant {
 /// `nodes` nodes in a full mesh over `link`; the nodes in `ssh` serve SSH in the core. No
 /// background traffic: only what the test sends.
 fn build(seed: u64, link: LinkConfig, nodes: usize, ssh: &[usize]) -> World {
-    build_with(seed, link, (0..nodes).map(|i| NodeConfig::default().with_ssh(ssh.contains(&i))).collect())
+    build_with(seed, link, (0..nodes).map(|i| NodeConfig::default().with_sink(ssh.contains(&i))).collect())
 }
 
 /// A full mesh of nodes with these configurations.
@@ -86,7 +86,7 @@ fn bulk_transfer(seed: u64, link: LinkConfig, bytes: u64, limit: Duration, what:
     let mut world = build(seed, link, 2, &[1]);
     let (a, b) = (NodeId(0), NodeId(1));
     let started = wall_clock();
-    let id = world.open_tcp(a, b, SSH_PORT, bytes).unwrap_or_else(|e| world.fail(e));
+    let id = world.open_tcp(a, b, SINK_PORT, bytes).unwrap_or_else(|e| world.fail(e));
     let end = world.now() + limit;
     while world.now() < end {
         world.run_for(Duration::from_secs(1));
@@ -151,7 +151,7 @@ fn fifty_megabytes_over_a_lossy_reordering_link_arrive_byte_exact() {
 /// virtual instant; all must be accepted, tagged with the opener's `PeerId`, and carry their
 /// stream byte-exact.
 fn hundred_concurrent_connections(seed: u64, server_tcp: TcpConfig) {
-    let server_config = NodeConfig { tcp: server_tcp, ..NodeConfig::default().with_ssh(true) };
+    let server_config = NodeConfig { tcp: server_tcp, ..NodeConfig::default().with_sink(true) };
     let configs = std::iter::once(server_config).chain((0..5).map(|_| NodeConfig::default())).collect();
     let mut world = build_with(seed, LinkConfig::wan(), configs);
     let server = NodeId(0);
@@ -161,7 +161,7 @@ fn hundred_concurrent_connections(seed: u64, server_tcp: TcpConfig) {
     let mut ids = Vec::new();
     for i in 0..100 {
         let from = openers[i % openers.len()];
-        ids.push(world.open_tcp(from, server, SSH_PORT, 10_000).unwrap_or_else(|e| world.fail(e)));
+        ids.push(world.open_tcp(from, server, SINK_PORT, 10_000).unwrap_or_else(|e| world.fail(e)));
     }
     world.run_for(Duration::from_secs(10));
     let accepted: Vec<_> = world.accepted_on(server).cloned().collect();
@@ -232,7 +232,7 @@ fn a_node_spoofing_another_peers_address_gets_nothing_through() {
     // TCP stack (a SYN to port 22).
     let spoofed = [
         udp_v4(mesh(c), 5000, mesh(b), 9, b"it's me, C"),
-        tcp_packet(mesh(c), 40000, mesh(b), SSH_PORT, TcpControl::Syn, 1000, None),
+        tcp_packet(mesh(c), 40000, mesh(b), SINK_PORT, TcpControl::Syn, 1000, None),
     ];
     for p in &spoofed {
         world.inject_tun_packet(a, p).unwrap_or_else(|e| world.fail(e));
@@ -253,7 +253,7 @@ fn a_node_spoofing_another_peers_address_gets_nothing_through() {
     sim_assert!(world, world.stats().rejected(DropReason::InnerSourceNotAllowed) == 2, "counted by the world too");
     // The same SYN with A's own address is accepted into B's stack (the path works).
     world
-        .inject_tun_packet(a, &tcp_packet(mesh(a), 40000, mesh(b), SSH_PORT, TcpControl::Syn, 1000, None))
+        .inject_tun_packet(a, &tcp_packet(mesh(a), 40000, mesh(b), SINK_PORT, TcpControl::Syn, 1000, None))
         .unwrap_or_else(|e| world.fail(e));
     world.run_for(ms(200));
     let core_genuine = world.node(b).core().map(|n| n.stats().clone()).unwrap_or_default();
@@ -275,9 +275,9 @@ fn a_filter_update_cuts_an_established_connection_within_one_rtt() {
     let mut world = build(seed_from_env(204), LinkConfig::ideal(rtt / 2), 2, &[1]);
     let (a, b) = (NodeId(0), NodeId(1));
     let started = wall_clock();
-    world.set_filter(b, Filter::new(vec![allow(a, b, PortRange::single(SSH_PORT))])).unwrap_or_else(|e| world.fail(e));
+    world.set_filter(b, Filter::new(vec![allow(a, b, PortRange::single(SINK_PORT))])).unwrap_or_else(|e| world.fail(e));
     // Far more than can be sent in the time the test runs: data is still flowing at the cut.
-    let id = world.open_tcp(a, b, SSH_PORT, 10_000_000_000).unwrap_or_else(|e| world.fail(e));
+    let id = world.open_tcp(a, b, SINK_PORT, 10_000_000_000).unwrap_or_else(|e| world.fail(e));
     world.run_for(ms(500));
     let Some(before) = world.accepted_for(id).cloned() else { world.fail("not accepted") };
     sim_assert!(world, before.received > 1_000_000 && before.matched, "data flows: {before:?}");
@@ -307,8 +307,8 @@ fn a_filter_update_cuts_an_established_connection_within_one_rtt() {
 fn a_cut_flow_cannot_be_reopened_on_the_same_ports() {
     let mut world = build(seed_from_env(206), LinkConfig::ideal(ms(15)), 2, &[1]);
     let (a, b) = (NodeId(0), NodeId(1));
-    world.set_filter(b, Filter::new(vec![allow(a, b, PortRange::single(SSH_PORT))])).unwrap_or_else(|e| world.fail(e));
-    let id = world.open_tcp(a, b, SSH_PORT, 10_000_000_000).unwrap_or_else(|e| world.fail(e));
+    world.set_filter(b, Filter::new(vec![allow(a, b, PortRange::single(SINK_PORT))])).unwrap_or_else(|e| world.fail(e));
+    let id = world.open_tcp(a, b, SINK_PORT, 10_000_000_000).unwrap_or_else(|e| world.fail(e));
     world.run_for(Duration::from_secs(1));
     let Some(first) = world.accepted_for(id).cloned() else { world.fail("not accepted") };
     world.set_filter(b, Filter::deny_all()).unwrap_or_else(|e| world.fail(e));
@@ -318,13 +318,13 @@ fn a_cut_flow_cannot_be_reopened_on_the_same_ports() {
     let before = stats(&world);
     let port = first.remote.port();
     world
-        .inject_tun_packet(a, &tcp_packet(mesh(a), port, mesh(b), SSH_PORT, TcpControl::Syn, 1000, None))
+        .inject_tun_packet(a, &tcp_packet(mesh(a), port, mesh(b), SINK_PORT, TcpControl::Syn, 1000, None))
         .unwrap_or_else(|e| world.fail(e));
     world.run_for(ms(100));
     // Complete the handshake if B answered.
     let synack = tun_tcp(&world, a).into_iter().find(|(i, _)| i.tcp.syn && i.tcp.ack && i.dst_port == port);
     if let Some((_, seq)) = synack {
-        let ack = tcp_packet(mesh(a), port, mesh(b), SSH_PORT, TcpControl::None, 1001, Some(seq.wrapping_add(1)));
+        let ack = tcp_packet(mesh(a), port, mesh(b), SINK_PORT, TcpControl::None, 1001, Some(seq.wrapping_add(1)));
         world.inject_tun_packet(a, &ack).unwrap_or_else(|e| world.fail(e));
         world.run_for(ms(100));
     }
@@ -344,7 +344,7 @@ fn a_connection_the_filter_refuses_is_reported_closed_to_the_client() {
     let mut world = build(seed_from_env(207), LinkConfig::ideal(ms(15)), 2, &[1]);
     let (a, b) = (NodeId(0), NodeId(1));
     world.set_filter(b, Filter::deny_all()).unwrap_or_else(|e| world.fail(e));
-    let id = world.open_tcp(a, b, SSH_PORT, 1000).unwrap_or_else(|e| world.fail(e));
+    let id = world.open_tcp(a, b, SINK_PORT, 1000).unwrap_or_else(|e| world.fail(e));
     world.run_for(Duration::from_secs(300));
     sim_assert!(world, world.node(b).core().is_some_and(|n| n.stats().inbound_filtered > 0), "SYNs were filtered");
     let t = world.transfer(id);
@@ -359,7 +359,7 @@ fn tcp_runs_replay_with_the_same_seed() {
         for i in 0..12u64 {
             let from = NodeId(2 + (i % 2) as usize);
             let to = NodeId((i % 2) as usize);
-            world.open_tcp(from, to, SSH_PORT, 20_000 + i * 1000).unwrap_or_else(|e| world.fail(e));
+            world.open_tcp(from, to, SINK_PORT, 20_000 + i * 1000).unwrap_or_else(|e| world.fail(e));
         }
         world.run_for(Duration::from_secs(30));
         (world.trace_hash(), world.stats().tcp_accepted, world.events_processed())

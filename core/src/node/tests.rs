@@ -12,6 +12,8 @@ use crate::ip::{FilterRule, PortRange};
 
 const A: usize = 0;
 const B: usize = 1;
+/// A TCP port both nodes serve in the core for the application.
+const SERVICE: u16 = 8022;
 
 fn mesh(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(100, 64, 0, i as u8 + 1)
@@ -46,7 +48,7 @@ impl Pair {
         let mut nodes: Vec<Node> = (0..2)
             .map(|i| {
                 let mut c = NodeConfig::new(key(i), mesh(i), "tail.mesh");
-                c.serve_ssh = true;
+                c.tcp_services = vec![SERVICE];
                 c.tcp.buffer_size = 256 << 10;
                 Node::new(
                     c,
@@ -134,11 +136,11 @@ fn tcp_packet(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, control: Tcp
 }
 
 #[test]
-fn ssh_port_in_the_core_accepts_with_the_peer_identity() {
+fn a_service_port_in_the_core_accepts_with_the_peer_identity() {
     let mut p = Pair::new();
-    p.nodes[B].set_filter(p.now, Filter::new(vec![allow(A, B, PortRange::single(22))]));
+    p.nodes[B].set_filter(p.now, Filter::new(vec![allow(A, B, PortRange::single(SERVICE))]));
     let conn =
-        p.nodes[A].tcp_connect(p.now, SocketAddr::new(IpAddr::V4(mesh(B)), 22)).unwrap_or_else(|e| panic!("{e}"));
+        p.nodes[A].tcp_connect(p.now, SocketAddr::new(IpAddr::V4(mesh(B)), SERVICE)).unwrap_or_else(|e| panic!("{e}"));
     p.pump();
     let accepted = p.accepted(B);
     assert_eq!(accepted.len(), 1);
@@ -156,8 +158,8 @@ fn ssh_port_in_the_core_accepts_with_the_peer_identity() {
 #[test]
 fn default_deny_and_replies_of_outbound_flows() {
     let mut p = Pair::new();
-    // Nothing allowed on B: A's connection attempt to B:22 never reaches B's stack.
-    let _ = p.nodes[A].tcp_connect(p.now, SocketAddr::new(IpAddr::V4(mesh(B)), 22));
+    // Nothing allowed on B: A's connection attempt to B:SERVICE never reaches B's stack.
+    let _ = p.nodes[A].tcp_connect(p.now, SocketAddr::new(IpAddr::V4(mesh(B)), SERVICE));
     p.pump();
     assert!(p.accepted(B).is_empty());
     assert!(p.nodes[B].stats().inbound_filtered >= 1);
@@ -179,9 +181,9 @@ fn default_deny_and_replies_of_outbound_flows() {
 #[test]
 fn a_filter_update_cuts_an_established_connection() {
     let mut p = Pair::new();
-    p.nodes[B].set_filter(p.now, Filter::new(vec![allow(A, B, PortRange::single(22))]));
+    p.nodes[B].set_filter(p.now, Filter::new(vec![allow(A, B, PortRange::single(SERVICE))]));
     let conn =
-        p.nodes[A].tcp_connect(p.now, SocketAddr::new(IpAddr::V4(mesh(B)), 22)).unwrap_or_else(|e| panic!("{e}"));
+        p.nodes[A].tcp_connect(p.now, SocketAddr::new(IpAddr::V4(mesh(B)), SERVICE)).unwrap_or_else(|e| panic!("{e}"));
     p.pump();
     let (server_conn, _) = p.accepted(B)[0];
     p.nodes[B].set_filter(p.now, Filter::deny_all());
@@ -285,10 +287,10 @@ fn peer_a(key_of_a: &PrivateKey, addr: Ipv4Addr) -> NetmapPeer {
     }
 }
 
-/// A connects to B:22; returns B's accepted connection and A's PeerId on B.
+/// A connects to B's service port; returns B's accepted connection and A's PeerId on B.
 fn ssh_connection(p: &mut Pair) -> (ConnId, PeerId) {
-    p.nodes[B].set_filter(p.now, Filter::new(vec![allow(A, B, PortRange::single(22))]));
-    p.nodes[A].tcp_connect(p.now, SocketAddr::new(IpAddr::V4(mesh(B)), 22)).unwrap_or_else(|e| panic!("{e}"));
+    p.nodes[B].set_filter(p.now, Filter::new(vec![allow(A, B, PortRange::single(SERVICE))]));
+    p.nodes[A].tcp_connect(p.now, SocketAddr::new(IpAddr::V4(mesh(B)), SERVICE)).unwrap_or_else(|e| panic!("{e}"));
     p.pump();
     let (conn, peer) = p.accepted(B)[0];
     (conn, peer.unwrap_or_else(|| panic!("no peer")))

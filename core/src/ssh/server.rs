@@ -29,7 +29,8 @@ pub struct ServerConfig {
     pub connection: ConnectionConfig,
     /// From connection to authenticated (OpenSSH's LoginGraceTime default).
     pub login_grace: Duration,
-    /// How long a held decision may take.
+    /// How long a held decision may take (a `check` rule waits for a person to log in
+    /// with the identity provider: 30 minutes).
     pub hold_timeout: Duration,
     /// Failures answered before the connection is closed.
     pub max_auth_attempts: u32,
@@ -41,7 +42,7 @@ impl Default for ServerConfig {
             transport: TransportConfig::default(),
             connection: ConnectionConfig::default(),
             login_grace: Duration::from_secs(120),
-            hold_timeout: Duration::from_secs(600),
+            hold_timeout: Duration::from_secs(30 * 60),
             max_auth_attempts: 3,
         }
     }
@@ -285,8 +286,10 @@ impl ServerSession {
         self.pump();
     }
 
-    /// The channel operations (write, reply, close, ...).
-    pub fn channels(&mut self) -> Channels<'_> {
-        Channels::new(&mut self.connection, &mut self.transport, &mut self.events)
+    /// The channel operations (write, reply, close, ...): `None` until authentication
+    /// succeeded, so nothing of the connection protocol can be reached before.
+    pub fn channels(&mut self) -> Option<Channels<'_>> {
+        (self.auth == Auth::Authenticated)
+            .then(|| Channels::new(&mut self.connection, &mut self.transport, &mut self.events))
     }
 }

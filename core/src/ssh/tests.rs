@@ -74,9 +74,11 @@ fn answer(server: &mut ServerSession, event: &SessionEvent, decision: Decision) 
             Decision::Deny => server.deny_auth(Some("not allowed by policy")),
             Decision::Hold => server.auth_banner("visit https://login.example/abc"),
         },
-        SessionEvent::Connection(ConnectionEvent::OpenRequest { channel, .. }) => server.channels().accept(*channel),
+        SessionEvent::Connection(ConnectionEvent::OpenRequest { channel, .. }) => {
+            server.channels().unwrap_or_else(|| panic!("not authenticated")).accept(*channel)
+        }
         SessionEvent::Connection(ConnectionEvent::Request { channel, want_reply: true, .. }) => {
-            server.channels().reply(*channel, true)
+            server.channels().unwrap_or_else(|| panic!("not authenticated")).reply(*channel, true)
         }
         _ => {}
     }
@@ -185,11 +187,15 @@ fn client_and_server_agree_authenticate_and_run_an_exec_channel() {
             .client_events
             .contains(&SessionEvent::Connection(ConnectionEvent::RequestReply { channel: c, ok: true })));
         assert_eq!(data_of(&pair.server_events, s), b"to the server");
-        pair.server.channels().write(s, b"hi\n");
-        pair.server.channels().write_extended(s, 1, b"warning\n");
-        pair.server.channels().request(s, &ChannelRequest::ExitStatus(3), false);
-        pair.server.channels().eof(s);
-        pair.server.channels().close(s);
+        pair.server.channels().unwrap_or_else(|| panic!("not authenticated")).write(s, b"hi\n");
+        pair.server.channels().unwrap_or_else(|| panic!("not authenticated")).write_extended(s, 1, b"warning\n");
+        pair.server.channels().unwrap_or_else(|| panic!("not authenticated")).request(
+            s,
+            &ChannelRequest::ExitStatus(3),
+            false,
+        );
+        pair.server.channels().unwrap_or_else(|| panic!("not authenticated")).eof(s);
+        pair.server.channels().unwrap_or_else(|| panic!("not authenticated")).close(s);
         pair.run();
         assert_eq!(data_of(&pair.client_events, c), b"hi\n");
         let client_saw = |e: ConnectionEvent| pair.client_events.contains(&SessionEvent::Connection(e));
@@ -214,12 +220,16 @@ fn bulk_both_ways(pair: &mut Pair, c: ChannelId, s: ChannelId, total: usize) -> 
     while (up < total || down < total || at_server.len() < total || at_client.len() < total) && rounds < 100_000 {
         rounds += 1;
         up += pair.client.channels().write(c, &pattern[up..(up + 50_000).min(total)]);
-        down += pair.server.channels().write(s, &pattern[down..(down + 50_000).min(total)]);
+        down += pair
+            .server
+            .channels()
+            .unwrap_or_else(|| panic!("not authenticated"))
+            .write(s, &pattern[down..(down + 50_000).min(total)]);
         pair.run();
         for e in pair.server_events.drain(..) {
             if let SessionEvent::Connection(ConnectionEvent::Data { data, .. }) = e {
                 at_server.extend_from_slice(&data);
-                pair.server.channels().consume(s, data.len());
+                pair.server.channels().unwrap_or_else(|| panic!("not authenticated")).consume(s, data.len());
             }
         }
         for e in pair.client_events.drain(..) {
@@ -285,7 +295,9 @@ fn a_held_login_waits_for_the_decision_then_times_out() {
     pair.run();
     assert!(pair.client_events.contains(&SessionEvent::Banner("visit https://login.example/abc".into())));
     assert!(!pair.client.is_authenticated() && !pair.client.is_closed());
+    assert!(pair.server.channels().is_none(), "no channel operation before the decision");
     pair.server.accept_auth();
+    assert!(pair.server.channels().is_some());
     pair.run();
     assert!(pair.client.is_authenticated());
 
@@ -293,7 +305,7 @@ fn a_held_login_waits_for_the_decision_then_times_out() {
     let mut pair = Pair::new(client, ServerConfig::default(), Decision::Hold);
     pair.run();
     let deadline = pair.server.poll_timeout().unwrap_or_else(|| panic!("no hold deadline"));
-    assert_eq!(deadline.saturating_duration_since(pair.now), Duration::from_secs(600));
+    assert_eq!(deadline.saturating_duration_since(pair.now), Duration::from_secs(1800));
     pair.now = deadline;
     pair.server.handle_timeout(pair.now);
     pair.run();
@@ -751,7 +763,7 @@ fn remote_forwarding_and_agent_channels_flow_from_server_to_client() {
         .client_events
         .iter()
         .any(|e| matches!(e, SessionEvent::Connection(ConnectionEvent::GlobalReply { .. }))));
-    pair.server.channels().global_reply(true, Some(40022));
+    pair.server.channels().unwrap_or_else(|| panic!("not authenticated")).global_reply(true, Some(40022));
     pair.run();
     let replies: Vec<&SessionEvent> = pair
         .client_events
@@ -772,7 +784,12 @@ fn remote_forwarding_and_agent_channels_flow_from_server_to_client() {
         originator: "127.0.0.1".into(),
         originator_port: 5555,
     };
-    let forwarded = pair.server.channels().open(&kind).unwrap_or_else(|| panic!("limit"));
+    let forwarded = pair
+        .server
+        .channels()
+        .unwrap_or_else(|| panic!("not authenticated"))
+        .open(&kind)
+        .unwrap_or_else(|| panic!("limit"));
     // Agent forwarding: the client asks, the server opens auth-agent@openssh.com.
     pair.client.channels().request(c, &ChannelRequest::AuthAgent, true);
     pair.run();
@@ -781,7 +798,12 @@ fn remote_forwarding_and_agent_channels_flow_from_server_to_client() {
         request: ChannelRequest::AuthAgent,
         want_reply: true
     })));
-    let agent = pair.server.channels().open(&ChannelKind::AuthAgent).unwrap_or_else(|| panic!("limit"));
+    let agent = pair
+        .server
+        .channels()
+        .unwrap_or_else(|| panic!("not authenticated"))
+        .open(&ChannelKind::AuthAgent)
+        .unwrap_or_else(|| panic!("limit"));
     pair.run();
     let offered: Vec<ChannelKind> = pair
         .client_events

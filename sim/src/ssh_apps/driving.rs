@@ -1,21 +1,19 @@
 //! How the world drives the SSH apps: the world-level state (server apps, records, the
-//! RNG everything SSH draws from) and the driver's entry points: open a client, accept on
-//! port 22, TCP events, timers, crashes.
+//! RNG the clients draw from) and the driver's entry points: open a client, the core's SSH
+//! server events, the clients' TCP events, timers, crashes.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
-use ed25519_dalek::SigningKey;
-use mesh_core::node::SSH_PORT;
+use mesh_core::node::{SshEvent, SSH_PORT};
 use mesh_core::rng::Rng;
 use mesh_core::ssh::client::{ClientConfig, ClientSession};
-use mesh_core::ssh::server::{ServerConfig, ServerSession};
 use mesh_core::tcp::{ConnId, TcpEvent};
 use mesh_core::time::Instant;
-use mesh_core::wireguard::PeerId;
 
 use super::pipe::{Ctx, Pipe};
 use super::records::{SshClientConfig, SshClientId, SshClientRecord, SshServerRecord};
+use super::server::ServerCtx;
 use super::{ClientConn, ServerConn, SshNodeApps};
 use crate::driver::Driver;
 use crate::error::SimError;
@@ -26,25 +24,17 @@ use crate::trace::TraceRecord;
 /// Bytes read from TCP per `tcp_recv` (and scratch for the apps).
 const IO_CHUNK: usize = 64 << 10;
 
-/// The SSH server app of one node: kept across crashes, like a daemon's configuration and
-/// host key.
+/// The SSH server app of one node: who may log in (kept across crashes, like a daemon's
+/// configuration), and the node's host key as clients pin it.
+#[derive(Debug)]
 pub(crate) struct ServerApp {
     pub(crate) allow: BTreeSet<NodeId>,
-    pub(crate) config: ServerConfig,
-    host_key: SigningKey,
-    /// Each accepted connection's session RNG is forked from this.
-    rng: Rng,
-}
-
-impl std::fmt::Debug for ServerApp {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerApp").field("allow", &self.allow).finish_non_exhaustive()
-    }
+    host_key: [u8; 32],
 }
 
 impl ServerApp {
     pub(crate) fn public_key(&self) -> [u8; 32] {
-        self.host_key.verifying_key().to_bytes()
+        self.host_key
     }
 }
 
@@ -59,25 +49,14 @@ pub(crate) struct SshApps {
 }
 
 impl SshApps {
-    /// `rng`: forked from the world's seed, the source of host keys and session RNGs.
+    /// `rng`: forked from the world's seed, the source of the clients' session RNGs.
     pub(crate) fn new(rng: Rng) -> Self {
         Self { servers: BTreeMap::new(), clients: Vec::new(), accepted: Vec::new(), rng, buf: vec![0; IO_CHUNK] }
     }
 
-    /// Install (or reconfigure, keeping its host key) the server app of `node`; returns the
-    /// host's public key.
-    pub(crate) fn serve(&mut self, node: NodeId, allow: BTreeSet<NodeId>, config: ServerConfig) -> [u8; 32] {
-        if let Some(app) = self.servers.get_mut(&node) {
-            app.allow = allow;
-            app.config = config;
-            return app.public_key();
-        }
-        let host_key = SigningKey::from_bytes(&self.rng.gen_bytes());
-        let rng = self.rng.fork();
-        let app = ServerApp { allow, config, host_key, rng };
-        let public = app.public_key();
-        self.servers.insert(node, app);
-        public
+    /// Install (or reconfigure) the server app of `node`, whose host key is `host_key`.
+    pub(crate) fn serve(&mut self, node: NodeId, allow: BTreeSet<NodeId>, host_key: [u8; 32]) {
+        self.servers.insert(node, ServerApp { allow, host_key });
     }
 }
 
@@ -143,31 +122,45 @@ impl Driver<'_> {
         Ok(id)
     }
 
-    /// A connection accepted on port 22 of a node that runs the server app: start a
-    /// session. `false` if the connection is not the app's (the sink takes it).
-    pub(crate) fn ssh_accept(
-        &mut self,
-        node: &mut Node,
-        conn: ConnId,
-        peer: (Option<PeerId>, Option<NodeId>),
-        local: SocketAddr,
-    ) -> bool {
+    /// An event of the core's SSH server on `node`.
+    pub(crate) fn ssh_event(&mut self, node: &mut Node, event: SshEvent) {
         let id = node.id();
+        let now = self.now;
         let ssh = &mut self.apps.ssh;
-        let Some(app) = ssh.servers.get_mut(&id).filter(|_| local.port() == SSH_PORT) else { return false };
-        // Identity is the peer WireGuard authenticated, resolved through the netmap: never
-        // the source address, never anything the client says.
-        let allowed = peer.1.is_some_and(|n| app.allow.contains(&n));
-        let session = ServerSession::new(app.host_key.clone(), app.config.clone(), app.rng.fork(), self.now);
-        ssh.accepted.push(SshServerRecord::new(id, conn, peer, self.now));
-        let record = ssh.accepted.len() - 1;
-        node.apps.ssh.servers.insert(conn, ServerConn::new(record, session, conn, allowed));
-        self.ssh_service(node, conn, false);
-        true
+        match event {
+            SshEvent::Opened { session, peer, .. } => {
+                // Identity is the peer WireGuard authenticated, resolved through the netmap:
+                // never the source address, never anything the client says.
+                let peer_node = node.peer_node(peer);
+                let allowed = ssh.servers.get(&id).is_some_and(|app| peer_node.is_some_and(|n| app.allow.contains(&n)));
+                ssh.accepted.push(SshServerRecord::new(id, session, (Some(peer), peer_node), now));
+                let record = ssh.accepted.len() - 1;
+                node.apps.ssh.servers.insert(session, ServerConn::new(record, session, allowed));
+            }
+            SshEvent::Session { session, event, .. } => {
+                let Some(core) = node.core.as_mut() else { return };
+                let Some(server) = node.apps.ssh.servers.get_mut(&session) else { return };
+                let mut cx = ServerCtx { now, node: id, core, trace: &mut *self.trace };
+                server.event(&mut cx, &mut ssh.accepted[server.record], event);
+            }
+            SshEvent::Writable { session } => {
+                let Some(core) = node.core.as_mut() else { return };
+                let Some(server) = node.apps.ssh.servers.get_mut(&session) else { return };
+                let mut cx = ServerCtx { now, node: id, core, trace: &mut *self.trace };
+                server.produce(&mut cx, &mut ssh.accepted[server.record]);
+            }
+            SshEvent::Closed { session, .. } => {
+                if let Some(server) = node.apps.ssh.servers.remove(&session) {
+                    let r = &mut ssh.accepted[server.record];
+                    r.closed_at = Some(now);
+                    r.session_end.get_or_insert_with(|| "TCP connection lost".into());
+                }
+            }
+        }
     }
 
-    /// A TCP event of one of `node`'s SSH connections; `false` if the connection is not
-    /// an SSH app's. (`Accepted` goes through [`Self::ssh_accept`].)
+    /// A TCP event of one of `node`'s SSH client connections; `false` if the connection is
+    /// not a client app's.
     pub(crate) fn ssh_tcp_event(&mut self, node: &mut Node, event: TcpEvent) -> bool {
         let apps = &mut node.apps.ssh;
         match event {
@@ -178,7 +171,7 @@ impl Driver<'_> {
                 self.ssh_service(node, conn, false);
             }
             TcpEvent::Readable { conn } | TcpEvent::Writable { conn } => {
-                if !apps.clients.contains_key(&conn) && !apps.servers.contains_key(&conn) {
+                if !apps.clients.contains_key(&conn) {
                     return false;
                 }
                 self.ssh_service(node, conn, matches!(event, TcpEvent::Readable { .. }));
@@ -186,50 +179,40 @@ impl Driver<'_> {
             TcpEvent::Closed { conn } => {
                 let now = self.now;
                 let ssh = &mut self.apps.ssh;
-                if let Some(client) = apps.clients.remove(&conn) {
-                    let r = &mut ssh.clients[client.record];
-                    r.closed_at = Some(now);
-                    r.session_end.get_or_insert_with(|| "TCP connection lost".into());
-                } else if let Some(server) = apps.servers.remove(&conn) {
-                    let r = &mut ssh.accepted[server.record];
-                    r.closed_at = Some(now);
-                    r.session_end.get_or_insert_with(|| "TCP connection lost".into());
-                } else {
-                    return false;
-                }
+                let Some(client) = apps.clients.remove(&conn) else { return false };
+                let r = &mut ssh.clients[client.record];
+                r.closed_at = Some(now);
+                r.session_end.get_or_insert_with(|| "TCP connection lost".into());
             }
             TcpEvent::Accepted { .. } => return false,
         }
         true
     }
 
-    /// Run one SSH connection of `node` after an input (`readable`: TCP has data).
+    /// Run one SSH client connection of `node` after an input (`readable`: TCP has data).
     fn ssh_service(&mut self, node: &mut Node, conn: ConnId, readable: bool) {
         let id = node.id();
         let Some(core) = node.core.as_mut() else { return };
         let ssh = &mut self.apps.ssh;
         let mut cx = Ctx { now: self.now, node: id, core, trace: &mut *self.trace, buf: &mut ssh.buf };
-        if let Some(server) = node.apps.ssh.servers.get_mut(&conn) {
-            server.service(&mut cx, &mut ssh.accepted[server.record], readable);
-        } else if let Some(client) = node.apps.ssh.clients.get_mut(&conn) {
+        if let Some(client) = node.apps.ssh.clients.get_mut(&conn) {
             client.service(&mut cx, &mut ssh.clients[client.record], readable);
         }
     }
 
-    /// The node's timer fired: run the sessions (and sleeping programs) whose deadline has
-    /// come.
+    /// The node's timer fired: run the client sessions and the server's sleeping programs
+    /// whose deadline has come (the core runs its own sessions' timers).
     pub(crate) fn ssh_timeouts(&mut self, node: &mut Node) {
         let now = self.now;
+        let id = node.id();
         let apps = &mut node.apps.ssh;
-        let mut due = Vec::new();
-        for (conn, server) in &mut apps.servers {
-            if server.session.poll_timeout().is_some_and(|t| t <= now) {
-                server.session.handle_timeout(now);
-                due.push(*conn);
-            } else if server.deadline().is_some_and(|t| t <= now) {
-                due.push(*conn);
+        if let Some(core) = node.core.as_mut() {
+            for server in apps.servers.values_mut().filter(|s| s.deadline().is_some_and(|t| t <= now)) {
+                let mut cx = ServerCtx { now, node: id, core, trace: &mut *self.trace };
+                server.produce(&mut cx, &mut self.apps.ssh.accepted[server.record]);
             }
         }
+        let mut due = Vec::new();
         for (conn, client) in &mut apps.clients {
             if client.session.poll_timeout().is_some_and(|t| t <= now) {
                 client.session.handle_timeout(now);

@@ -1,12 +1,12 @@
 //! SSH in the simulator: our client against our server, over the composed data plane.
 //!
-//! A node that serves SSH in its core TCP stack ([`crate::NodeConfig::with_ssh`]) can run
-//! the *SSH server app* ([`crate::World::serve_ssh`]): every connection its core accepts on
-//! port 22 gets a [`mesh_core::ssh::server::ServerSession`] with the node's fixed host key.
+//! A node that serves SSH in its core ([`crate::NodeConfig::with_ssh`]: the core runs a
+//! [`mesh_core::ssh::server::ServerSession`] with the node's host key for every connection
+//! it accepts on port 22) can run the *SSH server app* ([`crate::World::serve_ssh`]).
 //! Authentication is decided as `meshd` decides it, by identity: the `PeerId` the core
-//! tagged the connection with (the WireGuard peer that carried the SYN) is resolved to a
-//! node through the netmap, and the login is accepted only if that node is in the app's
-//! allow set. There are no processes in the simulator, so session channels run simulated
+//! bound the session to (the WireGuard peer that carried the SYN) is resolved to a node
+//! through the netmap, and the login is accepted only if that node is in the app's allow
+//! set; without the app every login is denied. There are no processes in the simulator, so session channels run simulated
 //! commands ([`programs`]): `exit N`, `cat`, `sink`, `source N SEED`.
 //!
 //! The *SSH client app* ([`crate::World::open_ssh`]) opens a TCP connection through its
@@ -16,8 +16,8 @@
 //! [`SshCommand`]s one channel after the other, verifying what comes back without
 //! buffering it ([`SshCommandResult`]). When the script is done it disconnects.
 //!
-//! The bytes between a session and its TCP connection go through a pipe (`pipe.rs`) that respects
-//! back-pressure both ways: session output goes to `tcp_send` only as far as the send
+//! On the server the core moves the bytes; on the client they go through a pipe
+//! (`pipe.rs`) that respects back-pressure both ways, as the core does: session output goes to `tcp_send` only as far as the send
 //! buffer takes it (the rest waits for `TcpEvent::Writable`), applications stop writing
 //! channel data while the session's output queue is full, and received channel data is
 //! `consume`d only when the application has really taken it, so SSH flow control bounds
@@ -48,12 +48,13 @@ pub(crate) use server::ServerConn;
 
 use std::collections::BTreeMap;
 
+use mesh_core::node::SessionId;
 use mesh_core::tcp::ConnId;
 
 /// The SSH connections of one node incarnation (they die with it).
 #[derive(Debug, Default)]
 pub(crate) struct SshNodeApps {
-    pub(crate) servers: BTreeMap<ConnId, ServerConn>,
+    pub(crate) servers: BTreeMap<SessionId, ServerConn>,
     pub(crate) clients: BTreeMap<ConnId, ClientConn>,
 }
 

@@ -1,4 +1,5 @@
-//! The bytes between an SSH session and its TCP connection in the node's core.
+//! The bytes between the client app's SSH session and its TCP connection in the node's
+//! core (the server side of this is the core's own: `mesh_core::node::ssh`).
 //!
 //! Inbound, everything TCP has is read and handed to the session at once: what the peer
 //! may send is already bounded by the SSH channel windows (the applications `consume` only
@@ -11,7 +12,6 @@
 use bytes::{Buf, BytesMut};
 use mesh_core::node::Node as CoreNode;
 use mesh_core::ssh::client::ClientSession;
-use mesh_core::ssh::server::ServerSession;
 use mesh_core::tcp::ConnId;
 use mesh_core::time::Instant;
 
@@ -19,8 +19,8 @@ use crate::node::NodeId;
 use crate::trace::Trace;
 
 /// Session output (queued in the session plus waiting here) above which applications stop
-/// writing channel data. Well below the TCP send buffer, well above one channel packet.
-pub(crate) const HIGH_WATER: usize = 512 << 10;
+/// writing channel data: the core's mark for its own SSH server.
+pub(crate) const HIGH_WATER: usize = mesh_core::node::SSH_HIGH_WATER;
 
 /// What the pipe needs of a session, either role.
 pub(crate) trait Session {
@@ -50,7 +50,6 @@ macro_rules! impl_session {
 }
 
 impl_session!(ClientSession);
-impl_session!(ServerSession);
 
 /// What a connection's service call may touch besides the connection.
 pub(crate) struct Ctx<'a> {

@@ -4,6 +4,7 @@
 
 use std::fmt;
 
+use mesh_core::node::SessionId;
 use mesh_core::ssh::connection::ConnectionConfig;
 use mesh_core::ssh::transport::TransportConfig;
 use mesh_core::tcp::ConnId;
@@ -249,8 +250,8 @@ impl SshClientRecord {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SshServerRecord {
     pub node: NodeId,
-    pub conn: ConnId,
-    /// The `PeerId` the core tagged the connection with, and the node behind it.
+    pub session: SessionId,
+    /// The `PeerId` the core bound the session to, and the node behind it.
     pub peer: Option<PeerId>,
     pub peer_node: Option<NodeId>,
     pub accepted_at: Instant,
@@ -269,10 +270,10 @@ pub struct SshServerRecord {
 }
 
 impl SshServerRecord {
-    pub(crate) fn new(node: NodeId, conn: ConnId, peer: (Option<PeerId>, Option<NodeId>), now: Instant) -> Self {
+    pub(crate) fn new(node: NodeId, session: SessionId, peer: (Option<PeerId>, Option<NodeId>), now: Instant) -> Self {
         Self {
             node,
-            conn,
+            session,
             peer: peer.0,
             peer_node: peer.1,
             accepted_at: now,

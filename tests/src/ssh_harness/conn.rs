@@ -422,30 +422,54 @@ impl Conn {
             ConnectionEvent::OpenRequest { channel, kind } => match kind {
                 ChannelKind::Session => {
                     self.channels.insert(channel, Chan::new(Backend::Pending));
-                    self.session.channels().accept(channel);
+                    if let Some(mut c) = self.session.channels() {
+                        c.accept(channel)
+                    };
                 }
                 ChannelKind::DirectTcpip { host, port, .. } => {
                     let started = connect(&host, port)
                         .map(|stream| self.start_forward(channel, stream, mio, registry, slot))
                         .map_err(|e| e.to_string());
                     match started {
-                        Ok(true) => self.session.channels().accept(channel),
-                        Ok(false) => self.session.channels().refuse(channel, open_failure::CONNECT_FAILED, "register"),
-                        Err(e) => self.session.channels().refuse(channel, open_failure::CONNECT_FAILED, &e),
+                        Ok(true) => {
+                            if let Some(mut c) = self.session.channels() {
+                                c.accept(channel)
+                            }
+                        }
+                        Ok(false) => {
+                            if let Some(mut c) = self.session.channels() {
+                                c.refuse(channel, open_failure::CONNECT_FAILED, "register")
+                            }
+                        }
+                        Err(e) => {
+                            if let Some(mut c) = self.session.channels() {
+                                c.refuse(channel, open_failure::CONNECT_FAILED, &e)
+                            }
+                        }
                     }
                 }
-                _ => self.session.channels().refuse(channel, open_failure::ADMINISTRATIVELY_PROHIBITED, "not here"),
+                _ => {
+                    if let Some(mut c) = self.session.channels() {
+                        c.refuse(channel, open_failure::ADMINISTRATIVELY_PROHIBITED, "not here")
+                    }
+                }
             },
             ConnectionEvent::Request { channel, request, want_reply } => {
                 let ok = self.on_request(channel, request, mio, registry, slot);
                 if want_reply {
-                    self.session.channels().reply(channel, ok);
+                    if let Some(mut c) = self.session.channels() {
+                        c.reply(channel, ok)
+                    };
                 }
             }
             ConnectionEvent::Data { channel, data } | ConnectionEvent::ExtendedData { channel, data, .. } => {
                 match self.channels.get_mut(&channel) {
                     Some(c) if !c.inbound_closed => c.inbound.extend(data.iter()),
-                    _ => self.session.channels().consume(channel, data.len()),
+                    _ => {
+                        if let Some(mut c) = self.session.channels() {
+                            c.consume(channel, data.len())
+                        }
+                    }
                 }
             }
             ConnectionEvent::Eof { channel } => {
@@ -462,7 +486,9 @@ impl Conn {
                 let answer = self.on_global_request(request, mio, registry, slot);
                 if want_reply {
                     let (ok, port) = answer.map_or((false, None), |port| (true, port));
-                    self.session.channels().global_reply(ok, port);
+                    if let Some(mut c) = self.session.channels() {
+                        c.global_reply(ok, port)
+                    };
                 }
             }
             ConnectionEvent::Opened { channel } => {
@@ -522,7 +548,7 @@ impl Conn {
                             originator: peer.ip().to_string(),
                             originator_port: u32::from(peer.port()),
                         };
-                        if let Some(id) = self.session.channels().open(&kind) {
+                        if let Some(id) = self.session.channels().and_then(|mut c| c.open(&kind)) {
                             self.opening.insert(id, stream);
                         }
                         progress = true;
@@ -692,7 +718,9 @@ impl Conn {
             }
         }
         if taken > 0 {
-            self.session.channels().consume(id, taken);
+            if let Some(mut c) = self.session.channels() {
+                c.consume(id, taken)
+            };
         }
         progress
     }
@@ -711,7 +739,7 @@ impl Conn {
         let mut progress = false;
         for stream_no in [0u32, 1] {
             loop {
-                let room = self.session.channels().writable(id).min(buf.len());
+                let room = self.session.channels().map_or(0, |mut c| c.writable(id)).min(buf.len());
                 if room == 0 || self.queued() > SOCKET_QUEUE_LIMIT {
                     return progress;
                 }
@@ -751,9 +779,9 @@ impl Conn {
                     }
                     Ok(n) => {
                         let written = if stream_no == 0 {
-                            self.session.channels().write(id, &buf[..n])
+                            self.session.channels().map_or(0, |mut c| c.write(id, &buf[..n]))
                         } else {
-                            self.session.channels().write_extended(id, 1, &buf[..n])
+                            self.session.channels().map_or(0, |mut c| c.write_extended(id, 1, &buf[..n]))
                         };
                         debug_assert_eq!(written, n);
                         progress = true;
@@ -799,7 +827,7 @@ impl Conn {
             _ => return false,
         };
         chan.done = true;
-        let mut channels = self.session.channels();
+        let Some(mut channels) = self.session.channels() else { return false };
         channels.eof(id);
         match end.flatten() {
             Some(ExitStatus::Code(code)) => channels.request(id, &ChannelRequest::ExitStatus(code), false),
