@@ -9,6 +9,7 @@ use smoltcp::wire::TcpControl;
 use super::*;
 use crate::ip::build::TcpSegment;
 use crate::ip::{FilterRule, PortRange};
+use crate::ssh::event::SessionEvent;
 
 const A: usize = 0;
 const B: usize = 1;
@@ -42,14 +43,22 @@ fn allow(src: usize, dst: usize, ports: PortRange) -> FilterRule {
     }
 }
 
+const NAMES: [&str; 3] = ["alpha", "beta", "gamma"];
+
 impl Pair {
     fn new() -> Self {
+        Self::with(2, |_, _| {})
+    }
+
+    /// `n` nodes, each a peer of every other; `tune` adjusts node i's configuration.
+    fn with(n: usize, tune: impl Fn(usize, &mut NodeConfig)) -> Self {
         let now = Instant::from_micros(1_000_000);
-        let mut nodes: Vec<Node> = (0..2)
+        let mut nodes: Vec<Node> = (0..n)
             .map(|i| {
                 let mut c = NodeConfig::new(key(i), mesh(i), "tail.mesh");
                 c.tcp_services = vec![SERVICE];
                 c.tcp.buffer_size = 256 << 10;
+                tune(i, &mut c);
                 Node::new(
                     c,
                     crate::rng::test_rng(i as u64).gen_bytes(),
@@ -60,28 +69,30 @@ impl Pair {
             })
             .collect();
         for (i, node) in nodes.iter_mut().enumerate() {
-            let other = 1 - i;
-            let peer = NetmapPeer {
-                name: ["alpha", "beta"][other].to_string(),
-                public_key: key(other).public_key(),
-                endpoint: Some(underlay(other)),
-                mesh_v4: mesh(other),
-                mesh_v6: None,
-                routes: vec![],
-            };
-            node.set_netmap(now, vec![peer]);
+            let peers = (0..n)
+                .filter(|&o| o != i)
+                .map(|o| NetmapPeer {
+                    name: NAMES[o].to_string(),
+                    public_key: key(o).public_key(),
+                    endpoint: Some(underlay(o)),
+                    mesh_v4: mesh(o),
+                    mesh_v6: None,
+                    routes: vec![],
+                })
+                .collect();
+            node.set_netmap(now, peers);
         }
-        Pair { now, nodes, tun: vec![Vec::new(), Vec::new()], events: vec![Vec::new(), Vec::new()] }
+        Pair { now, nodes, tun: vec![Vec::new(); n], events: vec![Vec::new(); n] }
     }
 
     fn pump(&mut self) {
         loop {
             let mut moved = false;
-            for i in 0..2 {
+            for i in 0..self.nodes.len() {
                 while let Some(t) = self.nodes[i].poll_transmit() {
                     moved = true;
-                    if t.dst == underlay(1 - i) {
-                        self.nodes[1 - i].handle_datagram(self.now, underlay(i), t.payload);
+                    if let Some(to) = (0..self.nodes.len()).find(|&j| underlay(j) == t.dst) {
+                        self.nodes[to].handle_datagram(self.now, underlay(i), t.payload);
                     }
                 }
                 while let Some(p) = self.nodes[i].poll_tun_packet() {
@@ -386,4 +397,170 @@ fn packets_not_for_this_node_open_no_flows() {
     }
     assert_eq!(p.nodes[B].stats().inbound_not_for_us, 100);
     assert_eq!(p.nodes[B].flow_count(), 0);
+}
+
+const HOST_KEY: [u8; 32] = [42; 32];
+
+/// Node i serves SSH (with these limits) when `ssh(i)`.
+fn ssh_mesh(n: usize, ssh: impl Fn(usize) -> bool) -> Pair {
+    let mut p = Pair::with(n, |i, c| {
+        if ssh(i) {
+            let mut config = SshServerConfig::new(ed25519_dalek::SigningKey::from_bytes(&HOST_KEY));
+            config.max_unauthenticated_per_peer = 4;
+            c.ssh = Some(config);
+        }
+    });
+    for i in 0..n {
+        let everyone = IpPrefix::new(IpAddr::V4(Ipv4Addr::new(100, 64, 0, 0)), 10).unwrap_or_else(|e| panic!("{e}"));
+        let rule = FilterRule {
+            srcs: vec![everyone],
+            dsts: vec![(IpPrefix::host(IpAddr::V4(mesh(i))), PortRange::single(SSH_PORT))],
+            protos: vec![],
+        };
+        let now = p.now;
+        p.nodes[i].set_filter(now, Filter::new(vec![rule]));
+    }
+    p
+}
+
+/// Our SSH client on node `from`'s TCP, pinned to the test host key.
+struct Client {
+    from: usize,
+    conn: ConnId,
+    session: crate::ssh::client::ClientSession,
+    events: Vec<SessionEvent>,
+}
+
+impl Client {
+    fn open(p: &mut Pair, from: usize, to: usize) -> Self {
+        let conn = p.nodes[from]
+            .tcp_connect(p.now, SocketAddr::new(IpAddr::V4(mesh(to)), SSH_PORT))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let host = ed25519_dalek::SigningKey::from_bytes(&HOST_KEY).verifying_key().to_bytes();
+        let config =
+            crate::ssh::client::ClientConfig { user: "alice".into(), host_key: Some(host), ..Default::default() };
+        let session = crate::ssh::client::ClientSession::new(config, crate::rng::test_rng(from as u64 + 50), p.now);
+        Client { from, conn, session, events: Vec::new() }
+    }
+
+    /// Move bytes between the client session and its TCP connection.
+    fn shuttle(&mut self, p: &mut Pair) {
+        let now = p.now;
+        let mut buf = [0u8; 16 << 10];
+        while let Ok(n @ 1..) = p.nodes[self.from].tcp_recv(now, self.conn, &mut buf) {
+            self.session.handle_input(now, &buf[..n]);
+        }
+        while let Some(packet) = self.session.poll_transmit() {
+            let _ = p.nodes[self.from].tcp_send(now, self.conn, &packet);
+        }
+        while let Some(event) = self.session.poll_event() {
+            self.events.push(event);
+        }
+    }
+}
+
+/// Run the clients and node `server`'s SSH app (which decides with `decide`) until quiet.
+fn run_ssh(p: &mut Pair, clients: &mut [Client], server: usize, decide: impl Fn(PeerId) -> bool) {
+    for _ in 0..50 {
+        p.pump();
+        for c in clients.iter_mut() {
+            c.shuttle(p);
+        }
+        p.pump();
+        let events = std::mem::take(&mut p.events[server]);
+        for event in &events {
+            if let NodeEvent::Ssh(SshEvent::Session { session, peer, event: SessionEvent::AuthRequest { .. } }) = event
+            {
+                let accept = decide(*peer);
+                let now = p.now;
+                p.nodes[server].ssh_session(now, *session, |s| {
+                    if accept {
+                        s.accept_auth();
+                    } else {
+                        s.deny_auth(Some("no"));
+                    }
+                });
+            }
+        }
+        p.events[server].extend(events);
+    }
+}
+
+fn ssh_events(p: &Pair, node: usize) -> Vec<SshEvent> {
+    p.events[node]
+        .iter()
+        .filter_map(|e| match e {
+            NodeEvent::Ssh(e) => Some(e.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn ssh_sessions_are_bound_to_the_peer_and_decided_by_it() {
+    let mut p = ssh_mesh(3, |i| i == B);
+    let c_id = p.nodes[B].peer_id(&key(2).public_key()).unwrap_or_else(|| panic!("no peer"));
+    let mut clients = vec![Client::open(&mut p, A, B), Client::open(&mut p, 2, B)];
+    run_ssh(&mut p, &mut clients, B, |peer| peer == c_id);
+    assert!(clients[1].session.is_authenticated(), "{:?}", clients[1].events);
+    assert!(clients[0].events.contains(&SessionEvent::AuthFailed), "{:?}", clients[0].events);
+    let opened: Vec<PeerId> = ssh_events(&p, B)
+        .iter()
+        .filter_map(|e| match e {
+            SshEvent::Opened { peer, .. } => Some(*peer),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(opened.len(), 2);
+    assert!(opened.contains(&c_id) && opened.contains(&p.nodes[B].peer_id(&key(A).public_key()).unwrap_or(c_id)));
+    // The application never saw the connections.
+    assert!(p.accepted(B).is_empty());
+}
+
+#[test]
+fn one_peer_holding_its_login_share_does_not_lock_another_out() {
+    let mut p = ssh_mesh(3, |i| i == B);
+    // A opens ten connections and never logs in (as a client stuck before its ident, or
+    // a held check-mode login would).
+    for _ in 0..10 {
+        p.nodes[A].tcp_connect(p.now, SocketAddr::new(IpAddr::V4(mesh(B)), SSH_PORT)).unwrap_or_else(|e| panic!("{e}"));
+    }
+    p.pump();
+    // (TCP lets a peer have 8 half-open connections at once; the rest come with the SYN
+    // retransmission.)
+    p.advance(Duration::from_secs(2));
+    let stats = p.nodes[B].ssh_stats().cloned().unwrap_or_default();
+    assert_eq!(stats.sessions, 4, "A holds its share of unauthenticated sessions");
+    assert_eq!(stats.refused_over_share, 6);
+    // Within A's grace period, C logs in.
+    let mut clients = vec![Client::open(&mut p, 2, B)];
+    run_ssh(&mut p, &mut clients, B, |_| true);
+    assert!(clients[0].session.is_authenticated(), "{:?}", clients[0].events);
+}
+
+#[test]
+fn a_peer_leaving_the_netmap_ends_its_ssh_sessions() {
+    let mut p = ssh_mesh(2, |i| i == B);
+    let mut clients = vec![Client::open(&mut p, A, B)];
+    run_ssh(&mut p, &mut clients, B, |_| true);
+    assert!(clients[0].session.is_authenticated());
+    let a_id = p.nodes[B].peer_id(&key(A).public_key()).unwrap_or_else(|| panic!("no peer"));
+    let now = p.now;
+    p.nodes[B].set_netmap(now, vec![]);
+    p.pump();
+    let events = ssh_events(&p, B);
+    assert!(events.iter().any(|e| matches!(e, SshEvent::Closed { peer, .. } if *peer == a_id)), "{events:?}");
+    assert!(p.events[B].contains(&NodeEvent::PeerGone { peer: a_id }));
+}
+
+#[test]
+fn a_filter_that_no_longer_allows_the_peer_ends_its_ssh_session() {
+    let mut p = ssh_mesh(2, |i| i == B);
+    let mut clients = vec![Client::open(&mut p, A, B)];
+    run_ssh(&mut p, &mut clients, B, |_| true);
+    assert!(clients[0].session.is_authenticated());
+    let now = p.now;
+    p.nodes[B].set_filter(now, Filter::deny_all());
+    p.pump();
+    assert!(ssh_events(&p, B).iter().any(|e| matches!(e, SshEvent::Closed { .. })));
 }
