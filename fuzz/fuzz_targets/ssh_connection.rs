@@ -28,21 +28,21 @@ fuzz_target!(|data: &[u8]| {
             if body.is_empty() {
                 continue;
             }
-            if connection.handle_message(&mut transport, &Bytes::copy_from_slice(body)).is_err() {
+            if connection.handle_message(&mut transport.sender(Instant::ZERO), &Bytes::copy_from_slice(body)).is_err() {
                 return;
             }
         } else {
             let ids = connection.channel_ids();
             let Some(&id) = ids.get(usize::from(action) % ids.len().max(1)) else { continue };
             match action % 6 {
-                0 => connection.accept_channel(&mut transport, id),
+                0 => connection.accept_channel(&mut transport.sender(Instant::ZERO), id),
                 1 => {
-                    connection.write(&mut transport, id, body);
+                    connection.write(&mut transport.sender(Instant::ZERO), id, body);
                 }
-                2 => connection.consume(&mut transport, id, body.len() * 7),
-                3 => connection.reply(&mut transport, id, action & 1 == 0),
-                4 => connection.eof(&mut transport, id),
-                _ => connection.close(&mut transport, id),
+                2 => connection.consume(&mut transport.sender(Instant::ZERO), id, body.len() * 7),
+                3 => connection.reply(&mut transport.sender(Instant::ZERO), id, action & 1 == 0),
+                4 => connection.eof(&mut transport.sender(Instant::ZERO), id),
+                _ => connection.close(&mut transport.sender(Instant::ZERO), id),
             }
         }
         while let Some(event) = connection.poll_event() {

@@ -167,8 +167,11 @@ impl ClientDriver {
 
     /// Open a session channel and wait for its confirmation.
     pub fn open_session(&mut self) -> io::Result<ChannelId> {
-        let id =
-            self.session.channels().open(&ChannelKind::Session).ok_or_else(|| io::Error::other("channel limit"))?;
+        let id = self
+            .session
+            .channels(self.now())
+            .open(&ChannelKind::Session)
+            .ok_or_else(|| io::Error::other("channel limit"))?;
         match self.wait_for(Duration::from_secs(10), |e| {
             matches!(e, SessionEvent::Connection(ConnectionEvent::Opened { channel } | ConnectionEvent::OpenFailed { channel, .. }) if *channel == id)
         })? {
@@ -186,7 +189,7 @@ impl ClientDriver {
         mut sink: Option<OutputSink<'_>>,
     ) -> io::Result<ExecResult> {
         let id = self.open_session()?;
-        self.session.channels().request(id, &ChannelRequest::Exec(command.as_bytes().to_vec()), true);
+        self.session.channels(self.now()).request(id, &ChannelRequest::Exec(command.as_bytes().to_vec()), true);
         let mut result = ExecResult::default();
         let mut chunk = vec![0u8; 256 * 1024];
         let (mut chunk_len, mut chunk_at) = (0usize, 0usize);
@@ -204,11 +207,11 @@ impl ClientDriver {
                     chunk_at = 0;
                     if chunk_len == 0 {
                         input_done = true;
-                        self.session.channels().eof(id);
+                        self.session.channels(self.now()).eof(id);
                         break;
                     }
                 }
-                let n = self.session.channels().write(id, &chunk[chunk_at..chunk_len]);
+                let n = self.session.channels(self.now()).write(id, &chunk[chunk_at..chunk_len]);
                 if n == 0 {
                     break;
                 }
@@ -228,11 +231,11 @@ impl ClientDriver {
                             Some(sink) => sink(&data),
                             None => result.stdout.extend_from_slice(&data),
                         }
-                        self.session.channels().consume(id, data.len());
+                        self.session.channels(self.now()).consume(id, data.len());
                     }
                     ConnectionEvent::ExtendedData { channel, data, .. } if channel == id => {
                         result.stderr.extend_from_slice(&data);
-                        self.session.channels().consume(id, data.len());
+                        self.session.channels(self.now()).consume(id, data.len());
                     }
                     ConnectionEvent::Request { channel, request, .. } if channel == id => match request {
                         ChannelRequest::ExitStatus(code) => result.exit_status = Some(code),

@@ -307,7 +307,7 @@ impl SshServer {
     fn service(&mut self, io: &mut Io<'_>, id: SessionId) {
         let Some(hosted) = self.sessions.get_mut(&id) else { return };
         if hosted.peer_eof && !hosted.session.is_closed() {
-            hosted.session.disconnect("connection closed by peer");
+            hosted.session.disconnect(io.now, "connection closed by peer");
         }
         let mut authenticated = false;
         while let Some(event) = hosted.session.poll_event() {

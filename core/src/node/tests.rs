@@ -475,9 +475,9 @@ fn run_ssh(p: &mut Pair, clients: &mut [Client], server: usize, decide: impl Fn(
                 let now = p.now;
                 p.nodes[server].ssh_session(now, *session, |s| {
                     if accept {
-                        s.accept_auth();
+                        s.accept_auth(now);
                     } else {
-                        s.deny_auth(Some("no"));
+                        s.deny_auth(now, Some("no"));
                     }
                 });
             }

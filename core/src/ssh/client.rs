@@ -97,25 +97,25 @@ impl ClientSession {
 
     pub fn handle_input(&mut self, now: Instant, bytes: &[u8]) {
         self.transport.handle_input(now, bytes);
-        self.pump();
+        self.pump(now);
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
         self.transport.handle_timeout(now);
-        self.pump();
+        self.pump(now);
     }
 
-    pub fn disconnect(&mut self, why: &str) {
+    pub fn disconnect(&mut self, now: Instant, why: &str) {
         self.transport.close(TransportError::Application(why.to_string()));
-        self.pump();
+        self.pump(now);
     }
 
-    /// The channel operations (open, write, request, close, ...).
-    pub fn channels(&mut self) -> Channels<'_> {
-        Channels::new(&mut self.connection, &mut self.transport, &mut self.events)
+    /// The channel operations (open, write, request, close, ...), acting at `now`.
+    pub fn channels(&mut self, now: Instant) -> Channels<'_> {
+        Channels::new(&mut self.connection, &mut self.transport, &mut self.events, now)
     }
 
-    fn pump(&mut self) {
+    fn pump(&mut self, now: Instant) {
         loop {
             while let Some(event) = self.transport.poll_event() {
                 match event {
@@ -123,7 +123,7 @@ impl ClientSession {
                         self.events.push_back(SessionEvent::Keyed { host_key, negotiated });
                         let mut w = Writer::packet(msg::SERVICE_REQUEST, 16);
                         w.string(b"ssh-userauth");
-                        self.transport.send_packet(w.finish_packet());
+                        self.transport.send_packet(now, w.finish_packet());
                         self.auth = Auth::AwaitServiceAccept;
                     }
                     TransportEvent::Rekeyed => self.events.push_back(SessionEvent::Rekeyed),
@@ -131,7 +131,7 @@ impl ClientSession {
                 }
             }
             let Some(payload) = self.transport.poll_message() else { break };
-            if let Err(error) = self.dispatch(&payload) {
+            if let Err(error) = self.dispatch(now, &payload) {
                 self.transport.close(error);
             }
             while let Some(event) = self.connection.poll_event() {
@@ -140,7 +140,7 @@ impl ClientSession {
         }
     }
 
-    fn dispatch(&mut self, payload: &Bytes) -> Result<(), TransportError> {
+    fn dispatch(&mut self, now: Instant, payload: &Bytes) -> Result<(), TransportError> {
         let number = payload[0];
         let authenticating = matches!(self.auth, Auth::TriedNone | Auth::TriedPublickey);
         match (self.auth, number) {
@@ -151,7 +151,7 @@ impl ClientSession {
                 if r.string()? != b"ssh-userauth" {
                     return Err(TransportError::Protocol("server accepted another service"));
                 }
-                self.send_auth_request(b"none", None);
+                self.send_auth_request(now, b"none", None);
                 self.auth = Auth::TriedNone;
                 Ok(())
             }
@@ -172,7 +172,7 @@ impl ClientSession {
                 match (&self.auth, &self.key) {
                     (Auth::TriedNone, Some(key)) if methods.contains("publickey") => {
                         let key = key.clone();
-                        self.send_auth_request(b"publickey", Some(&key));
+                        self.send_auth_request(now, b"publickey", Some(&key));
                         self.auth = Auth::TriedPublickey;
                     }
                     _ => {
@@ -184,7 +184,7 @@ impl ClientSession {
                 Ok(())
             }
             (Auth::Authenticated, msg::GLOBAL_REQUEST..=msg::CHANNEL_FAILURE) => {
-                self.connection.handle_message(&mut self.transport, payload)
+                self.connection.handle_message(&mut self.transport.sender(now), payload)
             }
             (_, n) => Err(TransportError::Unexpected(n)),
         }
@@ -192,7 +192,7 @@ impl ClientSession {
 
     /// USERAUTH_REQUEST for `method`; `publickey` is signed at once (RFC 4252 section 7:
     /// the signature covers the session id and the request).
-    fn send_auth_request(&mut self, method: &[u8], key: Option<&SigningKey>) {
+    fn send_auth_request(&mut self, now: Instant, method: &[u8], key: Option<&SigningKey>) {
         let mut w = Writer::packet(msg::USERAUTH_REQUEST, 200);
         w.string(self.user.as_bytes()).string(b"ssh-connection").string(method);
         if let Some(key) = key {
@@ -205,6 +205,6 @@ impl ClientSession {
             w.bool(true).string(HOST_KEY_ED25519.as_bytes()).string(&blob);
             w.string(&ed25519_signature_blob(&signature));
         }
-        self.transport.send_packet(w.finish_packet());
+        self.transport.send_packet(now, w.finish_packet());
     }
 }

@@ -15,8 +15,9 @@ use bytes::Bytes;
 use super::channel::{open_failure, ChannelId, ChannelKind, ChannelRequest, GlobalRequest};
 use super::event::SessionEvent;
 use super::msg;
-use super::transport::{Transport, TransportError};
+use super::transport::{Sender, Transport, TransportError};
 use super::wire::{Reader, Writer};
+use crate::time::Instant;
 
 /// Per-connection limits.
 #[derive(Clone, Debug)]
@@ -251,7 +252,7 @@ impl Connection {
     }
 
     /// A message of the connection protocol from the peer.
-    pub fn handle_message(&mut self, t: &mut Transport, payload: &Bytes) -> Result<(), TransportError> {
+    pub fn handle_message(&mut self, t: &mut Sender<'_>, payload: &Bytes) -> Result<(), TransportError> {
         let number = payload[0];
         let mut r = Reader::new(&payload[1..]);
         match number {
@@ -370,7 +371,7 @@ impl Connection {
         }
     }
 
-    fn on_global_request(&mut self, t: &mut Transport, r: &mut Reader<'_>) -> Result<(), TransportError> {
+    fn on_global_request(&mut self, t: &mut Sender<'_>, r: &mut Reader<'_>) -> Result<(), TransportError> {
         let name = r.string()?;
         let want_reply = r.bool()?;
         let request = GlobalRequest::decode(name, r)?;
@@ -397,7 +398,7 @@ impl Connection {
         Ok(())
     }
 
-    fn flush_global_replies(&mut self, t: &mut Transport) {
+    fn flush_global_replies(&mut self, t: &mut Sender<'_>) {
         while let Some(Some((ok, port))) = self.global_owed.front().cloned() {
             self.global_owed.pop_front();
             let mut w = Writer::packet(if ok { msg::REQUEST_SUCCESS } else { msg::REQUEST_FAILURE }, 4);
@@ -410,7 +411,7 @@ impl Connection {
 
     /// Answer the oldest global request still waiting for the application (`port`: the
     /// port bound for a `tcpip-forward` of port 0).
-    pub fn global_reply(&mut self, t: &mut Transport, ok: bool, port: Option<u32>) {
+    pub fn global_reply(&mut self, t: &mut Sender<'_>, ok: bool, port: Option<u32>) {
         if let Some(slot) = self.global_owed.iter_mut().find(|s| s.is_none()) {
             *slot = Some((ok, port));
         }
@@ -418,7 +419,7 @@ impl Connection {
     }
 
     /// Send a global request.
-    pub fn global_request(&mut self, t: &mut Transport, request: &GlobalRequest, want_reply: bool) {
+    pub fn global_request(&mut self, t: &mut Sender<'_>, request: &GlobalRequest, want_reply: bool) {
         let mut w = Writer::packet(msg::GLOBAL_REQUEST, 64);
         w.string(request.type_name().as_bytes()).bool(want_reply);
         request.encode_fields(&mut w);
@@ -428,7 +429,7 @@ impl Connection {
         t.send_packet(w.finish_packet());
     }
 
-    fn on_open(&mut self, t: &mut Transport, r: &mut Reader<'_>) -> Result<(), TransportError> {
+    fn on_open(&mut self, t: &mut Sender<'_>, r: &mut Reader<'_>) -> Result<(), TransportError> {
         let type_name = r.string()?;
         let remote = r.u32()?;
         let window = r.u32()?;
@@ -466,7 +467,7 @@ impl Connection {
     }
 
     /// Accept a channel the peer offered.
-    pub fn accept_channel(&mut self, t: &mut Transport, id: ChannelId) {
+    pub fn accept_channel(&mut self, t: &mut Sender<'_>, id: ChannelId) {
         let window = self.config.window;
         let max_packet = self.config.max_packet;
         let Some(c) = self.channel(id).filter(|c| c.phase == Phase::Offered) else { return };
@@ -477,7 +478,7 @@ impl Connection {
     }
 
     /// Refuse a channel the peer offered.
-    pub fn refuse_channel(&mut self, t: &mut Transport, id: ChannelId, reason: u32, text: &str) {
+    pub fn refuse_channel(&mut self, t: &mut Sender<'_>, id: ChannelId, reason: u32, text: &str) {
         let Some(c) = self.channel(id).filter(|c| c.phase == Phase::Offered) else { return };
         let remote = c.remote;
         self.free(id);
@@ -486,7 +487,7 @@ impl Connection {
 
     /// Open a channel of `kind`; [`ConnectionEvent::Opened`] or `OpenFailed` follows.
     /// `None` when the channel limit is reached.
-    pub fn open_channel(&mut self, t: &mut Transport, kind: &ChannelKind) -> Option<ChannelId> {
+    pub fn open_channel(&mut self, t: &mut Sender<'_>, kind: &ChannelKind) -> Option<ChannelId> {
         let channel = self.new_channel(0, Phase::Opening, 0, 0);
         let id = self.allocate(channel)?;
         let mut w = Writer::packet(msg::CHANNEL_OPEN, 64);
@@ -496,7 +497,7 @@ impl Connection {
         Some(id)
     }
 
-    fn on_channel_request(&mut self, t: &mut Transport, r: &mut Reader<'_>) -> Result<(), TransportError> {
+    fn on_channel_request(&mut self, t: &mut Sender<'_>, r: &mut Reader<'_>) -> Result<(), TransportError> {
         let id = r.u32()?;
         let name = r.string()?;
         let want_reply = r.bool()?;
@@ -527,7 +528,7 @@ impl Connection {
     }
 
     /// Send the replies at the front of `id`'s queue that are decided.
-    fn flush_replies(&mut self, t: &mut Transport, id: ChannelId) {
+    fn flush_replies(&mut self, t: &mut Sender<'_>, id: ChannelId) {
         let Some(c) = self.channel(id) else { return };
         while let Some(Some(ok)) = c.owed.front().copied() {
             c.owed.pop_front();
@@ -541,7 +542,7 @@ impl Connection {
     }
 
     /// Answer the oldest request on `id` still waiting for the application.
-    pub fn reply(&mut self, t: &mut Transport, id: ChannelId, ok: bool) {
+    pub fn reply(&mut self, t: &mut Sender<'_>, id: ChannelId, ok: bool) {
         let Some(c) = self.channel(id) else { return };
         if let Some(slot) = c.owed.iter_mut().find(|slot| slot.is_none()) {
             *slot = Some(ok);
@@ -550,7 +551,7 @@ impl Connection {
     }
 
     /// Send a channel request (exit-status, pty-req, exec, ...).
-    pub fn request(&mut self, t: &mut Transport, id: ChannelId, request: &ChannelRequest, want_reply: bool) {
+    pub fn request(&mut self, t: &mut Sender<'_>, id: ChannelId, request: &ChannelRequest, want_reply: bool) {
         let Some(c) = self.channel(id).filter(|c| c.phase == Phase::Open && !c.sent_close) else { return };
         if want_reply {
             c.awaiting_replies += 1;
@@ -569,16 +570,16 @@ impl Connection {
     }
 
     /// Send `data` as far as the peer's window allows; returns how much was taken.
-    pub fn write(&mut self, t: &mut Transport, id: ChannelId, data: &[u8]) -> usize {
+    pub fn write(&mut self, t: &mut Sender<'_>, id: ChannelId, data: &[u8]) -> usize {
         self.write_inner(t, id, None, data)
     }
 
     /// [`Self::write`] for extended data (code 1 = stderr).
-    pub fn write_extended(&mut self, t: &mut Transport, id: ChannelId, code: u32, data: &[u8]) -> usize {
+    pub fn write_extended(&mut self, t: &mut Sender<'_>, id: ChannelId, code: u32, data: &[u8]) -> usize {
         self.write_inner(t, id, Some(code), data)
     }
 
-    fn write_inner(&mut self, t: &mut Transport, id: ChannelId, code: Option<u32>, mut data: &[u8]) -> usize {
+    fn write_inner(&mut self, t: &mut Sender<'_>, id: ChannelId, code: Option<u32>, mut data: &[u8]) -> usize {
         let Some(c) = self.channel(id).filter(|c| c.phase == Phase::Open && !c.sent_eof && !c.sent_close) else {
             return 0;
         };
@@ -612,7 +613,7 @@ impl Connection {
 
     /// The application has consumed `n` bytes of the channel's data: give window back in
     /// batches of at least half the window.
-    pub fn consume(&mut self, t: &mut Transport, id: ChannelId, n: usize) {
+    pub fn consume(&mut self, t: &mut Sender<'_>, id: ChannelId, n: usize) {
         let window = self.config.window;
         let Some(c) = self.channel(id).filter(|c| c.phase == Phase::Open && !c.sent_close) else { return };
         // More than was received cannot be given back: the window never exceeds its size.
@@ -628,7 +629,7 @@ impl Connection {
     }
 
     /// No more data from us on `id`.
-    pub fn eof(&mut self, t: &mut Transport, id: ChannelId) {
+    pub fn eof(&mut self, t: &mut Sender<'_>, id: ChannelId) {
         let Some(c) = self.channel(id).filter(|c| c.phase == Phase::Open && !c.sent_eof && !c.sent_close) else {
             return;
         };
@@ -639,7 +640,7 @@ impl Connection {
     }
 
     /// Close `id` (or answer the peer's close); the channel is gone once both sides closed.
-    pub fn close(&mut self, t: &mut Transport, id: ChannelId) {
+    pub fn close(&mut self, t: &mut Sender<'_>, id: ChannelId) {
         let Some(c) = self.channel(id).filter(|c| c.phase == Phase::Open) else { return };
         if !c.sent_close {
             c.sent_close = true;
@@ -664,7 +665,7 @@ impl Connection {
     }
 }
 
-fn send_open_failure(t: &mut Transport, remote: u32, reason: u32, text: &str) {
+fn send_open_failure(t: &mut Sender<'_>, remote: u32, reason: u32, text: &str) {
     let mut w = Writer::packet(msg::CHANNEL_OPEN_FAILURE, 32);
     w.u32(remote).u32(reason).string(text.as_bytes()).string(b"");
     t.send_packet(w.finish_packet());
@@ -675,7 +676,7 @@ fn send_open_failure(t: &mut Transport, remote: u32, reason: u32, text: &str) {
 #[derive(Debug)]
 pub struct Channels<'a> {
     connection: &'a mut Connection,
-    transport: &'a mut Transport,
+    transport: Sender<'a>,
     events: &'a mut VecDeque<SessionEvent>,
 }
 
@@ -688,34 +689,36 @@ impl Drop for Channels<'_> {
 }
 
 impl<'a> Channels<'a> {
+    /// The channels of a session, acting at `now`.
     pub(crate) fn new(
         connection: &'a mut Connection,
         transport: &'a mut Transport,
         events: &'a mut VecDeque<SessionEvent>,
+        now: Instant,
     ) -> Self {
-        Self { connection, transport, events }
+        Self { connection, transport: transport.sender(now), events }
     }
 
     pub fn accept(&mut self, id: ChannelId) {
-        self.connection.accept_channel(self.transport, id);
+        self.connection.accept_channel(&mut self.transport, id);
     }
 
     pub fn refuse(&mut self, id: ChannelId, reason: u32, text: &str) {
-        self.connection.refuse_channel(self.transport, id, reason, text);
+        self.connection.refuse_channel(&mut self.transport, id, reason, text);
     }
 
     /// Open a channel; [`ConnectionEvent::Opened`] or `OpenFailed` follows.
     pub fn open(&mut self, kind: &ChannelKind) -> Option<ChannelId> {
-        self.connection.open_channel(self.transport, kind)
+        self.connection.open_channel(&mut self.transport, kind)
     }
 
     /// Answer the oldest channel request on `id` that wanted a reply.
     pub fn reply(&mut self, id: ChannelId, ok: bool) {
-        self.connection.reply(self.transport, id, ok);
+        self.connection.reply(&mut self.transport, id, ok);
     }
 
     pub fn request(&mut self, id: ChannelId, request: &ChannelRequest, want_reply: bool) {
-        self.connection.request(self.transport, id, request, want_reply);
+        self.connection.request(&mut self.transport, id, request, want_reply);
     }
 
     /// Bytes [`Self::write`] would take now.
@@ -725,25 +728,25 @@ impl<'a> Channels<'a> {
 
     /// Channel data, as far as the window allows; returns the bytes taken.
     pub fn write(&mut self, id: ChannelId, data: &[u8]) -> usize {
-        self.connection.write(self.transport, id, data)
+        self.connection.write(&mut self.transport, id, data)
     }
 
     /// Extended data (code 1 = stderr).
     pub fn write_extended(&mut self, id: ChannelId, code: u32, data: &[u8]) -> usize {
-        self.connection.write_extended(self.transport, id, code, data)
+        self.connection.write_extended(&mut self.transport, id, code, data)
     }
 
     /// The application took `n` bytes of `id`'s data (window flow control).
     pub fn consume(&mut self, id: ChannelId, n: usize) {
-        self.connection.consume(self.transport, id, n);
+        self.connection.consume(&mut self.transport, id, n);
     }
 
     pub fn eof(&mut self, id: ChannelId) {
-        self.connection.eof(self.transport, id);
+        self.connection.eof(&mut self.transport, id);
     }
 
     pub fn close(&mut self, id: ChannelId) {
-        self.connection.close(self.transport, id);
+        self.connection.close(&mut self.transport, id);
     }
 
     pub fn is_open(&mut self, id: ChannelId) -> bool {
@@ -755,11 +758,11 @@ impl<'a> Channels<'a> {
     }
 
     pub fn global_request(&mut self, request: &GlobalRequest, want_reply: bool) {
-        self.connection.global_request(self.transport, request, want_reply);
+        self.connection.global_request(&mut self.transport, request, want_reply);
     }
 
     /// Answer the oldest global request waiting for the application.
     pub fn global_reply(&mut self, ok: bool, port: Option<u32>) {
-        self.connection.global_reply(self.transport, ok, port);
+        self.connection.global_reply(&mut self.transport, ok, port);
     }
 }

@@ -74,7 +74,6 @@ pub struct ServerSession {
     client_ext_info: bool,
     /// When an unfinished login is cut off.
     deadline: Option<Instant>,
-    now: Instant,
     events: VecDeque<SessionEvent>,
 }
 
@@ -90,7 +89,6 @@ impl ServerSession {
             user: None,
             failures: 0,
             client_ext_info: false,
-            now,
             events: VecDeque::new(),
         }
     }
@@ -128,30 +126,28 @@ impl ServerSession {
     }
 
     pub fn handle_input(&mut self, now: Instant, bytes: &[u8]) {
-        self.now = now;
         self.transport.handle_input(now, bytes);
-        self.pump();
+        self.pump(now);
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.now = now;
         if self.deadline.is_some_and(|d| now >= d) {
             self.deadline = None;
             let what = if self.auth == Auth::Deciding { "authorization decision" } else { "login grace time" };
             self.transport.close(TransportError::Timeout(what));
         }
         self.transport.handle_timeout(now);
-        self.pump();
+        self.pump(now);
     }
 
     /// End the session with a DISCONNECT saying `why` (e.g. access revoked by policy).
-    pub fn disconnect(&mut self, why: &str) {
+    pub fn disconnect(&mut self, now: Instant, why: &str) {
         self.transport.close(TransportError::Application(why.to_string()));
-        self.pump();
+        self.pump(now);
     }
 
     /// Drain the transport: its events, then the messages for auth and connection.
-    fn pump(&mut self) {
+    fn pump(&mut self, now: Instant) {
         loop {
             while let Some(event) = self.transport.poll_event() {
                 self.events.push_back(match event {
@@ -164,7 +160,7 @@ impl ServerSession {
                 });
             }
             let Some(payload) = self.transport.poll_message() else { break };
-            if let Err(error) = self.dispatch(&payload) {
+            if let Err(error) = self.dispatch(now, &payload) {
                 self.transport.close(error);
             }
             while let Some(event) = self.connection.poll_event() {
@@ -173,7 +169,7 @@ impl ServerSession {
         }
     }
 
-    fn dispatch(&mut self, payload: &Bytes) -> Result<(), TransportError> {
+    fn dispatch(&mut self, now: Instant, payload: &Bytes) -> Result<(), TransportError> {
         let number = payload[0];
         match (self.auth, number) {
             (Auth::AwaitServiceRequest, msg::SERVICE_REQUEST) => {
@@ -185,7 +181,7 @@ impl ServerSession {
                 }
                 let mut w = Writer::packet(msg::SERVICE_ACCEPT, 16);
                 w.string(b"ssh-userauth");
-                self.transport.send_packet(w.finish_packet());
+                self.transport.send_packet(now, w.finish_packet());
                 self.auth = Auth::AwaitRequest;
                 Ok(())
             }
@@ -203,18 +199,18 @@ impl ServerSession {
                 Ok(())
             }
             (Auth::AwaitRequest | Auth::Deciding | Auth::Denied, msg::USERAUTH_REQUEST) => {
-                self.on_auth_request(payload)
+                self.on_auth_request(now, payload)
             }
             // RFC 4252 section 5.1: requests after success are ignored.
             (Auth::Authenticated, msg::USERAUTH_REQUEST) => Ok(()),
             (Auth::Authenticated, msg::GLOBAL_REQUEST..=msg::CHANNEL_FAILURE) => {
-                self.connection.handle_message(&mut self.transport, payload)
+                self.connection.handle_message(&mut self.transport.sender(now), payload)
             }
             (_, n) => Err(TransportError::Unexpected(n)),
         }
     }
 
-    fn on_auth_request(&mut self, payload: &[u8]) -> Result<(), TransportError> {
+    fn on_auth_request(&mut self, now: Instant, payload: &[u8]) -> Result<(), TransportError> {
         let mut r = Reader::new(&payload[1..]);
         let user = r.utf8()?;
         let service = r.string()?;
@@ -226,18 +222,18 @@ impl ServerSession {
             (None, _) => {
                 self.user = Some(user.to_string());
                 self.auth = Auth::Deciding;
-                self.deadline = Some(self.now + self.config.hold_timeout);
+                self.deadline = Some(now + self.config.hold_timeout);
                 self.events.push_back(SessionEvent::AuthRequest { user: user.to_string() });
                 Ok(())
             }
             (Some(first), _) if first != user => Err(TransportError::Protocol("user changed during authentication")),
             // A client that does not wait for our decision: answer later, once.
             (Some(_), Auth::Deciding) => Ok(()),
-            _ => self.fail_auth(),
+            _ => self.fail_auth(now),
         }
     }
 
-    fn fail_auth(&mut self) -> Result<(), TransportError> {
+    fn fail_auth(&mut self, now: Instant) -> Result<(), TransportError> {
         self.failures += 1;
         if self.failures > self.config.max_auth_attempts {
             return Err(TransportError::Protocol("too many authentication attempts"));
@@ -245,27 +241,27 @@ impl ServerSession {
         // No methods left: the client gives up instead of trying keys or passwords.
         let mut w = Writer::packet(msg::USERAUTH_FAILURE, 8);
         w.name_list([]).bool(false);
-        self.transport.send_packet(w.finish_packet());
+        self.transport.send_packet(now, w.finish_packet());
         self.auth = Auth::Denied;
-        self.deadline = Some(self.now + self.config.login_grace.min(Duration::from_secs(10)));
+        self.deadline = Some(now + self.config.login_grace.min(Duration::from_secs(10)));
         Ok(())
     }
 
     /// Show `text` to the user before the decision (e.g. the URL of a `check` rule).
-    pub fn auth_banner(&mut self, text: &str) {
+    pub fn auth_banner(&mut self, now: Instant, text: &str) {
         if matches!(self.auth, Auth::Deciding | Auth::AwaitRequest) {
             let mut w = Writer::packet(msg::USERAUTH_BANNER, text.len() + 8);
             w.string(text.as_bytes()).string(b"");
-            self.transport.send_packet(w.finish_packet());
+            self.transport.send_packet(now, w.finish_packet());
         }
     }
 
     /// Grant the pending request: USERAUTH_SUCCESS.
-    pub fn accept_auth(&mut self) {
+    pub fn accept_auth(&mut self, now: Instant) {
         if self.auth != Auth::Deciding || self.transport.is_closed() {
             return;
         }
-        self.transport.send_packet(Writer::packet(msg::USERAUTH_SUCCESS, 0).finish_packet());
+        self.transport.send_packet(now, Writer::packet(msg::USERAUTH_SUCCESS, 0).finish_packet());
         self.auth = Auth::Authenticated;
         self.deadline = None;
         let user = self.user.clone().unwrap_or_default();
@@ -273,23 +269,24 @@ impl ServerSession {
     }
 
     /// Refuse: an optional banner saying why, then a failure with no methods left.
-    pub fn deny_auth(&mut self, banner: Option<&str>) {
+    pub fn deny_auth(&mut self, now: Instant, banner: Option<&str>) {
         if self.auth != Auth::Deciding {
             return;
         }
         if let Some(text) = banner {
-            self.auth_banner(text);
+            self.auth_banner(now, text);
         }
-        if let Err(error) = self.fail_auth() {
+        if let Err(error) = self.fail_auth(now) {
             self.transport.close(error);
         }
-        self.pump();
+        self.pump(now);
     }
 
     /// The channel operations (write, reply, close, ...): `None` until authentication
-    /// succeeded, so nothing of the connection protocol can be reached before.
-    pub fn channels(&mut self) -> Option<Channels<'_>> {
+    /// succeeded, so nothing of the connection protocol can be reached before. They act at
+    /// `now`.
+    pub fn channels(&mut self, now: Instant) -> Option<Channels<'_>> {
         (self.auth == Auth::Authenticated)
-            .then(|| Channels::new(&mut self.connection, &mut self.transport, &mut self.events))
+            .then(|| Channels::new(&mut self.connection, &mut self.transport, &mut self.events, now))
     }
 }

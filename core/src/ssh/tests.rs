@@ -67,18 +67,18 @@ fn exchange(client: &mut impl Endpoint, server: &mut impl Endpoint, now: Instant
 }
 
 /// The test server's application: decides logins, accepts channels and their requests.
-fn answer(server: &mut ServerSession, event: &SessionEvent, decision: Decision) {
+fn answer(server: &mut ServerSession, now: Instant, event: &SessionEvent, decision: Decision) {
     match event {
         SessionEvent::AuthRequest { .. } => match decision {
-            Decision::Accept => server.accept_auth(),
-            Decision::Deny => server.deny_auth(Some("not allowed by policy")),
-            Decision::Hold => server.auth_banner("visit https://login.example/abc"),
+            Decision::Accept => server.accept_auth(now),
+            Decision::Deny => server.deny_auth(now, Some("not allowed by policy")),
+            Decision::Hold => server.auth_banner(now, "visit https://login.example/abc"),
         },
         SessionEvent::Connection(ConnectionEvent::OpenRequest { channel, .. }) => {
-            server.channels().unwrap_or_else(|| panic!("not authenticated")).accept(*channel)
+            server.channels(now).unwrap_or_else(|| panic!("not authenticated")).accept(*channel)
         }
         SessionEvent::Connection(ConnectionEvent::Request { channel, want_reply: true, .. }) => {
-            server.channels().unwrap_or_else(|| panic!("not authenticated")).reply(*channel, true)
+            server.channels(now).unwrap_or_else(|| panic!("not authenticated")).reply(*channel, true)
         }
         _ => {}
     }
@@ -117,7 +117,7 @@ impl Pair {
         loop {
             let mut moved = exchange(&mut self.client, &mut self.server, self.now);
             while let Some(event) = self.server.poll_event() {
-                answer(&mut self.server, &event, self.decision);
+                answer(&mut self.server, self.now, &event, self.decision);
                 self.server_events.push(event);
                 moved = true;
             }
@@ -132,7 +132,7 @@ impl Pair {
     }
 
     fn open_session(&mut self) -> (ChannelId, ChannelId) {
-        let id = self.client.channels().open(&ChannelKind::Session).unwrap_or_else(|| panic!("channel limit"));
+        let id = self.client.channels(self.now).open(&ChannelKind::Session).unwrap_or_else(|| panic!("channel limit"));
         self.run();
         assert!(self.client_events.contains(&SessionEvent::Connection(ConnectionEvent::Opened { channel: id })));
         let server_id = self
@@ -174,9 +174,9 @@ fn client_and_server_agree_authenticate_and_run_an_exec_channel() {
             .iter()
             .any(|e| matches!(e, SessionEvent::Keyed { negotiated, .. } if negotiated.cipher_s2c == cipher)));
         let (c, s) = pair.open_session();
-        pair.client.channels().request(c, &ChannelRequest::Exec(b"echo hi".to_vec()), true);
-        pair.client.channels().write(c, b"to the server");
-        pair.client.channels().eof(c);
+        pair.client.channels(pair.now).request(c, &ChannelRequest::Exec(b"echo hi".to_vec()), true);
+        pair.client.channels(pair.now).write(c, b"to the server");
+        pair.client.channels(pair.now).eof(c);
         pair.run();
         assert!(pair.server_events.contains(&SessionEvent::Connection(ConnectionEvent::Request {
             channel: s,
@@ -187,15 +187,19 @@ fn client_and_server_agree_authenticate_and_run_an_exec_channel() {
             .client_events
             .contains(&SessionEvent::Connection(ConnectionEvent::RequestReply { channel: c, ok: true })));
         assert_eq!(data_of(&pair.server_events, s), b"to the server");
-        pair.server.channels().unwrap_or_else(|| panic!("not authenticated")).write(s, b"hi\n");
-        pair.server.channels().unwrap_or_else(|| panic!("not authenticated")).write_extended(s, 1, b"warning\n");
-        pair.server.channels().unwrap_or_else(|| panic!("not authenticated")).request(
+        pair.server.channels(pair.now).unwrap_or_else(|| panic!("not authenticated")).write(s, b"hi\n");
+        pair.server.channels(pair.now).unwrap_or_else(|| panic!("not authenticated")).write_extended(
+            s,
+            1,
+            b"warning\n",
+        );
+        pair.server.channels(pair.now).unwrap_or_else(|| panic!("not authenticated")).request(
             s,
             &ChannelRequest::ExitStatus(3),
             false,
         );
-        pair.server.channels().unwrap_or_else(|| panic!("not authenticated")).eof(s);
-        pair.server.channels().unwrap_or_else(|| panic!("not authenticated")).close(s);
+        pair.server.channels(pair.now).unwrap_or_else(|| panic!("not authenticated")).eof(s);
+        pair.server.channels(pair.now).unwrap_or_else(|| panic!("not authenticated")).close(s);
         pair.run();
         assert_eq!(data_of(&pair.client_events, c), b"hi\n");
         let client_saw = |e: ConnectionEvent| pair.client_events.contains(&SessionEvent::Connection(e));
@@ -219,23 +223,23 @@ fn bulk_both_ways(pair: &mut Pair, c: ChannelId, s: ChannelId, total: usize) -> 
     let mut rounds = 0;
     while (up < total || down < total || at_server.len() < total || at_client.len() < total) && rounds < 100_000 {
         rounds += 1;
-        up += pair.client.channels().write(c, &pattern[up..(up + 50_000).min(total)]);
+        up += pair.client.channels(pair.now).write(c, &pattern[up..(up + 50_000).min(total)]);
         down += pair
             .server
-            .channels()
+            .channels(pair.now)
             .unwrap_or_else(|| panic!("not authenticated"))
             .write(s, &pattern[down..(down + 50_000).min(total)]);
         pair.run();
         for e in pair.server_events.drain(..) {
             if let SessionEvent::Connection(ConnectionEvent::Data { data, .. }) = e {
                 at_server.extend_from_slice(&data);
-                pair.server.channels().unwrap_or_else(|| panic!("not authenticated")).consume(s, data.len());
+                pair.server.channels(pair.now).unwrap_or_else(|| panic!("not authenticated")).consume(s, data.len());
             }
         }
         for e in pair.client_events.drain(..) {
             if let SessionEvent::Connection(ConnectionEvent::Data { data, .. }) = e {
                 at_client.extend_from_slice(&data);
-                pair.client.channels().consume(c, data.len());
+                pair.client.channels(pair.now).consume(c, data.len());
             }
         }
     }
@@ -295,9 +299,9 @@ fn a_held_login_waits_for_the_decision_then_times_out() {
     pair.run();
     assert!(pair.client_events.contains(&SessionEvent::Banner("visit https://login.example/abc".into())));
     assert!(!pair.client.is_authenticated() && !pair.client.is_closed());
-    assert!(pair.server.channels().is_none(), "no channel operation before the decision");
-    pair.server.accept_auth();
-    assert!(pair.server.channels().is_some());
+    assert!(pair.server.channels(pair.now).is_none(), "no channel operation before the decision");
+    pair.server.accept_auth(pair.now);
+    assert!(pair.server.channels(pair.now).is_some());
     pair.run();
     assert!(pair.client.is_authenticated());
 
@@ -377,7 +381,7 @@ impl Raw {
         loop {
             let mut moved = exchange(&mut self.client, &mut self.server, self.now);
             while let Some(event) = self.server.poll_event() {
-                answer(&mut self.server, &event, Decision::Accept);
+                answer(&mut self.server, self.now, &event, Decision::Accept);
                 self.server_events.push(event);
                 moved = true;
             }
@@ -391,7 +395,7 @@ impl Raw {
     }
 
     fn send(&mut self, payload: &[u8]) {
-        self.client.send(payload);
+        self.client.send(self.now, payload);
         self.run();
     }
 
@@ -436,7 +440,7 @@ fn raw_in_state(state: usize) -> Raw {
         // A request the server only holds (no decision yet): Deciding.
         let mut w = Writer::message(msg::USERAUTH_REQUEST);
         w.string(b"alice").string(b"ssh-connection").string(b"none");
-        raw.client.send(&w.finish());
+        raw.client.send(raw.now, &w.finish());
         while let Some(bytes) = raw.client.poll_transmit() {
             raw.server.handle_input(raw.now, &bytes);
         }
@@ -446,7 +450,7 @@ fn raw_in_state(state: usize) -> Raw {
     }
     if state >= 3 {
         // Denied: a failure with no methods left has been sent.
-        raw.server.deny_auth(Some("no"));
+        raw.server.deny_auth(raw.now, Some("no"));
         raw.run();
     }
     raw
@@ -460,7 +464,7 @@ fn every_message_number_in_every_keyed_pre_auth_state_is_handled_and_never_authe
             assert!(!raw.server.is_closed(), "state {state} setup");
             let mut payload = vec![number];
             payload.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0]);
-            raw.client.send(&payload);
+            raw.client.send(raw.now, &payload);
             while let Some(bytes) = raw.client.poll_transmit() {
                 raw.server.handle_input(raw.now, &bytes);
             }
@@ -605,10 +609,10 @@ fn data_before_the_channel_is_confirmed_is_refused() {
     raw.auth_request("alice");
     let mut w = Writer::message(msg::CHANNEL_OPEN);
     w.string(b"session").u32(0).u32(1 << 20).u32(32768);
-    raw.client.send(&w.finish());
+    raw.client.send(raw.now, &w.finish());
     let mut w = Writer::message(msg::CHANNEL_DATA);
     w.u32(0).string(b"early");
-    raw.client.send(&w.finish());
+    raw.client.send(raw.now, &w.finish());
     while let Some(bytes) = raw.client.poll_transmit() {
         raw.server.handle_input(raw.now, &bytes);
     }
@@ -641,9 +645,9 @@ fn every_flipped_byte_after_key_exchange_is_a_mac_error_and_a_disconnect() {
         pair.run();
         let (c, _) = pair.open_session();
         // Several packets, so the offsets cover headers, bodies and tags of more than one.
-        pair.client.channels().write(c, b"first packet");
-        pair.client.channels().write(c, &[7u8; 40]);
-        pair.client.channels().write(c, b"third");
+        pair.client.channels(pair.now).write(c, b"first packet");
+        pair.client.channels(pair.now).write(c, &[7u8; 40]);
+        pair.client.channels(pair.now).write(c, b"third");
         let mut wire = BytesMut::new();
         while let Some(bytes) = pair.client.poll_transmit() {
             wire.extend_from_slice(&bytes);
@@ -657,7 +661,7 @@ fn every_flipped_byte_after_key_exchange_is_a_mac_error_and_a_disconnect() {
             if pair.server.is_closed() {
                 break;
             }
-            pair.client.channels().write(c, &[1u8; 8192]);
+            pair.client.channels(pair.now).write(c, &[1u8; 8192]);
             while let Some(bytes) = pair.client.poll_transmit() {
                 pair.server.handle_input(pair.now, &bytes);
             }
@@ -683,7 +687,7 @@ fn keepalives_and_unknown_global_requests_get_failure() {
     raw.auth_request("alice");
     let mut w = Writer::message(msg::GLOBAL_REQUEST);
     w.string(b"keepalive@openssh.com").bool(true);
-    raw.client.send(&w.finish());
+    raw.client.send(raw.now, &w.finish());
     while let Some(bytes) = raw.client.poll_transmit() {
         raw.server.handle_input(raw.now, &bytes);
     }
@@ -751,8 +755,10 @@ fn remote_forwarding_and_agent_channels_flow_from_server_to_client() {
     pair.run();
     let (c, s) = pair.open_session();
     // ssh -R: the client asks the server to listen; the application answers with the port.
-    pair.client.channels().global_request(&GlobalRequest::TcpipForward { address: "localhost".into(), port: 0 }, true);
-    pair.client.channels().global_request(&GlobalRequest::Other("keepalive@openssh.com".into()), true);
+    pair.client
+        .channels(pair.now)
+        .global_request(&GlobalRequest::TcpipForward { address: "localhost".into(), port: 0 }, true);
+    pair.client.channels(pair.now).global_request(&GlobalRequest::Other("keepalive@openssh.com".into()), true);
     pair.run();
     assert!(pair.server_events.contains(&SessionEvent::Connection(ConnectionEvent::GlobalRequest {
         request: GlobalRequest::TcpipForward { address: "localhost".into(), port: 0 },
@@ -763,7 +769,7 @@ fn remote_forwarding_and_agent_channels_flow_from_server_to_client() {
         .client_events
         .iter()
         .any(|e| matches!(e, SessionEvent::Connection(ConnectionEvent::GlobalReply { .. }))));
-    pair.server.channels().unwrap_or_else(|| panic!("not authenticated")).global_reply(true, Some(40022));
+    pair.server.channels(pair.now).unwrap_or_else(|| panic!("not authenticated")).global_reply(true, Some(40022));
     pair.run();
     let replies: Vec<&SessionEvent> = pair
         .client_events
@@ -786,12 +792,12 @@ fn remote_forwarding_and_agent_channels_flow_from_server_to_client() {
     };
     let forwarded = pair
         .server
-        .channels()
+        .channels(pair.now)
         .unwrap_or_else(|| panic!("not authenticated"))
         .open(&kind)
         .unwrap_or_else(|| panic!("limit"));
     // Agent forwarding: the client asks, the server opens auth-agent@openssh.com.
-    pair.client.channels().request(c, &ChannelRequest::AuthAgent, true);
+    pair.client.channels(pair.now).request(c, &ChannelRequest::AuthAgent, true);
     pair.run();
     assert!(pair.server_events.contains(&SessionEvent::Connection(ConnectionEvent::Request {
         channel: s,
@@ -800,7 +806,7 @@ fn remote_forwarding_and_agent_channels_flow_from_server_to_client() {
     })));
     let agent = pair
         .server
-        .channels()
+        .channels(pair.now)
         .unwrap_or_else(|| panic!("not authenticated"))
         .open(&ChannelKind::AuthAgent)
         .unwrap_or_else(|| panic!("limit"));
@@ -816,7 +822,7 @@ fn remote_forwarding_and_agent_channels_flow_from_server_to_client() {
     assert_eq!(offered, vec![kind, ChannelKind::AuthAgent]);
     for e in pair.client_events.clone() {
         if let SessionEvent::Connection(ConnectionEvent::OpenRequest { channel, .. }) = e {
-            pair.client.channels().accept(channel);
+            pair.client.channels(pair.now).accept(channel);
         }
     }
     pair.run();
@@ -824,7 +830,7 @@ fn remote_forwarding_and_agent_channels_flow_from_server_to_client() {
         assert!(pair.server_events.contains(&SessionEvent::Connection(ConnectionEvent::Opened { channel: id })));
     }
     // A client may not open forwarded-tcpip to the server, nor the server a session.
-    let refused = pair.client.channels().open(&ChannelKind::ForwardedTcpip {
+    let refused = pair.client.channels(pair.now).open(&ChannelKind::ForwardedTcpip {
         address: "x".into(),
         port: 1,
         originator: "y".into(),
@@ -868,9 +874,9 @@ fn pipelined_requests_are_answered_in_order_unknown_ones_included() {
     let mut eow = Writer::message(msg::CHANNEL_REQUEST);
     eow.u32(0).string(b"eow@openssh.com").bool(true);
     // All three in one read, before the application has answered the first.
-    raw.client.send(&exec.finish());
-    raw.client.send(&x11.finish());
-    raw.client.send(&eow.finish());
+    raw.client.send(raw.now, &exec.finish());
+    raw.client.send(raw.now, &x11.finish());
+    raw.client.send(raw.now, &eow.finish());
     while let Some(bytes) = raw.client.poll_transmit() {
         raw.server.handle_input(raw.now, &bytes);
     }
@@ -887,7 +893,7 @@ fn pipelined_requests_are_answered_in_order_unknown_ones_included() {
     // Nothing goes out before the exec is answered: the unknown ones wait their turn.
     assert_eq!(replies(&mut raw), Vec::<u8>::new());
     while let Some(event) = raw.server.poll_event() {
-        answer(&mut raw.server, &event, Decision::Accept);
+        answer(&mut raw.server, raw.now, &event, Decision::Accept);
     }
     assert_eq!(replies(&mut raw), vec![msg::CHANNEL_SUCCESS, msg::CHANNEL_FAILURE, msg::CHANNEL_FAILURE]);
     assert!(!raw.server.is_closed());
@@ -919,7 +925,7 @@ fn a_peer_that_provokes_replies_but_never_reads_is_cut_off() {
     let mut sent = 0;
     while !raw.server.is_closed() && sent < 2_000_000 {
         for _ in 0..10_000 {
-            raw.client.send(&keepalive);
+            raw.client.send(raw.now, &keepalive);
         }
         sent += 10_000;
         while let Some(bytes) = raw.client.poll_transmit() {

@@ -183,7 +183,6 @@ pub struct Transport {
     held_bytes: usize,
     inbox: VecDeque<Bytes>,
     events: VecDeque<TransportEvent>,
-    now: Instant,
     keyed_at: Instant,
     /// When the key exchange in progress started.
     kex_started: Instant,
@@ -199,6 +198,19 @@ impl std::fmt::Debug for Transport {
             .field("state", &self.state)
             .field("keyed", &self.keyed)
             .finish_non_exhaustive()
+    }
+}
+
+/// A transport and the time of the input being handled (see [`Transport::sender`]).
+#[derive(Debug)]
+pub struct Sender<'a> {
+    transport: &'a mut Transport,
+    now: Instant,
+}
+
+impl Sender<'_> {
+    pub fn send_packet(&mut self, packet: BytesMut) {
+        self.transport.send_packet(self.now, packet);
     }
 }
 
@@ -261,7 +273,6 @@ impl Transport {
             held_bytes: 0,
             inbox: VecDeque::new(),
             events: VecDeque::new(),
-            now,
             keyed_at: now,
             kex_started: now,
             sent_since_kex: 0,
@@ -269,7 +280,7 @@ impl Transport {
             rekeys: 0,
         };
         t.push_out(BytesMut::from(format!("{OUR_IDENTIFICATION}\r\n").as_bytes()));
-        t.start_kex();
+        t.start_kex(now);
         t
     }
 
@@ -341,27 +352,25 @@ impl Transport {
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.now = now;
         if self.kex.is_some() && now >= self.kex_started + KEX_TIMEOUT {
             self.close(TransportError::Timeout("key exchange"));
             return;
         }
-        self.maybe_rekey();
+        self.maybe_rekey(now);
     }
 
     /// Bytes from the peer.
     pub fn handle_input(&mut self, now: Instant, bytes: &[u8]) {
-        self.now = now;
         if self.state == State::Closed {
             return;
         }
-        match self.consume(bytes) {
+        match self.consume(now, bytes) {
             Ok(()) if self.pending_transmit() > MAX_QUEUED => {
                 self.close(TransportError::Protocol("peer stopped reading"));
             }
             // The volume limit counts received bytes too: a side that only receives starts
             // the rekey itself instead of waiting for its next send.
-            Ok(()) => self.maybe_rekey(),
+            Ok(()) => self.maybe_rekey(now),
             Err(error) => self.close(error),
         }
     }
@@ -384,8 +393,9 @@ impl Transport {
     }
 
     /// A message from the layers above, in a buffer from [`Writer::packet`] (the header
-    /// bytes reserved). Held while our key exchange is in flight.
-    pub fn send_packet(&mut self, packet: BytesMut) {
+    /// bytes reserved). Held while our key exchange is in flight. `now` decides whether
+    /// the time to rekey has come.
+    pub fn send_packet(&mut self, now: Instant, packet: BytesMut) {
         if self.state == State::Closed {
             return;
         }
@@ -395,14 +405,20 @@ impl Transport {
             return;
         }
         self.seal_and_queue(packet);
-        self.maybe_rekey();
+        self.maybe_rekey(now);
+    }
+
+    /// The transport as the layers above send through it while they handle an input at
+    /// `now` (so every message they send carries the time).
+    pub fn sender(&mut self, now: Instant) -> Sender<'_> {
+        Sender { transport: self, now }
     }
 
     /// [`Self::send_packet`] for a message written without the reserved header.
-    pub fn send(&mut self, payload: &[u8]) {
+    pub fn send(&mut self, now: Instant, payload: &[u8]) {
         let mut w = Writer::new();
         w.raw(payload);
-        self.send_packet(w.finish_packet());
+        self.send_packet(now, w.finish_packet());
     }
 
     fn push_out(&mut self, bytes: BytesMut) {
@@ -425,7 +441,7 @@ impl Transport {
         self.seal_and_queue(w.finish_packet());
     }
 
-    fn consume(&mut self, mut bytes: &[u8]) -> Result<(), TransportError> {
+    fn consume(&mut self, now: Instant, mut bytes: &[u8]) -> Result<(), TransportError> {
         if self.state == State::Version {
             match self.version.feed(bytes)? {
                 None => return Ok(()),
@@ -438,7 +454,7 @@ impl Transport {
         }
         self.inbuf.extend_from_slice(bytes);
         while let Some(payload) = self.next_packet()? {
-            self.dispatch(payload)?;
+            self.dispatch(now, payload)?;
             if self.state == State::Closed {
                 break;
             }
@@ -495,7 +511,7 @@ impl Transport {
         !self.keyed || self.kex.as_ref().is_some_and(|k| k.theirs.is_some())
     }
 
-    fn dispatch(&mut self, payload: Bytes) -> Result<(), TransportError> {
+    fn dispatch(&mut self, now: Instant, payload: Bytes) -> Result<(), TransportError> {
         let number = payload[0];
         match number {
             msg::DISCONNECT => {
@@ -512,8 +528,8 @@ impl Transport {
                 Err(TransportError::Unexpected(number))
             }
             msg::IGNORE | msg::DEBUG | msg::UNIMPLEMENTED => Ok(()),
-            msg::KEXINIT => self.handle_kexinit(payload),
-            msg::NEWKEYS => self.handle_newkeys(&payload),
+            msg::KEXINIT => self.handle_kexinit(now, payload),
+            msg::NEWKEYS => self.handle_newkeys(now, &payload),
             30..=49 => self.handle_kex_method(&payload),
             // A service message: for the layers above, unless a key exchange forbids it.
             _ if self.peer_in_kex() => Err(TransportError::Unexpected(number)),
@@ -537,8 +553,8 @@ impl Transport {
     }
 
     /// Send our KEXINIT (first exchange, a rekey we start, or one the peer started).
-    fn start_kex(&mut self) {
-        self.kex_started = self.now;
+    fn start_kex(&mut self, now: Instant) {
+        self.kex_started = now;
         let ours = self.our_kexinit().encode().freeze();
         let mut w = Writer::packet(msg::KEXINIT, ours.len());
         w.raw(&ours[1..]);
@@ -554,20 +570,20 @@ impl Transport {
         });
     }
 
-    fn maybe_rekey(&mut self) {
+    fn maybe_rekey(&mut self, now: Instant) {
         let due = self.sent_since_kex >= self.config.rekey_bytes
             || self.received_since_kex >= self.config.rekey_bytes
-            || self.now >= self.keyed_at + self.config.rekey_interval;
+            || now >= self.keyed_at + self.config.rekey_interval;
         if self.keyed && self.kex.is_none() && self.state == State::Running && due {
             tracing::debug!(sent = self.sent_since_kex, received = self.received_since_kex, "ssh rekey");
-            self.start_kex();
+            self.start_kex(now);
         }
     }
 
-    fn handle_kexinit(&mut self, payload: Bytes) -> Result<(), TransportError> {
+    fn handle_kexinit(&mut self, now: Instant, payload: Bytes) -> Result<(), TransportError> {
         let theirs = KexInit::decode(&payload)?;
         if self.kex.is_none() {
-            self.start_kex();
+            self.start_kex(now);
         }
         let server = self.is_server();
         let kex = self.kex.as_mut().ok_or(TransportError::Unexpected(msg::KEXINIT))?;
@@ -715,7 +731,7 @@ impl Transport {
         Ok(())
     }
 
-    fn handle_newkeys(&mut self, payload: &[u8]) -> Result<(), TransportError> {
+    fn handle_newkeys(&mut self, now: Instant, payload: &[u8]) -> Result<(), TransportError> {
         Reader::new(&payload[1..]).finish()?;
         let Some(mut kex) = self.kex.take().filter(|k| k.sent_newkeys) else {
             return Err(TransportError::Unexpected(msg::NEWKEYS));
@@ -725,7 +741,7 @@ impl Transport {
             self.seq_in = 0;
         }
         self.received_since_kex = 0;
-        self.keyed_at = self.now;
+        self.keyed_at = now;
         let negotiated = kex.negotiated.take();
         if self.keyed {
             self.rekeys += 1;

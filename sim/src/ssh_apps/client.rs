@@ -57,7 +57,7 @@ impl ClientConn {
             self.pipe.read(cx.core, cx.now, &mut self.session, cx.buf);
         }
         if self.pipe.peer_eof && !self.session.is_closed() {
-            self.session.disconnect("connection closed by peer");
+            self.session.disconnect(cx.now, "connection closed by peer");
         }
         loop {
             let mut progress = self.events(cx, record);
@@ -100,12 +100,12 @@ impl ClientConn {
     fn start_next(&mut self, cx: &mut Ctx<'_>, record: &mut SshClientRecord) {
         let Some(command) = self.script.get(self.next).cloned() else {
             record.finished_at = Some(cx.now);
-            self.session.disconnect("script done");
+            self.session.disconnect(cx.now, "script done");
             return;
         };
         self.next += 1;
         let mut result = SshCommandResult::new(&command.command, cx.now);
-        let opened = self.session.channels().open(&ChannelKind::Session);
+        let opened = self.session.channels(cx.now).open(&ChannelKind::Session);
         match opened {
             Some(channel) => {
                 let hasher = (command.expect == SshExpect::SinkReport).then(Box::default);
@@ -124,12 +124,12 @@ impl ClientConn {
         let Some(run) = self.running.as_mut() else {
             // Nothing runs: refuse whatever the server offers.
             if let ConnectionEvent::OpenRequest { channel, .. } = event {
-                self.session.channels().refuse(channel, open_failure::ADMINISTRATIVELY_PROHIBITED, "no");
+                self.session.channels(cx.now).refuse(channel, open_failure::ADMINISTRATIVELY_PROHIBITED, "no");
             }
             return;
         };
         let Some(result) = record.commands.last_mut() else { return };
-        let mut ch = self.session.channels();
+        let mut ch = self.session.channels(cx.now);
         match event {
             ConnectionEvent::Opened { channel } if channel == run.channel => {
                 ch.request(channel, &ChannelRequest::Exec(run.command.command.clone().into_bytes()), true);
@@ -216,7 +216,7 @@ impl ClientConn {
         let Some(run) = self.running.as_mut().filter(|r| r.writing && !r.eof_sent) else { return false };
         let Some(result) = record.commands.last_mut() else { return false };
         let pattern = StreamPattern::new(run.command.stdin_seed);
-        let mut ch = self.session.channels();
+        let mut ch = self.session.channels(cx.now);
         let mut budget = budget;
         let mut any = false;
         while budget > 0 && result.stdin_sent < run.command.stdin {

@@ -58,9 +58,9 @@ impl ServerConn {
                 let allowed = self.allowed;
                 cx.core.ssh_session(now, self.session, |s| {
                     if allowed {
-                        s.accept_auth();
+                        s.accept_auth(now);
                     } else {
-                        s.deny_auth(Some("this node may not log in here"));
+                        s.deny_auth(now, Some("this node may not log in here"));
                     }
                 });
             }
@@ -72,7 +72,7 @@ impl ServerConn {
             SessionEvent::Connection(event) => {
                 let channels = &mut self.channels;
                 cx.core.ssh_session(now, self.session, |s| {
-                    if let Some(mut ch) = s.channels() {
+                    if let Some(mut ch) = s.channels(now) {
                         connection_event(&mut ch, channels, event, record, now);
                     }
                 });
@@ -94,7 +94,7 @@ impl ServerConn {
         let mut budget = cx.core.ssh_budget(self.session);
         let channels = &mut self.channels;
         cx.core.ssh_session(now, self.session, |s| {
-            let Some(mut ch) = s.channels() else { return };
+            let Some(mut ch) = s.channels(now) else { return };
             for channel in channels.values_mut() {
                 let progress = channel.produce(&mut ch, &mut budget, now);
                 record.data_out += progress.written;

@@ -401,7 +401,7 @@ impl Conn {
             match event {
                 SessionEvent::AuthRequest { user } => {
                     tracing::debug!(%user, local = %self.local_user, "harness accepts login");
-                    self.session.accept_auth();
+                    self.session.accept_auth(self.now);
                 }
                 SessionEvent::Connection(event) => self.on_connection_event(event, mio, registry, slot),
                 SessionEvent::Closed(error) => tracing::debug!(%error, "harness connection closed"),
@@ -422,7 +422,7 @@ impl Conn {
             ConnectionEvent::OpenRequest { channel, kind } => match kind {
                 ChannelKind::Session => {
                     self.channels.insert(channel, Chan::new(Backend::Pending));
-                    if let Some(mut c) = self.session.channels() {
+                    if let Some(mut c) = self.session.channels(self.now) {
                         c.accept(channel)
                     };
                 }
@@ -432,24 +432,24 @@ impl Conn {
                         .map_err(|e| e.to_string());
                     match started {
                         Ok(true) => {
-                            if let Some(mut c) = self.session.channels() {
+                            if let Some(mut c) = self.session.channels(self.now) {
                                 c.accept(channel)
                             }
                         }
                         Ok(false) => {
-                            if let Some(mut c) = self.session.channels() {
+                            if let Some(mut c) = self.session.channels(self.now) {
                                 c.refuse(channel, open_failure::CONNECT_FAILED, "register")
                             }
                         }
                         Err(e) => {
-                            if let Some(mut c) = self.session.channels() {
+                            if let Some(mut c) = self.session.channels(self.now) {
                                 c.refuse(channel, open_failure::CONNECT_FAILED, &e)
                             }
                         }
                     }
                 }
                 _ => {
-                    if let Some(mut c) = self.session.channels() {
+                    if let Some(mut c) = self.session.channels(self.now) {
                         c.refuse(channel, open_failure::ADMINISTRATIVELY_PROHIBITED, "not here")
                     }
                 }
@@ -457,7 +457,7 @@ impl Conn {
             ConnectionEvent::Request { channel, request, want_reply } => {
                 let ok = self.on_request(channel, request, mio, registry, slot);
                 if want_reply {
-                    if let Some(mut c) = self.session.channels() {
+                    if let Some(mut c) = self.session.channels(self.now) {
                         c.reply(channel, ok)
                     };
                 }
@@ -466,7 +466,7 @@ impl Conn {
                 match self.channels.get_mut(&channel) {
                     Some(c) if !c.inbound_closed => c.inbound.extend(data.iter()),
                     _ => {
-                        if let Some(mut c) = self.session.channels() {
+                        if let Some(mut c) = self.session.channels(self.now) {
                             c.consume(channel, data.len())
                         }
                     }
@@ -486,7 +486,7 @@ impl Conn {
                 let answer = self.on_global_request(request, mio, registry, slot);
                 if want_reply {
                     let (ok, port) = answer.map_or((false, None), |port| (true, port));
-                    if let Some(mut c) = self.session.channels() {
+                    if let Some(mut c) = self.session.channels(self.now) {
                         c.global_reply(ok, port)
                     };
                 }
@@ -548,7 +548,7 @@ impl Conn {
                             originator: peer.ip().to_string(),
                             originator_port: u32::from(peer.port()),
                         };
-                        if let Some(id) = self.session.channels().and_then(|mut c| c.open(&kind)) {
+                        if let Some(id) = self.session.channels(self.now).and_then(|mut c| c.open(&kind)) {
                             self.opening.insert(id, stream);
                         }
                         progress = true;
@@ -718,7 +718,7 @@ impl Conn {
             }
         }
         if taken > 0 {
-            if let Some(mut c) = self.session.channels() {
+            if let Some(mut c) = self.session.channels(self.now) {
                 c.consume(id, taken)
             };
         }
@@ -739,7 +739,7 @@ impl Conn {
         let mut progress = false;
         for stream_no in [0u32, 1] {
             loop {
-                let room = self.session.channels().map_or(0, |mut c| c.writable(id)).min(buf.len());
+                let room = self.session.channels(self.now).map_or(0, |mut c| c.writable(id)).min(buf.len());
                 if room == 0 || self.queued() > SOCKET_QUEUE_LIMIT {
                     return progress;
                 }
@@ -779,9 +779,9 @@ impl Conn {
                     }
                     Ok(n) => {
                         let written = if stream_no == 0 {
-                            self.session.channels().map_or(0, |mut c| c.write(id, &buf[..n]))
+                            self.session.channels(self.now).map_or(0, |mut c| c.write(id, &buf[..n]))
                         } else {
-                            self.session.channels().map_or(0, |mut c| c.write_extended(id, 1, &buf[..n]))
+                            self.session.channels(self.now).map_or(0, |mut c| c.write_extended(id, 1, &buf[..n]))
                         };
                         debug_assert_eq!(written, n);
                         progress = true;
@@ -827,7 +827,7 @@ impl Conn {
             _ => return false,
         };
         chan.done = true;
-        let Some(mut channels) = self.session.channels() else { return false };
+        let Some(mut channels) = self.session.channels(self.now) else { return false };
         channels.eof(id);
         match end.flatten() {
             Some(ExitStatus::Code(code)) => channels.request(id, &ChannelRequest::ExitStatus(code), false),
