@@ -259,7 +259,7 @@ fn preshared_keys_must_match() {
             let peer = p.sides[side].peer;
             let status = p.sides[side].wg.peer_status(peer).unwrap_or_else(|| panic!("peer"));
             let mut config = mesh_core::wireguard::PeerConfig::new(status.public_key, status.allowed_ips);
-            config.preshared_key = Some(k);
+            config.preshared_key = Some(mesh_core::wireguard::PresharedKey::from_bytes(k));
             let now = p.now;
             assert_eq!(p.sides[side].wg.update_peer(now, peer, config), Ok(()));
         }
