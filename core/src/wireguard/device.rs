@@ -762,8 +762,7 @@ impl Shared {
             self.stats.keepalives_sent += 1;
         } else {
             self.stats.data_sent += 1;
-            let jitter = self.jitter();
-            peer.timers.on_data_sent(now, jitter);
+            peer.timers.on_data_sent(now, || self.jitter());
         }
         peer.timers.on_authenticated_sent();
         peer.timers.on_authenticated_traversal(now, peer.config.persistent_keepalive);
