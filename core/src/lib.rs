@@ -8,6 +8,8 @@
 mod ct;
 pub mod dns;
 pub mod ip;
+#[cfg(test)]
+mod key_hygiene;
 pub mod node;
 pub mod rng;
 pub mod ssh;

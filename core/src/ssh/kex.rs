@@ -73,8 +73,8 @@ pub fn mpint(bytes: &[u8]) -> Zeroizing<Vec<u8>> {
     out
 }
 
-/// What the exchange hash covers.
-#[derive(Clone, Copy, Debug)]
+/// What the exchange hash covers. (`Debug` leaves out the shared secret.)
+#[derive(Clone, Copy)]
 pub struct HashInputs<'a> {
     pub client_id: &'a [u8],
     pub server_id: &'a [u8],
@@ -85,6 +85,15 @@ pub struct HashInputs<'a> {
     pub server_public: &'a [u8],
     /// The shared secret, raw (encoded as mpint here).
     pub shared: &'a [u8],
+}
+
+impl std::fmt::Debug for HashInputs<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HashInputs")
+            .field("client_id", &String::from_utf8_lossy(self.client_id))
+            .field("server_id", &String::from_utf8_lossy(self.server_id))
+            .finish_non_exhaustive()
+    }
 }
 
 /// H = SHA-256(V_C || V_S || I_C || I_S || K_S || Q_C || Q_S || K), each a `string` except
@@ -140,6 +149,13 @@ mod tests {
         );
         assert_eq!(*mpint(&[0x80]), vec![0, 0, 0, 2, 0, 0x80]);
         assert_eq!(*mpint(&[0, 0x7f]), vec![0, 0, 0, 1, 0x7f]);
+    }
+
+    #[test]
+    fn the_ephemeral_secret_is_never_printed() {
+        let mut rng = crate::rng::test_rng(2);
+        let ours = Curve25519::generate(&mut rng);
+        crate::key_hygiene::assert_redacted("Curve25519", &ours, &ours.secret.to_bytes());
     }
 
     #[test]

@@ -215,3 +215,41 @@ impl CookieStamper {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key_hygiene::{assert_redacted, secret32, SECRET};
+
+    #[test]
+    fn secrets_are_never_printed() {
+        let public = PublicKey([3; 32]);
+        let mut checker = CookieChecker::new(&public);
+        checker.secret = secret32();
+        checker.secret_born = Some(Instant::from_micros(0));
+        assert_redacted("CookieChecker", &checker, &SECRET[..32]);
+        let mut stamper = CookieStamper::new(&public);
+        stamper.cookie.copy_from_slice(&SECRET[..16]);
+        stamper.cookie_received = Some(Instant::from_micros(0));
+        assert_redacted("CookieStamper", &stamper, &SECRET[..16]);
+    }
+
+    #[test]
+    fn a_cookie_round_trip_still_passes_mac2() {
+        let mut rng = crate::rng::test_rng(1);
+        let public = PublicKey([3; 32]);
+        let (mut checker, mut stamper) = (CookieChecker::new(&public), CookieStamper::new(&public));
+        let now = Instant::from_micros(1_000_000);
+        let src: SocketAddr = ([192, 0, 2, 1], 51820).into();
+        let mut msg = [0u8; super::super::messages::INITIATION_LEN];
+        stamper.stamp(now, &mut msg);
+        assert!(checker.check_mac1(&msg));
+        assert!(!checker.check_mac2(now, &mut rng, &msg, src));
+        let reply = checker.make_reply(now, &mut rng, &msg, 7, src);
+        assert!(stamper.consume_reply(now, &reply));
+        stamper.stamp(now, &mut msg);
+        assert!(checker.check_mac2(now, &mut rng, &msg, src));
+        let other: SocketAddr = ([192, 0, 2, 9], 51820).into();
+        assert!(!checker.check_mac2(now, &mut rng, &msg, other), "the cookie is bound to the address");
+    }
+}

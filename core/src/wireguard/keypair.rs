@@ -123,3 +123,19 @@ impl Keypair {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key_hygiene::{assert_redacted, assert_zod, SECRET};
+
+    #[test]
+    fn keys_are_wiped_and_never_printed() {
+        assert_zod::<Keypair>();
+        let (mut send, mut recv) = ([0u8; 32], [0u8; 32]);
+        send.copy_from_slice(&SECRET[..32]);
+        recv.copy_from_slice(&SECRET[32..]);
+        let keypair = Keypair::new(&send, &recv, 1, 2, Instant::from_micros(0), true);
+        assert_redacted("Keypair", &keypair, &SECRET);
+    }
+}

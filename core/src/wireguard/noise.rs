@@ -257,3 +257,53 @@ impl Dh for X25519 {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key_hygiene::{assert_redacted, assert_zod, assert_zod_value, secret32, SECRET};
+
+    fn values_zod<K, V: ZeroizeOnDrop>(_: &BTreeMap<K, V>) {}
+
+    #[test]
+    fn secrets_are_wiped_and_never_printed() {
+        assert_zod::<Resolver>();
+        assert_zod::<X25519>();
+        let mut factory = NoiseFactory::new(PrivateKey::from_bytes(secret32())).unwrap_or_else(|e| panic!("{e}"));
+        let peer = PrivateKey::from_bytes([7; 32]).public_key();
+        factory.remember_peer(&peer);
+        values_zod(&factory.static_static);
+        let shared = factory.static_static.get(&peer.0).map(|s| **s).unwrap_or_default();
+        assert_redacted("NoiseFactory", &factory, &SECRET[..32]);
+        assert_redacted("NoiseFactory", &factory, &shared);
+    }
+
+    #[test]
+    fn split_keys_are_wiped_and_match_the_peer() {
+        let mut rng = crate::rng::test_rng(1);
+        let (a, b) = (PrivateKey::from_bytes([1; 32]), PrivateKey::from_bytes([2; 32]));
+        let (mut fa, mut fb) = (NoiseFactory::new(a.clone()), NoiseFactory::new(b.clone()));
+        let (Ok(fa), Ok(fb)) = (fa.as_mut(), fb.as_mut()) else { panic!("factories") };
+        fa.remember_peer(&b.public_key());
+        fb.remember_peer(&a.public_key());
+        let psk = [5; 32];
+        let mut init = fa.initiator(&mut rng, &b.public_key(), &psk).unwrap_or_else(|e| panic!("{e}"));
+        let mut resp = fb.responder(&mut rng).unwrap_or_else(|e| panic!("{e}"));
+        let (mut m1, mut m2, mut buf) = ([0u8; 256], [0u8; 256], [0u8; 256]);
+        let n1 = init.write_message(b"ts", &mut m1).unwrap_or_else(|e| panic!("{e}"));
+        resp.read_message(&m1[..n1], &mut buf).unwrap_or_else(|e| panic!("{e}"));
+        resp.set_psk(2, &psk).unwrap_or_else(|e| panic!("{e}"));
+        let n2 = resp.write_message(&[], &mut m2).unwrap_or_else(|e| panic!("{e}"));
+        init.read_message(&m2[..n2], &mut buf).unwrap_or_else(|e| panic!("{e}"));
+        let (ka, kb) = (split(&mut init), split(&mut resp));
+        assert_zod_value(&ka);
+        assert_eq!((*ka.0, *ka.1), (*kb.0, *kb.1));
+    }
+
+    #[test]
+    fn low_order_peer_keys_are_refused() {
+        let mut factory = NoiseFactory::new(PrivateKey::from_bytes([1; 32])).unwrap_or_else(|e| panic!("{e}"));
+        factory.remember_peer(&PublicKey([0; 32]));
+        assert!(factory.static_static.is_empty(), "an all-zero static-static secret is not cached");
+    }
+}
