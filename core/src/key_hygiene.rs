@@ -147,7 +147,8 @@ fn ssh_ciphers_hide_keys() {
 #[test]
 fn ssh_sessions_hide_user_and_host_keys() {
     let now = Instant::from_micros(1_000_000);
-    let config = ClientConfig { user: "alice".into(), key: Some(SigningKey::from_bytes(&secret32())), ..Default::default() };
+    let config =
+        ClientConfig { user: "alice".into(), key: Some(SigningKey::from_bytes(&secret32())), ..Default::default() };
     assert_redacted("ClientConfig", &config, &SECRET[..32]);
     let client = ClientSession::new(config, crate::rng::test_rng(3), now);
     assert_redacted("ClientSession", &client, &SECRET[..32]);
