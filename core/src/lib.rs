@@ -5,8 +5,11 @@
 //! `poll_*` method. The same code runs under the mio shell (real time, real sockets) and
 //! under the deterministic simulator (`mesh-sim`). See DESIGN.md, "The sans-IO contract".
 
+mod ct;
 pub mod dns;
 pub mod ip;
+#[cfg(test)]
+mod key_hygiene;
 pub mod node;
 pub mod rng;
 pub mod ssh;

@@ -70,8 +70,13 @@ impl Sshd {
 
     fn client(&self, transport: TransportConfig) -> ClientDriver {
         let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
-        let config =
-            ClientConfig { user, host_key: Some(self.host_key), key: Some(USER_KEY), transport, ..Default::default() };
+        let config = ClientConfig {
+            user,
+            host_key: Some(self.host_key),
+            key: Some(SigningKey::from_bytes(&USER_KEY)),
+            transport,
+            ..Default::default()
+        };
         ClientDriver::connect(self.addr, config, 5).unwrap_or_else(|e| panic!("login to sshd: {e}"))
     }
 }

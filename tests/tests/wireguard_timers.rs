@@ -259,7 +259,7 @@ fn preshared_keys_must_match() {
             let peer = p.sides[side].peer;
             let status = p.sides[side].wg.peer_status(peer).unwrap_or_else(|| panic!("peer"));
             let mut config = mesh_core::wireguard::PeerConfig::new(status.public_key, status.allowed_ips);
-            config.preshared_key = Some(k);
+            config.preshared_key = Some(mesh_core::wireguard::PresharedKey::from_bytes(k));
             let now = p.now;
             assert_eq!(p.sides[side].wg.update_peer(now, peer, config), Ok(()));
         }
@@ -302,4 +302,25 @@ fn peers_are_added_changed_and_removed_at_runtime() {
     p.advance(secs(16.0));
     p.send(A, b"after re-adding");
     assert!(p.sides[B].received.iter().any(|r| r.peer == new_id && &r.packet[28..] == b"after re-adding"));
+}
+
+/// The 15 s "no reply" timer draws its jitter when it is armed, not on every data packet:
+/// a burst leaves the device's RNG where a single packet does, so the initiation that the
+/// timer provokes carries the same random sender index either way.
+#[test]
+fn a_burst_of_data_draws_no_extra_randomness() {
+    let initiation_after = |packets: usize| {
+        let mut p = Pair::new(14);
+        p.send(A, b"handshake");
+        p.up[B] = false; // B's keepalives never reach A: A's timer fires.
+        for _ in 0..packets {
+            p.send(A, b"burst");
+        }
+        let before = p.log.len();
+        p.advance(secs(16.0));
+        let init = p.log[before..].iter().find(|w| w.from == A && w.kind() == MSG_INITIATION).cloned();
+        let init = init.unwrap_or_else(|| panic!("no initiation after the silence"));
+        (init.at, init.payload[4..8].to_vec())
+    };
+    assert_eq!(initiation_after(1), initiation_after(100));
 }

@@ -6,6 +6,9 @@
 //! them for ChaCha20-Poly1305) and checks it against [`MAX_PACKET_LEN`]; only then does the
 //! caller wait for the rest and call [`PacketCipher::open`], which verifies the tag before
 //! decrypting anything.
+//!
+//! Keys are wiped on drop: the ChaCha20 keys here, the AES round keys and GHASH key by the
+//! `aes`/`polyval` `zeroize` features, and each packet's Poly1305 key after use.
 
 use std::ops::Range;
 
@@ -16,10 +19,12 @@ use chacha20::cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
 use chacha20::ChaCha20Legacy;
 use poly1305::Poly1305;
 use thiserror::Error;
+use zeroize::{ZeroizeOnDrop, Zeroizing};
 
 use super::kexinit::{CIPHER_AES128_GCM, CIPHER_AES256_GCM, CIPHER_CHACHA20_POLY1305};
 use super::packet::{MAX_PACKET_LEN, MIN_PADDING};
 use super::wire::PACKET_HEADER;
+use crate::ct;
 use crate::rng::Rng;
 
 pub const TAG_LEN: usize = 16;
@@ -37,11 +42,25 @@ pub enum CipherError {
     Padding,
 }
 
-/// One direction's packet protection.
+/// One direction's packet protection. `Debug` names the cipher only.
+#[derive(ZeroizeOnDrop)]
 pub enum PacketCipher {
-    ChaCha20Poly1305 { main: [u8; 32], header: [u8; 32] },
-    Aes128Gcm { aead: Box<Aes128Gcm>, iv: [u8; 12] },
-    Aes256Gcm { aead: Box<Aes256Gcm>, iv: [u8; 12] },
+    ChaCha20Poly1305 {
+        main: [u8; 32],
+        header: [u8; 32],
+    },
+    Aes128Gcm {
+        /// Wipes itself (the `aes` and `polyval` `zeroize` features).
+        #[zeroize(skip)]
+        aead: Box<Aes128Gcm>,
+        iv: [u8; 12],
+    },
+    Aes256Gcm {
+        /// Wipes itself, as above.
+        #[zeroize(skip)]
+        aead: Box<Aes256Gcm>,
+        iv: [u8; 12],
+    },
 }
 
 impl std::fmt::Debug for PacketCipher {
@@ -71,13 +90,10 @@ impl PacketCipher {
         let key = key.get(..klen).ok_or(CipherError::Unknown)?;
         let iv: Option<[u8; 12]> = iv.get(..ivlen).and_then(|v| v.try_into().ok());
         Ok(match name {
-            CIPHER_CHACHA20_POLY1305 => {
-                let mut main = [0u8; 32];
-                let mut header = [0u8; 32];
-                main.copy_from_slice(&key[..32]);
-                header.copy_from_slice(&key[32..64]);
-                PacketCipher::ChaCha20Poly1305 { main, header }
-            }
+            CIPHER_CHACHA20_POLY1305 => PacketCipher::ChaCha20Poly1305 {
+                main: key[..32].try_into().map_err(|_| CipherError::Unknown)?,
+                header: key[32..64].try_into().map_err(|_| CipherError::Unknown)?,
+            },
             CIPHER_AES128_GCM => PacketCipher::Aes128Gcm {
                 aead: Box::new(Aes128Gcm::new_from_slice(key).map_err(|_| CipherError::Unknown)?),
                 iv: iv.ok_or(CipherError::Unknown)?,
@@ -137,13 +153,14 @@ impl PacketCipher {
         match self {
             PacketCipher::ChaCha20Poly1305 { main, header } => {
                 let nonce = u64::from(seq).to_be_bytes();
-                ChaCha20Legacy::new(&(*header).into(), &nonce.into()).apply_keystream(&mut out[..4]);
-                let mut stream = ChaCha20Legacy::new(&(*main).into(), &nonce.into());
-                let mut poly_key = [0u8; 32];
-                stream.apply_keystream(&mut poly_key);
+                // Keys by reference: no unwiped copies (the cipher states wipe themselves).
+                ChaCha20Legacy::new((&*header).into(), &nonce.into()).apply_keystream(&mut out[..4]);
+                let mut stream = ChaCha20Legacy::new((&*main).into(), &nonce.into());
+                let mut poly_key = Zeroizing::new([0u8; 32]);
+                stream.apply_keystream(&mut poly_key[..]);
                 stream.seek(64u64);
                 stream.apply_keystream(&mut out[4..]);
-                let tag = Poly1305::new(&poly_key.into()).compute_unpadded(out);
+                let tag = Poly1305::new((&*poly_key).into()).compute_unpadded(out);
                 out.put_slice(&tag);
             }
             PacketCipher::Aes128Gcm { aead, iv } => gcm_seal(aead.as_ref(), iv, out),
@@ -157,7 +174,7 @@ impl PacketCipher {
         let mut len = first4;
         if let PacketCipher::ChaCha20Poly1305 { header, .. } = self {
             let nonce = u64::from(seq).to_be_bytes();
-            ChaCha20Legacy::new(&(*header).into(), &nonce.into()).apply_keystream(&mut len);
+            ChaCha20Legacy::new(header.into(), &nonce.into()).apply_keystream(&mut len);
         }
         let n = u32::from_be_bytes(len);
         let n_usize = n as usize;
@@ -189,11 +206,11 @@ impl PacketCipher {
         match self {
             PacketCipher::ChaCha20Poly1305 { main, .. } => {
                 let nonce = u64::from(seq).to_be_bytes();
-                let mut stream = ChaCha20Legacy::new(&(*main).into(), &nonce.into());
-                let mut poly_key = [0u8; 32];
-                stream.apply_keystream(&mut poly_key);
-                let expected = Poly1305::new(&poly_key.into()).compute_unpadded(body);
-                if !ct_eq(&expected, tag) {
+                let mut stream = ChaCha20Legacy::new((&*main).into(), &nonce.into());
+                let mut poly_key = Zeroizing::new([0u8; 32]);
+                stream.apply_keystream(&mut poly_key[..]);
+                let expected = Poly1305::new((&*poly_key).into()).compute_unpadded(body);
+                if !ct::eq(&expected, tag) {
                     return Err(CipherError::Mac);
                 }
                 stream.seek(64u64);
@@ -236,10 +253,6 @@ fn gcm_open<A: AeadInPlace<NonceSize = aes_gcm::aead::consts::U12, TagSize = aes
     let (aad, rest) = body.split_at_mut(4);
     aead.decrypt_in_place_detached(&nonce.into(), aad, rest, aes_gcm::Tag::from_slice(tag))
         .map_err(|_| CipherError::Mac)
-}
-
-fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

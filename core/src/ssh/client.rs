@@ -29,8 +29,9 @@ pub struct ClientConfig {
     /// The server's ssh-ed25519 key; `None` accepts any and reports it in
     /// [`SessionEvent::Keyed`].
     pub host_key: Option<[u8; 32]>,
-    /// A user key for `publickey` after `none` fails.
-    pub key: Option<[u8; 32]>,
+    /// A user key for `publickey` after `none` fails. (`SigningKey` wipes itself on drop
+    /// and prints only its public half in `Debug`.)
+    pub key: Option<SigningKey>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,7 +62,7 @@ impl ClientSession {
             transport: Transport::new(role, config.transport, rng, now),
             connection: Connection::new(Side::Client, config.connection),
             user: config.user,
-            key: config.key.map(|k| SigningKey::from_bytes(&k)),
+            key: config.key,
             auth: Auth::AwaitKeys,
             events: VecDeque::new(),
         }
@@ -151,7 +152,7 @@ impl ClientSession {
                 if r.string()? != b"ssh-userauth" {
                     return Err(TransportError::Protocol("server accepted another service"));
                 }
-                self.send_auth_request(now, b"none", None);
+                send_auth_request(&mut self.transport, now, &self.user, b"none", None);
                 self.auth = Auth::TriedNone;
                 Ok(())
             }
@@ -169,10 +170,10 @@ impl ClientSession {
             (_, msg::USERAUTH_FAILURE) if authenticating => {
                 let mut r = Reader::new(&payload[1..]);
                 let methods = r.name_list()?;
-                match (&self.auth, &self.key) {
+                // Borrowed, not cloned or moved: no stray copy of the key.
+                match (self.auth, &self.key) {
                     (Auth::TriedNone, Some(key)) if methods.contains("publickey") => {
-                        let key = key.clone();
-                        self.send_auth_request(now, b"publickey", Some(&key));
+                        send_auth_request(&mut self.transport, now, &self.user, b"publickey", Some(key));
                         self.auth = Auth::TriedPublickey;
                     }
                     _ => {
@@ -189,22 +190,22 @@ impl ClientSession {
             (_, n) => Err(TransportError::Unexpected(n)),
         }
     }
+}
 
-    /// USERAUTH_REQUEST for `method`; `publickey` is signed at once (RFC 4252 section 7:
-    /// the signature covers the session id and the request).
-    fn send_auth_request(&mut self, now: Instant, method: &[u8], key: Option<&SigningKey>) {
-        let mut w = Writer::packet(msg::USERAUTH_REQUEST, 200);
-        w.string(self.user.as_bytes()).string(b"ssh-connection").string(method);
-        if let Some(key) = key {
-            let blob = host_key_blob(key);
-            let mut signed = Writer::new();
-            signed.string(&self.transport.session_id().unwrap_or_default());
-            signed.u8(msg::USERAUTH_REQUEST).string(self.user.as_bytes()).string(b"ssh-connection");
-            signed.string(b"publickey").bool(true).string(HOST_KEY_ED25519.as_bytes()).string(&blob);
-            let signature = key.sign(&signed.finish());
-            w.bool(true).string(HOST_KEY_ED25519.as_bytes()).string(&blob);
-            w.string(&ed25519_signature_blob(&signature));
-        }
-        self.transport.send_packet(now, w.finish_packet());
+/// USERAUTH_REQUEST for `method`; `publickey` is signed at once (RFC 4252 section 7:
+/// the signature covers the session id and the request).
+fn send_auth_request(transport: &mut Transport, now: Instant, user: &str, method: &[u8], key: Option<&SigningKey>) {
+    let mut w = Writer::packet(msg::USERAUTH_REQUEST, 200);
+    w.string(user.as_bytes()).string(b"ssh-connection").string(method);
+    if let Some(key) = key {
+        let blob = host_key_blob(key);
+        let mut signed = Writer::new();
+        signed.string(&transport.session_id().unwrap_or_default());
+        signed.u8(msg::USERAUTH_REQUEST).string(user.as_bytes()).string(b"ssh-connection");
+        signed.string(b"publickey").bool(true).string(HOST_KEY_ED25519.as_bytes()).string(&blob);
+        let signature = key.sign(&signed.finish());
+        w.bool(true).string(HOST_KEY_ED25519.as_bytes()).string(&blob);
+        w.string(&ed25519_signature_blob(&signature));
     }
+    transport.send_packet(now, w.finish_packet());
 }

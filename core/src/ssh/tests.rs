@@ -284,7 +284,7 @@ fn rekeying_by_time_after_an_hour() {
 
 #[test]
 fn denial_shows_the_banner_and_leaves_no_method() {
-    let client = ClientConfig { user: "bob".into(), key: Some([5; 32]), ..Default::default() };
+    let client = ClientConfig { user: "bob".into(), key: Some(SigningKey::from_bytes(&[5; 32])), ..Default::default() };
     let mut pair = Pair::new(client, ServerConfig::default(), Decision::Deny);
     pair.run();
     assert!(pair.client_events.contains(&SessionEvent::Banner("not allowed by policy".into())));
@@ -329,7 +329,8 @@ fn a_wrong_host_key_is_refused() {
 fn publickey_is_tried_after_none_and_the_server_decides_once() {
     // Our server decides on the first request, so a key is never needed against it; the
     // client's publickey path is exercised against OpenSSH's sshd in tests/.
-    let client = ClientConfig { user: "alice".into(), key: Some([7; 32]), ..Default::default() };
+    let client =
+        ClientConfig { user: "alice".into(), key: Some(SigningKey::from_bytes(&[7; 32])), ..Default::default() };
     let mut pair = Pair::new(client, ServerConfig::default(), Decision::Accept);
     pair.run();
     assert!(pair.client.is_authenticated());

@@ -630,11 +630,11 @@ impl Transport {
         let mut r = Reader::new(&payload[1..]);
         let client_public = r.string()?;
         r.finish()?;
+        // Borrowed, not cloned: no stray copy of the host key.
         let Role::Server { host_key } = &self.role else { return Err(TransportError::Unexpected(payload[0])) };
-        let host_key = host_key.clone();
         let ephemeral = Curve25519::generate(&mut self.rng);
         let shared = ephemeral.shared(client_public)?;
-        let host_blob = host_key_blob(&host_key);
+        let host_blob = host_key_blob(host_key);
         let kex = self.kex.as_ref().ok_or(TransportError::Unexpected(payload[0]))?;
         let h = exchange_hash(&HashInputs {
             client_id: &self.peer_id,
@@ -644,13 +644,14 @@ impl Transport {
             host_key: &host_blob,
             client_public,
             server_public: &ephemeral.public,
-            shared: &shared,
+            shared: &shared[..],
         });
         let signature = host_key.sign(&h);
+        let our_host_key = host_key.verifying_key().to_bytes();
         let mut reply = Writer::packet(msg::KEX_ECDH_REPLY, 200);
         reply.string(&host_blob).string(&ephemeral.public).string(&ed25519_signature_blob(&signature));
         self.send_now(reply);
-        self.peer_host_key = Some(host_key.verifying_key().to_bytes());
+        self.peer_host_key = Some(our_host_key);
         self.send_newkeys(&shared, &h)
     }
 
@@ -679,7 +680,7 @@ impl Transport {
             host_key: host_blob,
             client_public: &ephemeral.public,
             server_public,
-            shared: &shared,
+            shared: &shared[..],
         });
         let mut r = Reader::new(signature_blob);
         if r.string()? != HOST_KEY_ED25519.as_bytes() {

@@ -27,7 +27,7 @@ use super::messages::{
     classify, read_u32, read_u64, sender_index, write_type, MessageKind, DATA_HEADER_LEN, INITIATION_LEN,
     INITIATION_NOISE, MAX_DATAGRAM_LEN, MSG_INITIATION, MSG_RESPONSE, RESPONSE_LEN, RESPONSE_NOISE, TAG_LEN,
 };
-use super::noise::NoiseFactory;
+use super::noise::{self, NoiseFactory};
 use super::peer::{Peer, PeerConfig, PeerId, PeerStats, PendingHandshake, Slot};
 use super::tai64n::Tai64n;
 use crate::rng::Rng;
@@ -547,7 +547,7 @@ impl WireGuard {
         {
             return Err(DropReason::InitiationFlood);
         }
-        hs.set_psk(2, &peer.psk()).map_err(|_| DropReason::HandshakeFailed)?;
+        hs.set_psk(2, peer.psk()).map_err(|_| DropReason::HandshakeFailed)?;
         let mut response = [0u8; RESPONSE_LEN];
         write_type(&mut response, MSG_RESPONSE);
         let local_index = self.sh.alloc_index(id);
@@ -557,13 +557,13 @@ impl WireGuard {
             self.sh.by_index.remove(&local_index);
             return Err(DropReason::HandshakeFailed);
         }
-        let (initiator_to_responder, responder_to_initiator) = hs.dangerously_get_raw_split();
+        let (initiator_to_responder, responder_to_initiator) = noise::split(&mut hs);
         peer.cookie.stamp(now, &mut response);
         peer.last_timestamp = Some(ts);
         peer.last_initiation_consumed = Some(now);
         peer.config.endpoint = Some(from);
         let keypair =
-            Keypair::new(responder_to_initiator, initiator_to_responder, local_index, sender_index(msg), now, false);
+            Keypair::new(&responder_to_initiator, &initiator_to_responder, local_index, sender_index(msg), now, false);
         for index in peer.install_responded(keypair) {
             self.sh.by_index.remove(&index);
         }
@@ -591,10 +591,10 @@ impl WireGuard {
             peer.pending = Some(pending);
             return Err(DropReason::HandshakeFailed);
         }
-        let (initiator_to_responder, responder_to_initiator) = pending.state.dangerously_get_raw_split();
+        let (initiator_to_responder, responder_to_initiator) = noise::split(&mut pending.state);
         let keypair = Keypair::new(
-            initiator_to_responder,
-            responder_to_initiator,
+            &initiator_to_responder,
+            &responder_to_initiator,
             pending.local_index,
             sender_index(msg),
             now,
@@ -721,7 +721,7 @@ impl Shared {
         if let Some(old) = peer.pending.take() {
             self.by_index.remove(&old.local_index);
         }
-        let mut state = match self.noise.initiator(&mut self.rng, &peer.config.public_key, &peer.psk()) {
+        let mut state = match self.noise.initiator(&mut self.rng, &peer.config.public_key, peer.psk()) {
             Ok(state) => state,
             Err(error) => {
                 debug!(peer = %peer.id, %error, "cannot build initiation");
@@ -767,8 +767,7 @@ impl Shared {
             self.stats.keepalives_sent += 1;
         } else {
             self.stats.data_sent += 1;
-            let jitter = self.jitter();
-            peer.timers.on_data_sent(now, jitter);
+            peer.timers.on_data_sent(now, || self.jitter());
         }
         peer.timers.on_authenticated_sent();
         peer.timers.on_authenticated_traversal(now, peer.config.persistent_keepalive);

@@ -4,24 +4,33 @@
 use bytes::BytesMut;
 use chacha20poly1305::aead::AeadInPlace;
 use chacha20poly1305::{ChaCha20Poly1305, KeyInit, Tag};
+use zeroize::ZeroizeOnDrop;
 
 use super::constants::{REJECT_AFTER_MESSAGES, REJECT_AFTER_TIME};
 use super::messages::{write_type, DATA_HEADER_LEN, MSG_DATA, TAG_LEN};
 use super::replay::ReplayWindow;
 use crate::time::Instant;
 
-/// Transport keys and counters of one session.
+/// Transport keys and counters of one session. The keys are wiped on drop (chacha20poly1305
+/// wipes its key); `Debug` leaves them out.
+#[derive(ZeroizeOnDrop)]
 pub struct Keypair {
     send: ChaCha20Poly1305,
     recv: ChaCha20Poly1305,
+    #[zeroize(skip)]
     pub local_index: u32,
+    #[zeroize(skip)]
     pub remote_index: u32,
+    #[zeroize(skip)]
     pub created: Instant,
     /// Whether we sent the initiation that produced this session (only the initiator
     /// rekeys on age).
+    #[zeroize(skip)]
     pub is_initiator: bool,
     /// The counter of the next message we send.
+    #[zeroize(skip)]
     pub send_counter: u64,
+    #[zeroize(skip)]
     replay: ReplayWindow,
 }
 
@@ -54,16 +63,16 @@ fn nonce(counter: u64) -> chacha20poly1305::Nonce {
 
 impl Keypair {
     pub fn new(
-        send_key: [u8; 32],
-        recv_key: [u8; 32],
+        send_key: &[u8; 32],
+        recv_key: &[u8; 32],
         local_index: u32,
         remote_index: u32,
         created: Instant,
         is_initiator: bool,
     ) -> Self {
         Self {
-            send: ChaCha20Poly1305::new(&send_key.into()),
-            recv: ChaCha20Poly1305::new(&recv_key.into()),
+            send: ChaCha20Poly1305::new(send_key.into()),
+            recv: ChaCha20Poly1305::new(recv_key.into()),
             local_index,
             remote_index,
             created,
@@ -112,5 +121,21 @@ impl Keypair {
         } else {
             Err(OpenError::Replay)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key_hygiene::{assert_redacted, assert_zod, SECRET};
+
+    #[test]
+    fn keys_are_wiped_and_never_printed() {
+        assert_zod::<Keypair>();
+        let (mut send, mut recv) = ([0u8; 32], [0u8; 32]);
+        send.copy_from_slice(&SECRET[..32]);
+        recv.copy_from_slice(&SECRET[32..]);
+        let keypair = Keypair::new(&send, &recv, 1, 2, Instant::from_micros(0), true);
+        assert_redacted("Keypair", &keypair, &SECRET);
     }
 }

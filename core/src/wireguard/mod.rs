@@ -20,7 +20,7 @@ mod timers;
 pub use allowed_ips::{AllowedIps, IpPrefix, PrefixError};
 pub use device::{Config, ConfigError, Event, PeerStatus, Received, SessionStatus, Stats, Transmit, WireGuard};
 pub use error::{DropCounts, DropReason};
-pub use keys::{PrivateKey, PublicKey};
+pub use keys::{PresharedKey, PrivateKey, PublicKey};
 pub use messages::{MessageError, MessageKind, DATA_HEADER_LEN, DATA_OVERHEAD};
 pub use peer::{PeerConfig, PeerId, PeerStats};
 pub use tai64n::Tai64n;

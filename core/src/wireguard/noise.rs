@@ -6,6 +6,10 @@
 //! Diffie-Hellman operations, the resource an attacker tries to exhaust, and (c) reuse the
 //! static-static secret of each known peer, computed once when the peer is added (as
 //! wireguard-go and boringtun do): a handshake then costs four DH operations, not six.
+//!
+//! Every secret this module holds (our static key, the resolver's RNG seed, ephemeral
+//! keys, cached static-static secrets) is wiped on drop. snow 0.10 itself does not wipe
+//! its chaining key, handshake hash, PSK copy or handshake cipher keys.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,8 +19,10 @@ use snow::params::{CipherChoice, DHChoice, HashChoice, NoiseParams};
 use snow::resolvers::{CryptoResolver, DefaultResolver};
 use snow::types::{Cipher, Dh, Hash, Random};
 use snow::{Builder, HandshakeState};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use super::keys::{base_point_mul, PrivateKey, PublicKey};
+use crate::ct;
 use crate::rng::Rng;
 
 const PATTERN: &str = "Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s";
@@ -25,12 +31,23 @@ const PROLOGUE: &[u8] = b"WireGuard v1 zx2c4 Jason@zx2c4.com";
 /// Builds handshake states for one static key.
 pub struct NoiseFactory {
     params: NoiseParams,
-    private: PrivateKey,
+    /// Shared with handshakes in flight rather than copied into each.
+    private: Arc<PrivateKey>,
     public: PublicKey,
     dh_ops: Arc<AtomicU64>,
-    /// DH(our static, peer static) per known peer; shared read-only with handshakes in
-    /// flight and replaced (copy on write) when peers change.
-    static_static: Arc<BTreeMap<[u8; 32], [u8; 32]>>,
+    static_static: Arc<StaticStatic>,
+}
+
+/// DH(our static, peer static) per known peer's public key; shared read-only with
+/// handshakes in flight and replaced (copy on write) when peers change. Every copy of a
+/// secret is wiped when its map goes.
+type StaticStatic = BTreeMap<[u8; 32], Zeroizing<[u8; 32]>>;
+
+/// X25519 of `private` and `public`, in a buffer wiped on drop (the scalar's working copy
+/// is wiped with the `StaticSecret` holding it).
+fn diffie_hellman(private: &[u8; 32], public: [u8; 32]) -> Zeroizing<[u8; 32]> {
+    let shared = x25519_dalek::StaticSecret::from(*private).diffie_hellman(&x25519_dalek::PublicKey::from(public));
+    Zeroizing::new(*shared.as_bytes())
 }
 
 impl std::fmt::Debug for NoiseFactory {
@@ -42,14 +59,20 @@ impl std::fmt::Debug for NoiseFactory {
 impl NoiseFactory {
     pub fn new(private: PrivateKey) -> Result<Self, snow::Error> {
         let public = private.public_key();
-        Ok(Self { params: PATTERN.parse()?, private, public, dh_ops: Arc::default(), static_static: Arc::default() })
+        Ok(Self {
+            params: PATTERN.parse()?,
+            private: Arc::new(private),
+            public,
+            dh_ops: Arc::default(),
+            static_static: Arc::default(),
+        })
     }
 
     /// Precompute the static-static secret with a new peer. A low-order key (all-zero
     /// result) is not cached, so handshakes with it fail in the DH as they must.
     pub fn remember_peer(&mut self, peer: &PublicKey) {
-        let shared = x25519_dalek::x25519(*self.private.as_bytes(), peer.0);
-        if !is_all_zero(&shared) {
+        let shared = diffie_hellman(self.private.as_bytes(), peer.0);
+        if !ct::is_zero(&shared) {
             Arc::make_mut(&mut self.static_static).insert(peer.0, shared);
         }
     }
@@ -70,14 +93,16 @@ impl NoiseFactory {
 
     fn builder(&self, rng: &mut Rng) -> Builder<'_> {
         let resolver = Resolver {
-            seed: rng.gen_bytes(),
-            static_pair: (*self.private.as_bytes(), self.public.0),
+            seed: Zeroizing::new(rng.gen_bytes()),
+            private: self.private.clone(),
+            public: self.public,
             dh_ops: self.dh_ops.clone(),
             static_static: self.static_static.clone(),
         };
         Builder::with_resolver(self.params.clone(), Box::new(resolver))
     }
 
+    /// An initiator handshake towards `peer`.
     /// An initiator handshake towards `peer`.
     pub fn initiator(&self, rng: &mut Rng, peer: &PublicKey, psk: &[u8; 32]) -> Result<HandshakeState, snow::Error> {
         self.builder(rng)
@@ -94,17 +119,35 @@ impl NoiseFactory {
     }
 }
 
+/// The transport keys of a finished handshake: (initiator to responder, responder to
+/// initiator), wiped on drop, as is the copy snow returns.
+pub fn split(state: &mut HandshakeState) -> (Zeroizing<[u8; 32]>, Zeroizing<[u8; 32]>) {
+    let mut raw = state.dangerously_get_raw_split();
+    let keys = (Zeroizing::new(raw.0), Zeroizing::new(raw.1));
+    raw.zeroize();
+    keys
+}
+
+/// What one handshake's primitives come from. Wiped on drop: the seed determines the
+/// ephemeral key.
+#[derive(ZeroizeOnDrop)]
 struct Resolver {
-    seed: [u8; 32],
+    seed: Zeroizing<[u8; 32]>,
     /// Our static key pair, so building a handshake skips a base-point multiplication.
-    static_pair: ([u8; 32], [u8; 32]),
+    #[zeroize(skip)]
+    private: Arc<PrivateKey>,
+    #[zeroize(skip)]
+    public: PublicKey,
+    #[zeroize(skip)]
     dh_ops: Arc<AtomicU64>,
-    static_static: Arc<BTreeMap<[u8; 32], [u8; 32]>>,
+    #[zeroize(skip)]
+    static_static: Arc<StaticStatic>,
 }
 
 impl CryptoResolver for Resolver {
     fn resolve_rng(&self) -> Option<Box<dyn Random>> {
-        Some(Box::new(SeededRandom(Rng::new(self.seed))))
+        // `Rng::new` wipes the copy it is given.
+        Some(Box::new(SeededRandom(Rng::new(*self.seed))))
     }
 
     fn resolve_dh(&self, choice: &DHChoice) -> Option<Box<dyn Dh>> {
@@ -113,7 +156,8 @@ impl CryptoResolver for Resolver {
                 private: [0; 32],
                 public: [0; 32],
                 is_static: false,
-                static_pair: self.static_pair,
+                our_private: self.private.clone(),
+                our_public: self.public,
                 dh_ops: self.dh_ops.clone(),
                 static_static: self.static_static.clone(),
             })),
@@ -139,25 +183,22 @@ impl Random for SeededRandom {
     }
 }
 
+/// snow's view of one X25519 key (static or ephemeral); the private bytes are wiped on
+/// drop and when replaced.
+#[derive(ZeroizeOnDrop)]
 struct X25519 {
     private: [u8; 32],
     public: [u8; 32],
     /// Whether `private` is our static key (so the static-static cache applies).
     is_static: bool,
-    static_pair: ([u8; 32], [u8; 32]),
+    #[zeroize(skip)]
+    our_private: Arc<PrivateKey>,
+    #[zeroize(skip)]
+    our_public: PublicKey,
+    #[zeroize(skip)]
     dh_ops: Arc<AtomicU64>,
-    static_static: Arc<BTreeMap<[u8; 32], [u8; 32]>>,
-}
-
-fn is_all_zero(bytes: &[u8; 32]) -> bool {
-    bytes.iter().fold(0u8, |acc, b| acc | b) == 0
-}
-
-impl Drop for X25519 {
-    fn drop(&mut self) {
-        self.private = [0; 32];
-        self.static_pair.0 = [0; 32];
-    }
+    #[zeroize(skip)]
+    static_static: Arc<StaticStatic>,
 }
 
 impl Dh for X25519 {
@@ -174,19 +215,17 @@ impl Dh for X25519 {
     }
 
     fn set(&mut self, privkey: &[u8]) {
-        self.private = [0; 32];
+        self.private.zeroize();
         let n = privkey.len().min(32);
         self.private[..n].copy_from_slice(&privkey[..n]);
-        self.is_static = self.private == self.static_pair.0;
-        self.public = if self.is_static { self.static_pair.1 } else { base_point_mul(self.private) };
+        self.is_static = ct::eq(&self.private, self.our_private.as_bytes());
+        self.public = if self.is_static { self.our_public.0 } else { base_point_mul(&self.private) };
     }
 
     fn generate(&mut self, rng: &mut dyn Random) -> Result<(), snow::Error> {
-        let mut private = [0u8; 32];
-        rng.try_fill_bytes(&mut private)?;
-        self.private = private;
+        rng.try_fill_bytes(&mut self.private)?;
         self.is_static = false;
-        self.public = base_point_mul(private);
+        self.public = base_point_mul(&self.private);
         Ok(())
     }
 
@@ -200,19 +239,71 @@ impl Dh for X25519 {
 
     fn dh(&self, pubkey: &[u8], out: &mut [u8]) -> Result<(), snow::Error> {
         let theirs: [u8; 32] = pubkey.get(..32).and_then(|p| p.try_into().ok()).ok_or(snow::Error::Dh)?;
-        let cached = if self.is_static { self.static_static.get(&theirs).copied() } else { None };
+        let cached = if self.is_static { self.static_static.get(&theirs) } else { None };
+        let computed;
         let shared = match cached {
             Some(shared) => shared,
             None => {
                 self.dh_ops.fetch_add(1, Ordering::Relaxed);
-                x25519_dalek::x25519(self.private, theirs)
+                computed = diffie_hellman(&self.private, theirs);
+                &computed
             }
         };
         // A low-order point yields all zeros: the peer contributed nothing; refuse.
-        if is_all_zero(&shared) {
+        if ct::is_zero(shared) {
             return Err(snow::Error::Dh);
         }
-        out.get_mut(..32).ok_or(snow::Error::Dh)?.copy_from_slice(&shared);
+        out.get_mut(..32).ok_or(snow::Error::Dh)?.copy_from_slice(&shared[..]);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key_hygiene::{assert_redacted, assert_zod, assert_zod_value, secret32, SECRET};
+
+    fn values_zod<K, V: ZeroizeOnDrop>(_: &BTreeMap<K, V>) {}
+
+    #[test]
+    fn secrets_are_wiped_and_never_printed() {
+        assert_zod::<Resolver>();
+        assert_zod::<X25519>();
+        let mut factory = NoiseFactory::new(PrivateKey::from_bytes(secret32())).unwrap_or_else(|e| panic!("{e}"));
+        let peer = PrivateKey::from_bytes([7; 32]).public_key();
+        factory.remember_peer(&peer);
+        values_zod(&factory.static_static);
+        let shared = factory.static_static.get(&peer.0).map(|s| **s).unwrap_or_default();
+        assert_redacted("NoiseFactory", &factory, &SECRET[..32]);
+        assert_redacted("NoiseFactory", &factory, &shared);
+    }
+
+    #[test]
+    fn split_keys_are_wiped_and_match_the_peer() {
+        let mut rng = crate::rng::test_rng(1);
+        let (a, b) = (PrivateKey::from_bytes([1; 32]), PrivateKey::from_bytes([2; 32]));
+        let (mut fa, mut fb) = (NoiseFactory::new(a.clone()), NoiseFactory::new(b.clone()));
+        let (Ok(fa), Ok(fb)) = (fa.as_mut(), fb.as_mut()) else { panic!("factories") };
+        fa.remember_peer(&b.public_key());
+        fb.remember_peer(&a.public_key());
+        let psk = [5; 32];
+        let mut init = fa.initiator(&mut rng, &b.public_key(), &psk).unwrap_or_else(|e| panic!("{e}"));
+        let mut resp = fb.responder(&mut rng).unwrap_or_else(|e| panic!("{e}"));
+        let (mut m1, mut m2, mut buf) = ([0u8; 256], [0u8; 256], [0u8; 256]);
+        let n1 = init.write_message(b"ts", &mut m1).unwrap_or_else(|e| panic!("{e}"));
+        resp.read_message(&m1[..n1], &mut buf).unwrap_or_else(|e| panic!("{e}"));
+        resp.set_psk(2, &psk).unwrap_or_else(|e| panic!("{e}"));
+        let n2 = resp.write_message(&[], &mut m2).unwrap_or_else(|e| panic!("{e}"));
+        init.read_message(&m2[..n2], &mut buf).unwrap_or_else(|e| panic!("{e}"));
+        let (ka, kb) = (split(&mut init), split(&mut resp));
+        assert_zod_value(&ka);
+        assert_eq!((*ka.0, *ka.1), (*kb.0, *kb.1));
+    }
+
+    #[test]
+    fn low_order_peer_keys_are_refused() {
+        let mut factory = NoiseFactory::new(PrivateKey::from_bytes([1; 32])).unwrap_or_else(|e| panic!("{e}"));
+        factory.remember_peer(&PublicKey([0; 32]));
+        assert!(factory.static_static.is_empty(), "an all-zero static-static secret is not cached");
     }
 }

@@ -11,7 +11,7 @@ use snow::HandshakeState;
 use super::allowed_ips::IpPrefix;
 use super::cookie::CookieStamper;
 use super::keypair::Keypair;
-use super::keys::PublicKey;
+use super::keys::{PresharedKey, PublicKey};
 use super::tai64n::Tai64n;
 use super::timers::PeerTimers;
 use crate::time::{Instant, UnixTime};
@@ -28,12 +28,12 @@ impl std::fmt::Display for PeerId {
     }
 }
 
-/// How to reach and trust a peer.
+/// How to reach and trust a peer. (`Debug` prints the preshared key as `..`.)
 #[derive(Clone, Debug)]
 pub struct PeerConfig {
     pub public_key: PublicKey,
     /// Mixed into the handshake (post-quantum hedge); zeros when absent.
-    pub preshared_key: Option<[u8; 32]>,
+    pub preshared_key: Option<PresharedKey>,
     /// Where to send; learned from authenticated packets when absent (and updated on roam).
     pub endpoint: Option<SocketAddr>,
     pub allowed_ips: Vec<IpPrefix>,
@@ -127,8 +127,9 @@ impl Peer {
         }
     }
 
-    pub fn psk(&self) -> [u8; 32] {
-        self.config.preshared_key.unwrap_or([0; 32])
+    /// The preshared key for the handshake, borrowed (no copy to wipe).
+    pub fn psk(&self) -> &[u8; 32] {
+        self.config.preshared_key.as_ref().map_or(&PresharedKey::NONE, PresharedKey::as_bytes)
     }
 
     pub fn keypair_mut(&mut self, slot: Slot) -> Option<&mut Keypair> {

@@ -79,10 +79,11 @@ impl PeerTimers {
         expired
     }
 
-    /// A data packet (not a keepalive) was sent.
-    pub fn on_data_sent(&mut self, now: Instant, jitter: Duration) {
+    /// A data packet (not a keepalive) was sent. `jitter` is called only when the timer is
+    /// armed, not for every packet of a burst: randomness is drawn where it is used.
+    pub fn on_data_sent(&mut self, now: Instant, jitter: impl FnOnce() -> Duration) {
         if self.new_handshake.is_none() {
-            self.new_handshake = Some(now + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT + jitter);
+            self.new_handshake = Some(now + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT + jitter());
         }
     }
 
@@ -138,5 +139,34 @@ impl PeerTimers {
     /// Everything off (keys erased or peer removed).
     pub fn clear(&mut self) {
         *self = Self { persistent_keepalive: self.persistent_keepalive, ..Self::default() };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_of_data_draws_jitter_once_per_armed_timer() {
+        let mut timers = PeerTimers::default();
+        let mut draws = 0;
+        let now = Instant::from_micros(1_000_000);
+        for _ in 0..100 {
+            timers.on_data_sent(now, || {
+                draws += 1;
+                Duration::from_millis(7)
+            });
+        }
+        assert_eq!(draws, 1, "only the send that armed the timer draws");
+        assert_eq!(timers.new_handshake, Some(now + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT + Duration::from_millis(7)));
+        // A reply disarms it; the next send arms it again, and draws again.
+        timers.on_authenticated_received();
+        for _ in 0..100 {
+            timers.on_data_sent(now, || {
+                draws += 1;
+                Duration::ZERO
+            });
+        }
+        assert_eq!(draws, 2);
     }
 }
