@@ -19,7 +19,7 @@ use std::fs;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-/// Scan rounds: each round kills what it finds; a round finding nothing new ends the kill.
+/// Scan rounds: each stops what it finds; a round finding nothing new ends the search.
 const MAX_ROUNDS: usize = 16;
 /// Longest /proc/<pid>/stat read (the command name is at most 64 bytes).
 const MAX_STAT_BYTES: usize = 4096;
@@ -51,26 +51,33 @@ impl ProcessTree {
         ProcessTree { leader, leader_start }
     }
 
-    /// SIGKILLs every member, in rounds until a scan finds none it has not signalled.
+    /// SIGKILLs every member. Members are first stopped (SIGSTOP cannot be caught), in
+    /// rounds until a scan finds none not yet stopped: a stopped process cannot fork, and
+    /// nobody dies before the last scan, so no parent link is lost midway (killing a parent
+    /// first would orphan its setsid'd child before the scan could see whose it was).
     /// `leader_reaped`: the leader's pid may now be someone else's.
     pub(crate) fn kill(&self, leader_reaped: bool) {
-        if !leader_reaped {
-            // The common case in one system call; the scan below finds the rest.
-            let _ = nix::sys::signal::killpg(self.leader, Signal::SIGKILL);
-        }
-        let mut signalled: HashSet<i32> = HashSet::new();
+        let mut stopped: HashSet<i32> = HashSet::new();
+        let mut settled = false;
         for _ in 0..MAX_ROUNDS {
-            let victims = self.members(&scan(), leader_reaped);
-            let fresh: Vec<i32> = victims.into_iter().filter(|pid| signalled.insert(*pid)).collect();
+            let fresh: Vec<i32> =
+                self.members(&scan(), leader_reaped).into_iter().filter(|pid| !stopped.contains(pid)).collect();
             if fresh.is_empty() {
-                return;
+                settled = true;
+                break;
             }
             for pid in fresh {
                 // ESRCH: it exited meanwhile.
-                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                let _ = kill(Pid::from_raw(pid), Signal::SIGSTOP);
+                stopped.insert(pid);
             }
         }
-        tracing::warn!(leader = self.leader.as_raw(), "session processes still forking after {MAX_ROUNDS} kill rounds");
+        if !settled {
+            tracing::warn!(leader = self.leader.as_raw(), "session processes still forking after {MAX_ROUNDS} scans");
+        }
+        for pid in stopped {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
     }
 
     /// The live (non-zombie) members among `procs`, never ourselves.
