@@ -52,7 +52,7 @@ impl Drop for Reap {
     fn drop(&mut self) {
         for pid in &self.0 {
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            if cmdline == b"sleep\01000\0" {
+            if cmdline == b"sleep\x001000\x00" {
                 let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), nix::sys::signal::SIGKILL);
             }
         }
@@ -205,7 +205,7 @@ fn an_unusable_cgroup_parent_falls_back_to_the_scan() {
         session.kill();
         wait_all_gone(&all);
         wait_exit(&mut session);
-        let leftovers: Vec<_> = std::fs::read_dir(&std::env::temp_dir())
+        let leftovers: Vec<_> = std::fs::read_dir(std::env::temp_dir())
             .expect("temp dir")
             .filter_map(Result::ok)
             .filter(|entry| {
