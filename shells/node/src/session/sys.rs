@@ -319,3 +319,39 @@ pub(crate) fn window_size(fd: BorrowedFd<'_>) -> io::Result<Winsize> {
         Ok(size)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Credentials that keep this process's ids, expecting `groups`.
+    fn expecting(mut groups: Vec<libc::gid_t>) -> Credentials {
+        groups.sort_unstable();
+        let (uid, gid) = (nix::unistd::getuid().as_raw(), nix::unistd::getgid().as_raw());
+        Credentials { uid, gid, groups, previous_uid: uid, previous_gid: gid }
+    }
+
+    #[test]
+    fn supplementary_groups_must_be_exactly_the_expected_ones() {
+        let Ok(groups) = nix::unistd::getgroups() else {
+            panic!("getgroups");
+        };
+        let ours: Vec<libc::gid_t> = groups.into_iter().map(nix::unistd::Gid::as_raw).collect();
+        let check = |expected: Vec<libc::gid_t>| {
+            let mut buffer = vec![0; expected.len() + 1];
+            expecting(expected).groups_are_exact(&mut buffer)
+        };
+        assert!(check(ours.clone()), "{ours:?}");
+        let mut extra = ours.clone();
+        extra.push(4_000_000_000);
+        assert!(!check(extra), "a group we do not have");
+        if let Some((_, fewer)) = ours.split_first() {
+            assert!(!check(fewer.to_vec()), "a group we have but should not");
+        }
+        let mut doubled = ours.clone();
+        if let Some(&first) = ours.first() {
+            doubled.push(first);
+            assert!(!check(doubled), "a duplicate the kernel does not hold");
+        }
+    }
+}
