@@ -52,6 +52,9 @@ pub struct Session {
     cgroup: Option<SessionCgroup>,
     /// The /proc-scan containment, used when there is no cgroup.
     tree: ProcessTree,
+    /// The cgroup was found empty and removed: nothing of the session is left (membership
+    /// passes only by fork), so there is nothing to kill or scan for.
+    emptied: bool,
     tty: Option<String>,
     stdin: Option<File>,
     stdout: Option<File>,
@@ -122,7 +125,18 @@ impl Session {
         let tree = ProcessTree::new(group);
         let cgroup_path = cgroup.as_ref().map(|cgroup| cgroup.path().display().to_string());
         tracing::info!(user = %user.name, uid = user.uid.as_raw(), pid = group.as_raw(), tty = tty.as_deref(), program = %program.path.display(), cgroup = cgroup_path, "session started");
-        Ok(Session { child, group, cgroup, tree, tty, stdin: Some(stdin), stdout: Some(stdout), stderr, status: None })
+        Ok(Session {
+            child,
+            group,
+            cgroup,
+            tree,
+            emptied: false,
+            tty,
+            stdin: Some(stdin),
+            stdout: Some(stdout),
+            stderr,
+            status: None,
+        })
     }
 
     /// The session process's pid (also its process group and session id).
@@ -253,8 +267,9 @@ impl Session {
     /// session process has exited) and close our descriptors. Keep polling
     /// [`Session::try_wait`] to reap it; its cgroup is removed once empty.
     pub fn kill(&mut self) {
-        let leader_reaped = self.status.is_some();
-        kill_all(self.cgroup.as_ref(), &self.tree, leader_reaped);
+        if !self.emptied {
+            kill_all(self.cgroup.as_ref(), &self.tree, self.status.is_some());
+        }
         self.close_descriptors();
     }
 
@@ -288,6 +303,7 @@ impl Session {
         };
         if matches!(cgroup.is_populated(), Ok(false)) && cgroup.remove().is_ok() {
             self.cgroup = None;
+            self.emptied = true;
         }
     }
 }
@@ -311,7 +327,9 @@ impl Drop for Session {
         let reaped = self.status.is_some() || matches!(self.child.try_wait(), Ok(Some(_)));
         let cgroup = self.cgroup.take();
         // The session ends with its handle: nothing it started may outlive it.
-        kill_all(cgroup.as_ref(), &self.tree, reaped);
+        if !self.emptied {
+            kill_all(cgroup.as_ref(), &self.tree, reaped);
+        }
         let reaped = reaped || matches!(self.child.try_wait(), Ok(Some(_)));
         if reaped && cgroup.as_ref().is_none_or(|cgroup| matches!(cgroup.is_populated(), Ok(false))) {
             // Dropping the cgroup removes it.
