@@ -6,9 +6,9 @@ mod support;
 use std::ffi::CString;
 use std::path::Path;
 
-use meshd::session::{ExitStatus, PtyRequest, Session, SFTP_SERVER_PATHS};
+use meshd::session::{ExitStatus, PtyRequest, Session, SessionError, SFTP_SERVER_PATHS};
 use nix::unistd::{getgrouplist, Gid, User};
-use support::{is_root, read_to_end, request, wait_exit};
+use support::{is_root, read_to_end, request, wait_exit, TestUser};
 
 /// The lines of /proc/<pid>/status that decide whether a process could become root again.
 fn credentials_of(status: &str) -> Vec<String> {
@@ -35,20 +35,25 @@ fn expected_credentials(user: &User) -> Vec<String> {
     ]
 }
 
-/// `nobody` has /usr/sbin/nologin as its shell, so it is checked through the sftp-server
-/// (executed directly): all four uids and gids are nobody's, its groups only, and no
-/// capabilities left to regain root with.
+/// Checked through the sftp-server (executed directly, no shell in between): all four uids
+/// and gids are the account's, its groups only, and no capabilities left to regain root
+/// with.
 #[test]
-fn nobody_runs_with_nobodys_ids_and_no_capabilities() {
+fn sftp_server_runs_with_the_accounts_ids_and_no_capabilities() {
     if !is_root() {
         return;
     }
-    let nobody = User::from_name("nobody").expect("getpwnam").expect("nobody exists on Debian");
     if !SFTP_SERVER_PATHS.iter().any(|path| Path::new(path).exists()) {
-        eprintln!("note: no sftp-server installed; cannot inspect a process running as nobody");
+        eprintln!("note: no sftp-server installed; cannot inspect a process running as the user");
         return;
     }
-    let mut session = Session::spawn_subsystem(&request("nobody", None), "sftp").expect("spawn as nobody");
+    let Some(account) = TestUser::create("/bin/sh") else {
+        return;
+    };
+    // A supplementary group besides the primary one.
+    account.admin("usermod", &["-a", "-G", "users", &account.name]);
+    let user = User::from_name(&account.name).expect("getpwnam").expect("just created");
+    let mut session = Session::spawn_subsystem(&request(&account.name, None), "sftp").expect("spawn sftp-server");
     let status = std::fs::read_to_string(format!("/proc/{}/status", session.pid())).expect("proc status");
     let mut seen = credentials_of(&status);
     seen.iter_mut().filter(|line| line.starts_with("Groups:")).for_each(|line| {
@@ -56,10 +61,26 @@ fn nobody_runs_with_nobodys_ids_and_no_capabilities() {
         groups.sort_unstable();
         *line = format!("Groups: {}", groups.iter().map(u32::to_string).collect::<Vec<_>>().join(" "));
     });
-    assert_eq!(seen, expected_credentials(&nobody));
+    assert_eq!(seen, expected_credentials(&user));
     session.close_stdin();
     read_to_end(&session);
     assert_eq!(wait_exit(&mut session), ExitStatus::Code(0));
+}
+
+/// `nobody`'s shell is nologin: sshd would run sftp-server through it, which refuses, so we
+/// refuse the subsystem ourselves.
+#[test]
+fn nobody_gets_no_sftp() {
+    if !is_root() {
+        return;
+    }
+    let nobody = User::from_name("nobody").expect("getpwnam").expect("nobody exists on Debian");
+    if !nobody.shell.ends_with("nologin") || !SFTP_SERVER_PATHS.iter().any(|path| Path::new(path).exists()) {
+        eprintln!("note: nobody's shell is not nologin or no sftp-server; skipping");
+        return;
+    }
+    let refused = Session::spawn_subsystem(&request("nobody", None), "sftp");
+    assert!(matches!(refused, Err(SessionError::NoLoginShell { .. })), "{refused:?}");
 }
 
 /// The passwd shell is honoured: `nobody`'s nologin refuses the command.
@@ -80,17 +101,17 @@ fn nobodys_nologin_shell_refuses_commands() {
     assert_eq!(wait_exit(&mut session), ExitStatus::Code(1));
 }
 
-/// A non-root account with a real shell (the first in /etc/passwd), on a pty: `id` shows its
-/// ids and groups, /proc shows no way back to root, the pty is its own with mode 0620.
+/// A non-root account with a real shell, on a pty: `id` shows its ids and groups, /proc
+/// shows no way back to root, the pty is its own with mode 0620.
 #[test]
 fn non_root_user_with_a_shell() {
     if !is_root() {
         return;
     }
-    let Some(user) = non_root_user_with_shell() else {
-        eprintln!("note: no non-root account with a login shell; skipping");
+    let Some(account) = TestUser::create("/bin/bash") else {
         return;
     };
+    let user = User::from_name(&account.name).expect("getpwnam").expect("just created");
     let command = "id -u; id -g; grep -E '^(Uid|Gid|Groups|CapPrm|CapEff):' /proc/self/status; \
                    stat -c 'tty %u %a' \"$SSH_TTY\"; echo \"home=$HOME pwd=$(pwd)\"";
     let mut req = request(&user.name, Some(command));
@@ -113,16 +134,4 @@ fn non_root_user_with_a_shell() {
     // Home if the user may enter it, else the fallback "/".
     let home = user.dir.to_string_lossy();
     assert!(lines[8] == format!("home={home} pwd={home}") || lines[8] == format!("home={home} pwd=/"), "{text}");
-}
-
-/// The first account with uid != 0 whose shell is listed in /etc/shells.
-fn non_root_user_with_shell() -> Option<User> {
-    let shells = std::fs::read_to_string("/etc/shells").ok()?;
-    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
-    passwd.lines().find_map(|line| {
-        let fields: Vec<&str> = line.split(':').collect();
-        let (name, uid, shell) = (fields.first()?, fields.get(2)?, fields.get(6)?);
-        let usable = *uid != "0" && shells.lines().any(|s| s == *shell) && Path::new(shell).exists();
-        usable.then(|| User::from_name(name).ok().flatten()).flatten()
-    })
 }

@@ -4,6 +4,7 @@
 //! with `{:?}` so a hostile name cannot flood or forge log lines.
 
 use std::io;
+use std::path::PathBuf;
 
 use nix::errno::Errno;
 
@@ -30,6 +31,38 @@ pub enum SessionError {
     /// The account has uid 0 and the request does not allow root.
     #[error("user {0:?} has uid 0, which this login may not use")]
     RootNotAllowed(String),
+    /// The account is locked (see `account` for the markers): no login at all.
+    #[error("account {0:?} is locked")]
+    AccountLocked(String),
+    /// The account's expiry date (shadow `sp_expire`) has been reached.
+    #[error("account {0:?} has expired")]
+    AccountExpired(String),
+    /// The nologin file exists and the user is not root.
+    #[error("logins are disabled ({path:?} exists)")]
+    NoLogin {
+        /// The nologin file.
+        path: PathBuf,
+        /// Its contents (bounded, control characters removed) or a default message: what
+        /// the user should be shown.
+        message: String,
+    },
+    /// The login shell is missing or not executable, or (for a subsystem) is one that
+    /// refuses logins such as `nologin` or `false`.
+    #[error("account {name:?} has no usable login shell ({shell:?})")]
+    NoLoginShell {
+        /// The (clipped) account name.
+        name: String,
+        /// Its shell.
+        shell: PathBuf,
+    },
+    /// Reading the shadow entry failed (as root, so the gates cannot be checked).
+    #[error("reading the shadow entry of {name:?}: {source}")]
+    ShadowLookup {
+        /// The (clipped) name.
+        name: String,
+        /// The lookup's error.
+        source: Errno,
+    },
     /// The daemon is not root and the target is another user.
     #[error("cannot run as {name:?} (uid {uid}): this process runs as uid {current} without root")]
     NotPermitted {
@@ -80,7 +113,8 @@ pub enum SessionError {
         /// Its error.
         source: io::Error,
     },
-    /// After dropping to the user the child could still regain the old ids: it aborted.
+    /// After dropping to the user the child could still regain the old ids or groups, or
+    /// its supplementary groups were not exactly the account's: it aborted.
     #[error("privileges could still be regained after switching user: session aborted")]
     PrivilegesNotDropped,
     /// `resize` on a session without a pty.
@@ -98,6 +132,24 @@ pub enum SessionError {
     /// waitpid failed.
     #[error("waiting for the session process: {0}")]
     Wait(io::Error),
+}
+
+impl SessionError {
+    /// For a refusal by an account gate, the text to show the user (as an SSH banner or on
+    /// the channel's stderr) before closing; `None` for other errors, whose details are for
+    /// the daemon's log only.
+    pub fn banner(&self) -> Option<String> {
+        match self {
+            SessionError::AccountLocked(_) => Some("Your account is locked.\n".into()),
+            SessionError::AccountExpired(_) => {
+                Some("Your account has expired; please contact your system administrator.\n".into())
+            }
+            SessionError::NoLogin { message, .. } if message.ends_with('\n') => Some(message.clone()),
+            SessionError::NoLogin { message, .. } => Some(format!("{message}\n")),
+            SessionError::NoLoginShell { .. } => Some("This account is currently not available.\n".into()),
+            _ => None,
+        }
+    }
 }
 
 /// At most this many characters of a client-supplied string appear in an error.

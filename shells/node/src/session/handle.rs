@@ -3,15 +3,24 @@
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
+use std::path::Path;
 use std::process::Child;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
+use super::cgroup::{self, SessionCgroup};
+use super::config::SessionConfig;
 use super::error::{clip, SessionError};
-use super::spawn::{self, Identity, Program, Spawned};
-use super::{env, pty, signals, subsystem, user, ExitStatus, SessionRequest};
+use super::proctree::ProcessTree;
+use super::spawn::{self, Confinement, Identity, Program, Spawned};
+use super::{account, env, pty, signals, subsystem, user, ExitStatus, SessionRequest};
+
+/// How long the background reaper of a dropped session waits for its cgroup to empty.
+const CGROUP_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+const CGROUP_DRAIN_POLL: Duration = Duration::from_millis(10);
 
 /// A session process running as its user, in its own session and process group.
 ///
@@ -24,14 +33,28 @@ use super::{env, pty, signals, subsystem, user, ExitStatus, SessionRequest};
 /// or [`Session::kill`] close it (epoll keeps watching a closed dup of a file still open).
 ///
 /// Signals go to the process group, and only until the process has been reaped by
-/// [`Session::try_wait`]: afterwards the group id could belong to someone else. Dropping a
-/// session whose process has not been reaped kills the group and reaps it in the background;
-/// call [`Session::hangup`] and keep polling `try_wait` for a graceful end.
+/// [`Session::try_wait`]: afterwards the group id could belong to someone else.
+///
+/// Every process the session starts is contained: in the session's own cgroup v2 where the
+/// host has one (see [`Session::cgroup`]), else tracked through /proc by session id and
+/// parent pid. [`Session::kill`] (revocation) and dropping the session kill all of them,
+/// background jobs and setsid'd children included, even after the leader has exited: a
+/// session's processes never outlive the daemon's handle on it, so a later revocation
+/// cannot miss them (like logind's KillUserProcesses=yes; tmux or nohup do not survive the
+/// channel). Dropping reaps the leader and removes the cgroup in the background; call
+/// [`Session::hangup`] and keep polling `try_wait` for a graceful end.
 #[derive(Debug)]
 pub struct Session {
     child: Child,
     /// The child called setsid: its pid is its session and process group id.
     group: Pid,
+    /// The session's cgroup; `None` without one (or once removed after the session ended).
+    cgroup: Option<SessionCgroup>,
+    /// The /proc-scan containment, used when there is no cgroup.
+    tree: ProcessTree,
+    /// The cgroup was found empty and removed: nothing of the session is left (membership
+    /// passes only by fork), so there is nothing to kill or scan for.
+    emptied: bool,
     tty: Option<String>,
     stdin: Option<File>,
     stdout: Option<File>,
@@ -40,40 +63,92 @@ pub struct Session {
 }
 
 impl Session {
-    /// Starts the user's login shell (`command: None`) or `shell -c command`.
+    /// Starts the user's login shell (`command: None`) or `shell -c command`, with
+    /// [`SessionConfig::default`].
     pub fn spawn(request: &SessionRequest) -> Result<Session, SessionError> {
+        Session::spawn_with(&SessionConfig::default(), request)
+    }
+
+    /// [`Session::spawn`] with the daemon's configuration.
+    pub fn spawn_with(config: &SessionConfig, request: &SessionRequest) -> Result<Session, SessionError> {
         let user = user::resolve(&request.user, request.allow_root)?;
+        account::check_login(&user, &config.nologin_path)?;
         let program = match &request.command {
             None => Program::login_shell(&user.shell),
             Some(command) => Program::shell_command(&user.shell, command)?,
         };
-        Session::start(request, user, &program)
+        Session::start(config, request, user, &program)
     }
 
-    /// Starts subsystem `name` as the user. Only `sftp` exists: the system's `sftp-server`
-    /// (see [`super::SFTP_SERVER_PATHS`]), executed directly rather than through the shell.
+    /// Starts subsystem `name` as the user, with [`SessionConfig::default`]. Only `sftp`
+    /// exists: the system's `sftp-server` (see [`super::SFTP_SERVER_PATHS`]), executed
+    /// directly rather than through the shell, and refused (as sshd's shell would refuse
+    /// it) to accounts whose shell is `nologin`, `false` or the like.
     pub fn spawn_subsystem(request: &SessionRequest, name: &str) -> Result<Session, SessionError> {
+        Session::spawn_subsystem_with(&SessionConfig::default(), request, name)
+    }
+
+    /// [`Session::spawn_subsystem`] with the daemon's configuration.
+    pub fn spawn_subsystem_with(
+        config: &SessionConfig,
+        request: &SessionRequest,
+        name: &str,
+    ) -> Result<Session, SessionError> {
         let program = subsystem::program(name)?;
         let user = user::resolve(&request.user, request.allow_root)?;
-        Session::start(request, user, &program)
+        account::check_login(&user, &config.nologin_path)?;
+        account::check_subsystem(&user)?;
+        Session::start(config, request, user, &program)
     }
 
-    fn start(request: &SessionRequest, mut user: user::TargetUser, program: &Program) -> Result<Session, SessionError> {
+    fn start(
+        config: &SessionConfig,
+        request: &SessionRequest,
+        mut user: user::TargetUser,
+        program: &Program,
+    ) -> Result<Session, SessionError> {
         let client_env = env::accept_client_env(&request.env)?;
         let pty = request.pty.as_ref().map(|pty| pty::open(pty, user.uid, user.gid)).transpose()?;
         let tty = pty.as_ref().map(|pty| pty.path.clone());
         let env = env::build(&user, request, client_env, tty.as_deref())?;
         let identity = Identity { credentials: user.credentials.take(), home: user.home_cstring() };
-        let Spawned { child, stdin, stdout, stderr } = spawn::spawn(program, identity, &env, pty)?;
+        let (mut cgroup, cgroup_procs) = cgroup::create(&config.cgroups).unzip();
+        let confinement = Confinement { cgroup_procs, limits: config.limits.resets() };
+        let Spawned { child, stdin, stdout, stderr, cgroup_not_joined } =
+            spawn::spawn(program, identity, &env, pty, confinement)?;
+        if cgroup_not_joined {
+            cgroup::fallback_warning(&"the session process could not join its cgroup");
+            cgroup = None;
+        }
         // std got this pid from a pid_t, so it fits.
         let group = Pid::from_raw(child.id() as i32);
-        tracing::info!(user = %user.name, uid = user.uid.as_raw(), pid = group.as_raw(), tty = tty.as_deref(), program = %program.path.display(), "session started");
-        Ok(Session { child, group, tty, stdin: Some(stdin), stdout: Some(stdout), stderr, status: None })
+        let tree = ProcessTree::new(group);
+        let cgroup_path = cgroup.as_ref().map(|cgroup| cgroup.path().display().to_string());
+        tracing::info!(user = %user.name, uid = user.uid.as_raw(), pid = group.as_raw(), tty = tty.as_deref(), program = %program.path.display(), cgroup = cgroup_path, "session started");
+        Ok(Session {
+            child,
+            group,
+            cgroup,
+            tree,
+            emptied: false,
+            tty,
+            stdin: Some(stdin),
+            stdout: Some(stdout),
+            stderr,
+            status: None,
+        })
     }
 
     /// The session process's pid (also its process group and session id).
     pub fn pid(&self) -> i32 {
         self.group.as_raw()
+    }
+
+    /// The session's cgroup directory, while it has one: `None` on a host without a usable
+    /// cgroup v2 (or with [`super::CgroupPolicy::Disabled`]), and once the session has
+    /// ended and its cgroup has been removed.
+    pub fn cgroup(&self) -> Option<&Path> {
+        self.cgroup.as_ref().map(SessionCgroup::path)
     }
 
     /// The pty slave's path (SSH_TTY), if the session has a pty.
@@ -188,10 +263,12 @@ impl Session {
         self.close_descriptors();
     }
 
-    /// Access was revoked: SIGKILL the process group and close our descriptors.
+    /// Access was revoked: SIGKILL every process the session started (whether or not the
+    /// session process has exited) and close our descriptors. Keep polling
+    /// [`Session::try_wait`] to reap it; its cgroup is removed once empty.
     pub fn kill(&mut self) {
-        if let Err(error) = self.signal_group(Signal::SIGKILL) {
-            tracing::debug!(pid = self.group.as_raw(), %error, "kill not delivered");
+        if !self.emptied {
+            kill_all(self.cgroup.as_ref(), &self.tree, self.status.is_some());
         }
         self.close_descriptors();
     }
@@ -215,27 +292,69 @@ impl Session {
             .ok_or_else(|| SessionError::Wait(io::Error::other(format!("unexpected wait status {raw}"))))?;
         tracing::info!(pid = self.group.as_raw(), ?status, "session exited");
         self.status = Some(status.clone());
+        self.remove_cgroup_if_empty();
         Ok(Some(status))
     }
+
+    /// Removes the cgroup once nothing runs in it (background jobs may outlive the leader).
+    fn remove_cgroup_if_empty(&mut self) {
+        let Some(cgroup) = &mut self.cgroup else {
+            return;
+        };
+        if matches!(cgroup.is_populated(), Ok(false)) && cgroup.remove().is_ok() {
+            self.cgroup = None;
+            self.emptied = true;
+        }
+    }
+}
+
+/// SIGKILLs every process of the session: through the cgroup if it has one, else (or if
+/// that fails) through the /proc scan.
+fn kill_all(cgroup: Option<&SessionCgroup>, tree: &ProcessTree, leader_reaped: bool) {
+    if let Some(cgroup) = cgroup {
+        match cgroup.kill() {
+            Ok(()) => return,
+            Err(error) => {
+                tracing::warn!(cgroup = %cgroup.path().display(), %error, "killing through the cgroup failed; scanning /proc")
+            }
+        }
+    }
+    tree.kill(leader_reaped);
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
-        if self.status.is_some() || matches!(self.child.try_wait(), Ok(Some(_))) {
+        let reaped = self.status.is_some() || matches!(self.child.try_wait(), Ok(Some(_)));
+        let cgroup = self.cgroup.take();
+        // The session ends with its handle: nothing it started may outlive it.
+        if !self.emptied {
+            kill_all(cgroup.as_ref(), &self.tree, reaped);
+        }
+        let reaped = reaped || matches!(self.child.try_wait(), Ok(Some(_)));
+        if reaped && cgroup.as_ref().is_none_or(|cgroup| matches!(cgroup.is_populated(), Ok(false))) {
+            // Dropping the cgroup removes it.
             return;
         }
-        let _ = killpg(self.group, Signal::SIGKILL);
-        if matches!(self.child.try_wait(), Ok(Some(_))) {
-            return;
-        }
-        // A killed process is gone within moments; reap it off the caller's thread.
+        // Killed processes are gone within moments; reap and clean up off the caller's thread.
         let pid = self.group;
-        let reap = move || {
-            let _ = nix::sys::wait::waitpid(pid, None);
+        let finish = move || {
+            if !reaped {
+                let _ = nix::sys::wait::waitpid(pid, None);
+            }
+            if let Some(cgroup) = &cgroup {
+                let deadline = Instant::now() + CGROUP_DRAIN_TIMEOUT;
+                while !matches!(cgroup.is_populated(), Ok(false)) && Instant::now() < deadline {
+                    std::thread::sleep(CGROUP_DRAIN_POLL);
+                }
+            }
+            // Dropping the cgroup removes it (or warns that it could not).
+            drop(cgroup);
         };
-        if let Err(error) = std::thread::Builder::new().name("session-reaper".into()).spawn(reap) {
+        if let Err(error) = std::thread::Builder::new().name("session-reaper".into()).spawn(finish) {
             tracing::debug!(%error, "no reaper thread; reaping inline");
-            let _ = nix::sys::wait::waitpid(pid, None);
+            if !reaped {
+                let _ = nix::sys::wait::waitpid(pid, None);
+            }
         }
     }
 }

@@ -10,26 +10,37 @@
 //! mio loop to register, and the caller reads and writes them (`&File` implements `Read` and
 //! `Write`, and [`Session::read_stdout`] and friends smooth over the pty EOF quirk).
 //!
-//! Layout: `user` (who to run as), `env` (environment), `modes` (RFC 4254 terminal modes),
-//! `pty` (pseudo-terminal pair), `spawn` (fork and exec through `std::process::Command`),
-//! `sys` (the only unsafe code: what the child does between fork and exec, and the window-size ioctl),
-//! `signals` (SSH signal names), `subsystem` (where `sftp-server` lives), `handle` (the
-//! [`Session`] itself).
+//! Layout: `config` (what the daemon decides: [`SessionConfig`]), `user` (who to run as),
+//! `account` (locked, expired, nologin and shell gates) with `shadow` (the shadow entry),
+//! `env` (environment), `modes` (RFC 4254 terminal modes), `pty` (pseudo-terminal pair),
+//! `limits` (the resource limits sessions get), `cgroup` and `proctree` (containing
+//! everything a session starts, with a cgroup v2 or by /proc scan), `spawn` (fork and exec
+//! through `std::process::Command`), `sys` (what the child does between fork and exec, and
+//! the window-size ioctl), `signals` (SSH signal names), `subsystem` (where `sftp-server`
+//! lives), `handle` (the [`Session`] itself). `sys` and `shadow` hold the only unsafe code.
 
+mod account;
+mod cgroup;
+mod config;
 mod env;
 mod error;
 mod handle;
+mod limits;
 mod modes;
+mod proctree;
 mod pty;
+mod shadow;
 mod signals;
 mod spawn;
 mod subsystem;
 mod sys;
 mod user;
 
+pub use config::{CgroupPolicy, SessionConfig, DEFAULT_NOLOGIN_PATH};
 pub use env::{MAX_ENV_VARS, MAX_ENV_VAR_BYTES};
 pub use error::SessionError;
 pub use handle::Session;
+pub use limits::{ResourceLimits, SESSION_NOFILE_SOFT_MAX};
 pub use subsystem::SFTP_SERVER_PATHS;
 
 /// What an SSH session channel asked for, after policy has decided who the local user is.

@@ -18,6 +18,7 @@ use nix::fcntl::OFlag;
 use nix::sys::resource::{getrlimit, Resource};
 
 use super::error::SessionError;
+use super::limits::LimitReset;
 use super::pty::{set_nonblocking, Pty};
 use super::sys::{self, ChildSetup, Credentials, Step};
 
@@ -64,6 +65,15 @@ pub(crate) struct Identity {
     pub(crate) home: CString,
 }
 
+/// What confines the child beyond its identity.
+#[derive(Debug)]
+pub(crate) struct Confinement {
+    /// The session cgroup's `cgroup.procs`, open for writing, if it has one.
+    pub(crate) cgroup_procs: Option<OwnedFd>,
+    /// Limits to lower before exec.
+    pub(crate) limits: Vec<LimitReset>,
+}
+
 /// A started child and the parent's ends of its stdio, all non-blocking and close-on-exec.
 #[derive(Debug)]
 pub(crate) struct Spawned {
@@ -72,6 +82,8 @@ pub(crate) struct Spawned {
     pub(crate) stdout: File,
     /// `None` with a pty (stderr goes to the terminal).
     pub(crate) stderr: Option<File>,
+    /// The child reported that it could not join its cgroup (it runs outside it).
+    pub(crate) cgroup_not_joined: bool,
 }
 
 /// Starts `program` as `identity` with exactly `env`, on `pty` or on three pipes.
@@ -80,6 +92,7 @@ pub(crate) fn spawn(
     identity: Identity,
     env: &[(OsString, OsString)],
     pty: Option<Pty>,
+    confinement: Confinement,
 ) -> Result<Spawned, SessionError> {
     let (report, report_write) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).map_err(|e| SessionError::Spawn(e.into()))?;
@@ -94,9 +107,13 @@ pub(crate) fn spawn(
             command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         }
     }
+    let group_buffer = identity.credentials.as_ref().map_or_else(Vec::new, |c| vec![0; c.groups.len() + 1]);
     let setup = ChildSetup {
+        cgroup_procs: confinement.cgroup_procs,
         controlling_tty: pty.is_some(),
         credentials: identity.credentials,
+        group_buffer,
+        limits: confinement.limits,
         home: identity.home,
         report: report_write,
         fd_limit: open_files_limit(),
@@ -107,14 +124,18 @@ pub(crate) fn spawn(
     // report pipe's write end: once the child's side closes, reads see EOF.
     drop(command);
     let master = pty.map(|pty| pty.master);
-    let mut child = started.map_err(|error| explain(error, report))?;
+    let mut report = File::from(report);
+    let mut child = started.map_err(|error| explain(error, &mut report))?;
+    // After a successful exec the only byte the child can have written is the notice.
+    let cgroup_not_joined =
+        matches!(report_bytes(&mut report)[..], [byte, ..] if Step::from_byte(byte) == Some(Step::CgroupNotJoined));
 
     let parts = match master {
         Some(master) => master.try_clone().map(|stdin| (File::from(stdin), File::from(master), None)),
         None => pipe_ends(&mut child),
     };
     match parts {
-        Ok((stdin, stdout, stderr)) => Ok(Spawned { child, stdin, stdout, stderr }),
+        Ok((stdin, stdout, stderr)) => Ok(Spawned { child, stdin, stdout, stderr, cgroup_not_joined }),
         Err(error) => {
             // Nothing can drive the child without its stdio: do not leave it running.
             let _ = child.kill();
@@ -143,16 +164,22 @@ fn pipe_ends(child: &mut Child) -> io::Result<(File, File, Option<File>)> {
     Ok((File::from(stdin), File::from(stdout), Some(File::from(stderr))))
 }
 
+/// What the child wrote to the report pipe: at most a notice and a failed step. The child
+/// writes before it returns an error or execs, so the bytes are already there (the pipe is
+/// non-blocking, so nothing waits).
+fn report_bytes(report: &mut File) -> Vec<u8> {
+    let mut bytes = [0u8; 2];
+    match report.read(&mut bytes) {
+        Ok(n) => bytes[..n].to_vec(),
+        Err(_) => Vec::new(),
+    }
+}
+
 /// Turns a spawn error into the step that failed, if the child reported one.
-fn explain(error: io::Error, report: OwnedFd) -> SessionError {
-    let mut byte = [0u8; 1];
-    // The child writes the step before returning the error, so it is already in the pipe.
-    let step = match File::from(report).read(&mut byte) {
-        Ok(1) => Step::from_byte(byte[0]),
-        _ => None,
-    };
+fn explain(error: io::Error, report: &mut File) -> SessionError {
+    let step = report_bytes(report).into_iter().filter_map(Step::from_byte).find(|step| *step != Step::CgroupNotJoined);
     match step {
-        Some(Step::Regain) => SessionError::PrivilegesNotDropped,
+        Some(Step::Regain | Step::GroupsDiffer) => SessionError::PrivilegesNotDropped,
         Some(step) => SessionError::ChildSetup { step: step.name(), source: error },
         None => SessionError::Spawn(error),
     }

@@ -1,8 +1,9 @@
 //! Subsystems: only `sftp`, served by the system's OpenSSH `sftp-server` run as the user.
 //!
 //! The server is executed directly, not through the user's shell as OpenSSH does: shell
-//! start-up files that print anything would corrupt the SFTP stream, and the account's shell
-//! is no access gate here (policy decides who logs in as whom).
+//! start-up files that print anything would corrupt the SFTP stream. The shell still gates
+//! access as it does under sshd: an account whose shell refuses logins (`nologin`, `false`)
+//! gets no subsystem either (see `account::check_subsystem`).
 
 use std::ffi::OsString;
 use std::os::unix::fs::PermissionsExt;

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use nix::unistd::{geteuid, getgrouplist, Gid, Uid, User};
 
+use super::account::is_locked_field;
 use super::error::{clip, SessionError};
 use super::sys::Credentials;
 
@@ -29,6 +30,9 @@ pub(crate) struct TargetUser {
     pub(crate) gid: Gid,
     pub(crate) home: PathBuf,
     pub(crate) shell: PathBuf,
+    /// Whether the passwd entry's own password field marks the account locked (what the
+    /// lock check uses when there is no shadow entry; the field itself is not kept).
+    pub(crate) passwd_field_locked: bool,
     /// `None` when no switch is needed: the daemon already runs as this (non-root) user.
     pub(crate) credentials: Option<Credentials>,
 }
@@ -58,6 +62,7 @@ pub(crate) fn resolve(name: &str, allow_root: bool) -> Result<TargetUser, Sessio
     let credentials = credentials_for(&user)?;
     Ok(TargetUser {
         shell: login_shell(&user.shell),
+        passwd_field_locked: is_locked_field(user.passwd.as_bytes()),
         name: user.name,
         uid: user.uid,
         gid: user.gid,
@@ -110,10 +115,13 @@ fn credentials_for(user: &User) -> Result<Option<Credentials>, SessionError> {
     let cname = CString::new(user.name.as_str()).map_err(|_| SessionError::InvalidUserName(clip(&user.name)))?;
     let groups =
         getgrouplist(&cname, user.gid).map_err(|source| SessionError::UserLookup { name: clip(&user.name), source })?;
+    let mut groups: Vec<_> = groups.into_iter().map(Gid::as_raw).collect();
+    // Sorted, as the kernel keeps (and getgroups returns) them, so the child can compare.
+    groups.sort_unstable();
     Ok(Some(Credentials {
         uid: user.uid.as_raw(),
         gid: user.gid.as_raw(),
-        groups: groups.into_iter().map(Gid::as_raw).collect(),
+        groups,
         previous_uid: current.as_raw(),
         previous_gid: nix::unistd::getegid().as_raw(),
     }))

@@ -2,8 +2,11 @@
 //! tests wait for data rather than sleeping.
 // Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
+#![allow(clippy::expect_used)] // a failed expectation is the test failing
 
 use std::io::ErrorKind;
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use meshd::session::{ExitStatus, Session, SessionRequest};
@@ -130,5 +133,85 @@ pub fn wait_exit(session: &mut Session) -> ExitStatus {
         }
         assert!(Instant::now() < deadline, "session did not exit");
         std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A local account made for one test with `useradd`, deleted (with its home) on drop.
+/// Names carry the test process's pid, so parallel test binaries never share one.
+#[derive(Debug)]
+pub struct TestUser {
+    pub name: String,
+}
+
+impl TestUser {
+    /// Creates a key-only account (password field `*`: Debian's useradd default `!` is
+    /// a locked account) with a home directory and `shell`; `None` (after a note) when
+    /// `useradd` is missing.
+    pub fn create(shell: &str) -> Option<TestUser> {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let name = format!("meshd-t{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        if !Path::new("/usr/sbin/useradd").exists() {
+            eprintln!("note: no useradd; skipping");
+            return None;
+        }
+        // Set the user first, so a failed useradd still deletes whatever it made.
+        let user = TestUser { name };
+        user.admin("useradd", &["-m", "-p", "*", "-s", shell, &user.name]);
+        Some(user)
+    }
+
+    /// Runs a shadow-utils command on this account (`usermod -L`, `chage -E 0`, ...),
+    /// retrying while another test holds the passwd lock.
+    pub fn admin(&self, program: &str, args: &[&str]) {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let output = Command::new(program).args(args).output().expect("run shadow-utils command");
+            if output.status.success() {
+                return;
+            }
+            let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+            // Another test (or binary) is changing /etc/passwd, /etc/shadow or /etc/group.
+            let busy = stderr.contains("cannot lock") || stderr.contains("try again");
+            assert!(busy && Instant::now() < deadline, "{program} {args:?} failed: {stderr}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for TestUser {
+    fn drop(&mut self) {
+        let deadline = Instant::now() + TIMEOUT;
+        while Instant::now() < deadline {
+            let done = Command::new("userdel").args(["-r", "-f", &self.name]).output();
+            match done {
+                // 6: no such user (useradd failed or it is already gone).
+                Ok(output) if output.status.success() || output.status.code() == Some(6) => return,
+                Ok(_) => std::thread::sleep(Duration::from_millis(50)),
+                Err(_) => return,
+            }
+        }
+        eprintln!("warning: could not delete test user {}", self.name);
+    }
+}
+
+/// Whether the process `pid` still runs (it is gone, or a zombie nobody reaped yet).
+pub fn is_running(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X'])),
+        Err(_) => false,
+    }
+}
+
+/// Waits until none of `pids` runs; panics with the ones left after [`TIMEOUT`].
+pub fn wait_all_gone(pids: &[i32]) {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let left: Vec<i32> = pids.iter().copied().filter(|pid| is_running(*pid)).collect();
+        if left.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "still running: {left:?}");
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
