@@ -3,7 +3,7 @@
 //! borrows nothing past the call and bounds every string by the packet it came in.
 
 use super::terminal::{encode_modes, parse_modes, ModesError};
-use super::wire::{Reader, WireError, Writer};
+use super::wire::{peer_text, Reader, WireError, Writer};
 
 /// A channel, named by our (local) channel number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -61,7 +61,7 @@ impl ChannelKind {
                 originator_port: r.u32()?,
             },
             b"auth-agent@openssh.com" => ChannelKind::AuthAgent,
-            other => return Ok(ChannelKind::Other(String::from_utf8_lossy(other).chars().take(64).collect())),
+            other => return Ok(ChannelKind::Other(peer_text(other, 64, false))),
         };
         r.finish()?;
         Ok(kind)
@@ -177,7 +177,7 @@ impl ChannelRequest {
             }
             b"auth-agent-req@openssh.com" => ChannelRequest::AuthAgent,
             b"eow@openssh.com" => ChannelRequest::Eow,
-            other => return Ok(ChannelRequest::Other(String::from_utf8_lossy(other).chars().take(64).collect())),
+            other => return Ok(ChannelRequest::Other(peer_text(other, 64, false))),
         };
         r.finish()?;
         Ok(request)
@@ -245,7 +245,7 @@ impl GlobalRequest {
                 GlobalRequest::CancelTcpipForward { address: r.utf8()?.to_string(), port: r.u32()? }
             }
             // Unknown requests may carry anything; it is not read.
-            other => return Ok(GlobalRequest::Other(String::from_utf8_lossy(other).chars().take(64).collect())),
+            other => return Ok(GlobalRequest::Other(peer_text(other, 64, false))),
         };
         r.finish()?;
         Ok(request)

@@ -15,7 +15,7 @@ use super::msg;
 use super::transport::{
     ed25519_signature_blob, host_key_blob, Role, Transport, TransportConfig, TransportError, TransportEvent,
 };
-use super::wire::{Reader, Writer};
+use super::wire::{peer_text, Reader, Writer};
 use crate::rng::Rng;
 use crate::time::Instant;
 
@@ -131,8 +131,8 @@ impl ClientSession {
                     TransportEvent::Closed(error) => self.events.push_back(SessionEvent::Closed(error)),
                 }
             }
-            let Some(payload) = self.transport.poll_message() else { break };
-            if let Err(error) = self.dispatch(now, &payload) {
+            let Some((seq, payload)) = self.transport.poll_numbered_message() else { break };
+            if let Err(error) = self.dispatch(now, seq, &payload) {
                 self.transport.close(error);
             }
             while let Some(event) = self.connection.poll_event() {
@@ -141,7 +141,7 @@ impl ClientSession {
         }
     }
 
-    fn dispatch(&mut self, now: Instant, payload: &Bytes) -> Result<(), TransportError> {
+    fn dispatch(&mut self, now: Instant, seq: u32, payload: &Bytes) -> Result<(), TransportError> {
         let number = payload[0];
         let authenticating = matches!(self.auth, Auth::TriedNone | Auth::TriedPublickey);
         match (self.auth, number) {
@@ -158,7 +158,7 @@ impl ClientSession {
             }
             (_, msg::USERAUTH_BANNER) if authenticating || self.auth == Auth::AwaitServiceAccept => {
                 let mut r = Reader::new(&payload[1..]);
-                let text: String = String::from_utf8_lossy(r.string()?).chars().take(4096).collect();
+                let text = peer_text(r.string()?, 4096, true);
                 self.events.push_back(SessionEvent::Banner(text));
                 Ok(())
             }
@@ -186,6 +186,11 @@ impl ClientSession {
             }
             (Auth::Authenticated, msg::GLOBAL_REQUEST..=msg::CHANNEL_FAILURE) => {
                 self.connection.handle_message(&mut self.transport.sender(now), payload)
+            }
+            // RFC 4253 section 11.4, as the server answers it.
+            (Auth::Authenticated, n) if n > msg::CHANNEL_FAILURE => {
+                self.transport.send_unimplemented(now, seq);
+                Ok(())
             }
             (_, n) => Err(TransportError::Unexpected(n)),
         }

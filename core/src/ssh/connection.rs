@@ -16,7 +16,7 @@ use super::channel::{open_failure, ChannelId, ChannelKind, ChannelRequest, Globa
 use super::event::SessionEvent;
 use super::msg;
 use super::transport::{Sender, Transport, TransportError};
-use super::wire::{Reader, Writer};
+use super::wire::{peer_text, Reader, Writer};
 use crate::time::Instant;
 
 /// Per-connection limits.
@@ -283,7 +283,7 @@ impl Connection {
             msg::CHANNEL_OPEN_FAILURE => {
                 let id = r.u32()?;
                 let reason = r.u32()?;
-                let description: String = String::from_utf8_lossy(r.string()?).chars().take(256).collect();
+                let description = peer_text(r.string()?, 256, false);
                 if !self.channel(ChannelId(id)).is_some_and(|c| c.phase == Phase::Opening) {
                     return Err(protocol("open failure for a channel not being opened"));
                 }

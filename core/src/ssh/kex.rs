@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 use zeroize::{ZeroizeOnDrop, Zeroizing};
 
-use super::wire::Writer;
+use super::wire::{peer_text, Writer};
 use crate::ct;
 use crate::rng::Rng;
 
@@ -90,8 +90,8 @@ pub struct HashInputs<'a> {
 impl std::fmt::Debug for HashInputs<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HashInputs")
-            .field("client_id", &String::from_utf8_lossy(self.client_id))
-            .field("server_id", &String::from_utf8_lossy(self.server_id))
+            .field("client_id", &peer_text(self.client_id, 255, false))
+            .field("server_id", &peer_text(self.server_id, 255, false))
             .finish_non_exhaustive()
     }
 }

@@ -159,8 +159,8 @@ impl ServerSession {
                     }
                 });
             }
-            let Some(payload) = self.transport.poll_message() else { break };
-            if let Err(error) = self.dispatch(now, &payload) {
+            let Some((seq, payload)) = self.transport.poll_numbered_message() else { break };
+            if let Err(error) = self.dispatch(now, seq, &payload) {
                 self.transport.close(error);
             }
             while let Some(event) = self.connection.poll_event() {
@@ -169,7 +169,7 @@ impl ServerSession {
         }
     }
 
-    fn dispatch(&mut self, now: Instant, payload: &Bytes) -> Result<(), TransportError> {
+    fn dispatch(&mut self, now: Instant, seq: u32, payload: &Bytes) -> Result<(), TransportError> {
         let number = payload[0];
         match (self.auth, number) {
             (Auth::AwaitServiceRequest, msg::SERVICE_REQUEST) => {
@@ -205,6 +205,12 @@ impl ServerSession {
             (Auth::Authenticated, msg::USERAUTH_REQUEST) => Ok(()),
             (Auth::Authenticated, msg::GLOBAL_REQUEST..=msg::CHANNEL_FAILURE) => {
                 self.connection.handle_message(&mut self.transport.sender(now), payload)
+            }
+            // RFC 4253 section 11.4: an unrecognized message gets UNIMPLEMENTED, once
+            // authenticated (before, every message out of place ends the connection).
+            (Auth::Authenticated, n) if n > msg::CHANNEL_FAILURE => {
+                self.transport.send_unimplemented(now, seq);
+                Ok(())
             }
             (_, n) => Err(TransportError::Unexpected(n)),
         }

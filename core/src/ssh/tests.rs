@@ -937,3 +937,42 @@ fn a_peer_that_provokes_replies_but_never_reads_is_cut_off() {
     assert!(raw.server.is_closed(), "still open after {sent} unanswered keepalives");
     assert!(raw.server.pending_transmit() <= super::transport::MAX_QUEUED + 64 * 1024);
 }
+
+#[test]
+fn unknown_messages_after_authentication_get_unimplemented_not_a_disconnect() {
+    let mut raw = Raw::new(ServerConfig::default());
+    raw.run();
+    raw.service_request();
+    raw.auth_request("alice");
+    assert!(raw.authenticated());
+    for number in [101u8, 128, 192, 255] {
+        let (_, sent_before) = raw.server.transport().sequence_numbers();
+        let (_, seq) = raw.client.sequence_numbers();
+        raw.send(&[number, 1, 2, 3]);
+        assert!(raw.closed_with().is_none(), "message {number} ended the session: {:?}", raw.closed_with());
+        let (_, sent_after) = raw.server.transport().sequence_numbers();
+        assert_eq!(sent_after, sent_before.wrapping_add(1), "one UNIMPLEMENTED for message {number} (seq {seq})");
+    }
+    // The connection protocol still works after them.
+    raw.open_session();
+    assert!(raw.server_events.iter().any(|e| matches!(
+        e,
+        SessionEvent::Connection(ConnectionEvent::OpenRequest { kind: ChannelKind::Session, .. })
+    )));
+}
+
+#[test]
+fn a_peers_disconnect_reason_is_escaped() {
+    let mut raw = Raw::new(ServerConfig::default());
+    raw.run();
+    let mut w = Writer::message(msg::DISCONNECT);
+    w.u32(11).string(b"bye\nJan 01 00:00:00 host sshd: Accepted for root\x1b[2J").string(b"");
+    raw.send(&w.finish());
+    match raw.closed_with() {
+        Some(TransportError::PeerDisconnected(text)) => {
+            assert!(!text.contains('\n') && !text.contains('\x1b'), "{text:?}");
+            assert!(text.starts_with("bye\\n"));
+        }
+        other => panic!("{other:?}"),
+    }
+}

@@ -23,7 +23,7 @@ use super::kexinit::{negotiate, KexInit, NegotiateError, Negotiated, CIPHERS, HO
 use super::msg;
 use super::packet::{frame_plain_packet, parse_plain, PacketError};
 use super::version::{VersionError, VersionReader, OUR_IDENTIFICATION};
-use super::wire::{Reader, WireError, Writer};
+use super::wire::{peer_text, Reader, WireError, Writer};
 use crate::rng::Rng;
 use crate::time::Instant;
 
@@ -181,7 +181,8 @@ pub struct Transport {
     /// Packets of the layers above waiting for our NEWKEYS.
     held: VecDeque<BytesMut>,
     held_bytes: usize,
-    inbox: VecDeque<Bytes>,
+    /// Service messages for the layers above, with the sequence number of their packet.
+    inbox: VecDeque<(u32, Bytes)>,
     events: VecDeque<TransportEvent>,
     keyed_at: Instant,
     /// When the key exchange in progress started.
@@ -335,7 +336,20 @@ impl Transport {
 
     /// The next message for the layers above (authentication and connection), whole.
     pub fn poll_message(&mut self) -> Option<Bytes> {
+        self.inbox.pop_front().map(|(_, payload)| payload)
+    }
+
+    /// [`Self::poll_message`] with the sequence number of the message's packet (what an
+    /// SSH_MSG_UNIMPLEMENTED names).
+    pub fn poll_numbered_message(&mut self) -> Option<(u32, Bytes)> {
         self.inbox.pop_front()
+    }
+
+    /// Answer a message the layers above do not recognize (RFC 4253 section 11.4).
+    pub fn send_unimplemented(&mut self, now: Instant, seq: u32) {
+        let mut w = Writer::packet(msg::UNIMPLEMENTED, 4);
+        w.u32(seq);
+        self.send_packet(now, w.finish_packet());
     }
 
     /// When [`Self::handle_timeout`] wants to run: the time-based rekey.
@@ -453,8 +467,8 @@ impl Transport {
             }
         }
         self.inbuf.extend_from_slice(bytes);
-        while let Some(payload) = self.next_packet()? {
-            self.dispatch(now, payload)?;
+        while let Some((seq, payload)) = self.next_packet()? {
+            self.dispatch(now, seq, payload)?;
             if self.state == State::Closed {
                 break;
             }
@@ -462,8 +476,9 @@ impl Transport {
         Ok(())
     }
 
-    /// The next complete packet's payload, decrypted, or `None` until more bytes arrive.
-    fn next_packet(&mut self) -> Result<Option<Bytes>, TransportError> {
+    /// The next complete packet's sequence number and payload, decrypted, or `None` until
+    /// more bytes arrive.
+    fn next_packet(&mut self) -> Result<Option<(u32, Bytes)>, TransportError> {
         let (mut packet, range) = match &mut self.cipher_in {
             None => {
                 let Some((range, used)) = parse_plain(&self.inbuf)? else { return Ok(None) };
@@ -495,6 +510,7 @@ impl Transport {
                 (packet, range)
             }
         };
+        let seq = self.seq_in;
         self.seq_in = self.seq_in.wrapping_add(1);
         self.received_since_kex += packet.len() as u64;
         packet.truncate(range.end);
@@ -502,7 +518,7 @@ impl Transport {
         if packet.is_empty() {
             return Err(WireError::Truncated.into());
         }
-        Ok(Some(packet.freeze()))
+        Ok(Some((seq, packet.freeze())))
     }
 
     /// Whether non-kex messages from the peer are refused now: during the first exchange,
@@ -511,14 +527,14 @@ impl Transport {
         !self.keyed || self.kex.as_ref().is_some_and(|k| k.theirs.is_some())
     }
 
-    fn dispatch(&mut self, now: Instant, payload: Bytes) -> Result<(), TransportError> {
+    fn dispatch(&mut self, now: Instant, seq: u32, payload: Bytes) -> Result<(), TransportError> {
         let number = payload[0];
         match number {
             msg::DISCONNECT => {
                 let mut r = Reader::new(&payload[1..]);
                 let _code = r.u32().unwrap_or(0);
-                let text = r.string().map(|s| String::from_utf8_lossy(s).into_owned()).unwrap_or_default();
-                Err(TransportError::PeerDisconnected(text.chars().take(256).collect()))
+                let text = r.string().map(|s| peer_text(s, 256, false)).unwrap_or_default();
+                Err(TransportError::PeerDisconnected(text))
             }
             // Terrapin: nothing but the key exchange during a strict first exchange, and
             // KEXINIT must be the peer's first packet whatever was negotiated.
@@ -534,7 +550,7 @@ impl Transport {
             // A service message: for the layers above, unless a key exchange forbids it.
             _ if self.peer_in_kex() => Err(TransportError::Unexpected(number)),
             _ => {
-                self.inbox.push_back(payload);
+                self.inbox.push_back((seq, payload));
                 Ok(())
             }
         }

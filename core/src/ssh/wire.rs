@@ -95,6 +95,22 @@ impl<'a> Reader<'a> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NameList<'a>(&'a str);
 
+/// Text a peer chose (a DISCONNECT reason, a banner, a channel type name), made safe to log
+/// and show: invalid UTF-8 replaced, at most `max_chars` characters, and every control
+/// character escaped (`\n`, `\u{1b}`, ...) so it cannot forge log lines or drive a
+/// terminal. `multiline` keeps newlines and tabs (a banner is meant to span lines).
+pub fn peer_text(bytes: &[u8], max_chars: usize, multiline: bool) -> String {
+    let mut out = String::new();
+    for c in String::from_utf8_lossy(bytes).chars().take(max_chars) {
+        if c.is_control() && !(multiline && (c == '\n' || c == '\t')) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 impl<'a> NameList<'a> {
     /// Validate `raw` as a name-list (RFC 4251 section 5).
     pub fn parse(raw: &'a [u8]) -> Result<Self, WireError> {
@@ -213,6 +229,14 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn peer_text_escapes_control_characters() {
+        assert_eq!(peer_text(b"bye\nFAKE LOG LINE\x1b[2J", 100, false), "bye\\nFAKE LOG LINE\\u{1b}[2J");
+        assert_eq!(peer_text(b"line 1\nline 2\x07", 100, true), "line 1\nline 2\\u{7}");
+        assert_eq!(peer_text(b"\xff\xfeok", 100, false), "\u{fffd}\u{fffd}ok");
+        assert_eq!(peer_text(b"abcdef", 3, false), "abc");
+    }
 
     #[test]
     fn round_trip_and_bounds() {
