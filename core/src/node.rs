@@ -25,6 +25,7 @@ use crate::dns::{HostAddrs, MagicDns, MAGIC_DNS_ADDR};
 use crate::ip::{Filter, FlowKey, FlowTable, IcmpKind, Origin, PacketInfo, Proto, TcpFlags};
 use crate::rng::{Rng, SEED_LEN};
 use crate::ssh::server::{ServerConfig, ServerSession};
+use crate::ssh::validate::SshConfigError;
 use crate::tcp::{ConnId, TcpConfig, TcpConfigError, TcpError, TcpEvent, TcpStack, TcpStats};
 use crate::time::{Instant, UnixTime};
 use crate::wireguard::{
@@ -124,6 +125,8 @@ pub enum NodeError {
     WireGuard(#[from] wireguard::ConfigError),
     #[error("{0}")]
     Tcp(#[from] TcpConfigError),
+    #[error("{0}")]
+    Ssh(#[from] SshConfigError),
 }
 
 /// Counters of what the node dropped or forwarded.
@@ -187,6 +190,9 @@ impl Node {
         let mut stack_addrs = addrs.clone();
         stack_addrs.push(IpAddr::V4(MAGIC_DNS_ADDR));
         config.tcp.validate()?;
+        if let Some(ssh) = &config.ssh {
+            ssh.validate()?;
+        }
         let mut tcp = TcpStack::new(config.tcp, &stack_addrs, rng.next_u64(), now);
         // MagicDNS answers this node's own TUN side only: its address is not routed in
         // from the mesh, and the mesh addresses do not serve port 53.

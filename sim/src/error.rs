@@ -26,6 +26,8 @@ pub enum SimError {
     Tcp(TcpError),
     #[error("{0}")]
     TcpConfig(mesh_core::tcp::TcpConfigError),
+    #[error("{0}")]
+    SshConfig(mesh_core::ssh::validate::SshConfigError),
     #[error("node {0} does not serve TCP port 22 (NodeConfig::with_ssh)")]
     NoSshPort(NodeId),
     #[error("node {0} runs no SSH server app (World::serve_ssh) and no host key was given")]

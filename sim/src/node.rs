@@ -331,6 +331,7 @@ impl Node {
         let mut core = CoreNode::new(self.core_config(), seed, now, unix).map_err(|e| match e {
             NodeError::WireGuard(c) => SimError::Config(c),
             NodeError::Tcp(c) => SimError::TcpConfig(c),
+            NodeError::Ssh(c) => SimError::SshConfig(c),
         })?;
         core.set_netmap(now, self.netmap());
         core.set_filter(now, self.filter.clone());

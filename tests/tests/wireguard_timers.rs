@@ -324,3 +324,26 @@ fn a_burst_of_data_draws_no_extra_randomness() {
     };
     assert_eq!(initiation_after(1), initiation_after(100));
 }
+
+#[test]
+fn a_persistent_keepalive_of_zero_is_off_and_time_moves_on() {
+    let mut p = Pair::new(12);
+    let peer = p.sides[A].peer;
+    let mut status = p.sides[A].wg.peer_status(peer).unwrap_or_else(|| panic!("peer"));
+    let mut config = mesh_core::wireguard::PeerConfig::new(status.public_key, std::mem::take(&mut status.allowed_ips));
+    config.persistent_keepalive = Some(Duration::ZERO);
+    let now = p.now;
+    assert_eq!(p.sides[A].wg.update_peer(now, peer, config), Ok(()));
+    p.send(A, b"a");
+    // Every deadline lies in the future after its timeout ran (a zero interval used to
+    // leave poll_timeout at `now`: a busy loop).
+    for _ in 0..100 {
+        let Some(at) = p.sides[A].wg.poll_timeout() else { break };
+        p.sides[A].wg.handle_timeout(at);
+        assert!(p.sides[A].wg.poll_timeout().is_none_or(|next| next > at), "deadline stuck at {at:?}");
+    }
+    let t = p.now;
+    p.advance(secs(80.0));
+    let keepalives = p.log.iter().filter(|w| w.from == A && w.is_keepalive() && w.at > t).count();
+    assert!(keepalives <= 1, "no persistent keepalives: {keepalives}");
+}

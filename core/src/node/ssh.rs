@@ -25,6 +25,7 @@ use super::NodeEvent;
 use crate::rng::Rng;
 use crate::ssh::event::SessionEvent;
 use crate::ssh::server::{ServerConfig, ServerSession};
+use crate::ssh::validate::SshConfigError;
 use crate::tcp::{ConnId, TcpStack};
 use crate::time::Instant;
 use crate::wireguard::PeerId;
@@ -49,6 +50,18 @@ pub struct SshServerConfig {
 impl SshServerConfig {
     pub fn new(host_key: SigningKey) -> Self {
         Self { host_key, session: ServerConfig::default(), max_unauthenticated_per_peer: 4, max_unauthenticated: 64 }
+    }
+
+    /// The session settings, and shares that let at least one login in.
+    pub fn validate(&self) -> Result<(), SshConfigError> {
+        self.session.validate()?;
+        if self.max_unauthenticated_per_peer == 0 {
+            return Err(SshConfigError::Zero("max_unauthenticated_per_peer"));
+        }
+        if self.max_unauthenticated == 0 {
+            return Err(SshConfigError::Zero("max_unauthenticated"));
+        }
+        Ok(())
     }
 }
 

@@ -18,6 +18,7 @@ pub mod packet;
 pub mod server;
 pub mod terminal;
 pub mod transport;
+pub mod validate;
 pub mod version;
 pub mod wire;
 
