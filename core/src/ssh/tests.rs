@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use ed25519_dalek::SigningKey;
 
 use super::channel::{ChannelId, ChannelKind, ChannelRequest};
@@ -974,5 +974,36 @@ fn a_peers_disconnect_reason_is_escaped() {
             assert!(text.starts_with("bye\\n"));
         }
         other => panic!("{other:?}"),
+    }
+}
+
+/// Channel data is handed up without a copy, as a slice of its packet: it must hold that
+/// packet's memory only, not a receive buffer shared with the packets around it (held
+/// data would pin whole buffers, far beyond what the windows allow).
+#[test]
+fn received_channel_data_holds_its_own_packet_only() {
+    let mut pair = Pair::default_pair();
+    pair.run();
+    let (c, _s) = pair.open_session();
+    pair.server_events.clear();
+    for _ in 0..8 {
+        assert_eq!(pair.client.channels(pair.now).write(c, &[7u8; 30_000]), 30_000);
+    }
+    // Everything arrives in one read, as it does from a TCP stack.
+    let mut wire = Vec::new();
+    while let Some(bytes) = pair.client.poll_transmit() {
+        wire.extend_from_slice(&bytes);
+    }
+    pair.server.handle_input(pair.now, &wire);
+    let mut data = Vec::new();
+    while let Some(event) = pair.server.poll_event() {
+        if let SessionEvent::Connection(ConnectionEvent::Data { data: d, .. }) = event {
+            data.push(d);
+        }
+    }
+    assert_eq!(data.iter().map(Bytes::len).sum::<usize>(), 240_000);
+    for (i, d) in data.iter().enumerate() {
+        assert!(d.len() >= 4096, "large data is not copied");
+        assert!(d.is_unique(), "chunk {i} shares its memory with other packets or the receive buffer");
     }
 }

@@ -173,9 +173,8 @@ pub struct Transport {
     cipher_out: Option<PacketCipher>,
     seq_in: u32,
     seq_out: u32,
-    inbuf: BytesMut,
-    /// The checked length of the encrypted packet at the front of `inbuf`, once known.
-    pending_len: Option<usize>,
+    /// The packet being received.
+    incoming: Incoming,
     out: VecDeque<BytesMut>,
     out_bytes: usize,
     /// Packets of the layers above waiting for our NEWKEYS.
@@ -200,6 +199,14 @@ impl std::fmt::Debug for Transport {
             .field("keyed", &self.keyed)
             .finish_non_exhaustive()
     }
+}
+
+/// The packet being received: its first four bytes until its length is known, then a
+/// buffer of exactly its size.
+#[derive(Debug)]
+enum Incoming {
+    Head { bytes: [u8; 4], have: usize },
+    Body { buf: BytesMut, total: usize },
 }
 
 /// A transport and the time of the input being handled (see [`Transport::sender`]).
@@ -266,8 +273,7 @@ impl Transport {
             cipher_out: None,
             seq_in: 0,
             seq_out: 0,
-            inbuf: BytesMut::new(),
-            pending_len: None,
+            incoming: Incoming::Head { bytes: [0; 4], have: 0 },
             out: VecDeque::new(),
             out_bytes: 0,
             held: VecDeque::new(),
@@ -466,48 +472,67 @@ impl Transport {
                 }
             }
         }
-        self.inbuf.extend_from_slice(bytes);
-        while let Some((seq, payload)) = self.next_packet()? {
+        while !bytes.is_empty() && self.state != State::Closed {
+            let Some(packet) = self.assemble(&mut bytes)? else { continue };
+            let (seq, payload) = self.open_packet(packet)?;
             self.dispatch(now, seq, payload)?;
-            if self.state == State::Closed {
-                break;
-            }
         }
         Ok(())
     }
 
-    /// The next complete packet's sequence number and payload, decrypted, or `None` until
-    /// more bytes arrive.
-    fn next_packet(&mut self) -> Result<Option<(u32, Bytes)>, TransportError> {
-        let (mut packet, range) = match &mut self.cipher_in {
-            None => {
-                let Some((range, used)) = parse_plain(&self.inbuf)? else { return Ok(None) };
-                (self.inbuf.split_to(used), range)
-            }
-            Some(cipher) => {
-                let Some(first4) = self.inbuf.get(..4).and_then(|b| <[u8; 4]>::try_from(b).ok()) else {
-                    return Ok(None);
-                };
-                // The length is decrypted and checked once per packet, however many reads
-                // the rest of it takes.
-                let len = match self.pending_len {
-                    Some(len) => len,
-                    None => {
-                        let len = cipher.open_length(self.seq_in, first4)?;
-                        self.pending_len = Some(len);
-                        // Room for the whole packet at once, so the rest arrives without regrowth.
-                        self.inbuf.reserve((4 + len + TAG_LEN).saturating_sub(self.inbuf.len()));
-                        len
-                    }
-                };
-                let total = 4 + len + TAG_LEN;
-                if self.inbuf.len() < total {
+    /// Take bytes of the packet being received from `bytes`; the whole packet once it is
+    /// complete. Each packet gets a buffer of exactly its size, allocated once its length
+    /// is known (and checked): the bytes are copied once, from the input, and whatever the
+    /// layers above keep of a payload (channel data is handed up without a copy) holds
+    /// that packet's memory and no more.
+    fn assemble(&mut self, bytes: &mut &[u8]) -> Result<Option<BytesMut>, TransportError> {
+        match &mut self.incoming {
+            Incoming::Head { bytes: head, have } => {
+                let n = (4 - *have).min(bytes.len());
+                head[*have..*have + n].copy_from_slice(&bytes[..n]);
+                *have += n;
+                *bytes = &bytes[n..];
+                if *have < 4 {
                     return Ok(None);
                 }
-                self.pending_len = None;
-                let mut packet = self.inbuf.split_to(total);
-                let range = cipher.open_with_length(self.seq_in, &mut packet, len)?;
-                (packet, range)
+                let head = *head;
+                let total = match &self.cipher_in {
+                    None => {
+                        // Checks the length (and alignment); `None`: the rest is to come.
+                        if let Some((_, used)) = parse_plain(&head)? {
+                            used
+                        } else {
+                            4 + u32::from_be_bytes(head) as usize
+                        }
+                    }
+                    Some(cipher) => 4 + cipher.open_length(self.seq_in, head)? + TAG_LEN,
+                };
+                let mut buf = BytesMut::with_capacity(total);
+                buf.extend_from_slice(&head);
+                self.incoming = Incoming::Body { buf, total };
+                Ok(None)
+            }
+            Incoming::Body { buf, total } => {
+                let n = (*total - buf.len()).min(bytes.len());
+                buf.extend_from_slice(&bytes[..n]);
+                *bytes = &bytes[n..];
+                if buf.len() < *total {
+                    return Ok(None);
+                }
+                let packet = std::mem::take(buf);
+                self.incoming = Incoming::Head { bytes: [0; 4], have: 0 };
+                Ok(Some(packet))
+            }
+        }
+    }
+
+    /// A whole received packet: its sequence number and payload, decrypted in place.
+    fn open_packet(&mut self, mut packet: BytesMut) -> Result<(u32, Bytes), TransportError> {
+        let range = match &mut self.cipher_in {
+            None => parse_plain(&packet)?.map(|(range, _)| range).ok_or(WireError::Truncated)?,
+            Some(cipher) => {
+                let len = packet.len() - 4 - TAG_LEN;
+                cipher.open_with_length(self.seq_in, &mut packet, len)?
             }
         };
         let seq = self.seq_in;
@@ -518,7 +543,7 @@ impl Transport {
         if packet.is_empty() {
             return Err(WireError::Truncated.into());
         }
-        Ok(Some((seq, packet.freeze())))
+        Ok((seq, packet.freeze()))
     }
 
     /// Whether non-kex messages from the peer are refused now: during the first exchange,
