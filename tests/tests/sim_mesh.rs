@@ -61,14 +61,31 @@ fn a_five_minute_partition_heals_within_one_retry_interval() {
         }
     }
     let cut = world.now();
-    world.run_for(Duration::from_secs(300));
+    world.run_for(Duration::from_secs(10));
+    let same_side = |world: &mesh_sim::World| {
+        let pairs = left.iter().flat_map(|&a| left.iter().map(move |&b| (a, b)));
+        let pairs = pairs.chain(right.iter().flat_map(|&a| right.iter().map(move |&b| (a, b))));
+        pairs.filter(|(a, b)| a != b).map(|(a, b)| (a, b, world.pair(a, b).sent, world.pair(a, b).delivered)).collect()
+    };
+    let before: Vec<_> = same_side(&world);
+    world.run_for(Duration::from_secs(290));
     for &a in &left {
         for &b in &right {
             sim_assert!(world, world.pair(a, b).last_delivery.is_some_and(|t| t <= cut + Duration::from_secs(1)));
         }
     }
-    // Same side of the cut: unaffected.
-    sim_assert!(world, world.delivered_after(NodeId(0), NodeId(1), cut + Duration::from_secs(299)));
+    // Same side of the cut: unaffected. What the protocol guarantees is that traffic keeps
+    // flowing at the link's loss rate, not that a packet happened to fall in the last
+    // second (traffic is random): over the partition, every same-side pair sent and most
+    // of what it sent arrived.
+    for ((a, b, sent0, delivered0), (_, _, sent1, delivered1)) in before.into_iter().zip(same_side(&world)) {
+        let (sent, delivered) = (sent1 - sent0, delivered1 - delivered0);
+        sim_assert!(
+            world,
+            sent > 0 && delivered * 2 >= sent,
+            "{a:?} -> {b:?}: {delivered} of {sent} delivered during the cut"
+        );
+    }
     world.heal_all();
     let healed = world.now();
     world.run_for(one_retry_interval());
