@@ -228,7 +228,7 @@ impl TcpStack {
     /// A stack owning `addrs` (the node's mesh addresses, 100.100.100.100, ...).
     /// `seed` comes from the node's RNG (initial sequence numbers, ports).
     pub fn new(config: TcpConfig, addrs: &[IpAddr], seed: u64, now: Instant) -> Self {
-        let mut device = QueueDevice { mtu: config.mtu, ..QueueDevice::default() };
+        let mut device = QueueDevice::new(config.mtu);
         let mut iface_config = Config::new(HardwareAddress::Ip);
         iface_config.random_seed = seed;
         let mut iface = Interface::new(iface_config, &mut device, smol_now(now));
