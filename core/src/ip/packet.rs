@@ -149,7 +149,9 @@ impl PacketInfo {
             | IpProtocol::Ipv6Route
             | IpProtocol::Ipv6Frag
             | IpProtocol::Ipv6Opts
-            | IpProtocol::Unknown(51 | 135 | 139 | 140)) => return Err(ParseError::Extension(u8::from(p))),
+            // smoltcp decodes 51 as IpSecAh, never as Unknown(51).
+            | IpProtocol::IpSecAh
+            | IpProtocol::Unknown(135 | 139 | 140)) => return Err(ParseError::Extension(u8::from(p))),
             other => info.set_transport(other, payload)?,
         }
         Ok(info)
@@ -261,5 +263,10 @@ mod tests {
         v6.extend_from_slice(&[0; 32]);
         v6.extend_from_slice(&[0; 8]);
         assert_eq!(PacketInfo::parse(&v6), Err(ParseError::Extension(44)));
+        // Every IPv6 extension header, AH (51) included, hides the ports behind it.
+        for next in [0u8, 43, 44, 51, 60, 135, 139, 140] {
+            v6[6] = next;
+            assert_eq!(PacketInfo::parse(&v6), Err(ParseError::Extension(next)), "next header {next}");
+        }
     }
 }
