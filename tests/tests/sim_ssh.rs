@@ -239,3 +239,24 @@ fn the_same_seed_gives_the_same_ssh_trace_and_another_seed_does_not() {
     let (other, _, _) = run(seed + 1);
     assert_ne!(other, first, "seeds {seed} and {}: same trace", seed + 1);
 }
+
+/// The first handshake between client and server is lost, so the client's SYN and its
+/// retransmissions wait in WireGuard's queue and arrive together once a retry gets through.
+/// Each copy must reach the one half-open connection (two SYN-ACKs and a reset is what a
+/// real `ssh` used to see on its first login to a peer).
+#[test]
+fn a_first_login_whose_handshake_needed_a_retry_succeeds() {
+    let seed = seed_from_env(410);
+    let mut world = build(seed, LinkConfig::ideal(ms(10)), 1, &[1], ServerConfig::default());
+    world.partition(NodeId(1), NodeId(0));
+    let id = world.open_ssh(NodeId(1), NodeId(0), SshClientConfig::new("alice", vec![SshCommand::exec("exit 3")]));
+    let id = id.unwrap_or_else(|e| world.fail(e));
+    world.run_for(Duration::from_secs(4));
+    world.heal(NodeId(1), NodeId(0));
+    let closed = world.run_until_ssh_closed(id, Duration::from_secs(60));
+    let record = world.ssh_client(id).clone();
+    sim_assert!(world, closed && record.connected_at.is_some_and(|t| t.as_micros() > 4_000_000), "{record:?}");
+    sim_assert!(world, record.commands.first().and_then(|c| c.exit_status) == Some(3), "{record:?}");
+    sim_assert!(world, record.finished_at.is_some(), "the login went through: {record:?}");
+    sim_assert!(world, world.ssh_accepted().len() == 1, "one session: {:?}", world.ssh_accepted());
+}
