@@ -5,9 +5,17 @@
 use super::terminal::{encode_modes, parse_modes, ModesError};
 use super::wire::{peer_text, Reader, WireError, Writer};
 
-/// A channel, named by our (local) channel number.
+/// A channel, named by our (local) channel number. Made only by the connection that owns
+/// the channel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ChannelId(pub u32);
+pub struct ChannelId(pub(crate) u32);
+
+impl ChannelId {
+    /// Our channel number (for logs and traces).
+    pub fn as_u32(self) -> u32 {
+        self.0
+    }
+}
 
 /// What a channel carries (the CHANNEL_OPEN type and its fields).
 #[derive(Clone, Debug, PartialEq, Eq)]
