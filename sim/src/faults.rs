@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use mesh_core::rng::Rng;
 
-use crate::node::NodeId;
+use crate::ids::NodeId;
 
 /// A change to the world's fault state (injection or repair).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -69,15 +69,18 @@
 //! # Ok::<(), mesh_sim::SimError>(())
 //! ```
 
+pub mod addresses;
 pub mod apps;
 mod check;
 mod driver;
 mod error;
 pub mod events;
 pub mod faults;
+pub mod ids;
 pub mod link;
 pub mod network;
 mod node;
+mod node_apps;
 mod scenario;
 pub mod seed;
 pub mod ssh_apps;
@@ -88,21 +91,18 @@ mod world;
 #[cfg(test)]
 mod world_tests;
 
-pub use apps::{AcceptedConn, StreamPattern, Transfer, TransferError, TransferId};
+pub use addresses::{mesh_range, SINK_PORT};
+pub use apps::{AcceptedConn, StreamPattern, Transfer, TransferError};
 pub use check::{seed_from_env, SEED_ENV};
 pub use error::SimError;
 pub use faults::{ChaosConfig, Fault};
+pub use ids::{NodeId, SshClientId, TransferId};
 pub use link::{DropCause, LinkConfig, LinkStats};
 pub use network::Network;
-pub use node::{
-    allow_mesh_filter, mesh_range, Node, NodeConfig, NodeId, NodeStats, TunStats, WgTotals, SIM_DNS_DOMAIN, SINK_PORT,
-    TUN_CAPTURE_LEN,
-};
+pub use node::{allow_mesh_filter, Node, NodeConfig, NodeStats, TunStats, WgTotals, SIM_DNS_DOMAIN, TUN_CAPTURE_LEN};
 pub use scenario::{Scenario, ScenarioConfig};
 pub use seed::{seed_material, seeded_rng};
-pub use ssh_apps::{
-    SshClientConfig, SshClientId, SshClientRecord, SshCommand, SshCommandResult, SshExpect, SshServerRecord,
-};
+pub use ssh_apps::{SshClientConfig, SshClientRecord, SshCommand, SshCommandResult, SshExpect, SshServerRecord};
 pub use stats::{reason_name, PairMatrix, PairStats, SimStats, Summary};
 pub use trace::{Trace, TraceRecord};
 pub use traffic::TrafficConfig;

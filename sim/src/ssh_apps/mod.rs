@@ -43,7 +43,7 @@ pub use records::{
 };
 
 pub(crate) use client::ClientConn;
-pub(crate) use driving::{ssh_deadline, SshApps};
+pub(crate) use driving::{ssh_deadline, NodeCtx, SshApps};
 pub(crate) use server::ServerConn;
 
 use std::collections::BTreeMap;
