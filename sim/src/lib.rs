@@ -68,6 +68,39 @@
 //! assert_eq!(world.ssh_client(id).commands[0].exit_status, Some(7));
 //! # Ok::<(), mesh_sim::SimError>(())
 //! ```
+//!
+//! # Reading order
+//!
+//! Modules depend only on modules above them in this list (no two import each other), so
+//! the simulator reads bottom-up, each line naming what the module imports from the crate:
+//!
+//! - `ids`: the names of nodes, transfers and SSH clients (nothing).
+//! - `seed`: the seeded RNG every random choice forks from (nothing).
+//! - `addresses`: the address plan, node `i`'s underlay and mesh addresses, ports (`ids`).
+//! - `link`: one direction of a simulated link and a datagram's fate on it (`seed`, in tests).
+//! - `network`: the matrix of links and partitions (`ids`, `addresses`, `link`).
+//! - `faults`: partitions, crashes, restarts, and chaos that schedules them (`ids`; `seed` in
+//!   tests).
+//! - `trace`: the ordered, hashed record of everything that happened (`ids`, `link`,
+//!   `faults`).
+//! - `events`: the event queue of the virtual clock (`ids`, `faults`).
+//! - `traffic`: the UDP traffic application's packets and schedule (`seed`, in tests).
+//! - `error`: what a world-building request can fail with (`ids`, `addresses`).
+//! - `node`: one simulated node, the core node, its netmap, filter and counters (`ids`,
+//!   `addresses`, `error`).
+//! - `stats`: world-wide and per-pair counters (`ids`, `link`, `node`).
+//! - `apps`: the TCP stream clients and verifying sinks (`ids`).
+//! - `ssh_apps`: our SSH client and server apps (`ids`, `addresses`, `apps`, `error`,
+//!   `node`, `trace`).
+//! - `node_apps`: the applications of one node incarnation, kept beside the node (`apps`,
+//!   `ssh_apps`).
+//! - `driver`: drives one node by the sans-IO contract and carries its outputs (all of the
+//!   above but `seed` and `faults`).
+//! - `world`: owns the nodes, their applications, the network, the queue and the clock
+//!   (everything above).
+//! - `scenario`: ready-made worlds (`world`, `error`, `faults`, `link`, `traffic`).
+//! - `check`: seeds from the environment and `sim_assert!` for reproducible failures
+//!   (nothing; the macro calls `World::fail`).
 
 pub mod addresses;
 pub mod apps;

@@ -13,10 +13,12 @@ use mesh_core::ssh::client::{ClientConfig, ClientSession};
 use mesh_core::tcp::{ConnId, TcpEvent};
 use mesh_core::time::Instant;
 
+use super::client::ClientConn;
+use super::connections::SshNodeApps;
 use super::pipe::{Ctx, Pipe};
 use super::records::{SshClientConfig, SshClientId, SshClientRecord, SshServerRecord};
+use super::server::ServerConn;
 use super::server::ServerCtx;
-use super::{ClientConn, ServerConn, SshNodeApps};
 use crate::addresses::mesh_addr;
 use crate::error::SimError;
 use crate::ids::NodeId;
