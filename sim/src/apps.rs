@@ -15,24 +15,16 @@
 //! the core tagged the connection with and the node that really opened it (from the header's
 //! transfer id, which the world knows), so tests can check identity binding end to end.
 
-use std::net::{IpAddr, SocketAddr};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use mesh_core::tcp::{ConnId, TcpError};
 use mesh_core::time::Instant;
 use mesh_core::wireguard::PeerId;
 
-use crate::node::NodeId;
-
-/// A client transfer's index in the world ([`crate::World::transfer`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct TransferId(pub u64);
-
-impl std::fmt::Display for TransferId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "t{}", self.0)
-    }
-}
+use crate::ids::NodeId;
+pub use crate::ids::TransferId;
 
 /// Bytes of the stream header: magic, transfer id, payload length (little-endian u64s).
 pub const HEADER_LEN: usize = 24;
@@ -244,14 +236,6 @@ impl AcceptedConn {
     }
 }
 
-/// The mesh node an address belongs to, if it has the simulator's shape.
-pub(crate) fn node_of(addr: SocketAddr) -> Option<NodeId> {
-    match addr.ip() {
-        IpAddr::V4(v4) => crate::network::node_at_mesh(v4),
-        IpAddr::V6(_) => None,
-    }
-}
-
 /// A client connection on its node.
 #[derive(Debug)]
 pub(crate) struct Client {
@@ -273,18 +257,16 @@ pub(crate) struct Sink {
     pub(crate) eof: bool,
 }
 
-/// The TCP applications running on one node incarnation.
+/// The TCP applications running on one node incarnation (they die with it).
 #[derive(Debug, Default)]
-pub(crate) struct NodeApps {
-    pub(crate) clients: std::collections::BTreeMap<ConnId, Client>,
-    pub(crate) sinks: std::collections::BTreeMap<ConnId, Sink>,
-    /// SSH clients and server connections (see [`crate::ssh_apps`]).
-    pub(crate) ssh: crate::ssh_apps::SshNodeApps,
+pub(crate) struct TcpNodeApps {
+    pub(crate) clients: BTreeMap<ConnId, Client>,
+    pub(crate) sinks: BTreeMap<ConnId, Sink>,
 }
 
 /// The world's records of every transfer and accepted connection, and scratch buffers.
 #[derive(Debug)]
-pub(crate) struct Apps {
+pub(crate) struct TcpApps {
     pub(crate) pattern_seed: u64,
     pub(crate) transfers: Vec<Transfer>,
     pub(crate) accepted: Vec<AcceptedConn>,
@@ -292,26 +274,23 @@ pub(crate) struct Apps {
     pub(crate) io: Vec<u8>,
     /// What the sink expects.
     pub(crate) expect: Vec<u8>,
-    /// The SSH apps' servers, records and RNG.
-    pub(crate) ssh: crate::ssh_apps::SshApps,
 }
 
-impl Apps {
-    /// `ssh_rng`: the SSH apps' share of the world's randomness.
-    pub(crate) fn new(seed: u64, ssh_rng: mesh_core::rng::Rng) -> Self {
+impl TcpApps {
+    /// The TCP apps of a world with this seed (it picks the streams' patterns).
+    pub(crate) fn new(seed: u64) -> Self {
         Self {
             pattern_seed: splitmix64(seed ^ 0x6d65_7368_7369_6d31),
             transfers: Vec::new(),
             accepted: Vec::new(),
             io: vec![0; CHUNK],
             expect: vec![0; CHUNK],
-            ssh: crate::ssh_apps::SshApps::new(ssh_rng),
         }
     }
 
     /// Feed bytes a sink received: parse the header, compare the rest with the pattern.
     pub(crate) fn absorb(&mut self, now: Instant, sink: &mut Sink, len: usize) {
-        let Self { pattern_seed, transfers, accepted, io, expect, .. } = self;
+        let Self { pattern_seed, transfers, accepted, io, expect } = self;
         let record = &mut accepted[sink.record];
         let mut data = &io[..len];
         let at = record.received;
@@ -388,7 +367,7 @@ mod tests {
 
     #[test]
     fn sink_verifies_a_stream_fed_in_odd_pieces() {
-        let mut apps = Apps::new(7, crate::seeded_rng(7));
+        let mut apps = TcpApps::new(7);
         // Connection ids come only from a stack.
         let mut stack = mesh_core::tcp::TcpStack::new(
             mesh_core::tcp::TcpConfig::default(),

@@ -3,10 +3,11 @@
 //! After every input the world gives a node, [`Driver::drive`] drains the core node's
 //! `poll_transmit` (each datagram goes onto its link, or is dropped), `poll_tun_packet`
 //! (application packets are checked and counted per pair; anything else is counted and
-//! captured) and `poll_event` (WireGuard events are counted and traced; TCP events go to the
-//! node's TCP applications, which may call back into the node) until all are empty, then asks
-//! `poll_timeout` once and makes sure a timer event is scheduled for the deadline. The driver
-//! borrows the parts of the world a node's outputs touch, apart from the node.
+//! captured) and `poll_event` (WireGuard events are counted and traced; TCP and SSH events go
+//! to the node's applications, which may call back into the node) until all are empty, then
+//! asks `poll_timeout` once and makes sure a timer event is scheduled for the deadline. The
+//! driver borrows the parts of the world a node's outputs touch, apart from the node and its
+//! applications ([`NodeApps`]), which every entry point is handed together.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -19,13 +20,18 @@ use mesh_core::time::Instant;
 use mesh_core::wireguard::{packet_buffer, DropCounts, DropReason, Event as WgEvent, PeerId, Transmit};
 use tracing::debug;
 
-use crate::apps::{node_of, AcceptedConn, Apps, Client, Sink, Stream, Transfer, TransferError, TransferId, CHUNK};
+use crate::addresses::{mesh_addr, node_at_mesh, node_at_mesh_socket, node_at_underlay, underlay_addr};
+use crate::apps::{
+    AcceptedConn, Client, Sink, Stream, TcpApps, TcpNodeApps, Transfer, TransferError, TransferId, CHUNK, HEADER_LEN,
+};
 use crate::error::SimError;
 use crate::events::{Event, EventQueue};
+use crate::ids::{NodeId, SshClientId};
 use crate::link::{DropCause, Fate};
-use crate::network::{self, node_at_mesh, node_at_underlay, Network};
-use crate::node::{Node, NodeId};
-use crate::ssh_apps::ssh_deadline;
+use crate::network::Network;
+use crate::node::Node;
+use crate::node_apps::NodeApps;
+use crate::ssh_apps::{ssh_deadline, NodeCtx, SshApps, SshClientConfig};
 use crate::stats::{PairMatrix, SimStats, ALL_REASONS};
 use crate::trace::{Fingerprint, Trace, TraceRecord};
 use crate::traffic::AppPacket;
@@ -38,7 +44,10 @@ pub(crate) struct Driver<'a> {
     pub(crate) trace: &'a mut Trace,
     pub(crate) stats: &'a mut SimStats,
     pub(crate) pairs: &'a mut PairMatrix,
-    pub(crate) apps: &'a mut Apps,
+    /// The TCP apps' records and scratch buffers.
+    pub(crate) tcp: &'a mut TcpApps,
+    /// The SSH apps' servers, records and RNG.
+    pub(crate) ssh: &'a mut SshApps,
     pub(crate) link_rng: &'a mut Rng,
 }
 
@@ -96,21 +105,21 @@ impl Driver<'_> {
 
     /// A datagram arrives at the running `node`: hand it to the core, note whether
     /// WireGuard refused it (its drop counters rise), drive the node.
-    pub(crate) fn deliver(&mut self, node: &mut Node, from: NodeId, payload: BytesMut) {
+    pub(crate) fn deliver(&mut self, node: &mut Node, apps: &mut NodeApps, from: NodeId, payload: BytesMut) {
         let now = self.now;
         let to = node.id();
         let before = drops_of(node);
         let Some(core) = node.core.as_mut() else { return };
         self.stats.datagrams_delivered += 1;
         self.trace.record(now, TraceRecord::Delivered { from, to, len: payload.len() as u32 });
-        core.handle_datagram(now, network::underlay_addr(from), payload);
+        core.handle_datagram(now, underlay_addr(from), payload);
         if let Some(reason) = rose(&before, &core.wireguard().stats().drops, |r| !is_outbound_reason(r)) {
             node.stats.datagrams_rejected += 1;
             self.stats.datagrams_rejected += 1;
             self.stats.rejected_by_reason[reason.index()] += 1;
             self.trace.record(now, TraceRecord::Rejected { node: to, from, reason });
         }
-        self.drive(node, false);
+        self.drive(node, apps, false);
     }
 
     /// A packet came out of `node`'s TUN side.
@@ -163,7 +172,7 @@ impl Driver<'_> {
         self.trace.record(self.now, record);
     }
 
-    fn node_event(&mut self, node: &mut Node, event: NodeEvent) {
+    fn node_event(&mut self, node: &mut Node, apps: &mut NodeApps, event: NodeEvent) {
         match event {
             NodeEvent::WireGuard(e) => self.wg_event(node, e),
             NodeEvent::FlowCut(_) => {
@@ -171,8 +180,8 @@ impl Driver<'_> {
                 self.stats.flows_cut += 1;
                 self.trace.record(self.now, TraceRecord::FlowCut { node: node.id() });
             }
-            NodeEvent::Tcp(e) => self.tcp_event(node, e),
-            NodeEvent::Ssh(e) => self.ssh_event(node, e),
+            NodeEvent::Tcp(e) => self.tcp_event(node, apps, e),
+            NodeEvent::Ssh(e) => self.ssh_parts(node, apps, |ssh, cx| ssh.event(cx, e)),
             // The node's netmap is rebuilt from the world's, and PeerIds are mapped back to
             // nodes afresh after every change (`Node::remap`).
             NodeEvent::PeerGone { peer } => {
@@ -185,7 +194,7 @@ impl Driver<'_> {
     /// Drain `node`'s outputs after an input, then ask for its next deadline once.
     /// `after_timeout` says the input was `handle_timeout(now)`, after which the deadline
     /// must lie in the future.
-    pub(crate) fn drive(&mut self, node: &mut Node, after_timeout: bool) {
+    pub(crate) fn drive(&mut self, node: &mut Node, apps: &mut NodeApps, after_timeout: bool) {
         let id = node.id();
         loop {
             let mut progressed = false;
@@ -199,19 +208,19 @@ impl Driver<'_> {
             }
             while let Some(event) = node.core.as_mut().and_then(|c| c.poll_event()) {
                 progressed = true;
-                self.node_event(node, event);
+                self.node_event(node, apps, event);
             }
             if !progressed {
                 break;
             }
         }
-        self.poll_timeout(node, after_timeout);
+        self.poll_timeout(node, apps, after_timeout);
     }
 
     /// Ask `node` for its next deadline and make sure a timer event is scheduled for it.
-    fn poll_timeout(&mut self, node: &mut Node, after_timeout: bool) {
+    fn poll_timeout(&mut self, node: &mut Node, apps: &NodeApps, after_timeout: bool) {
         let core = node.core.as_ref().and_then(|c| c.poll_timeout());
-        let ssh = if node.apps.ssh.is_empty() { None } else { ssh_deadline(&node.apps.ssh) };
+        let ssh = if apps.ssh.is_empty() { None } else { ssh_deadline(&apps.ssh) };
         let Some(deadline) = [core, ssh].into_iter().flatten().min() else { return };
         let mut at = deadline.max(self.now);
         if after_timeout && deadline <= self.now {
@@ -229,26 +238,26 @@ impl Driver<'_> {
 
     /// Run `node`'s timers (the core's and its SSH sessions'), let its clients retry, drive
     /// it.
-    pub(crate) fn timeout(&mut self, node: &mut Node) {
+    pub(crate) fn timeout(&mut self, node: &mut Node, apps: &mut NodeApps) {
         let Some(core) = node.core.as_mut() else { return };
         core.handle_timeout(self.now);
         self.stats.timers_fired += 1;
         self.trace.record(self.now, TraceRecord::Timer { node: node.id() });
-        if !node.apps.ssh.is_empty() {
-            self.ssh_timeouts(node);
+        if !apps.ssh.is_empty() {
+            self.ssh_parts(node, apps, SshApps::timeouts);
         }
-        if !node.apps.clients.is_empty() {
+        if !apps.tcp.clients.is_empty() {
             let waiting: Vec<ConnId> =
-                node.apps.clients.iter().filter(|(_, c)| c.connected && !c.closing).map(|(id, _)| *id).collect();
+                apps.tcp.clients.iter().filter(|(_, c)| c.connected && !c.closing).map(|(id, _)| *id).collect();
             for conn in waiting {
-                self.pump(node, conn);
+                self.pump(node, &mut apps.tcp, conn);
             }
         }
-        self.drive(node, true);
+        self.drive(node, apps, true);
     }
 
     /// The traffic application of `node` sends one packet to `to` through its TUN side.
-    pub(crate) fn send_app_packet(&mut self, node: &mut Node, to: NodeId) -> Result<(), SimError> {
+    pub(crate) fn send_app_packet(&mut self, node: &mut Node, apps: &mut NodeApps, to: NodeId) -> Result<(), SimError> {
         let from = node.id();
         if !node.is_up() {
             return Err(SimError::NodeDown(from));
@@ -257,7 +266,7 @@ impl Driver<'_> {
         let seq = pair.sent;
         pair.sent += 1;
         pair.last_sent = Some(self.now);
-        let packet = AppPacket { src: network::mesh_addr(from), dst: network::mesh_addr(to), seq, sent_at: self.now };
+        let packet = AppPacket { src: mesh_addr(from), dst: mesh_addr(to), seq, sent_at: self.now };
         let before = drops_of(node);
         let refused_before = node.core.as_ref().map_or(0, |c| c.stats().outbound_no_route + c.stats().outbound_dropped);
         let Some(core) = node.core.as_mut() else { return Err(SimError::NodeDown(from)) };
@@ -274,18 +283,18 @@ impl Driver<'_> {
             let reason = reason.unwrap_or(DropReason::NoRoute);
             self.trace.record(self.now, TraceRecord::AppSendFailed { from, to, reason });
         }
-        self.drive(node, false);
+        self.drive(node, apps, false);
         Ok(())
     }
 
     /// Hand a raw IP packet to `node`'s TUN side.
-    pub(crate) fn inject(&mut self, node: &mut Node, packet: &[u8]) -> Result<(), SimError> {
+    pub(crate) fn inject(&mut self, node: &mut Node, apps: &mut NodeApps, packet: &[u8]) -> Result<(), SimError> {
         let id = node.id();
         let core = node.core.as_mut().ok_or(SimError::NodeDown(id))?;
         self.stats.injected += 1;
         self.trace.record(self.now, TraceRecord::Injected { node: id, len: packet.len() as u32 });
         core.handle_tun_packet(self.now, packet_buffer(packet));
-        self.drive(node, false);
+        self.drive(node, apps, false);
         Ok(())
     }
 
@@ -295,16 +304,17 @@ impl Driver<'_> {
     pub(crate) fn open_tcp(
         &mut self,
         node: &mut Node,
+        apps: &mut NodeApps,
         to: NodeId,
         port: u16,
         bytes: u64,
     ) -> Result<TransferId, SimError> {
         let from = node.id();
         let core = node.core.as_mut().ok_or(SimError::NodeDown(from))?;
-        let remote = SocketAddr::new(network::mesh_addr(to).into(), port);
+        let remote = SocketAddr::new(mesh_addr(to).into(), port);
         let conn = core.tcp_connect(self.now, remote).map_err(SimError::Tcp)?;
-        let id = TransferId(self.apps.transfers.len() as u64);
-        self.apps.transfers.push(Transfer {
+        let id = TransferId(self.tcp.transfers.len() as u64);
+        self.tcp.transfers.push(Transfer {
             id,
             from,
             to,
@@ -318,93 +328,133 @@ impl Driver<'_> {
             closed_at: None,
             error: None,
         });
-        let stream = Stream::new(id, bytes, self.apps.pattern_seed);
-        node.apps
+        let stream = Stream::new(id, bytes, self.tcp.pattern_seed);
+        apps.tcp
             .clients
             .insert(conn, Client { transfer: id, stream, queued: 0, connected: false, closing: false, eof: false });
         self.stats.tcp_opened += 1;
         self.trace.record(self.now, TraceRecord::TcpOpened { from, to, port, transfer: id.0 });
-        self.drive(node, false);
+        self.drive(node, apps, false);
         Ok(id)
     }
 
-    /// The applications' part of a crash: everything open on `node` ends now.
-    pub(crate) fn crash_apps(&mut self, node: &mut Node) {
-        let apps = std::mem::take(&mut node.apps);
-        self.crash_ssh(&apps.ssh);
-        for client in apps.clients.values() {
-            let t = &mut self.apps.transfers[client.transfer.0 as usize];
+    /// Open an SSH client app `node -> to:22` running `config.script` (see
+    /// [`SshApps::open`]).
+    pub(crate) fn open_ssh(
+        &mut self,
+        node: &mut Node,
+        apps: &mut NodeApps,
+        to: NodeId,
+        config: SshClientConfig,
+    ) -> Result<SshClientId, SimError> {
+        let id = self.ssh_parts(node, apps, |ssh, cx| ssh.open(cx, to, config))?;
+        self.stats.tcp_opened += 1;
+        self.drive(node, apps, false);
+        Ok(id)
+    }
+
+    /// Lend the SSH apps the node they act on, with its SSH connections and the trace.
+    fn ssh_parts<T>(
+        &mut self,
+        node: &mut Node,
+        apps: &mut NodeApps,
+        f: impl FnOnce(&mut SshApps, &mut NodeCtx<'_>) -> T,
+    ) -> T {
+        let mut cx = NodeCtx { now: self.now, node, apps: &mut apps.ssh, trace: &mut *self.trace };
+        f(self.ssh, &mut cx)
+    }
+
+    /// The applications' part of a crash: everything open on the crashed node (`apps`,
+    /// taken from it) ends now.
+    pub(crate) fn crash_apps(&mut self, apps: NodeApps) {
+        self.ssh.crash(self.now, &apps.ssh);
+        for client in apps.tcp.clients.values() {
+            let t = &mut self.tcp.transfers[client.transfer.0 as usize];
             t.closed_at.get_or_insert(self.now);
             if t.finished_at.is_none() {
                 t.error.get_or_insert(TransferError::NodeCrashed);
             }
         }
-        for sink in apps.sinks.values() {
-            self.apps.accepted[sink.record].closed_at.get_or_insert(self.now);
+        for sink in apps.tcp.sinks.values() {
+            self.tcp.accepted[sink.record].closed_at.get_or_insert(self.now);
         }
     }
 
-    fn tcp_event(&mut self, node: &mut Node, event: TcpEvent) {
+    fn tcp_event(&mut self, node: &mut Node, apps: &mut NodeApps, event: TcpEvent) {
         let now = self.now;
         let id = node.id();
         if let TcpEvent::Closed { conn } = event {
             self.stats.tcp_closed += 1;
             self.trace.record(now, TraceRecord::TcpClosed { node: id, conn: conn.as_u64() });
         }
-        if self.ssh_tcp_event(node, event) {
+        if self.ssh_parts(node, apps, |ssh, cx| ssh.tcp_event(cx, event)) {
             return;
         }
+        let apps = &mut apps.tcp;
         match event {
-            TcpEvent::Accepted { conn, peer, local, remote } => self.accept(node, conn, peer, local, remote),
+            TcpEvent::Accepted { conn, peer, local, remote } => self.accept(node, apps, conn, peer, local, remote),
             TcpEvent::Connected { conn } => {
-                let Some(client) = node.apps.clients.get_mut(&conn) else { return };
+                let Some(client) = apps.clients.get_mut(&conn) else { return };
                 client.connected = true;
-                let t = &mut self.apps.transfers[client.transfer.0 as usize];
+                let t = &mut self.tcp.transfers[client.transfer.0 as usize];
                 t.connected_at = Some(now);
                 self.stats.tcp_connected += 1;
                 self.trace.record(now, TraceRecord::TcpConnected { node: id, transfer: client.transfer.0 });
-                self.pump(node, conn);
+                self.pump(node, apps, conn);
             }
-            TcpEvent::Writable { conn } => self.pump(node, conn),
+            TcpEvent::Writable { conn } => self.pump(node, apps, conn),
             TcpEvent::Readable { conn } => {
-                if node.apps.sinks.contains_key(&conn) {
-                    self.sink_read(node, conn);
-                } else if node.apps.clients.contains_key(&conn) {
-                    self.client_read(node, conn);
+                if apps.sinks.contains_key(&conn) {
+                    self.sink_read(node, apps, conn);
+                } else if apps.clients.contains_key(&conn) {
+                    self.client_read(node, apps, conn);
                 }
             }
             TcpEvent::Closed { conn } => {
-                if let Some(client) = node.apps.clients.remove(&conn) {
-                    let t = &mut self.apps.transfers[client.transfer.0 as usize];
+                if let Some(client) = apps.clients.remove(&conn) {
+                    let t = &mut self.tcp.transfers[client.transfer.0 as usize];
                     t.closed_at = Some(now);
                     if !client.closing {
                         t.error.get_or_insert(TransferError::ClosedEarly);
                     }
-                } else if let Some(sink) = node.apps.sinks.remove(&conn) {
-                    self.apps.accepted[sink.record].closed_at = Some(now);
+                } else if let Some(sink) = apps.sinks.remove(&conn) {
+                    self.tcp.accepted[sink.record].closed_at = Some(now);
                 }
             }
         }
     }
 
-    fn accept(&mut self, node: &mut Node, conn: ConnId, peer: Option<PeerId>, local: SocketAddr, remote: SocketAddr) {
+    fn accept(
+        &mut self,
+        node: &Node,
+        apps: &mut TcpNodeApps,
+        conn: ConnId,
+        peer: Option<PeerId>,
+        local: SocketAddr,
+        remote: SocketAddr,
+    ) {
         let id = node.id();
         let peer_node = peer.and_then(|p| node.peer_node(p));
         self.stats.tcp_accepted += 1;
         self.trace.record(
             self.now,
-            TraceRecord::TcpAccepted { node: id, peer: peer_node, remote: node_of(remote), port: local.port() },
+            TraceRecord::TcpAccepted {
+                node: id,
+                peer: peer_node,
+                remote: node_at_mesh_socket(remote),
+                port: local.port(),
+            },
         );
-        self.apps.accepted.push(AcceptedConn::new(id, conn, (peer, peer_node), local, remote, self.now));
-        let record = self.apps.accepted.len() - 1;
-        node.apps.sinks.insert(conn, Sink { record, header: [0; crate::apps::HEADER_LEN], stream: None, eof: false });
+        self.tcp.accepted.push(AcceptedConn::new(id, conn, (peer, peer_node), local, remote, self.now));
+        let record = self.tcp.accepted.len() - 1;
+        apps.sinks.insert(conn, Sink { record, header: [0; HEADER_LEN], stream: None, eof: false });
     }
 
     /// Queue as much of a client's stream as fits; close when all is queued.
-    fn pump(&mut self, node: &mut Node, conn: ConnId) {
+    fn pump(&mut self, node: &mut Node, apps: &mut TcpNodeApps, conn: ConnId) {
         let now = self.now;
         let Some(core) = node.core.as_mut() else { return };
-        let Some(client) = node.apps.clients.get_mut(&conn) else { return };
+        let Some(client) = apps.clients.get_mut(&conn) else { return };
         if !client.connected || client.closing {
             return;
         }
@@ -412,7 +462,7 @@ impl Driver<'_> {
         let mut failed = None;
         while client.queued < total {
             let n = (total - client.queued).min(CHUNK as u64) as usize;
-            let buf = &mut self.apps.io[..n];
+            let buf = &mut self.tcp.io[..n];
             client.stream.fill(client.queued, buf);
             match core.tcp_send(now, conn, buf) {
                 Ok(k) => {
@@ -427,7 +477,7 @@ impl Driver<'_> {
                 }
             }
         }
-        let t = &mut self.apps.transfers[client.transfer.0 as usize];
+        let t = &mut self.tcp.transfers[client.transfer.0 as usize];
         t.queued = client.queued;
         if failed.is_none() && client.queued == total {
             client.closing = true;
@@ -443,15 +493,15 @@ impl Driver<'_> {
     }
 
     /// The client reads (and discards) whatever the server sends, and notes its FIN.
-    fn client_read(&mut self, node: &mut Node, conn: ConnId) {
+    fn client_read(&mut self, node: &mut Node, apps: &mut TcpNodeApps, conn: ConnId) {
         let Some(core) = node.core.as_mut() else { return };
-        let Some(client) = node.apps.clients.get_mut(&conn) else { return };
+        let Some(client) = apps.clients.get_mut(&conn) else { return };
         if client.eof {
             return;
         }
         let mut first = true;
         loop {
-            match core.tcp_recv(self.now, conn, &mut self.apps.io) {
+            match core.tcp_recv(self.now, conn, &mut self.tcp.io) {
                 Ok(0) => {
                     client.eof = first;
                     break;
@@ -467,23 +517,23 @@ impl Driver<'_> {
 
     /// The sink reads until `recv` returns 0 and verifies what it got. A `Readable` whose
     /// first read returns 0 is the client's FIN: the sink closes its side.
-    fn sink_read(&mut self, node: &mut Node, conn: ConnId) {
+    fn sink_read(&mut self, node: &mut Node, apps: &mut TcpNodeApps, conn: ConnId) {
         let now = self.now;
         let id = node.id();
         let Some(core) = node.core.as_mut() else { return };
-        let Some(sink) = node.apps.sinks.get_mut(&conn) else { return };
+        let Some(sink) = apps.sinks.get_mut(&conn) else { return };
         if sink.eof {
             return;
         }
         let mut first = true;
         loop {
-            match core.tcp_recv(now, conn, &mut self.apps.io) {
+            match core.tcp_recv(now, conn, &mut self.tcp.io) {
                 Ok(0) => break,
                 Ok(n) => {
                     first = false;
-                    let was_complete = self.apps.accepted[sink.record].completed_at.is_some();
-                    self.apps.absorb(now, sink, n);
-                    let r = &self.apps.accepted[sink.record];
+                    let was_complete = self.tcp.accepted[sink.record].completed_at.is_some();
+                    self.tcp.absorb(now, sink, n);
+                    let r = &self.tcp.accepted[sink.record];
                     if !was_complete && r.completed_at.is_some() {
                         self.stats.tcp_transfers_completed += 1;
                         self.trace.record(
@@ -502,7 +552,7 @@ impl Driver<'_> {
         }
         if first {
             sink.eof = true;
-            self.apps.accepted[sink.record].eof_at = Some(now);
+            self.tcp.accepted[sink.record].eof_at = Some(now);
             let _ = core.tcp_close(now, conn);
         }
     }

@@ -4,8 +4,8 @@ use mesh_core::tcp::TcpError;
 use mesh_core::wireguard::ConfigError;
 use thiserror::Error;
 
-use crate::network::MAX_NODES;
-use crate::node::NodeId;
+use crate::addresses::MAX_NODES;
+use crate::ids::NodeId;
 
 /// A world-building or world-changing request that cannot be carried out.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]

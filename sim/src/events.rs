@@ -16,7 +16,7 @@ use bytes::BytesMut;
 use mesh_core::time::Instant;
 
 use crate::faults::Fault;
-use crate::node::NodeId;
+use crate::ids::NodeId;
 
 /// An event and the instant it is due.
 #[derive(Debug)]

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use mesh_core::rng::Rng;
 
-use crate::node::NodeId;
+use crate::ids::NodeId;
 
 /// A change to the world's fault state (injection or repair).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -181,7 +181,7 @@ mod tests {
 
     #[test]
     fn plans_stay_in_range_and_respect_the_crash_limit() {
-        let mut chaos = Chaos::new(ChaosConfig::default(), crate::seeded_rng(1));
+        let mut chaos = Chaos::new(ChaosConfig::default(), crate::seed::seeded_rng(1));
         let mut crashes = 0;
         for _ in 0..1000 {
             let gap = chaos.next_gap();

@@ -68,16 +68,52 @@
 //! assert_eq!(world.ssh_client(id).commands[0].exit_status, Some(7));
 //! # Ok::<(), mesh_sim::SimError>(())
 //! ```
+//!
+//! # Reading order
+//!
+//! Modules depend only on modules above them in this list (no two import each other), so
+//! the simulator reads bottom-up, each line naming what the module imports from the crate:
+//!
+//! - `ids`: the names of nodes, transfers and SSH clients (nothing).
+//! - `seed`: the seeded RNG every random choice forks from (nothing).
+//! - `addresses`: the address plan, node `i`'s underlay and mesh addresses, ports (`ids`).
+//! - `link`: one direction of a simulated link and a datagram's fate on it (`seed`, in tests).
+//! - `network`: the matrix of links and partitions (`ids`, `addresses`, `link`).
+//! - `faults`: partitions, crashes, restarts, and chaos that schedules them (`ids`; `seed` in
+//!   tests).
+//! - `trace`: the ordered, hashed record of everything that happened (`ids`, `link`,
+//!   `faults`).
+//! - `events`: the event queue of the virtual clock (`ids`, `faults`).
+//! - `traffic`: the UDP traffic application's packets and schedule (`seed`, in tests).
+//! - `error`: what a world-building request can fail with (`ids`, `addresses`).
+//! - `node`: one simulated node, the core node, its netmap, filter and counters (`ids`,
+//!   `addresses`, `error`).
+//! - `stats`: world-wide and per-pair counters (`ids`, `link`, `node`).
+//! - `apps`: the TCP stream clients and verifying sinks (`ids`).
+//! - `ssh_apps`: our SSH client and server apps (`ids`, `addresses`, `apps`, `error`,
+//!   `node`, `trace`).
+//! - `node_apps`: the applications of one node incarnation, kept beside the node (`apps`,
+//!   `ssh_apps`).
+//! - `driver`: drives one node by the sans-IO contract and carries its outputs (all of the
+//!   above but `seed` and `faults`).
+//! - `world`: owns the nodes, their applications, the network, the queue and the clock
+//!   (everything above).
+//! - `scenario`: ready-made worlds (`world`, `error`, `faults`, `link`, `traffic`).
+//! - `check`: seeds from the environment and `sim_assert!` for reproducible failures
+//!   (nothing; the macro calls `World::fail`).
 
+pub mod addresses;
 pub mod apps;
 mod check;
 mod driver;
 mod error;
 pub mod events;
 pub mod faults;
+pub mod ids;
 pub mod link;
 pub mod network;
 mod node;
+mod node_apps;
 mod scenario;
 pub mod seed;
 pub mod ssh_apps;
@@ -88,21 +124,18 @@ mod world;
 #[cfg(test)]
 mod world_tests;
 
-pub use apps::{AcceptedConn, StreamPattern, Transfer, TransferError, TransferId};
+pub use addresses::{mesh_range, SINK_PORT};
+pub use apps::{AcceptedConn, StreamPattern, Transfer, TransferError};
 pub use check::{seed_from_env, SEED_ENV};
 pub use error::SimError;
 pub use faults::{ChaosConfig, Fault};
+pub use ids::{NodeId, SshClientId, TransferId};
 pub use link::{DropCause, LinkConfig, LinkStats};
 pub use network::Network;
-pub use node::{
-    allow_mesh_filter, mesh_range, Node, NodeConfig, NodeId, NodeStats, TunStats, WgTotals, SIM_DNS_DOMAIN, SINK_PORT,
-    TUN_CAPTURE_LEN,
-};
+pub use node::{allow_mesh_filter, Node, NodeConfig, NodeStats, TunStats, WgTotals, SIM_DNS_DOMAIN, TUN_CAPTURE_LEN};
 pub use scenario::{Scenario, ScenarioConfig};
 pub use seed::{seed_material, seeded_rng};
-pub use ssh_apps::{
-    SshClientConfig, SshClientId, SshClientRecord, SshCommand, SshCommandResult, SshExpect, SshServerRecord,
-};
+pub use ssh_apps::{SshClientConfig, SshClientRecord, SshCommand, SshCommandResult, SshExpect, SshServerRecord};
 pub use stats::{reason_name, PairMatrix, PairStats, SimStats, Summary};
 pub use trace::{Trace, TraceRecord};
 pub use traffic::TrafficConfig;

@@ -270,7 +270,7 @@ mod tests {
 
     #[test]
     fn loss_rate_is_roughly_as_configured() {
-        let mut rng = crate::seeded_rng(11);
+        let mut rng = crate::seed::seeded_rng(11);
         for loss in [0.0, 0.05, 0.2, 0.5] {
             let mut dir = LinkDirection::new(LinkConfig::wan().with_loss(loss));
             let n = 50_000u32;
@@ -288,7 +288,7 @@ mod tests {
 
     #[test]
     fn latency_and_jitter_bound_arrival_and_keep_order() {
-        let mut rng = crate::seeded_rng(5);
+        let mut rng = crate::seed::seeded_rng(5);
         let config = LinkConfig { jitter: ms(5), ..LinkConfig::ideal(ms(20)) };
         let mut dir = LinkDirection::new(config);
         let mut last = Instant::ZERO;
@@ -305,7 +305,7 @@ mod tests {
 
     #[test]
     fn reordering_lets_later_datagrams_overtake() {
-        let mut rng = crate::seeded_rng(6);
+        let mut rng = crate::seed::seeded_rng(6);
         let config = LinkConfig { reorder: 0.2, reorder_delay: ms(50), ..LinkConfig::ideal(ms(10)) };
         let mut dir = LinkDirection::new(config);
         let arrivals: Vec<Instant> = (0..1000u64)
@@ -321,7 +321,7 @@ mod tests {
 
     #[test]
     fn duplicates_are_produced_at_the_configured_rate() {
-        let mut rng = crate::seeded_rng(7);
+        let mut rng = crate::seed::seeded_rng(7);
         let mut dir = LinkDirection::new(LinkConfig { duplicate: 0.1, ..LinkConfig::default() });
         let dups = (0..10_000u64)
             .filter(|i| {
@@ -336,7 +336,7 @@ mod tests {
 
     #[test]
     fn bandwidth_serializes_and_queue_overflows() {
-        let mut rng = crate::seeded_rng(8);
+        let mut rng = crate::seed::seeded_rng(8);
         // 1 Mbit/s: a 97-byte payload (125 bytes on the wire) takes exactly 1 ms.
         let config = LinkConfig { max_queue_delay: ms(10), ..LinkConfig::ideal(ms(5)).with_bandwidth(1_000_000) };
         let mut dir = LinkDirection::new(config);
@@ -360,7 +360,7 @@ mod tests {
 
     #[test]
     fn mtu_drops_oversized_datagrams() {
-        let mut rng = crate::seeded_rng(9);
+        let mut rng = crate::seed::seeded_rng(9);
         let mut dir = LinkDirection::new(LinkConfig::default().with_mtu(1280));
         assert!(matches!(dir.transmit(Instant::ZERO, 1252, &mut rng), Fate::Deliver { .. }));
         assert_eq!(dir.transmit(Instant::ZERO, 1253, &mut rng), Fate::Dropped(DropCause::Mtu));

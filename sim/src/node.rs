@@ -7,11 +7,12 @@
 //! the same peers and the same filter, as a rebooted daemon would. Each boot is a new
 //! *generation*: events scheduled for an older generation (timers, traffic ticks) are
 //! recognised as stale and ignored. The simulated applications running on it (TCP clients
-//! and sinks, see [`crate::apps`]) die with it.
+//! and sinks, SSH connections) are not part of the node: the world keeps them beside it
+//! (see [`crate::node_apps`]) and ends them when the node crashes.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -23,21 +24,11 @@ use mesh_core::node::{
 use mesh_core::ssh::server::ServerConfig;
 use mesh_core::tcp::TcpConfig;
 use mesh_core::time::{Instant, UnixTime};
-use mesh_core::wireguard::{IpPrefix, PeerId, PeerStatus, PrivateKey, PublicKey, WireGuard};
+use mesh_core::wireguard::{PeerId, PeerStatus, PrivateKey, PublicKey, WireGuard};
 
-use crate::apps::NodeApps;
+use crate::addresses::{mesh_addr, mesh_range, underlay_addr, SINK_PORT};
 use crate::error::SimError;
-use crate::network::{mesh_addr, underlay_addr};
-
-/// A node's index in its world.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct NodeId(pub usize);
-
-impl fmt::Display for NodeId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "n{}", self.0)
-    }
-}
+use crate::ids::NodeId;
 
 /// The MagicDNS domain of simulated nodes (node `n3` is `n3.mesh.sim`).
 pub const SIM_DNS_DOMAIN: &str = "mesh.sim";
@@ -81,18 +72,6 @@ impl NodeConfig {
     /// This configuration with the sink port served (or not).
     pub fn with_sink(self, serve_sink: bool) -> Self {
         Self { serve_sink, ..self }
-    }
-}
-
-/// The TCP port the sink application serves on nodes with [`NodeConfig::serve_sink`].
-pub const SINK_PORT: u16 = 5001;
-
-/// The mesh's IPv4 range, 100.64.0.0/10.
-pub fn mesh_range() -> IpPrefix {
-    match IpPrefix::new(IpAddr::V4(Ipv4Addr::new(100, 64, 0, 0)), 10) {
-        Ok(prefix) => prefix,
-        // A constant, valid prefix.
-        Err(_) => IpPrefix::host(IpAddr::V4(Ipv4Addr::new(100, 64, 0, 0))),
     }
 }
 
@@ -234,8 +213,6 @@ pub struct Node {
     pub(crate) stats: NodeStats,
     pub(crate) tun: TunStats,
     pub(crate) tun_capture: VecDeque<(Instant, BytesMut)>,
-    /// The TCP applications of the running incarnation.
-    pub(crate) apps: NodeApps,
     /// WireGuard counters of crashed incarnations.
     retired: WgTotals,
 }
@@ -294,7 +271,6 @@ impl Node {
             stats: NodeStats::default(),
             tun: TunStats::default(),
             tun_capture: VecDeque::new(),
-            apps: NodeApps::default(),
             retired: WgTotals::default(),
         }
     }
@@ -337,7 +313,6 @@ impl Node {
         core.set_filter(now, self.filter.clone());
         self.core = Some(core);
         self.remap();
-        self.apps = NodeApps::default();
         self.generation += 1;
         self.timer_at = None;
         Ok(())

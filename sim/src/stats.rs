@@ -10,8 +10,9 @@ use std::time::Duration;
 use mesh_core::time::Instant;
 use mesh_core::wireguard::{DropReason, MessageError};
 
+use crate::ids::NodeId;
 use crate::link::DropCause;
-use crate::node::{NodeId, WgTotals};
+use crate::node::WgTotals;
 
 /// World-wide counters.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

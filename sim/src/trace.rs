@@ -21,8 +21,8 @@ use mesh_core::time::Instant;
 use mesh_core::wireguard::DropReason;
 
 use crate::faults::Fault;
+use crate::ids::NodeId;
 use crate::link::DropCause;
-use crate::node::NodeId;
 
 /// Bytes of a datagram's beginning and end committed to the trace: the header (type,
 /// indices, counter) and the end (the AEAD tag of data messages, the MACs of handshakes),

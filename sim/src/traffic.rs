@@ -167,7 +167,7 @@ mod tests {
     #[test]
     fn gaps_are_jittered_around_the_interval() {
         let config = TrafficConfig::default();
-        let mut rng = crate::seeded_rng(3);
+        let mut rng = crate::seed::seeded_rng(3);
         for _ in 0..1000 {
             let gap = config.next_gap(&mut rng);
             assert!(gap >= Duration::from_millis(50) && gap < Duration::from_millis(150));

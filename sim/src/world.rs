@@ -1,4 +1,5 @@
-//! The world: nodes, the network between them, the event queue and the virtual clock.
+//! The world: nodes, the applications running on them, the network between them, the event
+//! queue and the virtual clock.
 //!
 //! The world drives every node's composed [`mesh_core::node::Node`] exactly as the sans-IO
 //! contract says a shell must (see [`crate::driver`]): each input (`handle_datagram`,
@@ -24,15 +25,19 @@ use mesh_core::time::{Instant, UnixTime};
 use mesh_core::wireguard::PrivateKey;
 use tracing::debug;
 
-use crate::apps::{AcceptedConn, Apps, Transfer, TransferId};
+use crate::addresses::MAX_NODES;
+use crate::apps::{AcceptedConn, TcpApps, Transfer};
 use crate::driver::Driver;
 use crate::error::SimError;
 use crate::events::{Event, EventQueue};
 use crate::faults::{Chaos, ChaosConfig, Fault};
+use crate::ids::{NodeId, SshClientId, TransferId};
 use crate::link::{DropCause, LinkConfig};
-use crate::network::{Network, MAX_NODES};
-use crate::node::{netmap_entry, unix_time, Node, NodeConfig, NodeId, WgTotals};
-use crate::ssh_apps::{SshClientConfig, SshClientId, SshClientRecord, SshServerRecord};
+use crate::network::Network;
+use crate::node::{netmap_entry, unix_time, Node, NodeConfig, WgTotals};
+use crate::node_apps::NodeApps;
+use crate::seed::seeded_rng;
+use crate::ssh_apps::{SshApps, SshClientConfig, SshClientRecord, SshServerRecord};
 use crate::stats::{PairMatrix, PairStats, SimStats, Summary};
 use crate::trace::{hex, Trace, TraceRecord};
 use crate::traffic::TrafficConfig;
@@ -62,6 +67,9 @@ pub struct World {
     queue: EventQueue<Event>,
     net: Network,
     nodes: Vec<Node>,
+    /// The applications running on each node (`node_apps[i]` beside `nodes[i]`); a crash
+    /// takes a node's away.
+    node_apps: Vec<NodeApps>,
     pairs: PairMatrix,
     trace: Trace,
     stats: SimStats,
@@ -73,7 +81,10 @@ pub struct World {
     chaos_chain: u64,
     connect_on_restart: bool,
     rerun_hint: String,
-    apps: Apps,
+    /// The TCP apps' records of every transfer and accepted connection.
+    tcp: TcpApps,
+    /// The SSH apps: server apps (they survive crashes), records, the clients' RNG.
+    ssh: SshApps,
 }
 
 impl fmt::Debug for World {
@@ -92,7 +103,7 @@ impl World {
     /// An empty world whose every random choice derives from `seed`, with `default_link`
     /// for links between nodes added later.
     pub fn new(seed: u64, default_link: LinkConfig) -> Self {
-        let mut root = crate::seeded_rng(seed);
+        let mut root = seeded_rng(seed);
         // The order of these forks is part of the seed's meaning: append, never reorder.
         let rng = Rngs {
             keys: root.fork(),
@@ -109,6 +120,7 @@ impl World {
             queue: EventQueue::new(),
             net: Network::new(default_link),
             nodes: Vec::new(),
+            node_apps: Vec::new(),
             pairs: PairMatrix::default(),
             trace: Trace::new(),
             stats: SimStats::default(),
@@ -119,11 +131,16 @@ impl World {
             chaos_chain: 0,
             connect_on_restart: false,
             rerun_hint: format!("cargo run --release -p mesh-sim --bin meshsim -- --seed {seed}"),
-            apps: Apps::new(seed, ssh),
+            tcp: TcpApps::new(seed),
+            ssh: SshApps::new(ssh),
         }
     }
 
-    fn driver(&mut self) -> (Driver<'_>, &mut Vec<Node>) {
+    /// The driver, with `node` and its applications lent beside it.
+    ///
+    /// # Panics
+    /// If the node does not exist.
+    fn driver(&mut self, node: NodeId) -> (Driver<'_>, &mut Node, &mut NodeApps) {
         let driver = Driver {
             now: self.now,
             net: &mut self.net,
@@ -131,10 +148,11 @@ impl World {
             trace: &mut self.trace,
             stats: &mut self.stats,
             pairs: &mut self.pairs,
-            apps: &mut self.apps,
+            tcp: &mut self.tcp,
+            ssh: &mut self.ssh,
             link_rng: &mut self.rng.links,
         };
-        (driver, &mut self.nodes)
+        (driver, &mut self.nodes[node.0], &mut self.node_apps[node.0])
     }
 
     fn check_node(&self, node: NodeId) -> Result<(), SimError> {
@@ -166,8 +184,9 @@ impl World {
         let mut node = Node::new(id, key, host_key, config);
         node.boot(self.now, unix_time(self.epoch, self.now), self.rng.nodes.gen_bytes())?;
         self.nodes.push(node);
-        let (mut driver, nodes) = self.driver();
-        driver.drive(&mut nodes[id.0], false);
+        self.node_apps.push(NodeApps::default());
+        let (mut driver, node, apps) = self.driver(id);
+        driver.drive(node, apps, false);
         self.start_app_chain(id);
         Ok(id)
     }
@@ -201,10 +220,9 @@ impl World {
             }
         }
         let now = self.now;
-        let (mut driver, nodes) = self.driver();
-        let n = &mut nodes[node.0];
+        let (mut driver, n, apps) = self.driver(node);
         n.add_peers(now, peers)?;
-        driver.drive(n, false);
+        driver.drive(n, apps, false);
         Ok(())
     }
 
@@ -225,10 +243,9 @@ impl World {
     pub fn set_filter(&mut self, node: NodeId, filter: Filter) -> Result<(), SimError> {
         self.check_node(node)?;
         let now = self.now;
-        let (mut driver, nodes) = self.driver();
-        let n = &mut nodes[node.0];
+        let (mut driver, n, apps) = self.driver(node);
         n.set_filter(now, filter);
-        driver.drive(n, false);
+        driver.drive(n, apps, false);
         Ok(())
     }
 
@@ -379,9 +396,8 @@ impl World {
         if !self.nodes[node.0].is_up() {
             return;
         }
-        let (mut driver, nodes) = self.driver();
-        let n = &mut nodes[node.0];
-        driver.crash_apps(n);
+        let (mut driver, n, apps) = self.driver(node);
+        driver.crash_apps(std::mem::take(apps));
         n.crash();
         n.stats.crashes += 1;
         self.stats.crashes += 1;
@@ -405,16 +421,17 @@ impl World {
             let n = &mut self.nodes[node.0];
             n.boot(now, unix, seed)?;
             n.stats.restarts += 1;
+            // The crash took the old incarnation's applications; the new one starts bare.
+            self.node_apps[node.0] = NodeApps::default();
         }
         self.stats.restarts += 1;
         self.record_fault(Fault::Restart(node));
-        let (mut driver, nodes) = self.driver();
-        let n = &mut nodes[node.0];
-        driver.drive(n, false);
+        let (mut driver, n, apps) = self.driver(node);
+        driver.drive(n, apps, false);
         if connect {
             let peers: Vec<NodeId> = n.peer_nodes().to_vec();
             for peer in peers {
-                driver.send_app_packet(n, peer)?;
+                driver.send_app_packet(n, apps, peer)?;
             }
         }
         self.start_app_chain(node);
@@ -448,16 +465,16 @@ impl World {
         if from == to {
             return Err(SimError::SelfPeer(from));
         }
-        let (mut driver, nodes) = self.driver();
-        driver.send_app_packet(&mut nodes[from.0], to)
+        let (mut driver, node, apps) = self.driver(from);
+        driver.send_app_packet(node, apps, to)
     }
 
     /// Hand a raw IP packet to `node`'s TUN side, as if a program on it had sent it (the
     /// node does not check its source address: a compromised node can send anything).
     pub fn inject_tun_packet(&mut self, node: NodeId, packet: &[u8]) -> Result<(), SimError> {
         self.check_node(node)?;
-        let (mut driver, nodes) = self.driver();
-        driver.inject(&mut nodes[node.0], packet)
+        let (mut driver, n, apps) = self.driver(node);
+        driver.inject(n, apps, packet)
     }
 
     /// Open a TCP connection from `from` to `to`'s mesh address and `port`, and stream
@@ -466,8 +483,8 @@ impl World {
     pub fn open_tcp(&mut self, from: NodeId, to: NodeId, port: u16, bytes: u64) -> Result<TransferId, SimError> {
         self.check_node(from)?;
         self.check_node(to)?;
-        let (mut driver, nodes) = self.driver();
-        driver.open_tcp(&mut nodes[from.0], to, port, bytes)
+        let (mut driver, node, apps) = self.driver(from);
+        driver.open_tcp(node, apps, to, port, bytes)
     }
 
     /// Run the SSH server app on `node` (see [`crate::ssh_apps`]): the node's core runs an
@@ -489,7 +506,7 @@ impl World {
         let n = &mut self.nodes[node.0];
         n.set_ssh_session(config);
         let host_key = n.ssh_host_public();
-        self.apps.ssh.serve(node, allow.into_iter().collect(), host_key);
+        self.ssh.serve(node, allow.into_iter().collect(), host_key);
         Ok(host_key)
     }
 
@@ -504,8 +521,8 @@ impl World {
     pub fn open_ssh(&mut self, from: NodeId, to: NodeId, config: SshClientConfig) -> Result<SshClientId, SimError> {
         self.check_node(from)?;
         self.check_node(to)?;
-        let (mut driver, nodes) = self.driver();
-        driver.open_ssh(&mut nodes[from.0], to, config)
+        let (mut driver, node, apps) = self.driver(from);
+        driver.open_ssh(node, apps, to, config)
     }
 
     /// Run until SSH client `id`'s connection has closed (or its node crashed), or until
@@ -515,7 +532,7 @@ impl World {
     /// If no such client was opened.
     pub fn run_until_ssh_closed(&mut self, id: SshClientId, limit: Duration) -> bool {
         let deadline = self.now + limit;
-        let closed = |w: &Self| w.apps.ssh.clients[id.0 as usize].closed_at.is_some();
+        let closed = |w: &Self| w.ssh.clients[id.0 as usize].closed_at.is_some();
         while !closed(self) && self.queue.peek_time().is_some_and(|t| t <= deadline) {
             self.step();
         }
@@ -558,28 +575,26 @@ impl World {
     }
 
     fn deliver(&mut self, from: NodeId, to: NodeId, payload: BytesMut) {
-        let (mut driver, nodes) = self.driver();
+        let (mut driver, node, apps) = self.driver(to);
         if driver.net.is_blocked(from, to) {
             driver.drop_datagram(from, Some(to), DropCause::Partition);
             return;
         }
-        let node = &mut nodes[to.0];
         if !node.is_up() {
             driver.drop_datagram(from, Some(to), DropCause::NodeDown);
             return;
         }
-        driver.deliver(node, from, payload);
+        driver.deliver(node, apps, from, payload);
     }
 
     fn fire_timer(&mut self, id: NodeId, generation: u64, at: Instant) {
-        let (mut driver, nodes) = self.driver();
-        let node = &mut nodes[id.0];
+        let (mut driver, node, apps) = self.driver(id);
         if node.generation() != generation || node.timer_at != Some(at) {
             driver.stats.stale_events += 1;
             return;
         }
         node.timer_at = None;
-        driver.timeout(node);
+        driver.timeout(node, apps);
     }
 
     fn app_tick(&mut self, id: NodeId, chain: u64) {
@@ -595,9 +610,9 @@ impl World {
         let peers = node.peer_nodes();
         if !peers.is_empty() {
             let to = peers[self.rng.traffic.below(peers.len() as u64) as usize];
-            let (mut driver, nodes) = self.driver();
+            let (mut driver, node, apps) = self.driver(id);
             // The node is up (checked above), so this cannot fail.
-            let _ = driver.send_app_packet(&mut nodes[id.0], to);
+            let _ = driver.send_app_packet(node, apps, to);
         }
         let at = self.now + traffic.next_gap(&mut self.rng.traffic);
         self.queue.schedule(at, Event::AppTick { node: id, chain });
@@ -691,7 +706,7 @@ impl World {
 
     /// Every client transfer opened so far ([`Self::open_tcp`]), in order.
     pub fn transfers(&self) -> &[Transfer] {
-        &self.apps.transfers
+        &self.tcp.transfers
     }
 
     /// One client transfer.
@@ -699,27 +714,27 @@ impl World {
     /// # Panics
     /// If no such transfer was opened.
     pub fn transfer(&self, id: TransferId) -> &Transfer {
-        &self.apps.transfers[id.0 as usize]
+        &self.tcp.transfers[id.0 as usize]
     }
 
     /// Every connection any node accepted, in order.
     pub fn accepted_conns(&self) -> &[AcceptedConn] {
-        &self.apps.accepted
+        &self.tcp.accepted
     }
 
     /// The connections `node` accepted.
     pub fn accepted_on(&self, node: NodeId) -> impl Iterator<Item = &AcceptedConn> {
-        self.apps.accepted.iter().filter(move |a| a.node == node)
+        self.tcp.accepted.iter().filter(move |a| a.node == node)
     }
 
     /// The connection that accepted transfer `id` (by the stream header it sent).
     pub fn accepted_for(&self, id: TransferId) -> Option<&AcceptedConn> {
-        self.apps.accepted.iter().find(|a| a.transfer == Some(id))
+        self.tcp.accepted.iter().find(|a| a.transfer == Some(id))
     }
 
     /// Every SSH client app opened so far, in order.
     pub fn ssh_clients(&self) -> &[SshClientRecord] {
-        &self.apps.ssh.clients
+        &self.ssh.clients
     }
 
     /// One SSH client app.
@@ -727,12 +742,12 @@ impl World {
     /// # Panics
     /// If no such client was opened.
     pub fn ssh_client(&self, id: SshClientId) -> &SshClientRecord {
-        &self.apps.ssh.clients[id.0 as usize]
+        &self.ssh.clients[id.0 as usize]
     }
 
     /// Every connection an SSH server app accepted, in order.
     pub fn ssh_accepted(&self) -> &[SshServerRecord] {
-        &self.apps.ssh.accepted
+        &self.ssh.accepted
     }
 
     /// World-wide counters.

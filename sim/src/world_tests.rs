@@ -10,8 +10,8 @@ use crate::apps::TransferError;
 use crate::node::NodeConfig;
 
 use crate::faults::{ChaosConfig, Fault};
+use crate::ids::NodeId;
 use crate::link::{DropCause, LinkConfig};
-use crate::node::NodeId;
 use crate::scenario::{Scenario, ScenarioConfig};
 use crate::traffic::TrafficConfig;
 use crate::world::World;

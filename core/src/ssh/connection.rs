@@ -13,6 +13,7 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 
 use super::channel::{open_failure, ChannelId, ChannelKind, ChannelRequest, GlobalRequest};
+pub use super::event::ConnectionEvent;
 use super::event::SessionEvent;
 use super::msg;
 use super::transport::{Sender, Transport, TransportError};
@@ -44,68 +45,6 @@ const SMALL_DATA: usize = 4096;
 const MAX_PENDING_GLOBAL: usize = 64;
 /// Channel requests per channel waiting for the application's answer or the peer's.
 const MAX_PENDING_REQUESTS: usize = 64;
-
-/// What the application must act on.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ConnectionEvent {
-    /// The peer wants to open a channel: [`Connection::accept_channel`] or
-    /// [`Connection::refuse_channel`].
-    OpenRequest {
-        channel: ChannelId,
-        kind: ChannelKind,
-    },
-    /// A channel we opened was confirmed.
-    Opened {
-        channel: ChannelId,
-    },
-    /// A channel we opened was refused (it no longer exists).
-    OpenFailed {
-        channel: ChannelId,
-        reason: u32,
-        description: String,
-    },
-    /// A channel request; when `want_reply`, answer with [`Connection::reply`] (in order).
-    Request {
-        channel: ChannelId,
-        request: ChannelRequest,
-        want_reply: bool,
-    },
-    /// The peer's answer to one of our requests that wanted a reply.
-    RequestReply {
-        channel: ChannelId,
-        ok: bool,
-    },
-    Data {
-        channel: ChannelId,
-        data: Bytes,
-    },
-    ExtendedData {
-        channel: ChannelId,
-        code: u32,
-        data: Bytes,
-    },
-    /// The peer's window grew after a write could not take everything.
-    Writable {
-        channel: ChannelId,
-    },
-    Eof {
-        channel: ChannelId,
-    },
-    /// Both sides closed the channel; its id may be reused.
-    Closed {
-        channel: ChannelId,
-    },
-    /// A global request; when `want_reply`, answer with [`Connection::global_reply`].
-    GlobalRequest {
-        request: GlobalRequest,
-        want_reply: bool,
-    },
-    /// The peer's answer to our global request (`port` when it chose one).
-    GlobalReply {
-        ok: bool,
-        port: Option<u32>,
-    },
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {

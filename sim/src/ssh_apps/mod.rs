@@ -31,6 +31,7 @@
 //! the WireGuard datagrams that carry it.
 
 mod client;
+mod connections;
 mod driving;
 mod pipe;
 pub mod programs;
@@ -42,24 +43,5 @@ pub use records::{
     CAPTURE_LEN,
 };
 
-pub(crate) use client::ClientConn;
-pub(crate) use driving::{ssh_deadline, SshApps};
-pub(crate) use server::ServerConn;
-
-use std::collections::BTreeMap;
-
-use mesh_core::node::SessionId;
-use mesh_core::tcp::ConnId;
-
-/// The SSH connections of one node incarnation (they die with it).
-#[derive(Debug, Default)]
-pub(crate) struct SshNodeApps {
-    pub(crate) servers: BTreeMap<SessionId, ServerConn>,
-    pub(crate) clients: BTreeMap<ConnId, ClientConn>,
-}
-
-impl SshNodeApps {
-    pub(crate) fn is_empty(&self) -> bool {
-        self.servers.is_empty() && self.clients.is_empty()
-    }
-}
+pub(crate) use connections::SshNodeApps;
+pub(crate) use driving::{ssh_deadline, NodeCtx, SshApps};

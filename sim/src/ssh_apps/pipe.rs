@@ -15,7 +15,7 @@ use mesh_core::ssh::client::ClientSession;
 use mesh_core::tcp::ConnId;
 use mesh_core::time::Instant;
 
-use crate::node::NodeId;
+use crate::ids::NodeId;
 use crate::trace::Trace;
 
 /// Session output (queued in the session plus waiting here) above which applications stop

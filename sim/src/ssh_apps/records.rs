@@ -11,21 +11,12 @@ use mesh_core::tcp::ConnId;
 use mesh_core::time::Instant;
 use mesh_core::wireguard::PeerId;
 
-use crate::node::NodeId;
+use crate::ids::NodeId;
+pub use crate::ids::SshClientId;
 
 /// How much of a command's stdout and stderr a result keeps (the rest is only counted and
 /// verified).
 pub const CAPTURE_LEN: usize = 4096;
-
-/// A client connection's index in the world ([`crate::World::ssh_client`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct SshClientId(pub u64);
-
-impl fmt::Display for SshClientId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ssh{}", self.0)
-    }
-}
 
 /// What a command's stdout must be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -13,7 +13,7 @@ use mesh_core::time::Instant;
 
 use super::programs::ServerChannel;
 use super::records::SshServerRecord;
-use crate::node::NodeId;
+use crate::ids::NodeId;
 use crate::trace::{Trace, TraceRecord};
 
 /// One session.
