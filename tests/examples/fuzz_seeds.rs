@@ -109,7 +109,13 @@ fn main() -> std::io::Result<()> {
     // SSH before keys: an identification line and a framed KEXINIT.
     let mut ssh = b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n".to_vec();
     let kexinit = mesh_core::ssh::kexinit::KexInit::client([3; 16]).encode();
-    ssh.extend_from_slice(&mesh_core::ssh::packet::frame_plain(&kexinit, &mut mesh_sim::seeded_rng(3)));
+    let mut packet = {
+        let mut w = mesh_core::ssh::wire::Writer::new();
+        w.raw(&kexinit);
+        w.finish_packet()
+    };
+    mesh_core::ssh::packet::frame_plain_packet(&mut packet, &mut mesh_sim::seeded_rng(3));
+    ssh.extend_from_slice(&packet);
     write(dir, "ssh_transport_plain", "kexinit", &ssh)?;
     write(dir, "ssh_name_list", "kex", b"curve25519-sha256,curve25519-sha256@libssh.org,ext-info-c")?;
     // Connection protocol: a pty-req (selector 0) with terminal modes, an env (selector 1).
