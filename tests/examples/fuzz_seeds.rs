@@ -106,6 +106,18 @@ fn main() -> std::io::Result<()> {
     };
     write(dir, "dns_query", "a", &query("alpha.tail.mesh", 1))?;
     write(dir, "dns_query", "ptr", &query("1.0.64.100.in-addr.arpa", 12))?;
+    // DNS over TCP: a read size (first byte), then length-prefixed queries, pipelined.
+    let tcp = |piece: u8, queries: &[Vec<u8>]| {
+        let mut out = vec![piece];
+        for q in queries {
+            out.extend_from_slice(&(q.len() as u16).to_be_bytes());
+            out.extend_from_slice(q);
+        }
+        out
+    };
+    write(dir, "dns_tcp", "one", &tcp(63, &[query("alpha.tail.mesh", 1)]))?;
+    let pipelined = [query("alpha.tail.mesh", 1), query("1.0.64.100.in-addr.arpa", 12), query("beta", 28)];
+    write(dir, "dns_tcp", "pipelined-small-reads", &tcp(2, &pipelined))?;
     // SSH before keys: an identification line and a framed KEXINIT.
     let mut ssh = b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n".to_vec();
     let kexinit = mesh_core::ssh::kexinit::KexInit::client([3; 16]).encode();
