@@ -16,13 +16,13 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use smoltcp::phy::ChecksumCapabilities;
-use smoltcp::wire::{Icmpv4DstUnreachable, Icmpv4Packet, Icmpv4Repr, IpProtocol, Ipv4Packet, Ipv4Repr, UdpPacket};
+use smoltcp::wire::{Ipv4Packet, UdpPacket};
 use thiserror::Error;
 use tracing::{debug, trace};
 
+use crate::dns::tcp::TcpFramer;
 use crate::dns::{HostAddrs, MagicDns, MAGIC_DNS_ADDR};
-use crate::ip::{Filter, FlowKey, FlowTable, IcmpKind, Origin, PacketInfo, Proto, TcpFlags};
+use crate::ip::{build, Filter, FlowKey, FlowTable, IcmpKind, Origin, PacketInfo, Proto, TcpFlags};
 use crate::rng::{Rng, SEED_LEN};
 use crate::ssh::server::{ServerConfig, ServerSession};
 use crate::ssh::validate::SshConfigError;
@@ -155,8 +155,8 @@ pub struct Node {
     /// This node's own mesh addresses.
     addrs: Vec<IpAddr>,
     netmap: BTreeMap<PublicKey, (PeerId, NetmapPeer)>,
-    /// DNS over TCP connections (from the TUN side) and their unread request bytes.
-    dns_conns: BTreeMap<ConnId, Vec<u8>>,
+    /// DNS over TCP connections (from the TUN side): unread queries, unsent answers.
+    dns_conns: BTreeMap<ConnId, TcpFramer>,
     tun_out: VecDeque<BytesMut>,
     events: VecDeque<NodeEvent>,
     next_sweep: Instant,
@@ -645,48 +645,55 @@ impl Node {
         }
         match event {
             TcpEvent::Accepted { conn, local, .. } if local.port() == DNS_PORT => {
-                self.dns_conns.insert(conn, Vec::new());
+                self.dns_conns.insert(conn, TcpFramer::new());
             }
-            TcpEvent::Readable { conn } if self.dns_conns.contains_key(&conn) => self.serve_dns_tcp(now, conn),
+            TcpEvent::Readable { conn } | TcpEvent::Writable { conn } if self.dns_conns.contains_key(&conn) => {
+                self.serve_dns_tcp(now, conn)
+            }
             TcpEvent::Closed { conn } if self.dns_conns.remove(&conn).is_some() => {}
             other => self.events.push_back(NodeEvent::Tcp(other)),
         }
     }
 
-    /// DNS over TCP: 2-byte length, message; one answer per message.
+    /// DNS over TCP: write what is pending, answer whole queries one at a time, read only
+    /// when the framer wants input (a short send waits for `Writable`, see [`TcpFramer`]).
     fn serve_dns_tcp(&mut self, now: Instant, conn: ConnId) {
+        let Self { tcp, dns, dns_conns, stats, .. } = self;
+        let Some(framer) = dns_conns.get_mut(&conn) else { return };
         let mut chunk = [0u8; 2048];
         loop {
-            match self.tcp.recv(conn, &mut chunk) {
-                Ok(0) => break,
+            let pending = framer.pending_output();
+            if !pending.is_empty() {
+                match tcp.send(conn, pending) {
+                    Ok(n) => framer.output_written(n),
+                    Err(_) => break,
+                }
+                if !framer.pending_output().is_empty() {
+                    break;
+                }
+            }
+            if let Some(query) = framer.poll_query() {
+                stats.dns_queries += 1;
+                if let Ok(answer) = dns.answer(&query) {
+                    // MagicDNS answers stay far below 64 KiB; should one not, it is dropped.
+                    let _ = framer.queue_answer(&answer);
+                }
+                continue;
+            }
+            if !framer.wants_input() {
+                break;
+            }
+            match tcp.recv(conn, &mut chunk) {
+                Ok(0) | Err(_) => break,
                 Ok(n) => {
-                    let Some(buf) = self.dns_conns.get_mut(&conn) else { return };
-                    buf.extend_from_slice(&chunk[..n]);
-                    if buf.len() > 4 * 65_538 {
-                        let _ = self.tcp.abort(now, conn);
+                    if framer.handle_input(&chunk[..n]).is_err() {
+                        let _ = tcp.abort(now, conn);
                         return;
                     }
                 }
-                Err(_) => break,
             }
         }
-        while let Some(buf) = self.dns_conns.get_mut(&conn) {
-            if buf.len() < 2 {
-                break;
-            }
-            let len = usize::from(u16::from_be_bytes([buf[0], buf[1]]));
-            if buf.len() < 2 + len {
-                break;
-            }
-            let query: Vec<u8> = buf.drain(..2 + len).skip(2).collect();
-            self.stats.dns_queries += 1;
-            if let Ok(answer) = self.dns.answer(&query) {
-                let mut framed = (answer.len() as u16).to_be_bytes().to_vec();
-                framed.extend_from_slice(&answer);
-                let _ = self.tcp.send(conn, &framed);
-            }
-        }
-        self.tcp.flush(now);
+        tcp.flush(now);
     }
 
     /// A UDP query to 100.100.100.100:53 from the TUN side: the answer goes back to the TUN.
@@ -697,40 +704,15 @@ impl Node {
         };
         let Ok(udp) = UdpPacket::new_checked(ip.payload()) else { return };
         self.stats.dns_queries += 1;
-        let Ok(answer) = self.dns.answer(udp.payload()) else { return };
-        let reply = crate::ip::build::udp_v4(MAGIC_DNS_ADDR, DNS_PORT, client, info.src_port, &answer);
+        let Ok(answer) = self.dns.answer_udp(udp.payload()) else { return };
+        let reply = build::udp_v4(MAGIC_DNS_ADDR, DNS_PORT, client, info.src_port, &answer);
         self.tun_out.push_back(BytesMut::from(&reply[..]));
     }
 
     /// Tell the TUN side that a destination has no peer (IPv4 only).
     fn icmp_unreachable(&mut self, info: &PacketInfo) {
-        let (IpAddr::V4(src), IpAddr::V4(dst)) = (info.src, info.dst) else { return };
         let Some(&IpAddr::V4(ours)) = self.addrs.first() else { return };
-        // The quoted header: what we know of the original (its payload is not kept).
-        let quoted = Ipv4Repr {
-            src_addr: src,
-            dst_addr: dst,
-            next_header: IpProtocol::from(info.proto.number()),
-            payload_len: 8,
-            hop_limit: 64,
-        };
-        let mut data = [0u8; 8];
-        data[..2].copy_from_slice(&info.src_port.to_be_bytes());
-        data[2..4].copy_from_slice(&info.dst_port.to_be_bytes());
-        let icmp =
-            Icmpv4Repr::DstUnreachable { reason: Icmpv4DstUnreachable::HostUnreachable, header: quoted, data: &data };
-        let ip = Ipv4Repr {
-            src_addr: ours,
-            dst_addr: src,
-            next_header: IpProtocol::Icmp,
-            payload_len: icmp.buffer_len(),
-            hop_limit: 64,
-        };
-        let mut out = BytesMut::zeroed(ip.buffer_len() + ip.payload_len);
-        let caps = ChecksumCapabilities::default();
-        ip.emit(&mut Ipv4Packet::new_unchecked(&mut out[..]), &caps);
-        icmp.emit(&mut Icmpv4Packet::new_unchecked(&mut out[ip.buffer_len()..]), &caps);
-        self.tun_out.push_back(out);
+        self.tun_out.extend(build::icmp_v4_host_unreachable(ours, info));
     }
 }
 

@@ -14,10 +14,10 @@ fuzz_target!(|data: &[u8]| {
         dsts: vec![("0.0.0.0/0".parse().unwrap_or_else(|e| panic!("{e}")), PortRange::single(22))],
         protos: vec![],
     }]);
-    let mut flows = FlowTable::new(4);
+    let mut flows = FlowTable::new(4, [7; 16]);
     if filter.allows(&info) {
-        flows.insert(Instant::ZERO, FlowKey::inbound(&info), Origin::Remote);
+        flows.insert(Instant::ZERO, FlowKey::inbound(&info), Origin::Remote, None);
     }
-    flows.insert(Instant::ZERO, FlowKey::outbound(&info), Origin::Local);
+    flows.insert(Instant::ZERO, FlowKey::outbound(&info), Origin::Local, None);
     let _ = flows.touch(Instant::ZERO, &FlowKey::inbound(&info));
 });

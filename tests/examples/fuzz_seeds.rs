@@ -106,10 +106,28 @@ fn main() -> std::io::Result<()> {
     };
     write(dir, "dns_query", "a", &query("alpha.tail.mesh", 1))?;
     write(dir, "dns_query", "ptr", &query("1.0.64.100.in-addr.arpa", 12))?;
+    // DNS over TCP: a read size (first byte), then length-prefixed queries, pipelined.
+    let tcp = |piece: u8, queries: &[Vec<u8>]| {
+        let mut out = vec![piece];
+        for q in queries {
+            out.extend_from_slice(&(q.len() as u16).to_be_bytes());
+            out.extend_from_slice(q);
+        }
+        out
+    };
+    write(dir, "dns_tcp", "one", &tcp(63, &[query("alpha.tail.mesh", 1)]))?;
+    let pipelined = [query("alpha.tail.mesh", 1), query("1.0.64.100.in-addr.arpa", 12), query("beta", 28)];
+    write(dir, "dns_tcp", "pipelined-small-reads", &tcp(2, &pipelined))?;
     // SSH before keys: an identification line and a framed KEXINIT.
     let mut ssh = b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n".to_vec();
     let kexinit = mesh_core::ssh::kexinit::KexInit::client([3; 16]).encode();
-    ssh.extend_from_slice(&mesh_core::ssh::packet::frame_plain(&kexinit, &mut mesh_sim::seeded_rng(3)));
+    let mut packet = {
+        let mut w = mesh_core::ssh::wire::Writer::new();
+        w.raw(&kexinit);
+        w.finish_packet()
+    };
+    mesh_core::ssh::packet::frame_plain_packet(&mut packet, &mut mesh_sim::seeded_rng(3));
+    ssh.extend_from_slice(&packet);
     write(dir, "ssh_transport_plain", "kexinit", &ssh)?;
     write(dir, "ssh_name_list", "kex", b"curve25519-sha256,curve25519-sha256@libssh.org,ext-info-c")?;
     // Connection protocol: a pty-req (selector 0) with terminal modes, an env (selector 1).

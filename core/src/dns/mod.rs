@@ -1,7 +1,9 @@
 //! MagicDNS: the node answers names of the tailnet itself, at 100.100.100.100:53.
 //!
-//! [`MagicDns::answer`] takes one DNS message (as carried by UDP, or by TCP without its
-//! length prefix) and returns the response message. Names come from the netmap:
+//! [`MagicDns::answer`] takes one DNS message (as carried by TCP, without its length
+//! prefix; [`tcp`] does the framing) and returns the response message;
+//! [`MagicDns::answer_udp`] does the same within UDP's size limit (truncated with TC set
+//! beyond it, so the client retries over TCP). Names come from the netmap:
 //! `<node>` and `<node>.<tailnet domain>` resolve to the node's mesh addresses (A and
 //! AAAA), mesh addresses resolve back (PTR); unknown names inside the domain or the mesh
 //! address ranges get NXDOMAIN, anything else REFUSED (no forwarder yet). Messages are parsed
@@ -23,6 +25,11 @@ pub const MAGIC_DNS_ADDR: Ipv4Addr = Ipv4Addr::new(100, 100, 100, 100);
 pub const ANSWER_TTL: u32 = 600;
 /// Largest response sent over UDP without EDNS (RFC 1035); longer ones are truncated (TC).
 pub const UDP_RESPONSE_LIMIT: usize = 512;
+/// Largest response sent over UDP whatever buffer a client's EDNS advertises: the size
+/// that avoids IP fragmentation on any path (DNS Flag Day 2020).
+pub const EDNS_RESPONSE_LIMIT: usize = 1232;
+
+pub mod tcp;
 
 /// Why no response can be made.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -109,8 +116,19 @@ impl MagicDns {
         }
     }
 
-    /// The response to one query message.
+    /// The response to one query message over TCP (no size limit but the message's own).
     pub fn answer(&self, query: &[u8]) -> Result<Vec<u8>, DnsError> {
+        self.respond(query, false)
+    }
+
+    /// The response to one query datagram: at most [`UDP_RESPONSE_LIMIT`] bytes, or the
+    /// buffer size the query's EDNS OPT record advertises (at most [`EDNS_RESPONSE_LIMIT`]).
+    /// A longer one goes out truncated: TC set, the question kept, no records.
+    pub fn answer_udp(&self, query: &[u8]) -> Result<Vec<u8>, DnsError> {
+        self.respond(query, true)
+    }
+
+    fn respond(&self, query: &[u8], udp: bool) -> Result<Vec<u8>, DnsError> {
         let id = match query {
             [a, b, ..] if query.len() >= 12 => u16::from_be_bytes([*a, *b]),
             _ => return Err(DnsError::NoHeader),
@@ -138,6 +156,14 @@ impl MagicDns {
             reply.set_flags(PacketFlag::AUTHORITATIVE_ANSWER);
         }
         *reply.rcode_mut() = rcode;
+        let bytes = reply.build_bytes_vec().map_err(|e| DnsError::Encode(e.to_string()))?;
+        if !udp || bytes.len() <= udp_limit(&packet) {
+            return Ok(bytes);
+        }
+        reply.answers.clear();
+        reply.name_servers.clear();
+        reply.additional_records.clear();
+        reply.set_flags(PacketFlag::TRUNCATION);
         reply.build_bytes_vec().map_err(|e| DnsError::Encode(e.to_string()))
     }
 
@@ -196,6 +222,14 @@ impl MagicDns {
         *reply.rcode_mut() = rcode;
         reply.build_bytes_vec().map_err(|e| DnsError::Encode(e.to_string()))
     }
+}
+
+/// The largest UDP response `query`'s sender takes: 512 bytes without EDNS, else what it
+/// advertises, never below 512 (RFC 6891 6.2.5) nor above [`EDNS_RESPONSE_LIMIT`].
+fn udp_limit(query: &Packet) -> usize {
+    query.opt().map_or(UDP_RESPONSE_LIMIT, |opt| {
+        usize::from(opt.udp_packet_size).clamp(UDP_RESPONSE_LIMIT, EDNS_RESPONSE_LIMIT)
+    })
 }
 
 #[cfg(test)]

@@ -89,3 +89,51 @@ fn malformed_and_truncated_queries() {
     garbage[2] = 0;
     assert!(d.answer(&garbage).is_ok());
 }
+
+/// A host whose A and AAAA answers to an ANY query take about 800 bytes: a 60-byte label
+/// under a 182-byte domain, every name written out in full.
+fn long_names() -> (MagicDns, String) {
+    let domain = ["a", "b", "c"].map(|c| c.repeat(60)).join(".");
+    let mut d = MagicDns::new(&domain, vec![]);
+    let host = "h".repeat(60);
+    let v6 = "fd7a::1".parse().unwrap_or(Ipv6Addr::LOCALHOST);
+    d.set_hosts([(host.as_str(), HostAddrs { v4: Some(Ipv4Addr::new(100, 64, 0, 1)), v6: Some(v6) })]);
+    (d, format!("{host}.{domain}"))
+}
+
+/// An ANY query for `name`, with an EDNS OPT record advertising `edns` bytes if given.
+fn any_query(name: &str, edns: Option<u16>) -> Vec<u8> {
+    let mut q = Packet::new_query(0x4242);
+    q.questions.push(Question::new(Name::new_unchecked(name), QTYPE::ANY, QCLASS::CLASS(CLASS::IN), false));
+    *q.opt_mut() =
+        edns.map(|udp_packet_size| simple_dns::rdata::OPT { opt_codes: vec![], udp_packet_size, version: 0 });
+    q.build_bytes_vec().unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn udp_answers_past_the_limit_are_truncated_with_tc() {
+    let (d, name) = long_names();
+    let full = d.answer(&any_query(&name, None)).unwrap_or_else(|e| panic!("{e}"));
+    assert!(full.len() > UDP_RESPONSE_LIMIT && full.len() < EDNS_RESPONSE_LIMIT, "{} bytes", full.len());
+    // Without EDNS: 512 bytes at most, TC set, the question kept, no records.
+    for edns in [None, Some(100), Some(600)] {
+        let reply = d.answer_udp(&any_query(&name, edns)).unwrap_or_else(|e| panic!("{e}"));
+        assert!(reply.len() <= UDP_RESPONSE_LIMIT.max(usize::from(edns.unwrap_or(0))), "{edns:?}");
+        let parsed = Packet::parse(&reply).unwrap_or_else(|e| panic!("{e}"));
+        assert!(parsed.has_flags(PacketFlag::TRUNCATION), "{edns:?}: TC");
+        assert_eq!((parsed.id(), parsed.rcode()), (0x4242, RCODE::NoError));
+        assert_eq!(parsed.questions.len(), 1);
+        assert!(parsed.answers.is_empty() && parsed.additional_records.is_empty());
+    }
+    // With EDNS room for it, the whole answer (capped at 1232 whatever is advertised).
+    for edns in [1232, 4096] {
+        let reply = d.answer_udp(&any_query(&name, Some(edns))).unwrap_or_else(|e| panic!("{e}"));
+        let parsed = Packet::parse(&reply).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!parsed.has_flags(PacketFlag::TRUNCATION));
+        assert_eq!(parsed.answers.len(), 2);
+    }
+    // Over TCP nothing is cut, and short UDP answers are left alone.
+    assert_eq!(Packet::parse(&full).map(|p| p.answers.len()).ok(), Some(2));
+    let short = d.answer_udp(&any_query("hhh", None)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(short, d.answer(&any_query("hhh", None)).unwrap_or_else(|e| panic!("{e}")));
+}

@@ -6,9 +6,8 @@
 //! Default deny: a packet no rule allows is dropped unless connection tracking knows it as
 //! part of a flow (see [`super::flows`]).
 
-use std::net::IpAddr;
-
 use super::packet::{IcmpKind, PacketInfo, Proto};
+use crate::wireguard::allowed_ips::{addr_bits, mask};
 use crate::wireguard::IpPrefix;
 
 /// An inclusive range of ports.
@@ -50,19 +49,12 @@ struct Mask {
 
 impl Mask {
     fn of(prefix: &IpPrefix) -> Self {
-        let mask = crate::wireguard::allowed_ips::mask(prefix.len());
-        Self { v4: prefix.addr().is_ipv4(), net: bits(prefix.addr()) & mask, mask }
+        let mask = mask(prefix.len());
+        Self { v4: prefix.addr().is_ipv4(), net: addr_bits(prefix.addr()) & mask, mask }
     }
 
     fn contains(&self, v4: bool, addr: u128) -> bool {
         self.v4 == v4 && addr & self.mask == self.net
-    }
-}
-
-fn bits(addr: IpAddr) -> u128 {
-    match addr {
-        IpAddr::V4(a) => u128::from(u32::from(a)) << 96,
-        IpAddr::V6(a) => u128::from(a),
     }
 }
 
@@ -137,7 +129,7 @@ impl Filter {
     /// the destination, so `ping` works wherever a connection would.
     pub fn allows(&self, info: &PacketInfo) -> bool {
         let v4 = info.src.is_ipv4();
-        let (src, dst) = (bits(info.src), bits(info.dst));
+        let (src, dst) = (addr_bits(info.src), addr_bits(info.dst));
         let echo = matches!(info.icmp, Some(IcmpKind::EchoRequest { .. }));
         self.compiled.iter().any(|rule| {
             rule.srcs.iter().any(|m| m.contains(v4, src))
@@ -154,6 +146,8 @@ impl Filter {
 
 #[cfg(test)]
 mod tests {
+    use std::net::IpAddr;
+
     use super::*;
     use crate::ip::packet::TcpFlags;
     use proptest::prelude::*;

@@ -239,24 +239,35 @@ fn no_route_answers_icmp_unreachable() {
     p.advance(Duration::from_secs(1));
 }
 
-#[test]
-fn magic_dns_over_tcp_from_the_tun() {
-    let mut p = Pair::new();
-    // The operating system's TCP stack on A's TUN side, played by a second TcpStack.
-    let mut os =
-        TcpStack::new(TcpConfig { buffer_size: 64 << 10, ..TcpConfig::default() }, &[IpAddr::V4(mesh(A))], 99, p.now);
-    let conn = os.connect(p.now, SocketAddr::new(IpAddr::V4(MAGIC_DNS_ADDR), 53)).unwrap_or_else(|e| panic!("{e}"));
-    let mut query = vec![0x43, 0x21, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
-    for label in ["beta", "tail", "mesh"] {
+/// A DNS query (A record) for `name`, with message id `id`.
+fn dns_query(id: u16, name: &str) -> Vec<u8> {
+    let mut query = id.to_be_bytes().to_vec();
+    query.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.split('.') {
         query.push(label.len() as u8);
         query.extend_from_slice(label.as_bytes());
     }
     query.extend_from_slice(&[0, 0, 1, 0, 1]);
-    let mut framed = (query.len() as u16).to_be_bytes().to_vec();
-    framed.extend_from_slice(&query);
-    let mut sent = false;
+    query
+}
+
+/// `message` behind its 2-byte length, as DNS over TCP carries it.
+fn tcp_framed(message: &[u8]) -> Vec<u8> {
+    let mut framed = (message.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(message);
+    framed
+}
+
+/// The operating system's TCP stack on A's TUN side, played by a second TcpStack: connect
+/// to 100.100.100.100:53, write `stream` as fast as the connection takes it, and return
+/// every byte that came back.
+fn dns_over_tcp(p: &mut Pair, stream: &[u8]) -> Vec<u8> {
+    let mut os =
+        TcpStack::new(TcpConfig { buffer_size: 64 << 10, ..TcpConfig::default() }, &[IpAddr::V4(mesh(A))], 99, p.now);
+    let conn = os.connect(p.now, SocketAddr::new(IpAddr::V4(MAGIC_DNS_ADDR), 53)).unwrap_or_else(|e| panic!("{e}"));
+    let mut written = None;
     let mut answer = Vec::new();
-    for _ in 0..50 {
+    for _ in 0..200 {
         while let Some(packet) = os.poll_transmit() {
             p.nodes[A].handle_tun_packet(p.now, packet);
         }
@@ -266,24 +277,87 @@ fn magic_dns_over_tcp_from_the_tun() {
             os.handle_packet(p.now, None, &info, packet);
         }
         while let Some(event) = os.poll_event() {
-            if event == (TcpEvent::Connected { conn }) && !sent {
-                assert_eq!(os.send(conn, &framed), Ok(framed.len()));
-                os.flush(p.now);
-                sent = true;
+            if event == (TcpEvent::Connected { conn }) {
+                written = Some(0);
             }
+        }
+        if let Some(at) = written.as_mut().filter(|at| **at < stream.len()) {
+            *at += os.send(conn, &stream[*at..]).unwrap_or_else(|e| panic!("{e}"));
+            os.flush(p.now);
         }
         let mut buf = [0u8; 512];
         while let Ok(n @ 1..) = os.recv(conn, &mut buf) {
             answer.extend_from_slice(&buf[..n]);
         }
+        p.advance(Duration::from_millis(5));
+        if os.poll_timeout().is_some_and(|at| at <= p.now) {
+            os.handle_timeout(p.now);
+        }
     }
-    assert!(sent, "connected to 100.100.100.100:53");
-    assert!(answer.len() > 2, "an answer arrived");
-    let len = usize::from(u16::from_be_bytes([answer[0], answer[1]]));
-    assert_eq!(answer.len(), 2 + len);
-    assert_eq!(&answer[2..4], &[0x43, 0x21]);
-    assert!(answer.ends_with(&mesh(B).octets()), "A record of beta");
+    assert_eq!(written, Some(stream.len()), "connected to 100.100.100.100:53 and wrote every query");
+    answer
+}
+
+/// The messages of a DNS-over-TCP stream.
+fn tcp_messages(mut stream: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    while let [a, b, rest @ ..] = stream {
+        let len = usize::from(u16::from_be_bytes([*a, *b]));
+        assert!(rest.len() >= len, "a whole message");
+        out.push(&rest[..len]);
+        stream = &rest[len..];
+    }
+    out
+}
+
+#[test]
+fn magic_dns_over_tcp_from_the_tun() {
+    let mut p = Pair::new();
+    let answer = dns_over_tcp(&mut p, &tcp_framed(&dns_query(0x4321, "beta.tail.mesh")));
+    let messages = tcp_messages(&answer);
+    assert_eq!(messages.len(), 1);
+    assert_eq!(&messages[0][..2], &[0x43, 0x21]);
+    assert!(messages[0].ends_with(&mesh(B).octets()), "A record of beta");
     assert_eq!(p.nodes[A].stats().dns_queries, 1);
+}
+
+/// Pipelined queries whose answers overflow a small send buffer: the answers that did not
+/// fit wait for the connection to drain, none is lost, and they come back in order.
+#[test]
+fn magic_dns_over_tcp_keeps_answers_a_short_send_left() {
+    let mut p = Pair::with(2, |i, c| {
+        if i == A {
+            c.tcp.buffer_size = 1024;
+        }
+    });
+    let stream: Vec<u8> = (0..100u16).flat_map(|id| tcp_framed(&dns_query(id, "beta.tail.mesh"))).collect();
+    let answer = dns_over_tcp(&mut p, &stream);
+    assert!(answer.len() > 4 * 1024, "the answers exceed the send buffer several times over");
+    let messages = tcp_messages(&answer);
+    let ids: Vec<u16> = messages.iter().map(|m| u16::from_be_bytes([m[0], m[1]])).collect();
+    assert_eq!(ids, (0..100).collect::<Vec<u16>>());
+    assert!(messages.iter().all(|m| m.ends_with(&mesh(B).octets())));
+    assert_eq!(p.nodes[A].stats().dns_queries, 100);
+}
+
+/// A UDP answer over 512 bytes to a query without EDNS comes back truncated with TC set,
+/// so the client asks again over TCP (where the whole answer comes).
+#[test]
+fn magic_dns_over_udp_truncates_long_answers() {
+    let domain = ["a", "b", "c", "d"].map(|c| c.repeat(60)).join(".");
+    let mut p = Pair::with(2, |_, c| c.dns_domain = domain.clone());
+    let name = format!("beta.{domain}");
+    p.tun_send(A, &crate::ip::build::udp_v4(mesh(A), 5353, MAGIC_DNS_ADDR, 53, &dns_query(7, &name)));
+    let reply = p.tun[A].pop().unwrap_or_else(|| panic!("an answer"));
+    let payload = &reply[28..];
+    assert!(payload.len() <= crate::dns::UDP_RESPONSE_LIMIT, "{} bytes", payload.len());
+    let flags = u16::from_be_bytes([payload[2], payload[3]]);
+    assert_ne!(flags & 0x0200, 0, "TC set");
+    assert_eq!(&payload[6..8], &[0, 0], "no answers");
+    let full = dns_over_tcp(&mut p, &tcp_framed(&dns_query(8, &name)));
+    let messages = tcp_messages(&full);
+    assert!(messages[0].len() > crate::dns::UDP_RESPONSE_LIMIT);
+    assert!(messages[0].ends_with(&mesh(B).octets()), "A record of beta over TCP");
 }
 
 /// B's netmap entry for A, with A's key, address and routes as given.

@@ -122,16 +122,6 @@ impl PacketCipher {
         nonce
     }
 
-    /// Frame and protect `payload` as packet number `seq` (a copy; the transport uses
-    /// [`Self::seal_packet`]).
-    pub fn seal(&mut self, seq: u32, payload: &[u8], rng: &mut Rng) -> BytesMut {
-        let mut packet = BytesMut::with_capacity(PACKET_HEADER + payload.len() + 64);
-        packet.put_bytes(0, PACKET_HEADER);
-        packet.put_slice(payload);
-        self.seal_packet(seq, &mut packet, rng);
-        packet
-    }
-
     /// Frame and protect packet number `seq` in place: `packet` holds [`PACKET_HEADER`]
     /// reserved bytes and then the payload; the header, padding and tag are filled in.
     pub fn seal_packet(&mut self, seq: u32, packet: &mut BytesMut, rng: &mut Rng) {
@@ -259,6 +249,16 @@ fn gcm_open<A: AeadInPlace<NonceSize = aes_gcm::aead::consts::U12, TagSize = aes
 mod tests {
     use super::*;
 
+    /// Seal `payload` as packet `seq` the one way there is: laid out with the header
+    /// reserved, then framed and protected in place.
+    fn seal(tx: &mut PacketCipher, seq: u32, payload: &[u8], rng: &mut Rng) -> Vec<u8> {
+        let mut packet = BytesMut::new();
+        packet.put_bytes(0, PACKET_HEADER);
+        packet.put_slice(payload);
+        tx.seal_packet(seq, &mut packet, rng);
+        packet.to_vec()
+    }
+
     fn pair(name: &str) -> (PacketCipher, PacketCipher) {
         let (k, iv) = PacketCipher::key_sizes(name).unwrap_or((0, 0));
         let key: Vec<u8> = (0..k as u8).collect();
@@ -274,7 +274,7 @@ mod tests {
             let (mut tx, mut rx) = pair(name);
             for (seq, n) in (0u32..).zip([0usize, 1, 15, 16, 17, 100, 32_768]) {
                 let payload: Vec<u8> = (0..n).map(|i| i as u8).collect();
-                let mut packet = tx.seal(seq, &payload, &mut rng).to_vec();
+                let mut packet = seal(&mut tx, seq, &payload, &mut rng);
                 let first4 = [packet[0], packet[1], packet[2], packet[3]];
                 let len = rx.open_length(seq, first4).unwrap_or_else(|e| panic!("{name}: {e}"));
                 assert_eq!(packet.len(), 4 + len + TAG_LEN);
@@ -289,13 +289,13 @@ mod tests {
         let mut rng = crate::rng::test_rng(2);
         for name in [CIPHER_CHACHA20_POLY1305, CIPHER_AES256_GCM] {
             let (mut tx, _) = pair(name);
-            let packet = tx.seal(7, b"exec true", &mut rng).to_vec();
+            let packet = seal(&mut tx, 7, b"exec true", &mut rng);
             for at in 0..packet.len() {
                 let (_, mut rx) = pair(name);
                 if name == CIPHER_AES256_GCM {
                     // GCM's nonce counts packets: bring the receiver to the same one.
                     let (mut dummy_tx, _) = pair(name);
-                    let mut earlier = dummy_tx.seal(6, b"", &mut rng).to_vec();
+                    let mut earlier = seal(&mut dummy_tx, 6, b"", &mut rng);
                     let _ = rx.open(6, &mut earlier);
                 }
                 let mut flipped = packet.clone();
@@ -313,7 +313,7 @@ mod tests {
     fn wrong_sequence_number_fails() {
         let mut rng = crate::rng::test_rng(3);
         let (mut tx, mut rx) = pair(CIPHER_CHACHA20_POLY1305);
-        let mut packet = tx.seal(1, b"x", &mut rng).to_vec();
+        let mut packet = seal(&mut tx, 1, b"x", &mut rng);
         assert!(rx.open(2, &mut packet).is_err());
     }
 

@@ -51,17 +51,9 @@ pub fn parse_plain(buf: &[u8]) -> Result<Option<(Range<usize>, usize)>, PacketEr
     Ok(Some((5..total - usize::from(padding), total)))
 }
 
-/// Frame `payload` as an unencrypted packet with random padding (a copy; the transport
-/// uses [`frame_plain_packet`]).
-pub fn frame_plain(payload: &[u8], rng: &mut Rng) -> BytesMut {
-    let mut packet = BytesMut::with_capacity(PACKET_HEADER + payload.len() + 2 * PLAIN_BLOCK);
-    packet.put_bytes(0, PACKET_HEADER);
-    packet.put_slice(payload);
-    frame_plain_packet(&mut packet, rng);
-    packet
-}
-
-/// Frame in place: `packet` holds [`PACKET_HEADER`] reserved bytes and then the payload.
+/// Frame an unencrypted packet in place, with random padding: `packet` holds
+/// [`PACKET_HEADER`] reserved bytes and then the payload (as [`super::wire::Writer::packet`]
+/// lays it out). The only framing before keys are in use; there is no copying variant.
 pub fn frame_plain_packet(packet: &mut BytesMut, rng: &mut Rng) {
     let payload_len = packet.len().saturating_sub(PACKET_HEADER);
     let mut padding = PLAIN_BLOCK - (5 + payload_len) % PLAIN_BLOCK;
@@ -85,7 +77,10 @@ mod tests {
         let mut rng = crate::rng::test_rng(1);
         for n in 0..40 {
             let payload: Vec<u8> = (0..n as u8).collect();
-            let framed = frame_plain(&payload, &mut rng);
+            let mut framed = BytesMut::new();
+            framed.put_bytes(0, PACKET_HEADER);
+            framed.put_slice(&payload);
+            frame_plain_packet(&mut framed, &mut rng);
             assert_eq!(framed.len() % PLAIN_BLOCK, 0);
             for cut in 0..framed.len() {
                 assert_eq!(parse_plain(&framed[..cut]), Ok(None));

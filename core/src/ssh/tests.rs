@@ -12,7 +12,7 @@ use super::connection::ConnectionEvent;
 use super::event::SessionEvent;
 use super::kexinit::{KexInit, CIPHERS};
 use super::msg;
-use super::packet::frame_plain;
+use super::packet::frame_plain_packet;
 use super::server::{ServerConfig, ServerSession};
 use super::transport::{Role, Transport, TransportConfig, TransportError, TransportEvent};
 use super::wire::Writer;
@@ -348,12 +348,22 @@ fn plain_server(seed: u64) -> ServerSession {
     )
 }
 
+/// `message` laid out as the transport frames it in place: [`super::wire::PACKET_HEADER`]
+/// bytes reserved, then the message.
+fn packet(message: &[u8]) -> bytes::BytesMut {
+    let mut w = Writer::new();
+    w.raw(message);
+    w.finish_packet()
+}
+
 /// The server after a client identification and `messages`, each framed in plaintext.
 fn server_fed(messages: &[&[u8]]) -> ServerSession {
     let mut s = plain_server(2);
     let mut input = b"SSH-2.0-raw\r\n".to_vec();
     for (i, m) in messages.iter().enumerate() {
-        input.extend_from_slice(&frame_plain(m, &mut crate::rng::test_rng(i as u64 + 3)));
+        let mut packet = packet(m);
+        frame_plain_packet(&mut packet, &mut crate::rng::test_rng(i as u64 + 3));
+        input.extend_from_slice(&packet);
     }
     s.handle_input(Instant::ZERO, &input);
     s
@@ -396,7 +406,7 @@ impl Raw {
     }
 
     fn send(&mut self, payload: &[u8]) {
-        self.client.send(self.now, payload);
+        self.client.send_packet(self.now, packet(payload));
         self.run();
     }
 
@@ -441,7 +451,7 @@ fn raw_in_state(state: usize) -> Raw {
         // A request the server only holds (no decision yet): Deciding.
         let mut w = Writer::message(msg::USERAUTH_REQUEST);
         w.string(b"alice").string(b"ssh-connection").string(b"none");
-        raw.client.send(raw.now, &w.finish());
+        raw.client.send_packet(raw.now, packet(&w.finish()));
         while let Some(bytes) = raw.client.poll_transmit() {
             raw.server.handle_input(raw.now, &bytes);
         }
@@ -465,7 +475,7 @@ fn every_message_number_in_every_keyed_pre_auth_state_is_handled_and_never_authe
             assert!(!raw.server.is_closed(), "state {state} setup");
             let mut payload = vec![number];
             payload.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0]);
-            raw.client.send(raw.now, &payload);
+            raw.client.send_packet(raw.now, packet(&payload));
             while let Some(bytes) = raw.client.poll_transmit() {
                 raw.server.handle_input(raw.now, &bytes);
             }
@@ -610,10 +620,10 @@ fn data_before_the_channel_is_confirmed_is_refused() {
     raw.auth_request("alice");
     let mut w = Writer::message(msg::CHANNEL_OPEN);
     w.string(b"session").u32(0).u32(1 << 20).u32(32768);
-    raw.client.send(raw.now, &w.finish());
+    raw.client.send_packet(raw.now, packet(&w.finish()));
     let mut w = Writer::message(msg::CHANNEL_DATA);
     w.u32(0).string(b"early");
-    raw.client.send(raw.now, &w.finish());
+    raw.client.send_packet(raw.now, packet(&w.finish()));
     while let Some(bytes) = raw.client.poll_transmit() {
         raw.server.handle_input(raw.now, &bytes);
     }
@@ -688,7 +698,7 @@ fn keepalives_and_unknown_global_requests_get_failure() {
     raw.auth_request("alice");
     let mut w = Writer::message(msg::GLOBAL_REQUEST);
     w.string(b"keepalive@openssh.com").bool(true);
-    raw.client.send(raw.now, &w.finish());
+    raw.client.send_packet(raw.now, packet(&w.finish()));
     while let Some(bytes) = raw.client.poll_transmit() {
         raw.server.handle_input(raw.now, &bytes);
     }
@@ -875,9 +885,9 @@ fn pipelined_requests_are_answered_in_order_unknown_ones_included() {
     let mut eow = Writer::message(msg::CHANNEL_REQUEST);
     eow.u32(0).string(b"eow@openssh.com").bool(true);
     // All three in one read, before the application has answered the first.
-    raw.client.send(raw.now, &exec.finish());
-    raw.client.send(raw.now, &x11.finish());
-    raw.client.send(raw.now, &eow.finish());
+    raw.client.send_packet(raw.now, packet(&exec.finish()));
+    raw.client.send_packet(raw.now, packet(&x11.finish()));
+    raw.client.send_packet(raw.now, packet(&eow.finish()));
     while let Some(bytes) = raw.client.poll_transmit() {
         raw.server.handle_input(raw.now, &bytes);
     }
@@ -926,7 +936,7 @@ fn a_peer_that_provokes_replies_but_never_reads_is_cut_off() {
     let mut sent = 0;
     while !raw.server.is_closed() && sent < 2_000_000 {
         for _ in 0..10_000 {
-            raw.client.send(raw.now, &keepalive);
+            raw.client.send_packet(raw.now, packet(&keepalive));
         }
         sent += 10_000;
         while let Some(bytes) = raw.client.poll_transmit() {

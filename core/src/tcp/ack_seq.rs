@@ -20,7 +20,9 @@
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 
-use smoltcp::wire::{IpAddress, IpProtocol, Ipv4Packet, Ipv6Packet, TcpPacket, TcpSeqNumber};
+use smoltcp::wire::{IpAddress, IpProtocol, TcpPacket, TcpSeqNumber};
+
+use crate::ip::packet::IpHeader;
 
 /// What this module needs of one TCP segment.
 #[derive(Clone, Copy, Debug)]
@@ -64,23 +66,8 @@ impl Segment {
 
 /// The addresses of an IP packet carrying TCP, and where its TCP segment lies.
 fn ip_parts(packet: &[u8]) -> Option<(IpAddr, IpAddr, Range<usize>)> {
-    match packet.first()? >> 4 {
-        4 => {
-            let ip = Ipv4Packet::new_checked(packet).ok()?;
-            let start = usize::from(ip.header_len());
-            let end = usize::from(ip.total_len());
-            let tcp = ip.next_header() == IpProtocol::Tcp && start <= end;
-            tcp.then(|| (IpAddr::V4(ip.src_addr()), IpAddr::V4(ip.dst_addr()), start..end))
-        }
-        6 => {
-            let ip = Ipv6Packet::new_checked(packet).ok()?;
-            let start = ip.header_len();
-            let end = start + usize::from(ip.payload_len());
-            let tcp = ip.next_header() == IpProtocol::Tcp && end <= packet.len();
-            tcp.then(|| (IpAddr::V6(ip.src_addr()), IpAddr::V6(ip.dst_addr()), start..end))
-        }
-        _ => None,
-    }
+    let ip = IpHeader::parse(packet).ok().filter(|ip| ip.next_header == IpProtocol::Tcp)?;
+    Some((ip.src, ip.dst, ip.payload()))
 }
 
 /// Put `seq` into the TCP segment of `packet` and recompute its checksum.
@@ -150,7 +137,7 @@ mod tests {
     use std::net::Ipv6Addr;
 
     use smoltcp::phy::ChecksumCapabilities;
-    use smoltcp::wire::{Ipv6Repr, TcpControl, TcpRepr, IPV6_HEADER_LEN};
+    use smoltcp::wire::{Ipv6Packet, Ipv6Repr, TcpControl, TcpRepr, IPV6_HEADER_LEN};
 
     use super::*;
 

@@ -94,8 +94,9 @@ impl FromStr for IpPrefix {
     }
 }
 
-/// The address as the top bits of a u128 (IPv4 in the top 32 bits).
-fn addr_bits(addr: IpAddr) -> u128 {
+/// The address as the top bits of a u128 (IPv4 in the top 32 bits): how allowed IPs and
+/// the packet filter both match prefixes, with [`mask`].
+pub(crate) fn addr_bits(addr: IpAddr) -> u128 {
     match addr {
         IpAddr::V4(a) => u128::from(u32::from(a)) << 96,
         IpAddr::V6(a) => u128::from(a),

@@ -20,7 +20,6 @@ use super::allowed_ips::{AllowedIps, IpPrefix};
 use super::constants::*;
 use super::cookie::CookieChecker;
 use super::error::{DropCounts, DropReason};
-use super::inner_ip;
 use super::keypair::{Keypair, OpenError};
 use super::keys::{PrivateKey, PublicKey};
 use super::messages::{
@@ -30,6 +29,7 @@ use super::messages::{
 use super::noise::{self, NoiseFactory};
 use super::peer::{Peer, PeerConfig, PeerId, PeerStats, PendingHandshake, Slot};
 use super::tai64n::Tai64n;
+use crate::ip::packet::IpHeader;
 use crate::rng::Rng;
 use crate::time::{Instant, UnixTime, WallClock};
 
@@ -406,7 +406,8 @@ impl WireGuard {
         if buf.len() + 15 + TAG_LEN > MAX_DATAGRAM_LEN {
             return Err(DropReason::TooLarge);
         }
-        let addrs = buf.get(DATA_HEADER_LEN..).and_then(inner_ip::parse).ok_or(DropReason::BadInnerPacket)?;
+        let addrs =
+            buf.get(DATA_HEADER_LEN..).and_then(|p| IpHeader::parse(p).ok()).ok_or(DropReason::BadInnerPacket)?;
         let id = self.allowed_ips.lookup(addrs.dst).ok_or(DropReason::NoRoute)?;
         let peer = self.peers.get_mut(&id).ok_or(DropReason::NoRoute)?;
         self.sh.touched.push(id);
@@ -667,8 +668,8 @@ impl WireGuard {
             return Ok(());
         }
         peer.timers.on_data_received(now);
-        let addrs =
-            inner_ip::parse(&buf[DATA_HEADER_LEN..DATA_HEADER_LEN + plain_len]).ok_or(DropReason::BadInnerPacket)?;
+        let addrs = IpHeader::parse(&buf[DATA_HEADER_LEN..DATA_HEADER_LEN + plain_len])
+            .map_err(|_| DropReason::BadInnerPacket)?;
         if self.allowed_ips.lookup(addrs.src) != Some(id) {
             return Err(DropReason::InnerSourceNotAllowed);
         }

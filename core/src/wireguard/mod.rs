@@ -7,7 +7,6 @@ pub mod constants;
 pub mod cookie;
 mod device;
 mod error;
-mod inner_ip;
 mod keypair;
 pub mod keys;
 pub mod messages;
