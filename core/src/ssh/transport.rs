@@ -434,13 +434,6 @@ impl Transport {
         Sender { transport: self, now }
     }
 
-    /// [`Self::send_packet`] for a message written without the reserved header.
-    pub fn send(&mut self, now: Instant, payload: &[u8]) {
-        let mut w = Writer::new();
-        w.raw(payload);
-        self.send_packet(now, w.finish_packet());
-    }
-
     fn push_out(&mut self, bytes: BytesMut) {
         self.out_bytes += bytes.len();
         self.out.push_back(bytes);
