@@ -331,11 +331,12 @@ impl Drop for Session {
             kill_all(cgroup.as_ref(), &self.tree, reaped);
         }
         let reaped = reaped || matches!(self.child.try_wait(), Ok(Some(_)));
-        if reaped && cgroup.as_ref().is_none_or(|cgroup| matches!(cgroup.is_populated(), Ok(false))) {
-            // Dropping the cgroup removes it.
+        if reaped && cgroup.is_none() {
             return;
         }
-        // Killed processes are gone within moments; reap and clean up off the caller's thread.
+        // Killed processes are gone within moments; reap and clean up off the caller's
+        // thread. Removing a cgroup directory waits on the kernel (milliseconds), so that
+        // too happens there, never in the daemon's event loop.
         let pid = self.group;
         let finish = move || {
             if !reaped {
