@@ -339,7 +339,8 @@ impl SshServer {
                     hosted.unsent = Some(packet);
                     break;
                 }
-                Ok(_) => {}
+                // Copied into the TCP send buffer: the packet's memory carries the next one.
+                Ok(_) => hosted.session.recycle(packet),
                 Err(_) => {
                     broken = true;
                     break;

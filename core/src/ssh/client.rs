@@ -72,6 +72,12 @@ impl ClientSession {
         self.transport.poll_transmit()
     }
 
+    /// Hand back a packet from `poll_transmit` once its bytes are written: its buffer is
+    /// reused for the next channel data (see [`Transport::recycle`]).
+    pub fn recycle(&mut self, packet: BytesMut) {
+        self.transport.recycle(packet);
+    }
+
     pub fn pending_transmit(&self) -> usize {
         self.transport.pending_transmit()
     }

@@ -533,7 +533,7 @@ impl Connection {
                 None => (msg::CHANNEL_DATA, 8),
                 Some(_) => (msg::CHANNEL_EXTENDED_DATA, 12),
             };
-            let mut w = Writer::packet(number, extra + n);
+            let mut w = t.packet(number, extra + n);
             w.u32(c.remote);
             if let Some(code) = code {
                 w.u32(code);

@@ -98,6 +98,12 @@ impl ServerSession {
     }
 
     /// Bytes waiting to be sent: stop feeding channel data while this is large.
+    /// Hand back a packet from `poll_transmit` once its bytes are written: its buffer is
+    /// reused for the next channel data (see [`Transport::recycle`]).
+    pub fn recycle(&mut self, packet: BytesMut) {
+        self.transport.recycle(packet);
+    }
+
     pub fn pending_transmit(&self) -> usize {
         self.transport.pending_transmit()
     }

@@ -1017,3 +1017,34 @@ fn received_channel_data_holds_its_own_packet_only() {
         assert!(d.is_unique(), "chunk {i} shares its memory with other packets or the receive buffer");
     }
 }
+
+/// A sent packet handed back carries the next channel data: the data path stops allocating
+/// a buffer per packet once a few are in circulation.
+#[test]
+fn recycled_packets_carry_the_next_channel_data() {
+    let mut pair = Pair::default_pair();
+    pair.run();
+    let (c, s) = pair.open_session();
+    let mut seen = Vec::new();
+    let mut reused = 0;
+    for round in 0..20 {
+        assert_eq!(pair.client.channels(pair.now).write(c, &[round as u8; 20_000]), 20_000);
+        while let Some(packet) = pair.client.poll_transmit() {
+            let at = packet.as_ptr() as usize;
+            if seen.contains(&at) {
+                reused += 1;
+            }
+            seen.push(at);
+            pair.server.handle_input(pair.now, &packet);
+            pair.client.recycle(packet);
+        }
+        pair.run();
+        for e in pair.server_events.drain(..) {
+            if let SessionEvent::Connection(ConnectionEvent::Data { data, .. }) = e {
+                assert!(data.iter().all(|&b| b == round as u8), "recycled buffers carry only the new data");
+                pair.server.channels(pair.now).unwrap_or_else(|| panic!("not authenticated")).consume(s, data.len());
+            }
+        }
+    }
+    assert!(reused >= 15, "sent packets' buffers reused: {reused} of {}", seen.len());
+}

@@ -94,6 +94,11 @@ impl Default for TransportConfig {
     }
 }
 
+/// Sent packets kept for reuse, at most (about 1 MiB of 32 KiB packets).
+const SPARE_BUFFERS: usize = 32;
+/// Buffers smaller than this are not worth keeping.
+const SPARE_MIN: usize = 4096;
+
 /// A key exchange must finish within this long once started.
 pub const KEX_TIMEOUT: Duration = Duration::from_secs(120);
 /// Bytes queued for a peer (sent or held) beyond which the peer is taken to have stopped
@@ -180,6 +185,8 @@ pub struct Transport {
     /// Packets of the layers above waiting for our NEWKEYS.
     held: VecDeque<BytesMut>,
     held_bytes: usize,
+    /// Buffers of packets already sent, for the next channel data to be written into.
+    spare: Vec<BytesMut>,
     /// Service messages for the layers above, with the sequence number of their packet.
     inbox: VecDeque<(u32, Bytes)>,
     events: VecDeque<TransportEvent>,
@@ -219,6 +226,15 @@ pub struct Sender<'a> {
 impl Sender<'_> {
     pub fn send_packet(&mut self, packet: BytesMut) {
         self.transport.send_packet(self.now, packet);
+    }
+
+    /// A writer for a message of about `capacity` bytes, in a recycled buffer when the
+    /// transport has one ([`Transport::recycle`]).
+    pub fn packet(&mut self, msg: u8, capacity: usize) -> Writer {
+        match self.transport.spare.pop() {
+            Some(buf) => Writer::packet_in(buf, msg, capacity),
+            None => Writer::packet(msg, capacity),
+        }
     }
 }
 
@@ -274,6 +290,7 @@ impl Transport {
             seq_in: 0,
             seq_out: 0,
             incoming: Incoming::Head { bytes: [0; 4], have: 0 },
+            spare: Vec::new(),
             out: VecDeque::new(),
             out_bytes: 0,
             held: VecDeque::new(),
@@ -327,6 +344,14 @@ impl Transport {
         let packet = self.out.pop_front()?;
         self.out_bytes -= packet.len();
         Some(packet)
+    }
+
+    /// Hand back a packet from [`Self::poll_transmit`] once its bytes are written (the
+    /// caller copied them into its socket): its buffer carries the next channel data.
+    pub fn recycle(&mut self, packet: BytesMut) {
+        if self.spare.len() < SPARE_BUFFERS && packet.capacity() >= SPARE_MIN {
+            self.spare.push(packet);
+        }
     }
 
     /// Bytes waiting for [`Self::poll_transmit`], including packets held while a key

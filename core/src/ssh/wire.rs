@@ -169,7 +169,14 @@ impl Writer {
     /// Like [`Self::message`], with room reserved for the packet header so the message can be
     /// framed and encrypted where it lies ([`Self::finish_packet`]): no copy on the data path.
     pub fn packet(msg: u8, capacity: usize) -> Self {
-        let mut buf = BytesMut::with_capacity(PACKET_HEADER + 1 + capacity + 64);
+        Self::packet_in(BytesMut::new(), msg, capacity)
+    }
+
+    /// [`Self::packet`] written into `buf` (a buffer a sent packet left, cleared here), so
+    /// the data path reuses its memory instead of allocating per packet.
+    pub fn packet_in(mut buf: BytesMut, msg: u8, capacity: usize) -> Self {
+        buf.clear();
+        buf.reserve(PACKET_HEADER + 1 + capacity + 64);
         buf.put_bytes(0, PACKET_HEADER);
         buf.put_u8(msg);
         Self { buf, framed: true }

@@ -26,6 +26,7 @@ pub(crate) const HIGH_WATER: usize = mesh_core::node::SSH_HIGH_WATER;
 pub(crate) trait Session {
     fn handle_input(&mut self, now: Instant, bytes: &[u8]);
     fn poll_transmit(&mut self) -> Option<BytesMut>;
+    fn recycle(&mut self, packet: BytesMut);
     fn pending_transmit(&self) -> usize;
     fn is_closed(&self) -> bool;
 }
@@ -38,6 +39,9 @@ macro_rules! impl_session {
             }
             fn poll_transmit(&mut self) -> Option<BytesMut> {
                 <$t>::poll_transmit(self)
+            }
+            fn recycle(&mut self, packet: BytesMut) {
+                <$t>::recycle(self, packet)
             }
             fn pending_transmit(&self) -> usize {
                 <$t>::pending_transmit(self)
@@ -142,6 +146,7 @@ impl Pipe {
                         self.unsent = Some(packet);
                         break;
                     }
+                    session.recycle(packet);
                 }
                 Err(_) => {
                     self.broken = true;
