@@ -322,11 +322,14 @@ impl SshServer {
         if hosted.peer_eof && !hosted.session.is_closed() {
             hosted.session.disconnect(io.now, "connection closed by peer");
         }
-        let mut authenticated = false;
+        // The login share is released once the session is authenticated, or over (a peer
+        // that never closes its TCP side after a denial must not keep holding it).
+        let mut released = false;
         while let Some(event) = hosted.session.poll_event() {
-            if matches!(event, SessionEvent::Authenticated { .. }) && hosted.unauthenticated {
+            let done = matches!(event, SessionEvent::Authenticated { .. } | SessionEvent::Closed(_));
+            if done && hosted.unauthenticated {
                 hosted.unauthenticated = false;
-                authenticated = true;
+                released = true;
             }
             io.events.push_back(NodeEvent::Ssh(SshEvent::Session { session: id, peer: hosted.peer, event }));
         }
@@ -376,7 +379,7 @@ impl SshServer {
             hosted.deadline = deadline;
         }
         io.tcp.flush(io.now);
-        if authenticated {
+        if released {
             self.release(peer);
         }
     }

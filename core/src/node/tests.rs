@@ -638,3 +638,25 @@ fn a_filter_that_no_longer_allows_the_peer_ends_its_ssh_session() {
     p.pump();
     assert!(ssh_events(&p, B).iter().any(|e| matches!(e, SshEvent::Closed { .. })));
 }
+
+#[test]
+fn a_login_that_timed_out_frees_its_share_even_if_the_peer_keeps_its_tcp_side_open() {
+    let mut p = ssh_mesh(2, |i| i == B);
+    let connect = |p: &mut Pair| {
+        let now = p.now;
+        p.nodes[A].tcp_connect(now, SocketAddr::new(IpAddr::V4(mesh(B)), SSH_PORT)).unwrap_or_else(|e| panic!("{e}"));
+    };
+    for _ in 0..4 {
+        connect(&mut p);
+    }
+    p.pump();
+    assert_eq!(p.nodes[B].ssh_stats().map(|s| s.sessions), Some(4));
+    // The login grace time passes; A never speaks and never closes.
+    p.advance(Duration::from_secs(125));
+    for _ in 0..4 {
+        connect(&mut p);
+    }
+    p.pump();
+    let stats = p.nodes[B].ssh_stats().cloned().unwrap_or_default();
+    assert_eq!((stats.sessions, stats.refused_over_share), (8, 0), "the timed-out logins gave their share back");
+}
