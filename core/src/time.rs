@@ -3,6 +3,7 @@
 //! The core never reads a clock. Drivers convert their clock (real or virtual) into these
 //! types and pass them in, which is what lets the simulator replay a run bit for bit.
 
+use std::collections::BTreeSet;
 use std::ops::{Add, AddAssign, Sub};
 use std::time::Duration;
 
@@ -83,6 +84,27 @@ impl WallClock {
     pub fn at(&self, now: Instant) -> UnixTime {
         UnixTime(self.base_unix.0 + now.saturating_duration_since(self.base_instant))
     }
+}
+
+/// Move `key`'s entry in a set of (deadline, key) from `scheduled` to `next` (either may be
+/// `None`), so the earliest deadline of many timers is the set's first entry: how the
+/// WireGuard peers and the node's SSH sessions keep `poll_timeout` O(1).
+pub(crate) fn reschedule<K: Ord + Copy>(
+    deadlines: &mut BTreeSet<(Instant, K)>,
+    key: K,
+    scheduled: &mut Option<Instant>,
+    next: Option<Instant>,
+) {
+    if next == *scheduled {
+        return;
+    }
+    if let Some(old) = scheduled.take() {
+        deadlines.remove(&(old, key));
+    }
+    if let Some(new) = next {
+        deadlines.insert((new, key));
+    }
+    *scheduled = next;
 }
 
 #[cfg(test)]

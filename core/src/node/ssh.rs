@@ -369,15 +369,7 @@ impl SshServer {
             }
         }
         let deadline = hosted.session.poll_timeout();
-        if deadline != hosted.deadline {
-            if let Some(at) = hosted.deadline {
-                self.deadlines.remove(&(at, id));
-            }
-            if let Some(at) = deadline {
-                self.deadlines.insert((at, id));
-            }
-            hosted.deadline = deadline;
-        }
+        crate::time::reschedule(&mut self.deadlines, id, &mut hosted.deadline, deadline);
         io.tcp.flush(io.now);
         if released {
             self.release(peer);

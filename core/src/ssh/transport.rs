@@ -516,12 +516,10 @@ impl Transport {
                 let head = *head;
                 let total = match &self.cipher_in {
                     None => {
-                        // Checks the length (and alignment); `None`: the rest is to come.
-                        if let Some((_, used)) = parse_plain(&head)? {
-                            used
-                        } else {
-                            4 + u32::from_be_bytes(head) as usize
-                        }
+                        // Four bytes are never a whole packet: this checks the length
+                        // (bounds and alignment) and asks for the rest.
+                        parse_plain(&head)?;
+                        4 + u32::from_be_bytes(head) as usize
                     }
                     Some(cipher) => 4 + cipher.open_length(self.seq_in, head)? + TAG_LEN,
                 };

@@ -480,15 +480,7 @@ impl WireGuard {
     fn reschedule(&mut self, id: PeerId) {
         let Some(peer) = self.peers.get_mut(&id) else { return };
         let next = peer.timers.next_deadline();
-        if next != peer.scheduled {
-            if let Some(old) = peer.scheduled {
-                self.deadlines.remove(&(old, id));
-            }
-            if let Some(new) = next {
-                self.deadlines.insert((new, id));
-            }
-            peer.scheduled = next;
-        }
+        crate::time::reschedule(&mut self.deadlines, id, &mut peer.scheduled, next);
     }
 
     // ----- outputs ----------------------------------------------------------------------
