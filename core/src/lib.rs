@@ -11,6 +11,7 @@ pub mod ip;
 #[cfg(test)]
 mod key_hygiene;
 pub mod node;
+pub mod policy;
 pub mod rng;
 pub mod ssh;
 pub mod tcp;

@@ -79,7 +79,7 @@ impl NodeConfig {
 /// the mesh may reach anything in the mesh, on every port, over TCP, UDP and ICMP.
 pub fn allow_mesh_filter() -> Filter {
     Filter::new(vec![FilterRule {
-        srcs: vec![mesh_range()],
+        srcs: vec![mesh_range()].into(),
         dsts: vec![(mesh_range(), PortRange::ALL)],
         protos: vec![],
     }])

@@ -23,7 +23,7 @@ use mesh_tests::ipv4_udp;
 fn rules(n: usize) -> Vec<FilterRule> {
     (0..n)
         .map(|i| FilterRule {
-            srcs: vec![IpPrefix::host(IpAddr::V4(Ipv4Addr::new(100, 65, (i / 256) as u8, (i % 256) as u8)))],
+            srcs: vec![IpPrefix::host(IpAddr::V4(Ipv4Addr::new(100, 65, (i / 256) as u8, (i % 256) as u8)))].into(),
             dsts: vec![(IpPrefix::host(IpAddr::V4(Ipv4Addr::new(100, 64, 0, 1))), PortRange::single(22))],
             protos: vec![],
         })
@@ -35,7 +35,7 @@ fn filter(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     let mut rs = rules(999);
     rs.push(FilterRule {
-        srcs: vec!["100.64.0.2/32".parse().unwrap_or_else(|e| panic!("{e}"))],
+        srcs: vec!["100.64.0.2/32".parse().unwrap_or_else(|e| panic!("{e}"))].into(),
         dsts: vec![("100.64.0.1/32".parse().unwrap_or_else(|e| panic!("{e}")), PortRange::single(4000))],
         protos: vec![],
     });
@@ -109,7 +109,7 @@ fn connected_pair() -> (Vec<Node>, mesh_core::tcp::ConnId, mesh_core::tcp::ConnI
     nodes[1].set_filter(
         now,
         Filter::new(vec![FilterRule {
-            srcs: vec![IpPrefix::host(IpAddr::V4(addr(0)))],
+            srcs: vec![IpPrefix::host(IpAddr::V4(addr(0)))].into(),
             dsts: vec![(IpPrefix::host(IpAddr::V4(addr(1))), PortRange::ALL)],
             protos: vec![],
         }]),

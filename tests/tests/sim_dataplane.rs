@@ -51,7 +51,7 @@ fn mesh(node: NodeId) -> Ipv4Addr {
 
 /// `src` may open connections to `dst` on `ports`.
 fn allow(src: NodeId, dst: NodeId, ports: PortRange) -> FilterRule {
-    FilterRule { srcs: vec![host(src)], dsts: vec![(host(dst), ports)], protos: vec![] }
+    FilterRule { srcs: vec![host(src)].into(), dsts: vec![(host(dst), ports)], protos: vec![] }
 }
 
 fn tcp_packet(

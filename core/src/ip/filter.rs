@@ -6,6 +6,8 @@
 //! Default deny: a packet no rule allows is dropped unless connection tracking knows it as
 //! part of a flow (see [`super::flows`]).
 
+use std::sync::Arc;
+
 use super::packet::{IcmpKind, PacketInfo, Proto};
 use crate::wireguard::allowed_ips::{addr_bits, mask};
 use crate::wireguard::IpPrefix;
@@ -33,7 +35,8 @@ impl PortRange {
 /// One rule: traffic from any of `srcs` to any of `dsts` over any of `protos` is allowed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FilterRule {
-    pub srcs: Vec<IpPrefix>,
+    /// Shared: the coordination server gives one rule's sources to every node it reaches.
+    pub srcs: Arc<[IpPrefix]>,
     pub dsts: Vec<(IpPrefix, PortRange)>,
     /// Empty means TCP, UDP and ICMP (the policy format's default).
     pub protos: Vec<Proto>,
@@ -197,7 +200,7 @@ mod tests {
             proptest::collection::vec(proto(), 0..3),
         )
             .prop_map(|(srcs, dsts, protos)| FilterRule {
-                srcs,
+                srcs: srcs.into(),
                 dsts: dsts.into_iter().map(|(p, a, b)| (p, PortRange { first: a.min(b), last: a.max(b) })).collect(),
                 protos,
             })
@@ -247,7 +250,7 @@ mod tests {
         };
         assert!(!Filter::deny_all().allows(&info));
         let all = Filter::new(vec![FilterRule {
-            srcs: vec!["0.0.0.0/0".parse().unwrap_or_else(|e| panic!("{e}"))],
+            srcs: vec!["0.0.0.0/0".parse().unwrap_or_else(|e| panic!("{e}"))].into(),
             dsts: vec![("100.64.0.2/32".parse().unwrap_or_else(|e| panic!("{e}")), PortRange::single(22))],
             protos: vec![],
         }]);

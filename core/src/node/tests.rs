@@ -37,7 +37,7 @@ struct Pair {
 
 fn allow(src: usize, dst: usize, ports: PortRange) -> FilterRule {
     FilterRule {
-        srcs: vec![IpPrefix::host(IpAddr::V4(mesh(src)))],
+        srcs: vec![IpPrefix::host(IpAddr::V4(mesh(src)))].into(),
         dsts: vec![(IpPrefix::host(IpAddr::V4(mesh(dst))), ports)],
         protos: vec![],
     }
@@ -464,7 +464,7 @@ fn packets_not_for_this_node_open_no_flows() {
     let now = p.now;
     p.nodes[A].set_netmap(now, vec![b_for_a]);
     let everything = IpPrefix::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0).unwrap_or_else(|e| panic!("{e}"));
-    let rule = FilterRule { srcs: vec![everything], dsts: vec![(everything, PortRange::ALL)], protos: vec![] };
+    let rule = FilterRule { srcs: vec![everything].into(), dsts: vec![(everything, PortRange::ALL)], protos: vec![] };
     p.nodes[B].set_filter(now, Filter::new(vec![rule]));
     for port in 0..100 {
         p.tun_send(A, &crate::ip::build::udp_v4(mesh(A), 1000 + port, Ipv4Addr::new(10, 1, 2, 3), 53, b"x"));
@@ -487,7 +487,7 @@ fn ssh_mesh(n: usize, ssh: impl Fn(usize) -> bool) -> Pair {
     for i in 0..n {
         let everyone = IpPrefix::new(IpAddr::V4(Ipv4Addr::new(100, 64, 0, 0)), 10).unwrap_or_else(|e| panic!("{e}"));
         let rule = FilterRule {
-            srcs: vec![everyone],
+            srcs: vec![everyone].into(),
             dsts: vec![(IpPrefix::host(IpAddr::V4(mesh(i))), PortRange::single(SSH_PORT))],
             protos: vec![],
         };

@@ -52,6 +52,12 @@ impl IpPrefix {
         Self { addr, len: if addr.is_ipv4() { 32 } else { 128 } }
     }
 
+    /// `0.0.0.0/0` or `::/0`.
+    pub fn default_route(v6: bool) -> Self {
+        let addr = if v6 { IpAddr::from([0u16; 8]) } else { IpAddr::from([0u8; 4]) };
+        Self { addr, len: 0 }
+    }
+
     pub fn addr(&self) -> IpAddr {
         self.addr
     }
