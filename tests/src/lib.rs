@@ -6,6 +6,7 @@
 
 pub mod ssh_client;
 pub mod ssh_harness;
+pub mod tailnet_fixture;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
