@@ -29,7 +29,9 @@ pub fn nodes(nodes: usize) -> Vec<NodeInfo> {
                 tags,
                 addresses: vec![
                     IpAddr::from((0x6440_0000u32 + n).to_be_bytes()),
-                    IpAddr::from(std::net::Ipv6Addr::from(0xfd7a_115c_a1e0_0000_0000_0000_0000_0000u128 + u128::from(n))),
+                    IpAddr::from(std::net::Ipv6Addr::from(
+                        0xfd7a_115c_a1e0_0000_0000_0000_0000_0000u128 + u128::from(n),
+                    )),
                 ],
                 routes: Vec::new(),
             }
@@ -55,7 +57,7 @@ pub fn policy(nodes: usize, rules: usize, self_rules: bool) -> String {
         let port = 1000 + r;
         let (src, dst) = match r % 10 {
             0 if self_rules => ("\"autogroup:member\"".to_string(), format!("autogroup:self:{port}")),
-            0 | 1 | 2 => (format!("\"group:g{}\"", r % GROUPS), format!("tag:t{}:{port}", r % TAGS)),
+            0..=2 => (format!("\"group:g{}\"", r % GROUPS), format!("tag:t{}:{port}", r % TAGS)),
             3 | 4 => (format!("\"{}\"", user(r % users)), format!("tag:t{}:{port}", (r + 1) % TAGS)),
             5 | 6 => (format!("\"tag:t{}\"", r % TAGS), format!("tag:t{}:{port}", (r + 3) % TAGS)),
             7 => ("\"*\"".to_string(), format!("tag:t{}:443", r % TAGS)),

@@ -13,7 +13,7 @@ use crate::wireguard::allowed_ips::{addr_bits, mask};
 use crate::wireguard::IpPrefix;
 
 /// An inclusive range of ports.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub struct PortRange {
     pub first: u16,
     pub last: u16,
@@ -33,7 +33,7 @@ impl PortRange {
 }
 
 /// One rule: traffic from any of `srcs` to any of `dsts` over any of `protos` is allowed.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FilterRule {
     /// Shared: the coordination server gives one rule's sources to every node it reaches.
     pub srcs: Arc<[IpPrefix]>,

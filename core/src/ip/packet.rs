@@ -19,7 +19,7 @@ use smoltcp::wire::{
 use thiserror::Error;
 
 /// Transport protocol of a packet, as the filter distinguishes them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Proto {
     Tcp,
     Udp,

@@ -18,7 +18,7 @@ use crate::ip::filter::{FilterRule, PortRange};
 use crate::wireguard::IpPrefix;
 
 /// A node's identity as the coordination server knows it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub struct NodeId(pub u64);
 
 /// What the compiler needs to know about one node.
@@ -75,7 +75,7 @@ impl NodePolicy {
 }
 
 /// What an SSH rule lets a matching login do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum NodeSshAction {
     /// Log in; the forwarding a rule allows comes with it (Tailscale's accept carries all).
     Accept { agent_forwarding: bool, local_forwarding: bool, remote_forwarding: bool },
@@ -84,7 +84,7 @@ pub enum NodeSshAction {
 }
 
 /// One SSH rule as a node receives it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NodeSshRule {
     /// The source nodes this rule is for.
     pub principals: Arc<[NodeId]>,

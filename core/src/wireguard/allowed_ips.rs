@@ -77,6 +77,20 @@ impl IpPrefix {
     }
 }
 
+/// On the wire as `(address, length)`; a length too long for the family is refused.
+impl serde::Serialize for IpPrefix {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        serde::Serialize::serialize(&(self.addr, self.len), s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for IpPrefix {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let (addr, len): (IpAddr, u8) = serde::Deserialize::deserialize(d)?;
+        IpPrefix::new(addr, len).map_err(serde::de::Error::custom)
+    }
+}
+
 impl fmt::Debug for IpPrefix {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.addr, self.len)

@@ -8,7 +8,7 @@ use std::fmt;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 /// A peer's static X25519 public key: its identity on the mesh.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub struct PublicKey(pub [u8; 32]);
 
 impl fmt::Debug for PublicKey {

@@ -1,0 +1,344 @@
+//! The control server's state machine driven directly: registration with pre-auth keys,
+//! the map stream and its deltas, policy changes, removal and expiry, hostile requests,
+//! and restart from the persisted state.
+
+use std::time::Duration;
+
+use super::messages::*;
+use super::server::*;
+use crate::policy::NodeId;
+use crate::time::{Instant, UnixTime};
+use crate::wireguard::PublicKey;
+
+const T0: u64 = 1_800_000_000;
+
+fn unix(secs: u64) -> UnixTime {
+    UnixTime(Duration::from_secs(secs))
+}
+
+struct Harness {
+    server: ControlServer,
+    now: Instant,
+    /// Everything persisted so far, in order.
+    persisted: Vec<Change>,
+}
+
+impl Harness {
+    fn new() -> Self {
+        Self::with_state(State::default())
+    }
+
+    fn with_state(state: State) -> Self {
+        let server =
+            ControlServer::new(ServerConfig::default(), [7; 32], state, unix(T0)).unwrap_or_else(|e| panic!("{e}"));
+        Self { server, now: Instant::from_micros(1_000_000), persisted: Vec::new() }
+    }
+
+    /// Drains outputs: persists are recorded, sends returned per connection.
+    fn drain(&mut self) -> Vec<(ConnId, ServerMessage)> {
+        let mut sent = Vec::new();
+        while let Some(o) = self.server.poll_output() {
+            match o {
+                Output::Persist(c) => self.persisted.push(c),
+                Output::Send { conn, message } => {
+                    // Round-trip through the wire encoding: what a node would decode.
+                    let bytes = encode(&message);
+                    let back: ServerMessage = decode(&bytes).unwrap_or_else(|e| panic!("{e}"));
+                    assert_eq!(back, message);
+                    sent.push((conn, message));
+                }
+                Output::Close { conn, reason } => sent.push((conn, ServerMessage::Rejected { reason })),
+            }
+        }
+        sent
+    }
+
+    fn key(&mut self, user: &str, options: AuthKeyOptions) -> String {
+        if self.server.user_id(user).is_none() {
+            self.server.create_user(user).unwrap_or_else(|e| panic!("{e}"));
+        }
+        let options = AuthKeyOptions { lifetime: Duration::from_secs(3600), ..options };
+        self.server.create_auth_key(user, options).unwrap_or_else(|e| panic!("{e}")).1
+    }
+
+    fn send(&mut self, conn: u64, message: NodeMessage) -> Vec<(ConnId, ServerMessage)> {
+        self.server.handle_message(self.now, ConnId(conn), message);
+        self.drain()
+    }
+
+    /// Connects machine `n`, registers with `key` and starts its map; returns its node id.
+    fn join(&mut self, n: u8, hostname: &str, key: &str) -> NodeId {
+        self.server.handle_connect(self.now, ConnId(n.into()), machine(n));
+        let replies = self.send(n.into(), register(n, hostname, key));
+        let id = replies
+            .iter()
+            .find_map(|(c, m)| match m {
+                ServerMessage::Registered(r) if *c == ConnId(n.into()) => Some(r.node),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("{hostname} not registered: {replies:?}"));
+        self.send(n.into(), NodeMessage::Map { endpoints: vec![] });
+        id
+    }
+}
+
+fn machine(n: u8) -> PublicKey {
+    PublicKey([n; 32])
+}
+
+fn node_key(n: u8) -> PublicKey {
+    PublicKey([n.wrapping_add(100); 32])
+}
+
+fn register(n: u8, hostname: &str, key: &str) -> NodeMessage {
+    NodeMessage::Register(Register {
+        node_key: node_key(n),
+        hostname: hostname.into(),
+        ssh_host_keys: vec![format!("ssh-ed25519 AAAA{n} host")],
+        requested_tags: vec![],
+        ssh: true,
+        auth: RegisterAuth::AuthKey(key.into()),
+    })
+}
+
+fn to(sent: &[(ConnId, ServerMessage)], conn: u64) -> Vec<&ServerMessage> {
+    sent.iter().filter(|(c, _)| *c == ConnId(conn)).map(|(_, m)| m).collect()
+}
+
+const OPEN: &str = r#"{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}"#;
+
+#[test]
+fn a_single_use_key_raced_by_two_nodes_registers_exactly_one() {
+    let mut h = Harness::new();
+    let key = h.key("alice@example.com", AuthKeyOptions::default());
+    h.server.handle_connect(h.now, ConnId(1), machine(1));
+    h.server.handle_connect(h.now, ConnId(2), machine(2));
+    h.server.handle_message(h.now, ConnId(1), register(1, "a", &key));
+    h.server.handle_message(h.now, ConnId(2), register(2, "b", &key));
+    let sent = h.drain();
+    let registered = sent.iter().filter(|(_, m)| matches!(m, ServerMessage::Registered(_))).count();
+    let rejected: Vec<_> = sent.iter().filter(|(_, m)| matches!(m, ServerMessage::Rejected { .. })).collect();
+    assert_eq!(registered, 1, "{sent:?}");
+    assert_eq!(rejected.len(), 1);
+    assert!(matches!(&rejected[0].1, ServerMessage::Rejected { reason } if reason.contains("already used")));
+    assert_eq!(h.server.nodes().count(), 1);
+}
+
+#[test]
+fn the_map_stream_starts_full_and_continues_with_deltas() {
+    let mut h = Harness::new();
+    h.server.create_user("alice@example.com").unwrap_or_else(|e| panic!("{e}"));
+    h.server.set_policy(h.now, OPEN).unwrap_or_else(|e| panic!("{e}"));
+    let key = h.key("alice@example.com", AuthKeyOptions { reusable: true, ..Default::default() });
+    h.server.handle_connect(h.now, ConnId(1), machine(1));
+    h.send(1, register(1, "laptop", &key));
+    let sent =
+        h.send(1, NodeMessage::Map { endpoints: vec!["192.0.2.1:41641".parse().unwrap_or_else(|e| panic!("{e}"))] });
+    let [ServerMessage::Map(map)] = to(&sent, 1)[..] else { panic!("{sent:?}") };
+    assert_eq!(map.node.name, "laptop");
+    assert!(map.peers.is_empty());
+    assert_eq!(map.filter.len(), 1);
+    // A second node joins: the first gets a delta with exactly that peer.
+    h.server.handle_connect(h.now, ConnId(2), machine(2));
+    let sent = h.send(2, register(2, "laptop", &key));
+    let Some(ServerMessage::Registered(r)) = to(&sent, 2).first().copied() else { panic!("{sent:?}") };
+    assert_eq!(r.name, "laptop-2", "names are unique");
+    assert_ne!(r.addresses, map.node.addresses);
+    let sent = h.send(2, NodeMessage::Map { endpoints: vec![] });
+    let deltas = to(&sent, 1);
+    let [ServerMessage::Delta(d)] = deltas[..] else { panic!("{sent:?}") };
+    assert_eq!(d.upsert.len(), 1);
+    assert_eq!(d.upsert[0].name, "laptop-2");
+    assert!(d.upsert[0].online);
+    assert!(d.remove.is_empty() && d.ssh.is_none());
+    // Nothing changed for anyone: nothing is sent.
+    assert!(h.send(2, NodeMessage::Endpoints(vec![])).is_empty());
+}
+
+#[test]
+fn policy_changes_deletion_and_expiry_reach_every_node() {
+    let mut h = Harness::new();
+    h.server.create_user("alice@example.com").unwrap_or_else(|e| panic!("{e}"));
+    h.server.set_policy(h.now, OPEN).unwrap_or_else(|e| panic!("{e}"));
+    let key = h.key("alice@example.com", AuthKeyOptions { reusable: true, ..Default::default() });
+    let ids: Vec<NodeId> = (1..=4).map(|n| h.join(n, &format!("n{n}"), &key)).collect();
+    h.drain();
+    // A policy that allows nothing: every node gets an empty filter, and no peers.
+    h.server.set_policy(h.now, r#"{"acls": []}"#).unwrap_or_else(|e| panic!("{e}"));
+    let sent = h.drain();
+    for n in 1..=4u64 {
+        let [ServerMessage::Delta(d)] = to(&sent, n)[..] else { panic!("{n}: {sent:?}") };
+        assert_eq!(d.filter, Some(vec![]), "an empty filter is distinguishable from unchanged");
+        assert_eq!(d.remove.len(), 3);
+    }
+    h.server.set_policy(h.now, OPEN).unwrap_or_else(|e| panic!("{e}"));
+    h.drain();
+    // Deleting a node: it disappears from every peer list, its stream is closed.
+    h.server.delete_node(h.now, ids[3]).unwrap_or_else(|e| panic!("{e}"));
+    let sent = h.drain();
+    for n in 1..=3u64 {
+        let [ServerMessage::Delta(d)] = to(&sent, n)[..] else { panic!("{n}: {sent:?}") };
+        assert_eq!(d.remove, vec![ids[3]]);
+    }
+    assert!(matches!(to(&sent, 4)[..], [ServerMessage::Rejected { .. }]), "closed");
+    // Expiry: the expired node leaves its peers' maps.
+    h.server.expire_node(h.now, ids[2]).unwrap_or_else(|e| panic!("{e}"));
+    let sent = h.drain();
+    for n in 1..=2u64 {
+        let [ServerMessage::Delta(d)] = to(&sent, n)[..] else { panic!("{n}: {sent:?}") };
+        assert_eq!(d.remove, vec![ids[2]]);
+    }
+    // A policy that fails its tests changes nothing and persists nothing.
+    let before = h.persisted.len();
+    let failing = r#"{"acls": [], "tests": [{"src": "alice@example.com", "accept": ["alice@example.com:22"]}]}"#;
+    assert!(h.server.set_policy(h.now, failing).is_err());
+    assert!(h.drain().is_empty());
+    assert_eq!(h.persisted.len(), before);
+}
+
+#[test]
+fn keys_expire_with_time_and_keepalives_keep_quiet_streams_alive() {
+    let mut h = Harness::new();
+    h.server.set_policy(h.now, OPEN).unwrap_or_else(|e| panic!("{e}"));
+    let key = h.key("alice@example.com", AuthKeyOptions { reusable: true, ..Default::default() });
+    h.join(1, "a", &key);
+    h.join(2, "b", &key);
+    h.drain();
+    let deadline = h.server.poll_timeout().unwrap_or_else(|| panic!("no keepalive timer"));
+    assert!(deadline >= h.now + Duration::from_secs(50) && deadline <= h.now + Duration::from_secs(55));
+    h.now = deadline;
+    h.server.handle_timeout(h.now, unix(T0 + 60));
+    let sent = h.drain();
+    assert!(sent.iter().any(|(_, m)| *m == ServerMessage::KeepAlive));
+    assert!(h.server.poll_timeout().is_some_and(|t| t > h.now));
+    // 181 days later both keys have expired: each loses the other.
+    h.server.handle_timeout(h.now, unix(T0 + 181 * 86_400));
+    let sent = h.drain();
+    let [ServerMessage::Delta(d)] = to(&sent, 1)[..] else { panic!("{sent:?}") };
+    assert_eq!(d.remove.len(), 1);
+}
+
+#[test]
+fn hostile_registrations_are_refused_and_change_nothing() {
+    let mut h = Harness::new();
+    let key = h.key("alice@example.com", AuthKeyOptions::default());
+    let reusable = h.key("alice@example.com", AuthKeyOptions { reusable: true, ..Default::default() });
+    h.join(1, "a", &reusable);
+    let (id, _) = parse_id(&key);
+    let forged = format!("mskey-{id}-{}", "0".repeat(48));
+    let cases = [
+        (2u8, "garbage".to_string(), "malformed"),
+        (3, forged, "unknown auth key"),
+        (4, "mskey-999-".to_string() + &"a".repeat(48), "unknown auth key"),
+    ];
+    let before = h.persisted.len();
+    for (n, secret, why) in cases {
+        h.server.handle_connect(h.now, ConnId(n.into()), machine(n));
+        let sent = h.send(n.into(), register(n, "x", &secret));
+        assert!(
+            matches!(&to(&sent, n.into())[..], [ServerMessage::Rejected { reason }] if reason.contains(why)),
+            "{sent:?}"
+        );
+    }
+    // Another node's node key.
+    h.server.handle_connect(h.now, ConnId(5), machine(5));
+    let mut claim = register(5, "x", &key);
+    if let NodeMessage::Register(r) = &mut claim {
+        r.node_key = node_key(1);
+    }
+    let sent = h.send(5, claim);
+    assert!(matches!(&to(&sent, 5)[..], [ServerMessage::Rejected { reason }] if reason.contains("another node")));
+    // A map request before registering.
+    let sent = h.send(5, NodeMessage::Map { endpoints: vec![] });
+    assert!(matches!(&to(&sent, 5)[..], [ServerMessage::Rejected { .. }]));
+    assert_eq!(h.persisted.len(), before, "nothing persisted");
+    // Revoked and expired keys.
+    h.server.revoke_auth_key(id).unwrap_or_else(|e| panic!("{e}"));
+    let sent = h.send(5, register(5, "x", &key));
+    assert!(matches!(&to(&sent, 5)[..], [ServerMessage::Rejected { reason }] if reason.contains("revoked")));
+    let short = h.key("alice@example.com", AuthKeyOptions::default());
+    h.server.handle_timeout(h.now, unix(T0 + 7200));
+    h.drain();
+    let sent = h.send(5, register(5, "x", &short));
+    assert!(matches!(&to(&sent, 5)[..], [ServerMessage::Rejected { reason }] if reason.contains("expired")));
+    // Tags the key's user may not assign.
+    let tagged = h.key("alice@example.com", AuthKeyOptions { reusable: true, ..Default::default() });
+    let mut asks = register(6, "x", &tagged);
+    if let NodeMessage::Register(r) = &mut asks {
+        r.requested_tags = vec!["tag:prod".into()];
+    }
+    h.server.handle_connect(h.now, ConnId(6), machine(6));
+    let sent = h.send(6, asks);
+    assert!(matches!(&to(&sent, 6)[..], [ServerMessage::Rejected { reason }] if reason.contains("tag:prod")));
+    assert_eq!(h.server.nodes().count(), 1);
+}
+
+fn parse_id(key: &str) -> (u64, String) {
+    let rest = key.strip_prefix("mskey-").unwrap_or_default();
+    let (id, secret) = rest.split_once('-').unwrap_or_default();
+    (id.parse().unwrap_or_default(), secret.to_string())
+}
+
+#[test]
+fn a_restart_from_the_persisted_state_loses_nothing() {
+    let mut h = Harness::new();
+    h.server.set_policy(h.now, OPEN).unwrap_or_else(|e| panic!("{e}"));
+    let key = h.key("alice@example.com", AuthKeyOptions { reusable: true, ..Default::default() });
+    let a = h.join(1, "a", &key);
+    h.join(2, "b", &key);
+    let single = h.key("bob@example.com", AuthKeyOptions::default());
+    h.drain();
+    // Replay what was persisted into a State, as the shell's database would hold it.
+    let mut state = State::default();
+    for change in &h.persisted {
+        match change.clone() {
+            Change::User(u) => {
+                state.users.retain(|x| x.id != u.id);
+                state.users.push(u);
+            }
+            Change::Node(n) => {
+                state.nodes.retain(|x| x.id != n.id);
+                state.nodes.push(n);
+            }
+            Change::NodeRemoved(id) => state.nodes.retain(|x| x.id != id),
+            Change::AuthKey(k) => {
+                state.auth_keys.retain(|x| x.id != k.id);
+                state.auth_keys.push(k);
+            }
+            Change::Policy(p) => state.policy = Some(p),
+        }
+    }
+    let mut restarted = Harness::with_state(state);
+    assert_eq!(restarted.server.nodes().count(), 2);
+    assert_eq!(restarted.server.policy_text(), Some(OPEN));
+    // Node a reconnects with its machine key and is recognised; its map has b.
+    restarted.server.handle_connect(restarted.now, ConnId(10), machine(1));
+    let mut again = register(1, "a", "");
+    if let NodeMessage::Register(r) = &mut again {
+        r.auth = RegisterAuth::Known;
+    }
+    let sent = restarted.send(10, again);
+    assert!(matches!(&to(&sent, 10)[..], [ServerMessage::Registered(r)] if r.node == a));
+    let sent = restarted.send(10, NodeMessage::Map { endpoints: vec![] });
+    let [ServerMessage::Map(map)] = to(&sent, 10)[..] else { panic!("{sent:?}") };
+    assert_eq!(map.peers.len(), 1);
+    // The unused single-use key still works once; new ids do not collide.
+    restarted.server.handle_connect(restarted.now, ConnId(11), machine(3));
+    let sent = restarted.send(11, register(3, "c", &single));
+    assert!(matches!(&to(&sent, 11)[..], [ServerMessage::Registered(r)] if r.node.0 == 3), "{sent:?}");
+}
+
+#[test]
+fn decoding_refuses_other_versions_and_trailing_bytes() {
+    let bytes = encode(&NodeMessage::Logout);
+    assert_eq!(decode::<NodeMessage>(&bytes), Ok(NodeMessage::Logout));
+    let mut other = bytes.clone();
+    other[0] = 9;
+    assert_eq!(decode::<NodeMessage>(&other), Err(MessageError::Version(9)));
+    let mut long = bytes.clone();
+    long.push(0);
+    assert!(matches!(decode::<NodeMessage>(&long), Err(MessageError::Malformed(_))));
+    assert_eq!(decode::<NodeMessage>(&[]), Err(MessageError::Empty));
+    // A huge declared length allocates nothing and fails.
+    assert!(decode::<ServerMessage>(&[VERSION, 3, 0xff, 0xff, 0xff, 0xff, 0x0f]).is_err());
+}
