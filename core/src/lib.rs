@@ -5,6 +5,7 @@
 //! `poll_*` method. The same code runs under the mio shell (real time, real sockets) and
 //! under the deterministic simulator (`mesh-sim`). See DESIGN.md, "The sans-IO contract".
 
+pub mod control;
 mod ct;
 pub mod dns;
 pub mod ip;
