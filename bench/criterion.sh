@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Criterion benches of mesh-tests, run side by side: BENCH (wireguard: device pair vs raw
 # AEAD, our handshake vs boringtun's; dataplane: filter, TCP pipeline vs seal+open bound;
-# ssh: packet protection vs the raw primitives, server CPU per login),
+# ssh: packet protection vs the raw primitives, server CPU per login; control: a 1 MiB
+# message through the control channel vs the raw AEAD on the same records),
 # built for each CPU level given (default: baseline x86-64 and the release setting
 # x86-64-v3), RUNS alternating rounds, then medians and the ratios each baseline defines.
 # Usage: bench/criterion.sh BENCH [RUNS] [CPU...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bench="${1:?usage: bench/criterion.sh wireguard|dataplane|ssh [RUNS] [CPU...]}"
+bench="${1:?usage: bench/criterion.sh wireguard|dataplane|ssh|control [RUNS] [CPU...]}"
 runs="${2:-3}"
 shift $(( $# < 2 ? $# : 2 ))
 cpus=("$@")
@@ -63,4 +64,8 @@ for cpu in ("x86-64", "x86-64-v3"):
     if tcp and bound:
         mib = 1 << 20
         print(f"{cpu:10} TCP pipeline: {mib*8/tcp:.2f} Gbit/s vs seal+open bound {mib*8/bound:.2f} Gbit/s = {bound/tcp:.2f}x")
+    channel, raw = med.get((cpu, "control_1mib/channel")), med.get((cpu, "control_1mib/raw_aead"))
+    if channel and raw:
+        mib = 1 << 20
+        print(f"{cpu:10} control channel 1 MiB: {mib/channel*1e3:.0f} MB/s vs raw AEAD {mib/raw*1e3:.0f} MB/s = {raw/channel:.2f}x")
 PY

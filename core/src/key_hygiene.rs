@@ -10,6 +10,7 @@ use std::time::Duration;
 use ed25519_dalek::SigningKey;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
+use crate::control::{ChannelClient, ChannelConfig, ChannelServer};
 use crate::node::NodeConfig;
 use crate::ssh::cipher::PacketCipher;
 use crate::ssh::client::{ClientConfig, ClientSession};
@@ -164,4 +165,27 @@ fn ssh_sessions_hide_user_and_host_keys() {
     assert_redacted("NodeConfig with SSH", &config, &SECRET[..32]);
     let node = crate::node::Node::new(config, [6; 32], now, UnixTime(Duration::from_secs(1_700_000_000)));
     assert_redacted("Node", &node.unwrap_or_else(|e| panic!("{e}")), &SECRET[..32]);
+}
+
+#[test]
+fn control_channels_hide_keys() {
+    let mut rng = crate::rng::test_rng(5);
+    let server_key = PrivateKey::from_bytes(secret32());
+    let mut server = ChannelServer::new(server_key.clone(), &mut rng, ChannelConfig::default());
+    let server = server.as_mut().unwrap_or_else(|e| panic!("{e}"));
+    assert_redacted("ChannelServer", &server, &SECRET[..32]);
+    let machine_key = PrivateKey::from_bytes(secret32());
+    let client = ChannelClient::new(machine_key, server_key.public_key(), &mut rng, ChannelConfig::default());
+    let mut client = client.unwrap_or_else(|e| panic!("{e}"));
+    assert_redacted("ChannelClient", &client, &SECRET[..32]);
+    // And once established, with transport keys in place.
+    while let Some(bytes) = client.poll_transmit() {
+        server.handle_input(&bytes).unwrap_or_else(|e| panic!("{e}"));
+    }
+    while let Some(bytes) = server.poll_transmit() {
+        client.handle_input(&bytes).unwrap_or_else(|e| panic!("{e}"));
+    }
+    assert!(client.is_established());
+    assert_redacted("ChannelClient", &client, &SECRET[..32]);
+    assert_redacted("ChannelServer", &server, &SECRET[..32]);
 }

@@ -14,6 +14,8 @@ use mesh_tests::ipv4_udp;
 
 #[path = "../../fuzz/fuzz_targets/common.rs"]
 mod common;
+#[path = "../../fuzz/fuzz_targets/control_fixture.rs"]
+mod control_fixture;
 
 fn write(dir: &Path, target: &str, name: &str, bytes: &[u8]) -> std::io::Result<()> {
     let d = dir.join(target);
@@ -199,6 +201,59 @@ fn main() -> std::io::Result<()> {
         }
         write(dir, "ssh_server_transport", "login", &stream)?;
     }
+    control_channel_seeds(dir)?;
     println!("seeds written under {}", dir.display());
+    Ok(())
+}
+
+/// The control channel target: the fixture's real handshake, so each mode starts past the
+/// easy rejections. First byte: the mode; second: the read size less one.
+fn control_channel_seeds(dir: &Path) -> std::io::Result<()> {
+    use control_fixture::*;
+    let target = "control_channel";
+    let fail = |e: mesh_core::control::ChannelError| std::io::Error::other(e.to_string());
+    // Server mode: record 1 and the node's messages (a small one, an empty one, one of
+    // two records), sealed with the keys the target's server derives.
+    let (mut client, mut server) = (client(), server());
+    for len in [5, 0, 70_000] {
+        client.send_message(&payload(0, len)).map_err(fail)?;
+    }
+    let mut up = drain(|| client.poll_transmit());
+    server.handle_input(&up).map_err(fail)?;
+    let m2 = drain(|| server.poll_transmit());
+    client.handle_input(&m2).map_err(fail)?;
+    up.extend_from_slice(&drain(|| client.poll_transmit()));
+    let seed = |mode: u8, piece: u8, body: &[u8]| [&[mode, piece][..], body].concat();
+    write(dir, target, "server-handshake-and-messages", &seed(MODE_SERVER, 255, &up))?;
+    write(dir, target, "server-handshake-bytewise", &seed(MODE_SERVER, 0, &up[..200]))?;
+
+    // Client mode: operations on an established pair.
+    let ops = [
+        &[OP_SERVER_SENDS, 0, 6][..],                // 12 bytes
+        &[OP_CLIENT_SENDS, 0, 4],                    // 8 bytes
+        &[OP_SERVER_SENDS, 0x80, 0x00],              // 65536 bytes: two records
+        &[OP_SERVER_SENDS, 0, 0],                    // empty
+        &[OP_SERVER_SENDS_FLIPPED, 0, 10, 0, 30, 3], // 20 bytes, bit 3 of byte 30 flipped
+    ]
+    .concat();
+    write(dir, target, "client-ops", &seed(MODE_CLIENT, 16, &ops))?;
+    // 131070 bytes: too large for the client.
+    let ops = [OP_SERVER_SENDS, 0xff, 0xff, OP_RAW_BYTES, 3, 0, 1, 9, OP_SERVER_SENDS, 0, 1];
+    write(dir, target, "client-too-large-and-raw", &seed(MODE_CLIENT, 255, &ops))?;
+
+    // Upgrade mode: the 101, message 2 and a message from the fixture's server, which is
+    // what the fixture's client reads after its upgrade.
+    let (_, mut server, m2) = established();
+    server.send_message(b"netmap").map_err(fail)?;
+    let mut down = mesh_core::control::upgrade::upgrade_response();
+    down.extend_from_slice(&m2);
+    down.extend_from_slice(&drain(|| server.poll_transmit()));
+    write(dir, target, "upgrade-switched", &seed(MODE_UPGRADE, 6, &down))?;
+    write(
+        dir,
+        target,
+        "upgrade-refused",
+        &seed(MODE_UPGRADE, 255, b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"),
+    )?;
     Ok(())
 }

@@ -10,7 +10,7 @@ mod error;
 mod keypair;
 pub mod keys;
 pub mod messages;
-mod noise;
+pub(crate) mod noise;
 mod peer;
 pub mod replay;
 mod tai64n;

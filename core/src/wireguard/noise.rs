@@ -103,7 +103,6 @@ impl NoiseFactory {
     }
 
     /// An initiator handshake towards `peer`.
-    /// An initiator handshake towards `peer`.
     pub fn initiator(&self, rng: &mut Rng, peer: &PublicKey, psk: &[u8; 32]) -> Result<HandshakeState, snow::Error> {
         self.builder(rng)
             .local_private_key(self.private.as_bytes())?
@@ -117,6 +116,23 @@ impl NoiseFactory {
     pub fn responder(&self, rng: &mut Rng) -> Result<HandshakeState, snow::Error> {
         self.builder(rng).local_private_key(self.private.as_bytes())?.prologue(PROLOGUE)?.build_responder()
     }
+}
+
+/// A `snow` builder for another Noise protocol (the control channel's) with the same
+/// primitives as WireGuard's: the ephemeral key drawn from `rng` (so the simulator can
+/// replay the handshake), our X25519 that refuses all-zero results. `private` is the static
+/// key the caller then hands to the builder. Without a static-static cache: such a
+/// connection makes one handshake.
+pub(crate) fn builder<'a>(params: NoiseParams, private: Arc<PrivateKey>, rng: &mut Rng) -> Builder<'a> {
+    let public = private.public_key();
+    let resolver = Resolver {
+        seed: Zeroizing::new(rng.gen_bytes()),
+        private,
+        public,
+        dh_ops: Arc::default(),
+        static_static: Arc::default(),
+    };
+    Builder::with_resolver(params, Box::new(resolver))
 }
 
 /// The transport keys of a finished handshake: (initiator to responder, responder to
