@@ -1,0 +1,389 @@
+//! The coordination server as a state machine: users, nodes, pre-auth keys, the policy and
+//! each streaming node's view of the netmap.
+//!
+//! It never touches a database or a socket. Durable changes are [`Output::Persist`]
+//! outputs, emitted *before* the replies that depend on them: the shell drains outputs in
+//! order and commits each `Persist` before it sends anything after it (write-ahead), so a
+//! node is never told about a change that a crash could lose. [`State`] is what the shell
+//! loads back at start.
+//!
+//! Netmaps: after a change the policy is compiled for the tailnet and each streaming node
+//! gets a [`MapDelta`] computed against what it was last sent (peers added, changed,
+//! removed; a new filter; new SSH rules), or nothing when nothing it sees changed.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+mod admin;
+mod check;
+mod netmap;
+mod records;
+
+pub use records::*;
+
+use sha2::{Digest, Sha256};
+
+use super::messages::{NodeMessage, Peer, Register, RegisterAuth, Registered, ServerMessage};
+use crate::ct;
+use crate::policy::{NodeId, NodeSshRule, Policy, PolicyError};
+use crate::rng::Rng;
+use crate::time::{Instant, UnixTime};
+use crate::wireguard::PublicKey;
+
+/// A connected node.
+#[derive(Debug)]
+pub(super) struct Conn {
+    pub(super) machine_key: PublicKey,
+    pub(super) node: Option<NodeId>,
+    /// What the node was last sent, if it streams its map.
+    pub(super) view: Option<View>,
+    pub(super) next_keepalive: Instant,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(super) struct View {
+    pub(super) version: u64,
+    pub(super) node: Option<Peer>,
+    pub(super) peers: BTreeMap<NodeId, Peer>,
+    pub(super) filter: Vec<crate::ip::filter::FilterRule>,
+    pub(super) ssh: Vec<NodeSshRule>,
+}
+
+/// The coordination server's logic.
+#[derive(Debug)]
+pub struct ControlServer {
+    pub(super) config: ServerConfig,
+    pub(super) rng: Rng,
+    pub(super) users: BTreeMap<UserId, UserRecord>,
+    pub(super) nodes: BTreeMap<NodeId, NodeRecord>,
+    pub(super) keys: BTreeMap<u64, AuthKeyRecord>,
+    pub(super) policy: Policy,
+    pub(super) policy_text: Option<String>,
+    pub(super) conns: BTreeMap<ConnId, Conn>,
+    /// Nodes with a live connection.
+    pub(super) online: BTreeSet<NodeId>,
+    /// The compiled view of every node, by id (recomputed after each change).
+    pub(super) compiled: BTreeMap<NodeId, Compiled>,
+    pub(super) next_node: u64,
+    pub(super) next_user: u64,
+    pub(super) next_key: u64,
+    pub(super) unix: u64,
+    pub(super) out: VecDeque<Output>,
+}
+
+#[derive(Clone, Debug)]
+pub(super) struct Compiled {
+    pub(super) peers: Vec<NodeId>,
+    pub(super) filter: Vec<crate::ip::filter::FilterRule>,
+    pub(super) ssh: Vec<NodeSshRule>,
+}
+
+/// The CGNAT range nodes get IPv4 addresses from, and the ULA /48 of IPv6 addresses.
+const V4_BASE: u32 = 0x6440_0000; // 100.64.0.0/10
+const V4_SIZE: u32 = 1 << 22;
+const V6_BASE: u128 = 0xfd7a_115c_a1e0_0000_0000_0000_0000_0000;
+
+impl ControlServer {
+    /// A server over `state`; `seed` is 32 bytes from the OS (or the simulator).
+    pub fn new(config: ServerConfig, seed: [u8; 32], state: State, now: UnixTime) -> Result<Self, PolicyError> {
+        let policy = match &state.policy {
+            Some(text) => Policy::parse("policy", text)?,
+            None => Policy::default_policy(),
+        };
+        let mut server = Self {
+            config,
+            rng: Rng::new(seed),
+            next_node: state.nodes.iter().map(|n| n.id.0).max().unwrap_or(0) + 1,
+            next_user: state.users.iter().map(|u| u.id.0).max().unwrap_or(0) + 1,
+            next_key: state.auth_keys.iter().map(|k| k.id).max().unwrap_or(0) + 1,
+            users: state.users.into_iter().map(|u| (u.id, u)).collect(),
+            nodes: state.nodes.into_iter().map(|n| (n.id, n)).collect(),
+            keys: state.auth_keys.into_iter().map(|k| (k.id, k)).collect(),
+            policy,
+            policy_text: state.policy,
+            conns: BTreeMap::new(),
+            online: BTreeSet::new(),
+            compiled: BTreeMap::new(),
+            unix: now.0.as_secs(),
+            out: VecDeque::new(),
+        };
+        server.recompile();
+        Ok(server)
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.conns.values().filter(|c| c.view.is_some()).map(|c| c.next_keepalive).min()
+    }
+
+    /// Keepalives for quiet streams; nodes whose key expired leave their peers' maps.
+    pub fn handle_timeout(&mut self, now: Instant, unix: UnixTime) {
+        let ids: Vec<ConnId> =
+            self.conns.iter().filter(|(_, c)| c.view.is_some() && c.next_keepalive <= now).map(|(id, _)| *id).collect();
+        for id in ids {
+            self.send(now, id, ServerMessage::KeepAlive);
+        }
+        let before = self.unix;
+        self.unix = unix.0.as_secs();
+        let expired = self.nodes.values().any(|n| n.key_expiry.is_some_and(|e| before < e && e <= self.unix));
+        if expired {
+            self.changed(now);
+        }
+    }
+
+    // ---- connections -------------------------------------------------------------------
+
+    /// A node finished the secure channel's handshake with this machine key.
+    pub fn handle_connect(&mut self, now: Instant, conn: ConnId, machine_key: PublicKey) {
+        let node = self.nodes.values().find(|n| n.machine_key == machine_key).map(|n| n.id);
+        self.conns.insert(conn, Conn { machine_key, node, view: None, next_keepalive: now });
+    }
+
+    pub fn handle_disconnect(&mut self, now: Instant, conn: ConnId) {
+        let Some(c) = self.conns.remove(&conn) else { return };
+        let Some(node) = c.node else { return };
+        if self.conns.values().any(|o| o.node == Some(node) && o.view.is_some()) {
+            return;
+        }
+        self.online.remove(&node);
+        if self.nodes.get(&node).is_some_and(|n| n.ephemeral) {
+            self.remove_node(node);
+        }
+        self.changed(now);
+    }
+
+    pub fn handle_message(&mut self, now: Instant, conn: ConnId, message: NodeMessage) {
+        if !self.conns.contains_key(&conn) {
+            return;
+        }
+        match message {
+            NodeMessage::Register(r) => self.register(now, conn, r),
+            NodeMessage::Map { endpoints } => self.start_map(now, conn, endpoints),
+            NodeMessage::Endpoints(endpoints) => {
+                if let Some(node) = self.conn_node(conn) {
+                    self.set_endpoints(node, endpoints);
+                    self.changed(now);
+                }
+            }
+            NodeMessage::Check(request) => self.check(now, conn, request),
+            NodeMessage::RotateKey { node_key } => self.rotate(now, conn, node_key),
+            NodeMessage::Logout => {
+                if let Some(node) = self.conn_node(conn) {
+                    self.remove_node(node);
+                    self.changed(now);
+                    self.out.push_back(Output::Close { conn, reason: "logged out".into() });
+                }
+            }
+        }
+    }
+
+    pub(super) fn conn_node(&self, conn: ConnId) -> Option<NodeId> {
+        self.conns.get(&conn).and_then(|c| c.node)
+    }
+
+    pub(super) fn send(&mut self, now: Instant, conn: ConnId, message: ServerMessage) {
+        let jitter = Duration::from_millis(self.rng.below(5_000));
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.next_keepalive = now + self.config.keepalive + jitter;
+        }
+        self.out.push_back(Output::Send { conn, message });
+    }
+
+    pub(super) fn reject(&mut self, now: Instant, conn: ConnId, reason: impl Into<String>) {
+        self.send(now, conn, ServerMessage::Rejected { reason: reason.into() });
+    }
+
+    // ---- registration ------------------------------------------------------------------
+
+    pub(super) fn register(&mut self, now: Instant, conn: ConnId, r: Register) {
+        let Some(machine_key) = self.conns.get(&conn).map(|c| c.machine_key) else { return };
+        if let Some(id) = self.conn_node(conn) {
+            match self.nodes.get(&id) {
+                Some(n) if n.node_key == r.node_key => {
+                    let registered = self.registered(id);
+                    self.send(now, conn, registered);
+                }
+                _ => self.reject(now, conn, "this machine is registered with another node key; rotate it instead"),
+            }
+            return;
+        }
+        if self.nodes.values().any(|n| n.node_key == r.node_key) {
+            return self.reject(now, conn, "this node key belongs to another node");
+        }
+        let key = match &r.auth {
+            RegisterAuth::AuthKey(secret) => match self.redeem(secret) {
+                Ok(key) => key,
+                Err(why) => return self.reject(now, conn, why),
+            },
+            RegisterAuth::Interactive | RegisterAuth::Known => {
+                return self.reject(now, conn, "an auth key is required (interactive login is not available yet)")
+            }
+        };
+        let user = key.user;
+        let user_name = self.users.get(&user).map(|u| u.name.clone()).unwrap_or_default();
+        let tags = if key.tags.is_empty() { r.requested_tags.clone() } else { key.tags.clone() };
+        let mut tags: Vec<String> = tags;
+        tags.sort();
+        tags.dedup();
+        if key.tags.is_empty() {
+            if let Some(t) = tags.iter().find(|t| !self.policy.may_own_tag(t, &user_name, &[])) {
+                return self.reject(now, conn, format!("{user_name} may not assign {t} (tagOwners)"));
+            }
+        }
+        let Some(addresses) = self.allocate() else {
+            return self.reject(now, conn, "the tailnet has no free addresses");
+        };
+        if !key.reusable {
+            let mut used = key.clone();
+            used.used = true;
+            self.keys.insert(used.id, used.clone());
+            self.out.push_back(Output::Persist(Change::AuthKey(used)));
+        }
+        let id = NodeId(self.next_node);
+        self.next_node += 1;
+        let lifetime = self.config.node_key_lifetime.as_secs();
+        let node = NodeRecord {
+            id,
+            machine_key,
+            node_key: r.node_key,
+            user,
+            name: self.unique_name(&r.hostname),
+            key_expiry: tags.is_empty().then(|| self.unix.saturating_add(lifetime)),
+            tags,
+            addresses,
+            endpoints: Vec::new(),
+            ssh_host_keys: r.ssh_host_keys.into_iter().take(8).collect(),
+            ssh: r.ssh,
+            ephemeral: key.ephemeral,
+        };
+        self.nodes.insert(id, node.clone());
+        self.out.push_back(Output::Persist(Change::Node(node)));
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.node = Some(id);
+        }
+        let registered = self.registered(id);
+        self.send(now, conn, registered);
+        self.changed(now);
+    }
+
+    /// Checks a pre-auth key's secret (`mskey-<id>-<hex>`), in constant time.
+    pub(super) fn redeem(&self, secret: &str) -> Result<AuthKeyRecord, &'static str> {
+        let (id, hex) = parse_auth_key(secret).ok_or("malformed auth key")?;
+        let key = self.keys.get(&id).ok_or("unknown auth key")?;
+        let hash: [u8; 32] = Sha256::digest(hex.as_bytes()).into();
+        if !ct::eq(&hash, &key.hash) {
+            return Err("unknown auth key");
+        }
+        if key.revoked {
+            return Err("the auth key was revoked");
+        }
+        if key.expires <= self.unix {
+            return Err("the auth key has expired");
+        }
+        if key.used && !key.reusable {
+            return Err("the auth key was already used");
+        }
+        if !self.users.contains_key(&key.user) {
+            return Err("the auth key's user no longer exists");
+        }
+        Ok(key.clone())
+    }
+
+    pub(super) fn registered(&self, id: NodeId) -> ServerMessage {
+        match self.nodes.get(&id) {
+            Some(n) => ServerMessage::Registered(Registered {
+                node: n.id,
+                name: n.name.clone(),
+                user: self.users.get(&n.user).map(|u| u.name.clone()).unwrap_or_default(),
+                addresses: n.addresses.clone(),
+                key_expiry: n.key_expiry,
+            }),
+            None => ServerMessage::Rejected { reason: "no such node".into() },
+        }
+    }
+
+    /// The lowest free IPv4 address of 100.64.0.0/10 and its IPv6 twin in the ULA /48.
+    pub(super) fn allocate(&self) -> Option<Vec<IpAddr>> {
+        let used: BTreeSet<IpAddr> = self.nodes.values().flat_map(|n| n.addresses.iter().copied()).collect();
+        (1..V4_SIZE - 1).find_map(|offset| {
+            let v4 = IpAddr::V4(Ipv4Addr::from(V4_BASE + offset));
+            let v6 = IpAddr::V6(Ipv6Addr::from(V6_BASE + u128::from(offset)));
+            (!used.contains(&v4) && !used.contains(&v6)).then(|| vec![v4, v6])
+        })
+    }
+
+    /// A DNS label from a hostname, made unique with `-2`, `-3`, ...
+    pub(super) fn unique_name(&self, hostname: &str) -> String {
+        let mut base: String = hostname
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+            .take(48)
+            .collect();
+        base = base.trim_matches('-').to_string();
+        if base.is_empty() {
+            base = "node".into();
+        }
+        let taken = |name: &str| self.nodes.values().any(|n| n.name == name);
+        if !taken(&base) {
+            return base;
+        }
+        (2u32..).map(|i| format!("{base}-{i}")).find(|n| !taken(n)).unwrap_or(base)
+    }
+
+    pub(super) fn rotate(&mut self, now: Instant, conn: ConnId, node_key: PublicKey) {
+        let Some(id) = self.conn_node(conn) else { return self.reject(now, conn, "not registered") };
+        if self.nodes.values().any(|n| n.node_key == node_key && n.id != id) {
+            return self.reject(now, conn, "this node key belongs to another node");
+        }
+        let lifetime = self.config.node_key_lifetime.as_secs();
+        let unix = self.unix;
+        if let Some(n) = self.nodes.get_mut(&id) {
+            n.node_key = node_key;
+            if n.tags.is_empty() {
+                n.key_expiry = Some(unix.saturating_add(lifetime));
+            }
+            let record = n.clone();
+            self.out.push_back(Output::Persist(Change::Node(record)));
+        }
+        let registered = self.registered(id);
+        self.send(now, conn, registered);
+        self.changed(now);
+    }
+
+    pub(super) fn set_endpoints(&mut self, node: NodeId, mut endpoints: Vec<SocketAddr>) {
+        endpoints.truncate(16);
+        if let Some(n) = self.nodes.get_mut(&node) {
+            if n.endpoints != endpoints {
+                n.endpoints = endpoints;
+                let record = n.clone();
+                self.out.push_back(Output::Persist(Change::Node(record)));
+            }
+        }
+    }
+
+    pub(super) fn remove_node(&mut self, id: NodeId) {
+        if self.nodes.remove(&id).is_some() {
+            self.online.remove(&id);
+            self.out.push_back(Output::Persist(Change::NodeRemoved(id)));
+            for (conn, c) in &mut self.conns {
+                if c.node == Some(id) {
+                    c.node = None;
+                    c.view = None;
+                    self.out.push_back(Output::Close { conn: *conn, reason: "the node was removed".into() });
+                }
+            }
+        }
+    }
+}
+
+/// `mskey-<id>-<secret>` -> (id, secret).
+fn parse_auth_key(text: &str) -> Option<(u64, &str)> {
+    let rest = text.strip_prefix("mskey-")?;
+    let (id, secret) = rest.split_once('-')?;
+    let good = !id.is_empty() && id.len() <= 19 && id.bytes().all(|b| b.is_ascii_digit()) && secret.len() == 48;
+    good.then(|| id.parse().ok().map(|id| (id, secret))).flatten()
+}
