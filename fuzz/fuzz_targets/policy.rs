@@ -13,7 +13,10 @@ fn tailnet() -> Vec<NodeInfo> {
         name: format!("n{i}"),
         user: user.to_string(),
         tags: tags.iter().map(|t| t.to_string()).collect(),
-        addresses: vec![IpAddr::from([100, 64, 0, i]), IpAddr::from([0xfd7a, 0x115c, 0xa1e0, 0, 0, 0, 0, u16::from(i)])],
+        addresses: vec![
+            IpAddr::from([100, 64, 0, i]),
+            IpAddr::from([0xfd7a, 0x115c, 0xa1e0, 0, 0, 0, 0, u16::from(i)]),
+        ],
         routes: routes.iter().filter_map(|r| r.parse().ok()).collect(),
     };
     vec![
