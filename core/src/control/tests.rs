@@ -55,10 +55,10 @@ impl Harness {
 
     fn key(&mut self, user: &str, options: AuthKeyOptions) -> String {
         if self.server.user_id(user).is_none() {
-            self.server.create_user(user).unwrap_or_else(|e| panic!("{e}"));
+            self.server.create_user("admin", user).unwrap_or_else(|e| panic!("{e}"));
         }
         let options = AuthKeyOptions { lifetime: Duration::from_secs(3600), ..options };
-        self.server.create_auth_key(user, options).unwrap_or_else(|e| panic!("{e}")).1
+        self.server.create_auth_key("admin", user, options).unwrap_or_else(|e| panic!("{e}")).1
     }
 
     fn send(&mut self, conn: u64, message: NodeMessage) -> Vec<(ConnId, ServerMessage)> {
@@ -127,8 +127,8 @@ fn a_single_use_key_raced_by_two_nodes_registers_exactly_one() {
 #[test]
 fn the_map_stream_starts_full_and_continues_with_deltas() {
     let mut h = Harness::new();
-    h.server.create_user("alice@example.com").unwrap_or_else(|e| panic!("{e}"));
-    h.server.set_policy(h.now, OPEN).unwrap_or_else(|e| panic!("{e}"));
+    h.server.create_user("admin", "alice@example.com").unwrap_or_else(|e| panic!("{e}"));
+    h.server.set_policy(h.now, "admin", OPEN).unwrap_or_else(|e| panic!("{e}"));
     let key = h.key("alice@example.com", AuthKeyOptions { reusable: true, ..Default::default() });
     h.server.handle_connect(h.now, ConnId(1), machine(1));
     h.send(1, register(1, "laptop", &key));
@@ -158,23 +158,23 @@ fn the_map_stream_starts_full_and_continues_with_deltas() {
 #[test]
 fn policy_changes_deletion_and_expiry_reach_every_node() {
     let mut h = Harness::new();
-    h.server.create_user("alice@example.com").unwrap_or_else(|e| panic!("{e}"));
-    h.server.set_policy(h.now, OPEN).unwrap_or_else(|e| panic!("{e}"));
+    h.server.create_user("admin", "alice@example.com").unwrap_or_else(|e| panic!("{e}"));
+    h.server.set_policy(h.now, "admin", OPEN).unwrap_or_else(|e| panic!("{e}"));
     let key = h.key("alice@example.com", AuthKeyOptions { reusable: true, ..Default::default() });
     let ids: Vec<NodeId> = (1..=4).map(|n| h.join(n, &format!("n{n}"), &key)).collect();
     h.drain();
     // A policy that allows nothing: every node gets an empty filter, and no peers.
-    h.server.set_policy(h.now, r#"{"acls": []}"#).unwrap_or_else(|e| panic!("{e}"));
+    h.server.set_policy(h.now, "admin", r#"{"acls": []}"#).unwrap_or_else(|e| panic!("{e}"));
     let sent = h.drain();
     for n in 1..=4u64 {
         let [ServerMessage::Delta(d)] = to(&sent, n)[..] else { panic!("{n}: {sent:?}") };
         assert_eq!(d.filter, Some(vec![]), "an empty filter is distinguishable from unchanged");
         assert_eq!(d.remove.len(), 3);
     }
-    h.server.set_policy(h.now, OPEN).unwrap_or_else(|e| panic!("{e}"));
+    h.server.set_policy(h.now, "admin", OPEN).unwrap_or_else(|e| panic!("{e}"));
     h.drain();
     // Deleting a node: it disappears from every peer list, its stream is closed.
-    h.server.delete_node(h.now, ids[3]).unwrap_or_else(|e| panic!("{e}"));
+    h.server.delete_node(h.now, "admin", ids[3]).unwrap_or_else(|e| panic!("{e}"));
     let sent = h.drain();
     for n in 1..=3u64 {
         let [ServerMessage::Delta(d)] = to(&sent, n)[..] else { panic!("{n}: {sent:?}") };
@@ -182,7 +182,7 @@ fn policy_changes_deletion_and_expiry_reach_every_node() {
     }
     assert!(matches!(to(&sent, 4)[..], [ServerMessage::Rejected { .. }]), "closed");
     // Expiry: the expired node leaves its peers' maps.
-    h.server.expire_node(h.now, ids[2]).unwrap_or_else(|e| panic!("{e}"));
+    h.server.expire_node(h.now, "admin", ids[2]).unwrap_or_else(|e| panic!("{e}"));
     let sent = h.drain();
     for n in 1..=2u64 {
         let [ServerMessage::Delta(d)] = to(&sent, n)[..] else { panic!("{n}: {sent:?}") };
@@ -191,7 +191,7 @@ fn policy_changes_deletion_and_expiry_reach_every_node() {
     // A policy that fails its tests changes nothing and persists nothing.
     let before = h.persisted.len();
     let failing = r#"{"acls": [], "tests": [{"src": "alice@example.com", "accept": ["alice@example.com:22"]}]}"#;
-    assert!(h.server.set_policy(h.now, failing).is_err());
+    assert!(h.server.set_policy(h.now, "admin", failing).is_err());
     assert!(h.drain().is_empty());
     assert_eq!(h.persisted.len(), before);
 }
@@ -199,7 +199,7 @@ fn policy_changes_deletion_and_expiry_reach_every_node() {
 #[test]
 fn keys_expire_with_time_and_keepalives_keep_quiet_streams_alive() {
     let mut h = Harness::new();
-    h.server.set_policy(h.now, OPEN).unwrap_or_else(|e| panic!("{e}"));
+    h.server.set_policy(h.now, "admin", OPEN).unwrap_or_else(|e| panic!("{e}"));
     let key = h.key("alice@example.com", AuthKeyOptions { reusable: true, ..Default::default() });
     h.join(1, "a", &key);
     h.join(2, "b", &key);
@@ -253,7 +253,7 @@ fn hostile_registrations_are_refused_and_change_nothing() {
     assert!(matches!(&to(&sent, 5)[..], [ServerMessage::Rejected { .. }]));
     assert_eq!(h.persisted.len(), before, "nothing persisted");
     // Revoked and expired keys.
-    h.server.revoke_auth_key(id).unwrap_or_else(|e| panic!("{e}"));
+    h.server.revoke_auth_key("admin", id).unwrap_or_else(|e| panic!("{e}"));
     let sent = h.send(5, register(5, "x", &key));
     assert!(matches!(&to(&sent, 5)[..], [ServerMessage::Rejected { reason }] if reason.contains("revoked")));
     let short = h.key("alice@example.com", AuthKeyOptions::default());
@@ -282,7 +282,7 @@ fn parse_id(key: &str) -> (u64, String) {
 #[test]
 fn a_restart_from_the_persisted_state_loses_nothing() {
     let mut h = Harness::new();
-    h.server.set_policy(h.now, OPEN).unwrap_or_else(|e| panic!("{e}"));
+    h.server.set_policy(h.now, "admin", OPEN).unwrap_or_else(|e| panic!("{e}"));
     let key = h.key("alice@example.com", AuthKeyOptions { reusable: true, ..Default::default() });
     let a = h.join(1, "a", &key);
     h.join(2, "b", &key);
@@ -306,6 +306,19 @@ fn a_restart_from_the_persisted_state_loses_nothing() {
                 state.auth_keys.push(k);
             }
             Change::Policy(p) => state.policy = Some(p),
+            Change::UserRemoved(id) => state.users.retain(|x| x.id != id),
+            Change::ApiKey(k) => {
+                state.api_keys.retain(|x| x.id != k.id);
+                state.api_keys.push(k);
+            }
+            Change::Approval(a) => {
+                state.approvals.retain(|x| (x.src, x.dst, &x.local_user) != (a.src, a.dst, &a.local_user));
+                state.approvals.push(a);
+            }
+            Change::ApprovalRemoved { src, dst, local_user } => {
+                state.approvals.retain(|x| (x.src, x.dst, &x.local_user) != (src, dst, &local_user))
+            }
+            Change::Audit(_) => {}
         }
     }
     let mut restarted = Harness::with_state(state);
@@ -343,6 +356,192 @@ fn decoding_refuses_other_versions_and_trailing_bytes() {
     assert!(decode::<ServerMessage>(&[VERSION, 3, 0xff, 0xff, 0xff, 0xff, 0x0f]).is_err());
 }
 
+fn check(h: &mut Harness, conn: u64, id: u64, src: NodeId, user: &str, rule: u32) -> CheckAnswer {
+    let sent = h.send(conn, NodeMessage::Check(CheckRequest { id, src, local_user: user.into(), rule }));
+    match to(&sent, conn)[..] {
+        [ServerMessage::CheckAnswer { id: got, answer }] if *got == id => answer.clone(),
+        _ => panic!("{sent:?}"),
+    }
+}
+
+fn token_of(url: &str) -> String {
+    url.rsplit('/').next().unwrap_or_default().to_string()
+}
+
+const CHECKED: &str = r#"{
+  "tagOwners": {"tag:srv": ["alice@example.com"]},
+  "acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}],
+  "ssh": [
+    {"action": "check", "src": ["autogroup:member"], "dst": ["autogroup:self"], "users": ["root"], "checkPeriod": "1h"},
+    {"action": "check", "src": ["autogroup:member"], "dst": ["autogroup:self"], "users": ["autogroup:nonroot"], "checkPeriod": "always"},
+    {"action": "check", "src": ["tag:srv"], "dst": ["tag:srv"], "users": ["root"]},
+  ],
+}"#;
+
+#[test]
+fn check_mode_holds_until_approved_and_remembers_for_the_period() {
+    let mut h = Harness::new();
+    h.server.create_user("admin", "alice@example.com").unwrap_or_else(|e| panic!("{e}"));
+    h.server.set_policy(h.now, "admin", CHECKED).unwrap_or_else(|e| panic!("{e}"));
+    let key = h.key("alice@example.com", AuthKeyOptions { reusable: true, ..Default::default() });
+    let laptop = h.join(1, "laptop", &key);
+    h.join(2, "server", &key);
+    // The server (conn 2) holds a root login from the laptop: pending with a URL.
+    let CheckAnswer::Pending { url } = check(&mut h, 2, 7, laptop, "root", 0) else { panic!("not pending") };
+    assert!(url.starts_with("http://127.0.0.1:8080/check/"), "{url}");
+    assert_eq!(h.server.pending_checks().count(), 1);
+    h.server.approve_check(h.now, "alice@example.com", &token_of(&url)).unwrap_or_else(|e| panic!("{e}"));
+    let sent = h.drain();
+    assert!(matches!(
+        to(&sent, 2)[..],
+        [ServerMessage::CheckAnswer { id: 7, answer: CheckAnswer::Approved { authenticated_secs_ago: 0 } }]
+    ));
+    assert!(h.persisted.iter().any(|c| matches!(c, Change::Approval(a) if a.local_user == "root")));
+    assert!(h.persisted.iter().any(|c| matches!(c, Change::Audit(a) if a.action == "ssh-check-approve")));
+    // Within the hour: approved at once, saying how long ago.
+    h.server.handle_timeout(h.now, unix(T0 + 600));
+    h.drain();
+    assert_eq!(check(&mut h, 2, 8, laptop, "root", 0), CheckAnswer::Approved { authenticated_secs_ago: 600 });
+    // Another local user is another approval; `always` never remembers.
+    assert!(matches!(check(&mut h, 2, 9, laptop, "alice", 1), CheckAnswer::Pending { .. }));
+    let token = h.server.pending_checks().next().map(|(t, ..)| t.to_string()).unwrap_or_default();
+    h.server.approve_check(h.now, "admin", &token).unwrap_or_else(|e| panic!("{e}"));
+    h.drain();
+    assert!(matches!(check(&mut h, 2, 10, laptop, "alice", 1), CheckAnswer::Pending { .. }));
+    // After the period the root approval is gone.
+    h.server.handle_timeout(h.now, unix(T0 + 3601));
+    h.drain();
+    assert!(matches!(check(&mut h, 2, 11, laptop, "root", 0), CheckAnswer::Pending { .. }));
+}
+
+#[test]
+fn check_mode_rejections_timeouts_and_policy_changes() {
+    let mut h = Harness::new();
+    h.server.create_user("admin", "alice@example.com").unwrap_or_else(|e| panic!("{e}"));
+    h.server.set_policy(h.now, "admin", CHECKED).unwrap_or_else(|e| panic!("{e}"));
+    let key = h.key("alice@example.com", AuthKeyOptions { reusable: true, ..Default::default() });
+    let tagged = h.key(
+        "alice@example.com",
+        AuthKeyOptions { reusable: true, tags: vec!["tag:srv".into()], ..Default::default() },
+    );
+    let laptop = h.join(1, "laptop", &key);
+    h.join(2, "server", &key);
+    let srv = h.join(3, "srv", &tagged);
+    h.join(4, "srv2", &tagged);
+    // Tagged sources never pass.
+    let CheckAnswer::Rejected { reason } = check(&mut h, 4, 1, srv, "root", 2) else { panic!("tagged passed") };
+    assert!(reason.contains("tagged"), "{reason}");
+    // A rule index that is not a check rule, or does not exist.
+    assert!(matches!(check(&mut h, 2, 2, laptop, "root", 99), CheckAnswer::Rejected { .. }));
+    // Rejected by an admin.
+    let CheckAnswer::Pending { url } = check(&mut h, 2, 3, laptop, "root", 0) else { panic!() };
+    h.server.reject_check(h.now, "admin", &token_of(&url)).unwrap_or_else(|e| panic!("{e}"));
+    let sent = h.drain();
+    assert!(matches!(to(&sent, 2)[..], [ServerMessage::CheckAnswer { id: 3, answer: CheckAnswer::Rejected { .. } }]));
+    // Unanswered for 30 minutes: rejected.
+    let CheckAnswer::Pending { .. } = check(&mut h, 2, 4, laptop, "root", 0) else { panic!() };
+    h.now += Duration::from_secs(30 * 60);
+    h.server.handle_timeout(h.now, unix(T0 + 1800));
+    let sent = h.drain();
+    assert!(sent.iter().any(|(c, m)| *c == ConnId(2)
+        && matches!(m, ServerMessage::CheckAnswer { id: 4, answer: CheckAnswer::Rejected { .. } })));
+    // An approval is forgotten when the policy changes its rule.
+    let CheckAnswer::Pending { url } = check(&mut h, 2, 5, laptop, "root", 0) else { panic!() };
+    h.server.approve_check(h.now, "admin", &token_of(&url)).unwrap_or_else(|e| panic!("{e}"));
+    h.drain();
+    assert!(matches!(check(&mut h, 2, 6, laptop, "root", 0), CheckAnswer::Approved { .. }));
+    h.server.set_policy(h.now, "admin", &CHECKED.replace("\"1h\"", "\"2h\"")).unwrap_or_else(|e| panic!("{e}"));
+    h.drain();
+    assert!(h.persisted.iter().any(|c| matches!(c, Change::ApprovalRemoved { .. })));
+    assert!(matches!(check(&mut h, 2, 7, laptop, "root", 0), CheckAnswer::Pending { .. }));
+}
+
+#[test]
+fn interactive_registration_waits_for_a_login_that_works_once() {
+    let mut h = Harness::new();
+    h.server.create_user("admin", "alice@example.com").unwrap_or_else(|e| panic!("{e}"));
+    h.server.set_policy(h.now, "admin", OPEN).unwrap_or_else(|e| panic!("{e}"));
+    h.server.handle_connect(h.now, ConnId(1), machine(1));
+    let mut r = register(1, "laptop", "");
+    if let NodeMessage::Register(r) = &mut r {
+        r.auth = RegisterAuth::Interactive;
+    }
+    let sent = h.send(1, r);
+    let [ServerMessage::LoginNeeded { url }] = to(&sent, 1)[..] else { panic!("{sent:?}") };
+    let token = token_of(url);
+    assert_eq!(h.server.pending_logins().count(), 1);
+    assert!(h.server.approve_login(h.now, "admin", &token, "nobody@example.com").is_err(), "unknown user");
+    let id = h
+        .server
+        .approve_login(h.now, "alice@example.com", &token, "alice@example.com")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let sent = h.drain();
+    assert!(
+        matches!(&to(&sent, 1)[..], [ServerMessage::Registered(r)] if r.node == id && r.user == "alice@example.com")
+    );
+    assert!(h.server.approve_login(h.now, "admin", &token, "alice@example.com").is_err(), "works once");
+    // A link expires after 15 minutes.
+    h.server.handle_connect(h.now, ConnId(2), machine(2));
+    let mut r = register(2, "phone", "");
+    if let NodeMessage::Register(r) = &mut r {
+        r.auth = RegisterAuth::Interactive;
+    }
+    let sent = h.send(2, r);
+    let [ServerMessage::LoginNeeded { url }] = to(&sent, 2)[..] else { panic!("{sent:?}") };
+    let token = token_of(url);
+    h.now += Duration::from_secs(15 * 60 + 1);
+    h.server.handle_timeout(h.now, unix(T0 + 901));
+    assert!(h.server.approve_login(h.now, "admin", &token, "alice@example.com").is_err());
+}
+
+#[test]
+fn admin_operations_are_audited_and_validated() {
+    let mut h = Harness::new();
+    h.server.create_user("admin", "alice@example.com").unwrap_or_else(|e| panic!("{e}"));
+    assert!(h.server.create_user("admin", "alice@example.com").is_err());
+    assert!(h.server.create_user("admin", "not a user").is_err());
+    h.server.set_policy(h.now, "admin", CHECKED).unwrap_or_else(|e| panic!("{e}"));
+    let key = h.key("alice@example.com", AuthKeyOptions { reusable: true, ..Default::default() });
+    let a = h.join(1, "laptop", &key);
+    let b = h.join(2, "server", &key);
+    h.drain();
+    assert!(h.server.rename_node(h.now, "admin", a, "server").is_err(), "taken");
+    assert!(h.server.rename_node(h.now, "admin", a, "Bad_Name").is_err());
+    h.server.rename_node(h.now, "admin", a, "work-laptop").unwrap_or_else(|e| panic!("{e}"));
+    let sent = h.drain();
+    let [ServerMessage::Delta(d)] = to(&sent, 2)[..] else { panic!("{sent:?}") };
+    assert_eq!(d.upsert[0].name, "work-laptop");
+    assert!(h.server.set_node_tags(h.now, "admin", b, vec!["tag:nope".into()]).is_err());
+    h.server.set_node_tags(h.now, "admin", b, vec!["tag:srv".into()]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(h.server.nodes().find(|n| n.id == b).map(|n| n.key_expiry), Some(None));
+    assert!(h.server.delete_user("admin", "alice@example.com").is_err(), "still has nodes");
+    h.server.rename_user(h.now, "admin", "alice@example.com", "alice@corp.example").unwrap_or_else(|e| panic!("{e}"));
+    let (id, secret) = h.server.create_api_key("admin", Duration::from_secs(3600));
+    assert_eq!(h.server.verify_api_key(&secret), Some(id));
+    assert_eq!(h.server.verify_api_key(&secret.replace(&secret[secret.len() - 4..], "0000")), None);
+    h.server.expire_api_key("admin", id).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(h.server.verify_api_key(&secret), None);
+    h.drain();
+    let actions: Vec<&str> = h
+        .persisted
+        .iter()
+        .filter_map(|c| if let Change::Audit(a) = c { Some(a.action.as_str()) } else { None })
+        .collect();
+    for expected in [
+        "user-create",
+        "policy-set",
+        "preauthkey-create",
+        "node-register",
+        "node-rename",
+        "node-tag",
+        "user-rename",
+        "apikey-create",
+        "apikey-expire",
+    ] {
+        assert!(actions.contains(&expected), "{expected} missing from {actions:?}");
+    }
+}
+
 /// Writes the fuzz corpus seeds of `control_messages` (run with `--ignored` and
 /// `MESH_FUZZ_SEEDS=fuzz/corpus`): one encoded message of each kind.
 #[test]
@@ -359,7 +558,7 @@ fn write_control_message_seeds() {
         encode(&NodeMessage::Logout),
     ];
     let mut h = Harness::new();
-    h.server.set_policy(h.now, OPEN).unwrap_or_else(|e| panic!("{e}"));
+    h.server.set_policy(h.now, "admin", OPEN).unwrap_or_else(|e| panic!("{e}"));
     let key = h.key("alice@example.com", AuthKeyOptions { reusable: true, ..Default::default() });
     h.join(1, "a", &key);
     h.server.handle_connect(h.now, ConnId(2), machine(2));

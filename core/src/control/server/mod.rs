@@ -24,7 +24,9 @@ pub use records::*;
 
 use sha2::{Digest, Sha256};
 
-use super::messages::{NodeMessage, Peer, Register, RegisterAuth, Registered, ServerMessage};
+use super::messages::{
+    CheckAnswer, CheckRequest, NodeMessage, Peer, Register, RegisterAuth, Registered, ServerMessage,
+};
 use crate::ct;
 use crate::policy::{NodeId, NodeSshRule, Policy, PolicyError};
 use crate::rng::Rng;
@@ -65,12 +67,46 @@ pub struct ControlServer {
     pub(super) online: BTreeSet<NodeId>,
     /// The compiled view of every node, by id (recomputed after each change).
     pub(super) compiled: BTreeMap<NodeId, Compiled>,
+    pub(super) api_keys: BTreeMap<u64, ApiKeyRecord>,
+    /// Check-mode approvals by (source node, destination node, local user).
+    pub(super) approvals: BTreeMap<(NodeId, NodeId, String), ApprovalRecord>,
+    /// Interactive registrations waiting for a login, by URL token.
+    pub(super) pending_logins: BTreeMap<String, PendingLogin>,
+    /// SSH logins held for a check, by URL token.
+    pub(super) pending_checks: BTreeMap<String, PendingCheck>,
+    pub(super) next_api_key: u64,
     pub(super) next_node: u64,
     pub(super) next_user: u64,
     pub(super) next_key: u64,
     pub(super) unix: u64,
     pub(super) out: VecDeque<Output>,
 }
+
+/// An interactive registration waiting for its user to log in.
+#[derive(Clone, Debug)]
+pub(super) struct PendingLogin {
+    pub(super) conn: ConnId,
+    pub(super) machine_key: PublicKey,
+    pub(super) request: Register,
+    pub(super) expires: Instant,
+}
+
+/// An SSH login held on a node until someone approves it.
+#[derive(Clone, Debug)]
+pub(super) struct PendingCheck {
+    pub(super) conn: ConnId,
+    pub(super) request: CheckRequest,
+    pub(super) dst: NodeId,
+    pub(super) fingerprint: String,
+    pub(super) always: bool,
+    pub(super) period: u64,
+    pub(super) expires: Instant,
+}
+
+/// How long a login link works.
+pub(super) const PENDING_LOGIN_LIFETIME: Duration = Duration::from_secs(15 * 60);
+/// How long a node holds a check-mode login (DESIGN.md).
+pub(super) const CHECK_HOLD: Duration = Duration::from_secs(30 * 60);
 
 #[derive(Clone, Debug)]
 pub(super) struct Compiled {
@@ -97,6 +133,11 @@ impl ControlServer {
             next_node: state.nodes.iter().map(|n| n.id.0).max().unwrap_or(0) + 1,
             next_user: state.users.iter().map(|u| u.id.0).max().unwrap_or(0) + 1,
             next_key: state.auth_keys.iter().map(|k| k.id).max().unwrap_or(0) + 1,
+            next_api_key: state.api_keys.iter().map(|k| k.id).max().unwrap_or(0) + 1,
+            api_keys: state.api_keys.into_iter().map(|k| (k.id, k)).collect(),
+            approvals: state.approvals.into_iter().map(|a| ((a.src, a.dst, a.local_user.clone()), a)).collect(),
+            pending_logins: BTreeMap::new(),
+            pending_checks: BTreeMap::new(),
             users: state.users.into_iter().map(|u| (u.id, u)).collect(),
             nodes: state.nodes.into_iter().map(|n| (n.id, n)).collect(),
             keys: state.auth_keys.into_iter().map(|k| (k.id, k)).collect(),
@@ -117,7 +158,10 @@ impl ControlServer {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.conns.values().filter(|c| c.view.is_some()).map(|c| c.next_keepalive).min()
+        let keepalives = self.conns.values().filter(|c| c.view.is_some()).map(|c| c.next_keepalive);
+        let logins = self.pending_logins.values().map(|p| p.expires);
+        let checks = self.pending_checks.values().map(|p| p.expires);
+        keepalives.chain(logins).chain(checks).min()
     }
 
     /// Keepalives for quiet streams; nodes whose key expired leave their peers' maps.
@@ -126,6 +170,16 @@ impl ControlServer {
             self.conns.iter().filter(|(_, c)| c.view.is_some() && c.next_keepalive <= now).map(|(id, _)| *id).collect();
         for id in ids {
             self.send(now, id, ServerMessage::KeepAlive);
+        }
+        self.pending_logins.retain(|_, p| p.expires > now);
+        let expired: Vec<String> =
+            self.pending_checks.iter().filter(|(_, p)| p.expires <= now).map(|(t, _)| t.clone()).collect();
+        for token in expired {
+            self.answer_check(
+                now,
+                &token,
+                CheckAnswer::Rejected { reason: "the check was not approved in time".into() },
+            );
         }
         let before = self.unix;
         self.unix = unix.0.as_secs();
@@ -214,35 +268,76 @@ impl ControlServer {
         if self.nodes.values().any(|n| n.node_key == r.node_key) {
             return self.reject(now, conn, "this node key belongs to another node");
         }
-        let key = match &r.auth {
+        match &r.auth {
             RegisterAuth::AuthKey(secret) => match self.redeem(secret) {
-                Ok(key) => key,
-                Err(why) => return self.reject(now, conn, why),
+                Ok(key) => {
+                    let tags = if key.tags.is_empty() { r.requested_tags.clone() } else { key.tags.clone() };
+                    let checked = !key.tags.is_empty();
+                    let (user, reusable, ephemeral) = (key.user, key.reusable, key.ephemeral);
+                    if let Err(why) = self.check_tags(user, &tags, checked) {
+                        return self.reject(now, conn, why);
+                    }
+                    if self.allocate().is_none() {
+                        return self.reject(now, conn, "the tailnet has no free addresses");
+                    }
+                    if !reusable {
+                        let mut used = key;
+                        used.used = true;
+                        self.keys.insert(used.id, used.clone());
+                        self.out.push_back(Output::Persist(Change::AuthKey(used)));
+                    }
+                    self.create_node(now, conn, machine_key, r, user, tags, ephemeral);
+                }
+                Err(why) => self.reject(now, conn, why),
             },
-            RegisterAuth::Interactive | RegisterAuth::Known => {
-                return self.reject(now, conn, "an auth key is required (interactive login is not available yet)")
+            RegisterAuth::Interactive => {
+                let token = self.token();
+                let url = format!("{}/register/{token}", self.config.server_url.trim_end_matches('/'));
+                self.pending_logins.insert(
+                    token.clone(),
+                    PendingLogin { conn, machine_key, request: r, expires: now + PENDING_LOGIN_LIFETIME },
+                );
+                self.send(now, conn, ServerMessage::LoginNeeded { url });
             }
+            RegisterAuth::Known => self.reject(now, conn, "this machine key is not registered"),
+        }
+    }
+
+    /// Whether `user` may put these tags on a node (`checked`: an admin already did).
+    pub(super) fn check_tags(&self, user: UserId, tags: &[String], checked: bool) -> Result<(), String> {
+        let name = self.users.get(&user).map(|u| u.name.as_str()).unwrap_or_default();
+        match tags
+            .iter()
+            .find(|t| !self.policy.tag_owners.contains_key(*t) || !checked && !self.policy.may_own_tag(t, name, &[]))
+        {
+            Some(t) => Err(format!("{name} may not assign {t} (tagOwners)")),
+            None => Ok(()),
+        }
+    }
+
+    /// A fresh unguessable token for URLs (login links, check holds).
+    pub(super) fn token(&mut self) -> String {
+        self.rng.gen_bytes::<16>().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Registers a node for `user` on `conn` and tells everyone.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn create_node(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        machine_key: PublicKey,
+        r: Register,
+        user: UserId,
+        mut tags: Vec<String>,
+        ephemeral: bool,
+    ) -> Option<NodeId> {
+        let Some(addresses) = self.allocate() else {
+            self.reject(now, conn, "the tailnet has no free addresses");
+            return None;
         };
-        let user = key.user;
-        let user_name = self.users.get(&user).map(|u| u.name.clone()).unwrap_or_default();
-        let tags = if key.tags.is_empty() { r.requested_tags.clone() } else { key.tags.clone() };
-        let mut tags: Vec<String> = tags;
         tags.sort();
         tags.dedup();
-        if key.tags.is_empty() {
-            if let Some(t) = tags.iter().find(|t| !self.policy.may_own_tag(t, &user_name, &[])) {
-                return self.reject(now, conn, format!("{user_name} may not assign {t} (tagOwners)"));
-            }
-        }
-        let Some(addresses) = self.allocate() else {
-            return self.reject(now, conn, "the tailnet has no free addresses");
-        };
-        if !key.reusable {
-            let mut used = key.clone();
-            used.used = true;
-            self.keys.insert(used.id, used.clone());
-            self.out.push_back(Output::Persist(Change::AuthKey(used)));
-        }
         let id = NodeId(self.next_node);
         self.next_node += 1;
         let lifetime = self.config.node_key_lifetime.as_secs();
@@ -258,21 +353,33 @@ impl ControlServer {
             endpoints: Vec::new(),
             ssh_host_keys: r.ssh_host_keys.into_iter().take(8).collect(),
             ssh: r.ssh,
-            ephemeral: key.ephemeral,
+            ephemeral,
         };
         self.nodes.insert(id, node.clone());
-        self.out.push_back(Output::Persist(Change::Node(node)));
+        self.out.push_back(Output::Persist(Change::Node(node.clone())));
+        self.audit("node", "node-register", format!("{} ({}) for {}", node.name, id.0, self.user_name(user)));
         if let Some(c) = self.conns.get_mut(&conn) {
             c.node = Some(id);
         }
         let registered = self.registered(id);
         self.send(now, conn, registered);
         self.changed(now);
+        Some(id)
+    }
+
+    pub(super) fn user_name(&self, user: UserId) -> String {
+        self.users.get(&user).map(|u| u.name.clone()).unwrap_or_default()
+    }
+
+    /// An audit entry, persisted with everything else.
+    pub(super) fn audit(&mut self, actor: &str, action: &str, detail: String) {
+        let entry = AuditEntry { unix: self.unix, actor: actor.to_string(), action: action.to_string(), detail };
+        self.out.push_back(Output::Persist(Change::Audit(entry)));
     }
 
     /// Checks a pre-auth key's secret (`mskey-<id>-<hex>`), in constant time.
     pub(super) fn redeem(&self, secret: &str) -> Result<AuthKeyRecord, &'static str> {
-        let (id, hex) = parse_auth_key(secret).ok_or("malformed auth key")?;
+        let (id, hex) = admin::parse_secret("mskey", secret).ok_or("malformed auth key")?;
         let key = self.keys.get(&id).ok_or("unknown auth key")?;
         let hash: [u8; 32] = Sha256::digest(hex.as_bytes()).into();
         if !ct::eq(&hash, &key.hash) {
@@ -378,12 +485,4 @@ impl ControlServer {
             }
         }
     }
-}
-
-/// `mskey-<id>-<secret>` -> (id, secret).
-fn parse_auth_key(text: &str) -> Option<(u64, &str)> {
-    let rest = text.strip_prefix("mskey-")?;
-    let (id, secret) = rest.split_once('-')?;
-    let good = !id.is_empty() && id.len() <= 19 && id.bytes().all(|b| b.is_ascii_digit()) && secret.len() == 48;
-    good.then(|| id.parse().ok().map(|id| (id, secret))).flatten()
 }

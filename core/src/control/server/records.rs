@@ -66,6 +66,50 @@ pub enum Change {
     NodeRemoved(NodeId),
     AuthKey(AuthKeyRecord),
     Policy(String),
+    UserRemoved(UserId),
+    ApiKey(ApiKeyRecord),
+    Approval(ApprovalRecord),
+    ApprovalRemoved {
+        src: NodeId,
+        dst: NodeId,
+        local_user: String,
+    },
+    /// Appended to the audit log (never loaded back into the state machine).
+    Audit(AuditEntry),
+}
+
+/// An admin API key; only the SHA-256 of its secret is kept.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ApiKeyRecord {
+    pub id: u64,
+    pub hash: [u8; 32],
+    /// Unix seconds.
+    pub created: u64,
+    pub expires: u64,
+    pub revoked: bool,
+}
+
+/// A check-mode approval: `src` may log in to `dst` as `local_user` until `expires`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ApprovalRecord {
+    pub src: NodeId,
+    pub dst: NodeId,
+    pub local_user: String,
+    /// When the user authenticated (unix seconds).
+    pub authenticated: u64,
+    pub expires: u64,
+    /// The rule it was given under; a policy that changes the rule forgets it.
+    pub rule: String,
+}
+
+/// Who did what, when.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AuditEntry {
+    pub unix: u64,
+    /// `admin`, `api-key:3`, `node`, a user name.
+    pub actor: String,
+    pub action: String,
+    pub detail: String,
 }
 
 /// Everything the shell keeps, loaded back at start.
@@ -74,6 +118,8 @@ pub struct State {
     pub users: Vec<UserRecord>,
     pub nodes: Vec<NodeRecord>,
     pub auth_keys: Vec<AuthKeyRecord>,
+    pub api_keys: Vec<ApiKeyRecord>,
+    pub approvals: Vec<ApprovalRecord>,
     /// `None`: the default policy.
     pub policy: Option<String>,
 }
@@ -124,6 +170,10 @@ pub enum AdminError {
     NoNode(u64),
     #[error("no pre-auth key {0}")]
     NoKey(u64),
+    #[error("no API key {0}")]
+    NoApiKey(u64),
+    #[error("no pending login or check {0}")]
+    NoPending(String),
     #[error("{0}")]
     Policy(#[from] PolicyError),
     #[error("{0}")]
