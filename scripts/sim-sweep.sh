@@ -7,12 +7,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 last="${1:-100}"
 first="${2:-1}"
-bins=$(cargo test --release -p mesh-sim -p mesh-tests --test sim_dataplane --test sim_mesh --test sim_ssh --lib --no-run \
+bins=$(cargo test --release -p mesh-sim -p mesh-tests --test sim_dataplane --test sim_mesh --test sim_ssh --test sim_control --lib --no-run \
   --message-format=json 2>/dev/null | python3 -c '
 import json, sys
 for line in sys.stdin:
     m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] in ("mesh_sim", "sim_dataplane", "sim_mesh", "sim_ssh"):
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] in ("mesh_sim", "sim_dataplane", "sim_mesh", "sim_ssh", "sim_control"):
         print(m["target"]["name"], m["executable"])')
 failed=0
 while read -r name exe; do

@@ -105,6 +105,7 @@
 pub mod addresses;
 pub mod apps;
 mod check;
+pub mod control;
 mod driver;
 mod error;
 pub mod events;
@@ -127,6 +128,7 @@ mod world_tests;
 pub use addresses::{mesh_range, SINK_PORT};
 pub use apps::{AcceptedConn, StreamPattern, Transfer, TransferError};
 pub use check::{seed_from_env, SEED_ENV};
+pub use control::{ClientId, ControlLinkConfig, ControlSim};
 pub use error::SimError;
 pub use faults::{ChaosConfig, Fault};
 pub use ids::{NodeId, SshClientId, TransferId};

@@ -369,6 +369,24 @@ impl Node {
         Ok(())
     }
 
+    /// Replace the whole netmap (peers missing from `peers` leave it), as a coordination
+    /// server's netmap does.
+    pub(crate) fn set_peers(&mut self, now: Instant, peers: Vec<(NodeId, NetmapPeer)>) -> Result<(), SimError> {
+        if let Some((node, _)) = peers.iter().find(|(n, _)| *n == self.id) {
+            return Err(SimError::SelfPeer(*node));
+        }
+        self.peer_nodes = peers.iter().map(|(n, _)| *n).collect();
+        self.peers = peers;
+        if self.core.is_some() {
+            let netmap = self.netmap();
+            if let Some(core) = self.core.as_mut() {
+                core.set_netmap(now, netmap);
+            }
+            self.remap();
+        }
+        Ok(())
+    }
+
     /// Replace the filter (kept for restarts) and hand it to the running core.
     pub(crate) fn set_filter(&mut self, now: Instant, filter: Filter) {
         if let Some(core) = self.core.as_mut() {

@@ -226,6 +226,19 @@ impl World {
         Ok(())
     }
 
+    /// Replace `node`'s whole netmap with `peers` (each with the simulator node it is).
+    pub fn set_peers(&mut self, node: NodeId, peers: Vec<(NodeId, NetmapPeer)>) -> Result<(), SimError> {
+        self.check_node(node)?;
+        for (peer, _) in &peers {
+            self.check_node(*peer)?;
+        }
+        let now = self.now;
+        let (mut driver, n, apps) = self.driver(node);
+        n.set_peers(now, peers)?;
+        driver.drive(n, apps, false);
+        Ok(())
+    }
+
     /// Make every node a peer of every other node (one netmap update per node).
     pub fn connect_full_mesh(&mut self) -> Result<(), SimError> {
         let n = self.nodes.len();

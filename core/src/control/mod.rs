@@ -2,8 +2,8 @@
 //! ([`upgrade`]) and the secure channel on top of it ([`channel`]); the messages that
 //! travel inside ([`messages`]); and the server's state machine ([`server`]: users,
 //! nodes, pre-auth keys, the policy and every node's netmap, with durable changes as
-//! outputs the shell commits before the replies that depend on them). The node-side
-//! client machine is still to come.
+//! outputs the shell commits before the replies that depend on them); and the node's
+//! client machine ([`client`]: connect, register, stream and apply the map, reconnect).
 //!
 //! # The wire, from the TCP connect to the first application message
 //!
@@ -72,6 +72,7 @@
 //! core's [`crate::rng::Rng`], so a simulated run replays it exactly.
 
 pub mod channel;
+pub mod client;
 pub mod messages;
 pub mod server;
 pub mod upgrade;

@@ -172,3 +172,46 @@ impl UpgradeReader {
 fn shown(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes.get(..MAX_SHOWN).unwrap_or(bytes)).into_owned()
 }
+
+/// The server's reader of a node's upgrade request, sans-IO, for a server that has no
+/// HTTP stack of its own in front of the channel (the simulator; `meshcontrol` uses
+/// hyper's upgrade instead). Anything but the control upgrade is an error; the answer to a
+/// valid request is [`upgrade_response`].
+#[derive(Debug, Default)]
+pub struct RequestReader {
+    buf: Vec<u8>,
+    done: bool,
+}
+
+impl RequestReader {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Bytes read from the connection; `Switched { rest }` once the request is complete.
+    pub fn handle_input(&mut self, bytes: &[u8]) -> Result<UpgradeStatus, UpgradeError> {
+        if self.done {
+            return Ok(UpgradeStatus::Switched { rest: Bytes::copy_from_slice(bytes) });
+        }
+        self.buf.extend_from_slice(bytes);
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut request = httparse::Request::new(&mut headers);
+        let header_len = match request.parse(&self.buf) {
+            Ok(httparse::Status::Complete(n)) if n <= MAX_HEADER_LEN => n,
+            Ok(httparse::Status::Complete(_)) => return Err(UpgradeError::HeaderTooLarge),
+            Ok(httparse::Status::Partial) if self.buf.len() > MAX_HEADER_LEN => {
+                return Err(UpgradeError::HeaderTooLarge)
+            }
+            Ok(httparse::Status::Partial) => return Ok(UpgradeStatus::Pending),
+            Err(e) => return Err(UpgradeError::Malformed(e.to_string())),
+        };
+        let headers = request.headers.iter().map(|h| (h.name, h.value));
+        if !is_upgrade_request(request.method.unwrap_or_default(), request.path.unwrap_or_default(), headers) {
+            return Err(UpgradeError::Malformed("not a control upgrade request".into()));
+        }
+        let rest = Bytes::copy_from_slice(self.buf.get(header_len..).unwrap_or_default());
+        self.buf = Vec::new();
+        self.done = true;
+        Ok(UpgradeStatus::Switched { rest })
+    }
+}
