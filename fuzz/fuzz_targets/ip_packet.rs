@@ -10,7 +10,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(info) = PacketInfo::parse(data) else { return };
     assert!(info.total_len <= data.len());
     let filter = Filter::new(vec![FilterRule {
-        srcs: vec!["100.64.0.0/10".parse().unwrap_or_else(|e| panic!("{e}"))],
+        srcs: vec!["100.64.0.0/10".parse().unwrap_or_else(|e| panic!("{e}"))].into(),
         dsts: vec![("0.0.0.0/0".parse().unwrap_or_else(|e| panic!("{e}")), PortRange::single(22))],
         protos: vec![],
     }]);

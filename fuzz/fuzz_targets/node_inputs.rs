@@ -65,7 +65,7 @@ impl Fixture {
         node.set_filter(
             now,
             Filter::new(vec![FilterRule {
-                srcs: vec!["100.64.0.0/10".parse().ok()?],
+                srcs: vec!["100.64.0.0/10".parse().ok()?].into(),
                 dsts: vec![("100.64.0.0/10".parse().ok()?, PortRange::ALL)],
                 protos: vec![],
             }]),
