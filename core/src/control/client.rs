@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -94,14 +95,14 @@ pub enum ClientEvent {
 pub struct NetmapState {
     pub version: u64,
     pub node: Peer,
-    pub peers: BTreeMap<NodeId, Peer>,
+    pub peers: BTreeMap<NodeId, Arc<Peer>>,
     pub filter: Vec<FilterRule>,
     pub ssh: Vec<NodeSshRule>,
     pub dns_domain: String,
 }
 
 impl NetmapState {
-    fn from_map(map: Netmap) -> Self {
+    pub(crate) fn from_map(map: Netmap) -> Self {
         Self {
             version: map.version,
             node: map.node,
@@ -112,7 +113,7 @@ impl NetmapState {
         }
     }
 
-    fn apply(&mut self, delta: MapDelta) {
+    pub(crate) fn apply(&mut self, delta: MapDelta) {
         self.version = delta.version;
         for id in delta.remove {
             self.peers.remove(&id);

@@ -9,6 +9,7 @@
 //! that did not change is `None`, while an empty one (deny all) is `Some(vec![])`.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -146,7 +147,8 @@ pub struct Netmap {
     /// Increases with every map message of the stream.
     pub version: u64,
     pub node: Peer,
-    pub peers: Vec<Peer>,
+    /// Shared with every other node's map on the server (encoded the same either way).
+    pub peers: Vec<Arc<Peer>>,
     pub filter: Vec<FilterRule>,
     pub ssh: Vec<NodeSshRule>,
     pub dns_domain: String,
@@ -157,7 +159,7 @@ pub struct Netmap {
 pub struct MapDelta {
     pub version: u64,
     /// Peers added or changed (whole entries, sorted by id).
-    pub upsert: Vec<Peer>,
+    pub upsert: Vec<Arc<Peer>>,
     /// Peers gone (sorted).
     pub remove: Vec<NodeId>,
     /// A new filter (`Some(vec![])` denies everything), or `None`: unchanged.

@@ -569,3 +569,138 @@ fn write_control_message_seeds() {
         std::fs::write(dir.join(format!("seed-{i}")), seed).unwrap_or_else(|e| panic!("{e}"));
     }
 }
+
+/// Deltas are right: after random changes, what each streaming node has assembled from
+/// its map and deltas equals the full map a fresh connection of that node receives.
+#[test]
+fn deltas_always_add_up_to_the_full_map() {
+    use super::client::NetmapState;
+    use crate::rng::Rng;
+
+    const POLICIES: [&str; 3] = [
+        OPEN,
+        r#"{"acls": [{"action": "accept", "src": ["autogroup:member"], "dst": ["autogroup:self:*"]}]}"#,
+        r#"{"tagOwners": {"tag:srv": ["alice@example.com"]},
+            "acls": [{"action": "accept", "src": ["alice@example.com"], "dst": ["tag:srv:22"]},
+                     {"action": "accept", "src": ["tag:srv"], "dst": ["bob@example.com:*"]}],
+            "ssh": [{"action": "accept", "src": ["alice@example.com"], "dst": ["tag:srv"], "users": ["root"]}]}"#,
+    ];
+    for seed in 1..=12u8 {
+        let mut rng = Rng::new([seed; 32]);
+        let mut h = Harness::new();
+        h.server.set_policy(h.now, "admin", POLICIES[0]).unwrap_or_else(|e| panic!("{e}"));
+        h.server.create_user("admin", "bob@example.com").unwrap_or_else(|e| panic!("{e}"));
+        let alice = h.key("alice@example.com", AuthKeyOptions { reusable: true, ..Default::default() });
+        let bob = h
+            .server
+            .create_auth_key(
+                "admin",
+                "bob@example.com",
+                AuthKeyOptions { reusable: true, lifetime: Duration::from_secs(3600), ..Default::default() },
+            )
+            .unwrap_or_else(|e| panic!("{e}"))
+            .1;
+        let mut states: std::collections::BTreeMap<u64, NetmapState> = std::collections::BTreeMap::new();
+        let mut ids: Vec<(u8, NodeId)> = Vec::new();
+        let mut next = 1u8;
+        for _step in 0..60 {
+            let sent = match rng.below(8) {
+                0 | 1 if next < 30 => {
+                    let n = next;
+                    next += 1;
+                    h.server.handle_connect(h.now, ConnId(n.into()), machine(n));
+                    let mut sent =
+                        h.send(n.into(), register(n, &format!("n{n}"), if n % 3 == 0 { &bob } else { &alice }));
+                    if let Some((_, ServerMessage::Registered(r))) = sent.iter().find(|(c, _)| *c == ConnId(n.into())) {
+                        ids.push((n, r.node));
+                    }
+                    sent.extend(h.send(n.into(), NodeMessage::Map { endpoints: vec![] }));
+                    sent
+                }
+                2 if !ids.is_empty() => {
+                    let (n, _) = ids[rng.below(ids.len() as u64) as usize];
+                    let port = 1000 + rng.below(3) as u16;
+                    h.send(n.into(), NodeMessage::Endpoints(vec![std::net::SocketAddr::from(([192, 0, 2, n], port))]))
+                }
+                3 => {
+                    let p = POLICIES[rng.below(3) as usize];
+                    h.server.set_policy(h.now, "admin", p).unwrap_or_else(|e| panic!("{e}"));
+                    h.drain()
+                }
+                4 if !ids.is_empty() => {
+                    let (_, id) = ids[rng.below(ids.len() as u64) as usize];
+                    let tags = if rng.chance(0.5) { vec!["tag:srv".to_string()] } else { vec![] };
+                    let _ = h.server.set_node_tags(h.now, "admin", id, tags);
+                    h.drain()
+                }
+                5 if ids.len() > 2 => {
+                    let i = rng.below(ids.len() as u64) as usize;
+                    let (n, id) = ids.remove(i);
+                    h.server.delete_node(h.now, "admin", id).unwrap_or_else(|e| panic!("{e}"));
+                    states.remove(&u64::from(n));
+                    h.drain()
+                }
+                6 if !ids.is_empty() => {
+                    let (_, id) = ids[rng.below(ids.len() as u64) as usize];
+                    let _ = h.server.rename_node(h.now, "admin", id, &format!("r{}", rng.below(1000)));
+                    h.drain()
+                }
+                _ if !ids.is_empty() => {
+                    // A node drops and comes back (online flips for its viewers).
+                    let (n, _) = ids[rng.below(ids.len() as u64) as usize];
+                    h.server.handle_disconnect(h.now, ConnId(n.into()));
+                    states.remove(&u64::from(n));
+                    h.server.handle_connect(h.now, ConnId(n.into()), machine(n));
+                    let mut sent = h.send(n.into(), register(n, "", "").with_auth(RegisterAuth::Known));
+                    sent.extend(h.send(n.into(), NodeMessage::Map { endpoints: vec![] }));
+                    sent
+                }
+                _ => Vec::new(),
+            };
+            for (conn, message) in sent {
+                match message {
+                    ServerMessage::Map(m) => {
+                        states.insert(conn.0, NetmapState::from_map(m));
+                    }
+                    ServerMessage::Delta(d) => match states.get_mut(&conn.0) {
+                        Some(s) => s.apply(d),
+                        None => panic!("seed {seed}: a delta before the map on {conn:?}"),
+                    },
+                    _ => {}
+                }
+            }
+        }
+        // Compare with a fresh full map for each node.
+        for (n, _) in ids.clone() {
+            let Some(assembled) = states.get(&u64::from(n)) else { continue };
+            let probe = ConnId(1000 + u64::from(n));
+            h.server.handle_connect(h.now, probe, machine(n));
+            h.send(probe.0, register(n, "", "").with_auth(RegisterAuth::Known));
+            // The probe reports the endpoints the node has, so it changes nothing.
+            let sent = h.send(probe.0, NodeMessage::Map { endpoints: assembled.node.endpoints.clone() });
+            let Some(ServerMessage::Map(full)) = to(&sent, probe.0).first().copied().cloned() else {
+                panic!("seed {seed}: no full map for n{n}: {sent:?}")
+            };
+            let full = NetmapState::from_map(full);
+            assert_eq!(assembled.peers, full.peers, "seed {seed}: n{n}'s peers");
+            assert_eq!(assembled.filter, full.filter, "seed {seed}: n{n}'s filter");
+            assert_eq!(assembled.ssh, full.ssh, "seed {seed}: n{n}'s ssh rules");
+            assert_eq!(assembled.node, full.node, "seed {seed}: n{n}'s own entry");
+            h.server.handle_disconnect(h.now, probe);
+            h.drain();
+        }
+    }
+}
+
+trait WithAuth {
+    fn with_auth(self, auth: RegisterAuth) -> Self;
+}
+
+impl WithAuth for NodeMessage {
+    fn with_auth(mut self, auth: RegisterAuth) -> Self {
+        if let NodeMessage::Register(r) = &mut self {
+            r.auth = auth;
+        }
+        self
+    }
+}

@@ -68,6 +68,13 @@ impl NodePolicy {
         set.iter().collect()
     }
 
+    /// The visibility sets (inventory indices): the node's class, and its user's own
+    /// nodes when `autogroup:self` applies. Shared between nodes; the node itself is in
+    /// them. For callers that keep their own id space (the control server).
+    pub fn visibility(&self) -> (&Arc<NodeSet>, Option<&Arc<NodeSet>>) {
+        (&self.visible, self.own.as_ref())
+    }
+
     /// Whether this node may see the node at `index`.
     pub fn sees(&self, index: usize) -> bool {
         index != self.index && (self.visible.contains(index) || self.own.as_ref().is_some_and(|o| o.contains(index)))

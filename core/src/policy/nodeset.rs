@@ -52,6 +52,21 @@ impl NodeSet {
         self.words.iter().map(|w| w.count_ones() as usize).sum()
     }
 
+    /// Members of `self` that are not in `other`, in increasing order.
+    pub fn difference<'a>(&'a self, other: &'a NodeSet) -> impl Iterator<Item = usize> + 'a {
+        self.words.iter().enumerate().flat_map(move |(i, &w)| {
+            let mut w = w & !other.words.get(i).copied().unwrap_or(0);
+            std::iter::from_fn(move || {
+                if w == 0 {
+                    return None;
+                }
+                let bit = w.trailing_zeros() as usize;
+                w &= w - 1;
+                Some(i * 64 + bit)
+            })
+        })
+    }
+
     /// The members in increasing order.
     pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
         self.words.iter().enumerate().flat_map(|(i, &w)| {
@@ -90,6 +105,8 @@ mod tests {
         assert!(a.intersects(&b));
         a.union_with(&b);
         assert_eq!(a.iter().collect::<Vec<_>>(), vec![1, 2, 64, 130]);
+        assert_eq!(a.difference(&b).collect::<Vec<_>>(), vec![1, 130]);
+        assert_eq!(b.difference(&NodeSet::default()).collect::<Vec<_>>(), vec![2, 64]);
         a.remove(64);
         assert_eq!(a.len(), 3);
         assert!(NodeSet::with_len(100).is_empty());

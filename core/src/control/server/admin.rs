@@ -59,6 +59,10 @@ impl ControlServer {
         self.users.insert(id, record.clone());
         self.out.push_back(Output::Persist(Change::User(record)));
         self.audit(actor, "user-rename", format!("{old} -> {new}"));
+        let theirs: Vec<NodeId> = self.nodes.values().filter(|n| n.user == id).map(|n| n.id).collect();
+        for n in theirs {
+            self.refresh_peer(n);
+        }
         self.changed(now);
         Ok(())
     }
@@ -196,6 +200,7 @@ impl ControlServer {
         let record = node.clone();
         self.out.push_back(Output::Persist(Change::Node(record.clone())));
         self.audit(actor, "node-expire", format!("{} ({})", record.name, id.0));
+        self.refresh_peer(id);
         self.changed(now);
         Ok(())
     }
@@ -210,7 +215,7 @@ impl ControlServer {
         let record = node.clone();
         self.out.push_back(Output::Persist(Change::Node(record)));
         self.audit(actor, "node-rename", format!("{old} -> {name}"));
-        self.changed(now);
+        self.touched(now, id);
         Ok(())
     }
 
@@ -236,6 +241,7 @@ impl ControlServer {
         let record: NodeRecord = node.clone();
         self.out.push_back(Output::Persist(Change::Node(record.clone())));
         self.audit(actor, "node-tag", format!("{} ({}): {:?}", record.name, id.0, record.tags));
+        self.refresh_peer(id);
         self.changed(now);
         Ok(())
     }

@@ -13,6 +13,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 mod admin;
@@ -28,7 +29,7 @@ use super::messages::{
     CheckAnswer, CheckRequest, NodeMessage, Peer, Register, RegisterAuth, Registered, ServerMessage,
 };
 use crate::ct;
-use crate::policy::{NodeId, NodeSshRule, Policy, PolicyError};
+use crate::policy::{NodeId, NodeSet, NodeSshRule, Policy, PolicyError};
 use crate::rng::Rng;
 use crate::time::{Instant, UnixTime};
 use crate::wireguard::PublicKey;
@@ -43,13 +44,17 @@ pub(super) struct Conn {
     pub(super) next_keepalive: Instant,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// What a streaming node was last sent.
+#[derive(Clone, Debug, Default)]
 pub(super) struct View {
     pub(super) version: u64,
-    pub(super) node: Option<Peer>,
-    pub(super) peers: BTreeMap<NodeId, Peer>,
-    pub(super) filter: Vec<crate::ip::filter::FilterRule>,
-    pub(super) ssh: Vec<NodeSshRule>,
+    /// The change-log revision it has seen.
+    pub(super) sent_rev: u64,
+    /// Whether its full map went out.
+    pub(super) started: bool,
+    pub(super) seen: Arc<NodeSet>,
+    pub(super) filter: Arc<Vec<crate::ip::filter::FilterRule>>,
+    pub(super) ssh: Arc<Vec<NodeSshRule>>,
 }
 
 /// The coordination server's logic.
@@ -67,6 +72,14 @@ pub struct ControlServer {
     pub(super) online: BTreeSet<NodeId>,
     /// The compiled view of every node, by id (recomputed after each change).
     pub(super) compiled: BTreeMap<NodeId, Compiled>,
+    /// Each node's map entry, shared, with the revision that last changed it.
+    pub(super) peer_cache: BTreeMap<NodeId, (Arc<Peer>, u64)>,
+    /// Revision -> the node that changed, for the revisions some view has not seen.
+    pub(super) change_log: BTreeMap<u64, NodeId>,
+    pub(super) revision: u64,
+    /// Counters for metrics.
+    pub(super) compiles: u64,
+    pub(super) maps_sent: u64,
     pub(super) api_keys: BTreeMap<u64, ApiKeyRecord>,
     /// Check-mode approvals by (source node, destination node, local user).
     pub(super) approvals: BTreeMap<(NodeId, NodeId, String), ApprovalRecord>,
@@ -108,11 +121,12 @@ pub(super) const PENDING_LOGIN_LIFETIME: Duration = Duration::from_secs(15 * 60)
 /// How long a node holds a check-mode login (DESIGN.md).
 pub(super) const CHECK_HOLD: Duration = Duration::from_secs(30 * 60);
 
-#[derive(Clone, Debug)]
+/// One node's compiled view (ids index `visible`).
+#[derive(Clone, Debug, Default)]
 pub(super) struct Compiled {
-    pub(super) peers: Vec<NodeId>,
-    pub(super) filter: Vec<crate::ip::filter::FilterRule>,
-    pub(super) ssh: Vec<NodeSshRule>,
+    pub(super) visible: Arc<NodeSet>,
+    pub(super) filter: Arc<Vec<crate::ip::filter::FilterRule>>,
+    pub(super) ssh: Arc<Vec<NodeSshRule>>,
 }
 
 /// The CGNAT range nodes get IPv4 addresses from, and the ULA /48 of IPv6 addresses.
@@ -146,6 +160,11 @@ impl ControlServer {
             conns: BTreeMap::new(),
             online: BTreeSet::new(),
             compiled: BTreeMap::new(),
+            peer_cache: BTreeMap::new(),
+            change_log: BTreeMap::new(),
+            revision: 0,
+            compiles: 0,
+            maps_sent: 0,
             unix: now.0.as_secs(),
             out: VecDeque::new(),
         };
@@ -206,8 +225,10 @@ impl ControlServer {
         self.online.remove(&node);
         if self.nodes.get(&node).is_some_and(|n| n.ephemeral) {
             self.remove_node(node);
+            self.changed(now);
+        } else {
+            self.touched(now, node);
         }
-        self.changed(now);
     }
 
     pub fn handle_message(&mut self, now: Instant, conn: ConnId, message: NodeMessage) {
@@ -220,7 +241,7 @@ impl ControlServer {
             NodeMessage::Endpoints(endpoints) => {
                 if let Some(node) = self.conn_node(conn) {
                     self.set_endpoints(node, endpoints);
-                    self.changed(now);
+                    self.touched(now, node);
                 }
             }
             NodeMessage::Check(request) => self.check(now, conn, request),
@@ -458,7 +479,7 @@ impl ControlServer {
         }
         let registered = self.registered(id);
         self.send(now, conn, registered);
-        self.changed(now);
+        self.touched(now, id);
     }
 
     pub(super) fn set_endpoints(&mut self, node: NodeId, mut endpoints: Vec<SocketAddr>) {
