@@ -609,8 +609,8 @@ fn deltas_always_add_up_to_the_full_map() {
                     let n = next;
                     next += 1;
                     h.server.handle_connect(h.now, ConnId(n.into()), machine(n));
-                    let mut sent =
-                        h.send(n.into(), register(n, &format!("n{n}"), if n % 3 == 0 { &bob } else { &alice }));
+                    let mut sent = h
+                        .send(n.into(), register(n, &format!("n{n}"), if n.is_multiple_of(3) { &bob } else { &alice }));
                     if let Some((_, ServerMessage::Registered(r))) = sent.iter().find(|(c, _)| *c == ConnId(n.into())) {
                         ids.push((n, r.node));
                     }
