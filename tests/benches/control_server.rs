@@ -2,9 +2,11 @@
 //! - `join_10k`: one node joining a tailnet of 10k streaming nodes (register + map
 //!   request, until every output is ready), under the 200-rule fixture policy;
 //! - `endpoint_10k`: one node's endpoint change reaching its viewers (no recompile);
-//! - `policy_edit_10k`: a policy edit, until every node's update is ready;
-//! and, printed once: server memory per node at 10k streaming nodes (resident set growth), and the wall time for a policy change to reach 1000 simulated nodes over
-//! the real protocol in the simulator.
+//! - `policy_edit_10k`: a policy edit, until every node's update is ready.
+//!
+//! Printed once: server memory per node at 10k streaming nodes (resident set growth), and
+//! the wall time for a policy change to reach 1000 simulated nodes over the real protocol
+//! in the simulator.
 
 use std::time::Duration;
 
@@ -13,7 +15,6 @@ use mesh_core::control::messages::{NodeMessage, Register, RegisterAuth};
 use mesh_core::control::server::{
     AuthKeyOptions, ConnId, ControlServer, NodeRecord, ServerConfig, State, UserId, UserRecord,
 };
-use mesh_core::policy::NodeId;
 use mesh_core::time::{Instant, UnixTime};
 use mesh_core::wireguard::PublicKey;
 use mesh_sim::{ControlLinkConfig, ControlSim, LinkConfig, World};
