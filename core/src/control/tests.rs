@@ -248,6 +248,18 @@ fn hostile_registrations_are_refused_and_change_nothing() {
     }
     let sent = h.send(5, claim);
     assert!(matches!(&to(&sent, 5)[..], [ServerMessage::Rejected { reason }] if reason.contains("another node")));
+    // Oversized or malformed self-descriptions.
+    let mut big = register(5, &"x".repeat(300), &key);
+    if let NodeMessage::Register(r) = &mut big {
+        r.ssh_host_keys = vec!["k".repeat(5000)];
+    }
+    let sent = h.send(5, big);
+    assert!(matches!(&to(&sent, 5)[..], [ServerMessage::Rejected { reason }] if reason.contains("hostname")));
+    let sent = h.send(5, register(5, "x", &key).with_auth(RegisterAuth::Known));
+    assert!(
+        matches!(&to(&sent, 5)[..], [ServerMessage::Rejected { reason }] if reason.contains("not registered")),
+        "unknown machine key"
+    );
     // A map request before registering.
     let sent = h.send(5, NodeMessage::Map { endpoints: vec![] });
     assert!(matches!(&to(&sent, 5)[..], [ServerMessage::Rejected { .. }]));

@@ -31,6 +31,7 @@ pub use compile::{compile, Compiled, NodeId, NodeInfo, NodePolicy, NodeSshAction
 pub use hujson::{Pos, MAX_POLICY_BYTES};
 pub use model::*;
 pub use nodeset::NodeSet;
+pub use read::check_local_user;
 
 /// A policy that cannot be used, with where and why.
 #[derive(Clone, Debug, Error, PartialEq, Eq)]

@@ -606,7 +606,7 @@ fn ssh_user(text: &str) -> std::result::Result<SshUser, String> {
 }
 
 /// A local account name as login(1) and useradd(8) accept them.
-pub(crate) fn check_local_user(name: &str) -> std::result::Result<(), String> {
+pub fn check_local_user(name: &str) -> std::result::Result<(), String> {
     let good = !name.is_empty()
         && name.len() <= 32
         && !name.starts_with('-')

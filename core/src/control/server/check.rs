@@ -25,6 +25,9 @@ impl ControlServer {
             return self.send(now, conn, ServerMessage::CheckAnswer { id, answer: reject("register first") });
         };
         let answer = match (self.nodes.get(&request.src), self.policy.ssh.get(request.rule as usize)) {
+            _ if crate::policy::check_local_user(&request.local_user).is_err() && request.local_user != "root" => {
+                reject("not a local user name")
+            }
             (None, _) => reject("unknown source node"),
             (Some(n), _) if !n.tags.is_empty() => {
                 reject("tagged nodes cannot pass check mode: no person is behind them")

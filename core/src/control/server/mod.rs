@@ -276,6 +276,9 @@ impl ControlServer {
 
     pub(super) fn register(&mut self, now: Instant, conn: ConnId, r: Register) {
         let Some(machine_key) = self.conns.get(&conn).map(|c| c.machine_key) else { return };
+        if let Err(why) = check_register(&r) {
+            return self.reject(now, conn, why);
+        }
         if let Some(id) = self.conn_node(conn) {
             match self.nodes.get(&id) {
                 Some(n) if n.node_key == r.node_key => {
@@ -504,6 +507,62 @@ impl ControlServer {
                     self.out.push_back(Output::Close { conn: *conn, reason: "the node was removed".into() });
                 }
             }
+        }
+    }
+}
+
+/// Bounds on what a node may send about itself.
+const MAX_HOSTNAME: usize = 255;
+const MAX_HOST_KEYS: usize = 8;
+const MAX_HOST_KEY_LEN: usize = 2048;
+const MAX_REQUESTED_TAGS: usize = 32;
+
+fn check_register(r: &Register) -> Result<(), String> {
+    if r.hostname.len() > MAX_HOSTNAME || r.hostname.chars().any(char::is_control) {
+        return Err(format!("the hostname must be at most {MAX_HOSTNAME} bytes without control characters"));
+    }
+    if r.ssh_host_keys.len() > MAX_HOST_KEYS
+        || r.ssh_host_keys.iter().any(|k| k.len() > MAX_HOST_KEY_LEN || k.chars().any(char::is_control))
+    {
+        return Err(format!(
+            "at most {MAX_HOST_KEYS} SSH host keys of at most {MAX_HOST_KEY_LEN} bytes, one line each"
+        ));
+    }
+    if r.requested_tags.len() > MAX_REQUESTED_TAGS {
+        return Err(format!("at most {MAX_REQUESTED_TAGS} tags"));
+    }
+    if let Some(t) =
+        r.requested_tags.iter().find(|t| crate::policy::alias::check_tag_name(t).is_err() || !t.starts_with("tag:"))
+    {
+        return Err(format!("{t:?} is not a tag"));
+    }
+    Ok(())
+}
+
+/// Counters for the shell's metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServerStats {
+    pub nodes: usize,
+    pub online: usize,
+    pub connections: usize,
+    /// Full maps and deltas sent.
+    pub map_messages: u64,
+    /// Whole-tailnet policy compilations.
+    pub compiles: u64,
+    pub pending_logins: usize,
+    pub pending_checks: usize,
+}
+
+impl ControlServer {
+    pub fn stats(&self) -> ServerStats {
+        ServerStats {
+            nodes: self.nodes.len(),
+            online: self.online.len(),
+            connections: self.conns.len(),
+            map_messages: self.maps_sent,
+            compiles: self.compiles,
+            pending_logins: self.pending_logins.len(),
+            pending_checks: self.pending_checks.len(),
         }
     }
 }
