@@ -80,6 +80,8 @@ pub struct ControlServer {
     pub(super) next_key: u64,
     pub(super) unix: u64,
     pub(super) out: VecDeque<Output>,
+    /// How many times the policy was compiled for the tailnet (for the shell's metrics).
+    pub(super) compiles: u64,
 }
 
 /// An interactive registration waiting for its user to log in.
@@ -148,6 +150,7 @@ impl ControlServer {
             compiled: BTreeMap::new(),
             unix: now.0.as_secs(),
             out: VecDeque::new(),
+            compiles: 0,
         };
         server.recompile();
         Ok(server)

@@ -44,8 +44,15 @@ impl ControlServer {
         }
     }
 
+    /// How many times the policy has been compiled for the tailnet since start (once at
+    /// start, then after every change).
+    pub fn compile_count(&self) -> u64 {
+        self.compiles
+    }
+
     /// Compiles the policy for every node whose key is valid.
     pub(super) fn recompile(&mut self) {
+        self.compiles += 1;
         let live: Vec<&NodeRecord> = self.nodes.values().filter(|n| !self.expired(n.id)).collect();
         let inventory: Vec<NodeInfo> = live
             .iter()
