@@ -1,0 +1,455 @@
+//! The admin commands of `meshcontrol` (headscale's shape): each builds one
+//! [`AdminRequest`], sends it through the [`Transport`], and prints the result, as a table
+//! for people or as JSON with `--json`. Exit codes: 0 done, 1 refused by the server (its
+//! error is printed), 2 could not run (no server, bad arguments, unreadable file).
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::admin_api::{
+    AdminReply, AdminRequest, ApiKeyView, AuditView, AuthKeyView, CreatedKey, NodeView, PendingView, PolicyView,
+    Secret, UserView,
+};
+use crate::admin_client::{call, Transport};
+
+pub const OK: u8 = 0;
+pub const REFUSED: u8 = 1;
+pub const FAILED: u8 = 2;
+
+#[derive(Debug, Args)]
+pub struct Json {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    Create {
+        name: String,
+    },
+    List(Json),
+    Rename {
+        old: String,
+        new: String,
+    },
+    Delete {
+        name: String,
+    },
+    /// Set the user's password for the login pages (read from the first line of stdin).
+    Passwd {
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PreauthkeysCommand {
+    /// Create a key; it is printed once (only its hash is kept).
+    Create {
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        reusable: bool,
+        #[arg(long)]
+        ephemeral: bool,
+        /// Tags for the nodes it registers: tag:a,tag:b.
+        #[arg(long, value_delimiter = ',')]
+        tags: Vec<String>,
+        /// How long the key works: 30m, 1h, 7d, ...
+        #[arg(long, default_value = "1h", value_parser = parse_duration)]
+        expiration: Duration,
+        #[command(flatten)]
+        json: Json,
+    },
+    List {
+        #[arg(long)]
+        user: Option<String>,
+        #[command(flatten)]
+        json: Json,
+    },
+    Expire {
+        id: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodesCommand {
+    List(Json),
+    Expire {
+        id: u64,
+    },
+    Delete {
+        id: u64,
+    },
+    Tag {
+        id: u64,
+        /// tag:a,tag:b (empty: remove all tags).
+        #[arg(long, value_delimiter = ',', num_args = 0..)]
+        tags: Vec<String>,
+    },
+    Rename {
+        id: u64,
+        name: String,
+    },
+    /// Approve a pending interactive login for a user.
+    Register {
+        /// The token of the login URL (or the whole URL).
+        #[arg(long)]
+        key: String,
+        #[arg(long)]
+        user: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApikeysCommand {
+    /// Create an API key for the HTTP admin API; it is printed once.
+    Create {
+        #[arg(long, default_value = "90d", value_parser = parse_duration)]
+        expiration: Duration,
+        #[command(flatten)]
+        json: Json,
+    },
+    List(Json),
+    Expire {
+        id: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuthCommand {
+    /// Pending interactive logins and SSH check holds.
+    List(Json),
+    /// Approve a check hold, or a pending login (with --user).
+    Approve {
+        token: String,
+        #[arg(long)]
+        user: Option<String>,
+    },
+    Reject {
+        token: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// The newest N entries.
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
+    #[arg(long)]
+    pub actor: Option<String>,
+    #[command(flatten)]
+    pub json: Json,
+}
+
+/// An admin command ready to send.
+#[derive(Debug)]
+pub enum AdminCommand {
+    Users(UsersCommand),
+    Preauthkeys(PreauthkeysCommand),
+    Nodes(NodesCommand),
+    Apikeys(ApikeysCommand),
+    Auth(AuthCommand),
+    Audit(AuditArgs),
+    PolicyGet,
+    PolicySet { file: PathBuf },
+}
+
+/// `30s`, `15m`, `1h`, `7d`, `2w` (a bare number is seconds).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (n, unit) = text.split_at(split);
+    let n: u64 = n.parse().map_err(|_| format!("{text:?} is not a duration like 30m, 1h or 7d"))?;
+    let scale = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => return Err(format!("{text:?}: the unit must be s, m, h, d or w")),
+    };
+    n.checked_mul(scale)
+        .filter(|&s| s <= 100 * 365 * 86_400)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("{text:?} is longer than 100 years"))
+}
+
+/// `YYYY-MM-DD HH:MM` (UTC) of unix seconds.
+pub fn show_time(unix: u64) -> String {
+    let days = (unix / 86_400) as i64;
+    let secs = unix % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}", secs / 3600, secs % 3600 / 60)
+}
+
+/// Left-aligned columns.
+pub fn table(head: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = head.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        format!("{}\n", padded.join("  ").trim_end())
+    };
+    let mut out = line(head.to_vec());
+    for row in rows {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+fn yes(b: bool) -> String {
+    if b { "yes" } else { "no" }.into()
+}
+
+/// What to do with a successful reply.
+enum Show {
+    Done(&'static str),
+    Users(bool),
+    Nodes(bool),
+    AuthKeys(bool),
+    ApiKeys(bool),
+    Pending(bool),
+    Audit(bool),
+    Created(bool),
+    Policy,
+    Id(&'static str),
+}
+
+fn parse<T: DeserializeOwned>(value: Value) -> Result<T, String> {
+    serde_json::from_value(value).map_err(|e| format!("unexpected answer from the server: {e}"))
+}
+
+fn render(show: Show, value: Value) -> Result<String, String> {
+    let json = |v: &Value| serde_json::to_string_pretty(v).map(|s| s + "\n").map_err(|e| e.to_string());
+    Ok(match show {
+        Show::Done(what) => format!("{what}\n"),
+        Show::Id(what) => format!("{what} {value}\n"),
+        Show::Users(true)
+        | Show::Nodes(true)
+        | Show::AuthKeys(true)
+        | Show::ApiKeys(true)
+        | Show::Pending(true)
+        | Show::Audit(true)
+        | Show::Created(true) => json(&value)?,
+        Show::Users(false) => {
+            let users: Vec<UserView> = parse(value)?;
+            let rows: Vec<_> =
+                users.iter().map(|u| vec![u.id.to_string(), u.name.clone(), u.nodes.to_string()]).collect();
+            table(&["ID", "NAME", "NODES"], &rows)
+        }
+        Show::Nodes(false) => {
+            let nodes: Vec<NodeView> = parse(value)?;
+            let rows: Vec<_> = nodes
+                .iter()
+                .map(|n| {
+                    let expiry = match n.key_expiry {
+                        None => "never".into(),
+                        Some(_) if n.expired => "expired".into(),
+                        Some(t) => show_time(t),
+                    };
+                    vec![
+                        n.id.to_string(),
+                        n.name.clone(),
+                        n.user.clone(),
+                        n.addresses.join(","),
+                        n.tags.join(","),
+                        if n.online { "online" } else { "offline" }.into(),
+                        expiry,
+                    ]
+                })
+                .collect();
+            table(&["ID", "NAME", "USER", "ADDRESSES", "TAGS", "STATUS", "KEY EXPIRY"], &rows)
+        }
+        Show::AuthKeys(false) => {
+            let keys: Vec<AuthKeyView> = parse(value)?;
+            let rows: Vec<_> = keys
+                .iter()
+                .map(|k| {
+                    vec![
+                        k.id.to_string(),
+                        k.user.clone(),
+                        yes(k.reusable),
+                        yes(k.ephemeral),
+                        yes(k.used),
+                        yes(k.revoked),
+                        show_time(k.expires),
+                        k.tags.join(","),
+                    ]
+                })
+                .collect();
+            table(&["ID", "USER", "REUSABLE", "EPHEMERAL", "USED", "REVOKED", "EXPIRES", "TAGS"], &rows)
+        }
+        Show::ApiKeys(false) => {
+            let keys: Vec<ApiKeyView> = parse(value)?;
+            let rows: Vec<_> = keys
+                .iter()
+                .map(|k| vec![k.id.to_string(), show_time(k.created), show_time(k.expires), yes(k.revoked)])
+                .collect();
+            table(&["ID", "CREATED", "EXPIRES", "REVOKED"], &rows)
+        }
+        Show::Pending(false) => {
+            let pending: Vec<PendingView> = parse(value)?;
+            let rows: Vec<_> =
+                pending.iter().map(|p| vec![p.kind.clone(), p.token.clone(), p.detail.clone()]).collect();
+            table(&["KIND", "TOKEN", "WHAT"], &rows)
+        }
+        Show::Audit(false) => {
+            let entries: Vec<AuditView> = parse(value)?;
+            let rows: Vec<_> = entries
+                .iter()
+                .map(|e| vec![show_time(e.unix), e.actor.clone(), e.action.clone(), e.detail.clone()])
+                .collect();
+            table(&["TIME (UTC)", "ACTOR", "ACTION", "DETAIL"], &rows)
+        }
+        Show::Created(false) => {
+            let created: CreatedKey = parse(value)?;
+            format!("{}\n", created.key)
+        }
+        Show::Policy => {
+            let policy: PolicyView = parse(value)?;
+            let mut text = policy.text;
+            if !text.ends_with('\n') {
+                text.push('\n');
+            }
+            text
+        }
+    })
+}
+
+/// The token of a login URL, or the token itself.
+fn token_of(key: &str) -> String {
+    key.trim().trim_end_matches('/').rsplit('/').next().unwrap_or_default().to_string()
+}
+
+/// Builds the request: `Err` is a message and an exit code (the command could not run).
+fn request(command: AdminCommand) -> Result<(AdminRequest, Show), String> {
+    Ok(match command {
+        AdminCommand::Users(c) => match c {
+            UsersCommand::Create { name } => (AdminRequest::UsersCreate { name }, Show::Id("created user")),
+            UsersCommand::List(j) => (AdminRequest::UsersList {}, Show::Users(j.json)),
+            UsersCommand::Rename { old, new } => (AdminRequest::UsersRename { old, new }, Show::Done("renamed")),
+            UsersCommand::Delete { name } => (AdminRequest::UsersDelete { name }, Show::Done("deleted")),
+            UsersCommand::Passwd { name } => {
+                let mut input = String::new();
+                std::io::stdin().read_to_string(&mut input).map_err(|e| format!("cannot read the password: {e}"))?;
+                let password = input.lines().next().unwrap_or_default().to_string();
+                if password.is_empty() {
+                    return Err("give the password on the first line of standard input".into());
+                }
+                (AdminRequest::UsersPasswd { name, password: Secret(password) }, Show::Done("password set"))
+            }
+        },
+        AdminCommand::Preauthkeys(c) => match c {
+            PreauthkeysCommand::Create { user, reusable, ephemeral, tags, expiration, json } => (
+                AdminRequest::PreauthkeysCreate {
+                    user,
+                    reusable,
+                    ephemeral,
+                    tags,
+                    expiration_secs: expiration.as_secs(),
+                },
+                Show::Created(json.json),
+            ),
+            PreauthkeysCommand::List { user, json } => {
+                (AdminRequest::PreauthkeysList { user }, Show::AuthKeys(json.json))
+            }
+            PreauthkeysCommand::Expire { id } => (AdminRequest::PreauthkeysExpire { id }, Show::Done("expired")),
+        },
+        AdminCommand::Nodes(c) => match c {
+            NodesCommand::List(j) => (AdminRequest::NodesList {}, Show::Nodes(j.json)),
+            NodesCommand::Expire { id } => (AdminRequest::NodesExpire { id }, Show::Done("expired")),
+            NodesCommand::Delete { id } => (AdminRequest::NodesDelete { id }, Show::Done("deleted")),
+            NodesCommand::Tag { id, tags } => {
+                let tags = tags.into_iter().filter(|t| !t.is_empty()).collect();
+                (AdminRequest::NodesTag { id, tags }, Show::Done("tagged"))
+            }
+            NodesCommand::Rename { id, name } => (AdminRequest::NodesRename { id, name }, Show::Done("renamed")),
+            NodesCommand::Register { key, user } => {
+                (AdminRequest::NodesRegister { token: token_of(&key), user }, Show::Id("registered node"))
+            }
+        },
+        AdminCommand::Apikeys(c) => match c {
+            ApikeysCommand::Create { expiration, json } => {
+                (AdminRequest::ApikeysCreate { expiration_secs: expiration.as_secs() }, Show::Created(json.json))
+            }
+            ApikeysCommand::List(j) => (AdminRequest::ApikeysList {}, Show::ApiKeys(j.json)),
+            ApikeysCommand::Expire { id } => (AdminRequest::ApikeysExpire { id }, Show::Done("expired")),
+        },
+        AdminCommand::Auth(c) => match c {
+            AuthCommand::List(j) => (AdminRequest::AuthList {}, Show::Pending(j.json)),
+            AuthCommand::Approve { token, user } => {
+                (AdminRequest::AuthApprove { token: token_of(&token), user }, Show::Done("approved"))
+            }
+            AuthCommand::Reject { token } => {
+                (AdminRequest::AuthReject { token: token_of(&token) }, Show::Done("rejected"))
+            }
+        },
+        AdminCommand::Audit(a) => {
+            (AdminRequest::Audit { limit: Some(a.limit), actor: a.actor }, Show::Audit(a.json.json))
+        }
+        AdminCommand::PolicyGet => (AdminRequest::PolicyGet {}, Show::Policy),
+        AdminCommand::PolicySet { file } => {
+            let text = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+            (AdminRequest::PolicySet { text }, Show::Done("policy set"))
+        }
+    })
+}
+
+/// Runs one admin command; returns the exit code.
+pub fn run(command: AdminCommand, transport: &Transport) -> u8 {
+    // The server names the policy `policy`; errors are shown against the user's file.
+    let policy_file = match &command {
+        AdminCommand::PolicySet { file } => Some(file.display().to_string()),
+        _ => None,
+    };
+    let (request, show) = match request(command) {
+        Ok(r) => r,
+        Err(why) => {
+            eprintln!("meshcontrol: {why}");
+            return FAILED;
+        }
+    };
+    match call(transport, &request) {
+        Ok(AdminReply::Ok(value)) => match render(show, value) {
+            Ok(text) => {
+                print!("{text}");
+                OK
+            }
+            Err(why) => {
+                eprintln!("meshcontrol: {why}");
+                FAILED
+            }
+        },
+        Ok(AdminReply::Error(why)) => {
+            let why = match (&policy_file, why.strip_prefix("policy:")) {
+                (Some(file), Some(rest)) => format!("{file}:{rest}"),
+                _ => why,
+            };
+            eprintln!("{why}");
+            REFUSED
+        }
+        Err(e) => {
+            eprintln!("meshcontrol: {e}");
+            FAILED
+        }
+    }
+}
