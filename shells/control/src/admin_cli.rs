@@ -453,3 +453,29 @@ pub fn run(command: AdminCommand, transport: &Transport) -> u8 {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_times_read_and_show() {
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert!(parse_duration("1y").is_err());
+        assert!(parse_duration("h").is_err());
+        assert!(parse_duration("99999999999999999999d").is_err());
+        assert_eq!(show_time(0), "1970-01-01 00:00");
+        assert_eq!(show_time(1_800_000_000), "2027-01-15 08:00");
+        assert_eq!(show_time(951_782_400), "2000-02-29 00:00");
+    }
+
+    #[test]
+    fn tokens_come_from_urls_or_alone() {
+        assert_eq!(token_of("http://h:1/register/abc"), "abc");
+        assert_eq!(token_of("abc"), "abc");
+        assert_eq!(token_of(" http://h/check/abc/ "), "abc");
+    }
+}

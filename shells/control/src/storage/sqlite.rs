@@ -319,3 +319,128 @@ impl Store for SqliteStore {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mesh_core::control::server::{ApiKeyRecord, ApprovalRecord, AuthKeyRecord};
+
+    fn temp(name: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("meshcontrol-sqlite-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("{e}"));
+        d
+    }
+
+    fn node(id: u64, user: u64) -> NodeRecord {
+        NodeRecord {
+            id: NodeId(id),
+            machine_key: PublicKey([id as u8; 32]),
+            node_key: PublicKey([id as u8 + 100; 32]),
+            user: UserId(user),
+            name: format!("n{id}"),
+            tags: vec!["tag:web".into()],
+            addresses: vec!["100.64.0.1".parse().unwrap_or_else(|e| panic!("{e}"))],
+            endpoints: vec!["192.0.2.1:41641".parse().unwrap_or_else(|e| panic!("{e}"))],
+            ssh_host_keys: vec!["ssh-ed25519 AAAA host".into()],
+            ssh: true,
+            key_expiry: None,
+            ephemeral: false,
+        }
+    }
+
+    #[test]
+    fn every_change_round_trips_through_a_reopen() {
+        let dir = temp("roundtrip");
+        let path = dir.join("db");
+        let alice = UserRecord { id: UserId(1), name: "alice@example.com".into() };
+        let bob = UserRecord { id: UserId(2), name: "bob@example.com".into() };
+        let key = AuthKeyRecord {
+            id: 1,
+            user: UserId(1),
+            hash: [7; 32],
+            reusable: true,
+            ephemeral: false,
+            tags: vec![],
+            expires: u64::MAX,
+            used: false,
+            revoked: false,
+        };
+        let api = ApiKeyRecord { id: 3, hash: [9; 32], created: 10, expires: 20, revoked: false };
+        let approval = |local_user: &str| ApprovalRecord {
+            src: NodeId(1),
+            dst: NodeId(2),
+            local_user: local_user.into(),
+            authenticated: 5,
+            expires: 6,
+            rule: "r".into(),
+        };
+        {
+            let mut store = SqliteStore::open(&path).unwrap_or_else(|e| panic!("{e}"));
+            let changes = vec![
+                Change::User(alice.clone()),
+                Change::User(bob.clone()),
+                Change::Node(node(1, 1)),
+                Change::Node(node(2, 2)),
+                Change::NodeRemoved(NodeId(2)),
+                Change::AuthKey(key.clone()),
+                Change::ApiKey(api.clone()),
+                Change::Policy("{}".into()),
+                Change::Policy(r#"{"acls": []}"#.into()),
+                Change::Approval(approval("root")),
+                Change::Approval(approval("alice")),
+                Change::ApprovalRemoved { src: NodeId(1), dst: NodeId(2), local_user: "root".into() },
+                Change::UserRemoved(UserId(2)),
+                Change::Audit(AuditEntry { unix: 1, actor: "admin".into(), action: "a".into(), detail: "d".into() }),
+            ];
+            store.commit(&changes).unwrap_or_else(|e| panic!("{e}"));
+            store.set_password(UserId(1), "$argon2id$x").unwrap_or_else(|e| panic!("{e}"));
+        }
+        let mut store = SqliteStore::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        let state = store.load().unwrap_or_else(|e| panic!("{e}"));
+        let mut expired_key = key;
+        expired_key.expires = i64::MAX as u64;
+        assert_eq!(
+            state,
+            State {
+                users: vec![alice],
+                nodes: vec![node(1, 1)],
+                auth_keys: vec![expired_key],
+                api_keys: vec![api],
+                approvals: vec![approval("alice")],
+                policy: Some(r#"{"acls": []}"#.into()),
+            }
+        );
+        assert_eq!(store.password_hash(UserId(1)).unwrap_or_else(|e| panic!("{e}")).as_deref(), Some("$argon2id$x"));
+        assert_eq!(store.password_hash(UserId(2)).unwrap_or_else(|e| panic!("{e}")), None);
+        let audit = store.audit(&AuditFilter { limit: 10, actor: None }).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(audit.len(), 1);
+        let none = store.audit(&AuditFilter { limit: 10, actor: Some("x".into()) }).unwrap_or_else(|e| panic!("{e}"));
+        assert!(none.is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_failed_commit_changes_nothing() {
+        let dir = temp("atomic");
+        let mut store = SqliteStore::open(&dir.join("db")).unwrap_or_else(|e| panic!("{e}"));
+        let a = UserRecord { id: UserId(1), name: "a@x".into() };
+        let clash = UserRecord { id: UserId(2), name: "a@x".into() };
+        assert!(store.commit(&[Change::User(a), Change::User(clash)]).is_err(), "names are unique");
+        assert!(store.load().unwrap_or_else(|e| panic!("{e}")).users.is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_database_from_a_newer_build_is_refused() {
+        let dir = temp("newer");
+        let path = dir.join("db");
+        drop(SqliteStore::open(&path).unwrap_or_else(|e| panic!("{e}")));
+        let conn = Connection::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        conn.execute("INSERT INTO schema_version (version, applied) VALUES (99, 0)", [])
+            .unwrap_or_else(|e| panic!("{e}"));
+        drop(conn);
+        assert!(matches!(SqliteStore::open(&path), Err(StoreError::TooNew { found: 99, .. })));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
