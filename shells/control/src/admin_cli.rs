@@ -3,7 +3,6 @@
 //! for people or as JSON with `--json`. Exit codes: 0 done, 1 refused by the server (its
 //! error is printed), 2 could not run (no server, bad arguments, unreadable file).
 
-use std::io::Read;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -350,8 +349,8 @@ fn request(command: AdminCommand) -> Result<(AdminRequest, Show), String> {
             UsersCommand::Delete { name } => (AdminRequest::UsersDelete { name }, Show::Done("deleted")),
             UsersCommand::Passwd { name } => {
                 let mut input = String::new();
-                std::io::stdin().read_to_string(&mut input).map_err(|e| format!("cannot read the password: {e}"))?;
-                let password = input.lines().next().unwrap_or_default().to_string();
+                std::io::stdin().read_line(&mut input).map_err(|e| format!("cannot read the password: {e}"))?;
+                let password = input.trim_end_matches(['\r', '\n']).to_string();
                 if password.is_empty() {
                     return Err("give the password on the first line of standard input".into());
                 }

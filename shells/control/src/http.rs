@@ -9,11 +9,12 @@
 //! | `POST /api/v1/<op>` | the admin API ([`crate::admin_api`]), `Authorization: Bearer mskapi-...` |
 //! | `GET`/`POST /register/<token>`, `/check/<token>` | the login pages ([`crate::login_page`]) |
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -73,13 +74,18 @@ async fn key(State(app): State<AppState>) -> String {
 
 /// The control upgrade: answer 101 and serve the channel on the upgraded connection.
 /// Bytes the node sent behind its request (record 1) come first out of the upgraded IO.
-async fn control(State(app): State<AppState>, mut req: Request) -> Response {
+async fn control(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    mut req: Request,
+) -> Response {
     let headers = req.headers().iter().map(|(n, v)| (n.as_str(), v.as_bytes()));
     if !is_upgrade_request(req.method().as_str(), req.uri().path(), headers) {
         return (StatusCode::BAD_REQUEST, format!("expected Upgrade: {UPGRADE_PROTOCOL}\n")).into_response();
     }
     let on_upgrade = hyper::upgrade::on(&mut req);
     let conn = ConnId(app.next_conn.fetch_add(1, Relaxed));
+    tracing::debug!(conn = conn.0, %peer, "control upgrade");
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {

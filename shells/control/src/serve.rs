@@ -99,7 +99,7 @@ pub async fn run(config: ServeConfig) -> Result<(), ServeError> {
     let mut out = std::io::stdout();
     let _ = writeln!(out, "listening on http://{local}").and_then(|()| out.flush());
 
-    let http = axum::serve(listener, router(app)).into_future();
+    let http = axum::serve(listener, router(app).into_make_service_with_connect_info::<SocketAddr>()).into_future();
     tokio::select! {
         r = http => r.map_err(|source| ServeError::Io { path: local.to_string(), source }),
         r = &mut actor_task => match r {

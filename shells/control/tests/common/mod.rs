@@ -215,48 +215,65 @@ impl Node {
     /// Connects and sends the upgrade with record 1 right behind it; the handshake
     /// completes when the answer is read.
     pub fn connect(addr: SocketAddr, server_key: PublicKey, n: u8) -> Self {
+        Self::try_connect(addr, server_key, n).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    pub fn try_connect(addr: SocketAddr, server_key: PublicKey, n: u8) -> Result<Self, String> {
         let machine = PrivateKey::from_bytes([n; 32]);
         let node_key = PrivateKey::from_bytes([n.wrapping_add(100); 32]).public_key();
         let mut rng = Rng::new([n.wrapping_add(50); 32]);
         let mut channel = ChannelClient::new(machine.clone(), server_key, &mut rng, ChannelConfig::default())
-            .unwrap_or_else(|e| panic!("{e}"));
-        let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("{e}"));
-        stream.set_read_timeout(Some(Duration::from_millis(100))).unwrap_or_else(|e| panic!("{e}"));
+            .map_err(|e| e.to_string())?;
+        let stream = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+        stream.set_read_timeout(Some(Duration::from_millis(100))).map_err(|e| e.to_string())?;
         let mut out = upgrade_request(&addr.to_string());
         while let Some(bytes) = channel.poll_transmit() {
             out.extend_from_slice(&bytes);
         }
         let mut node = Self { stream, channel, machine, node_key };
-        node.stream.write_all(&out).unwrap_or_else(|e| panic!("{e}"));
-        node.finish_upgrade();
-        node
+        node.stream.write_all(&out).map_err(|e| e.to_string())?;
+        node.finish_upgrade()?;
+        Ok(node)
     }
 
-    fn finish_upgrade(&mut self) {
+    fn finish_upgrade(&mut self) -> Result<(), String> {
         let mut reader = UpgradeReader::new();
         let deadline = Instant::now() + DEADLINE;
         let mut buf = [0u8; 4096];
         while Instant::now() < deadline {
             match self.stream.read(&mut buf) {
-                Ok(0) => panic!("the server closed the connection during the upgrade"),
-                Ok(n) => match reader.handle_input(&buf[..n]).unwrap_or_else(|e| panic!("{e}")) {
+                Ok(0) => return Err("the server closed the connection during the upgrade".into()),
+                Ok(n) => match reader.handle_input(&buf[..n]).map_err(|e| e.to_string())? {
                     UpgradeStatus::Pending => {}
                     UpgradeStatus::Switched { rest } => {
                         if !rest.is_empty() {
                             let _ = self.channel.handle_input(&rest);
                         }
-                        return;
+                        return Ok(());
                     }
                 },
                 Err(e) if would_block(&e) => {}
-                Err(e) => panic!("{e}"),
+                Err(e) => return Err(e.to_string()),
             }
         }
-        panic!("no upgrade answer");
+        Err("no upgrade answer".into())
     }
 
     pub fn send(&mut self, message: &NodeMessage) {
         self.send_raw(&encode(message));
+    }
+
+    /// Sends without panicking (the server may be gone).
+    pub fn try_send(&mut self, message: &NodeMessage) -> bool {
+        if self.channel.send_message(&encode(message)).is_err() {
+            return false;
+        }
+        while let Some(bytes) = self.channel.poll_transmit() {
+            if self.stream.write_all(&bytes).is_err() {
+                return false;
+            }
+        }
+        true
     }
 
     /// Any bytes as one application message (for malformed ones).
