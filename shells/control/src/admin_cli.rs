@@ -40,7 +40,8 @@ pub enum UsersCommand {
     Delete {
         name: String,
     },
-    /// Set the user's password for the login pages (read from the first line of stdin).
+    /// Set the user's password for the login pages (one line of stdin; prompted, not
+    /// echoed, on a terminal).
     Passwd {
         name: String,
     },
@@ -334,6 +335,30 @@ fn render(show: Show, value: Value) -> Result<String, String> {
     })
 }
 
+/// One line of standard input; on a terminal, prompted and not echoed.
+fn read_password() -> Result<String, String> {
+    use rustix::termios::{isatty, tcgetattr, tcsetattr, LocalModes, OptionalActions};
+    let stdin = std::io::stdin();
+    let saved = if isatty(&stdin) {
+        eprint!("Password: ");
+        let saved = tcgetattr(&stdin).map_err(|e| format!("cannot read the terminal: {e}"))?;
+        let mut quiet = saved.clone();
+        quiet.local_modes.remove(LocalModes::ECHO);
+        tcsetattr(&stdin, OptionalActions::Now, &quiet).map_err(|e| format!("cannot set the terminal: {e}"))?;
+        Some(saved)
+    } else {
+        None
+    };
+    let mut input = String::new();
+    let read = stdin.read_line(&mut input);
+    if let Some(saved) = saved {
+        let _ = tcsetattr(&stdin, OptionalActions::Now, &saved);
+        eprintln!();
+    }
+    read.map_err(|e| format!("cannot read the password: {e}"))?;
+    Ok(input.trim_end_matches(['\r', '\n']).to_string())
+}
+
 /// The token of a login URL, or the token itself.
 fn token_of(key: &str) -> String {
     key.trim().trim_end_matches('/').rsplit('/').next().unwrap_or_default().to_string()
@@ -348,9 +373,7 @@ fn request(command: AdminCommand) -> Result<(AdminRequest, Show), String> {
             UsersCommand::Rename { old, new } => (AdminRequest::UsersRename { old, new }, Show::Done("renamed")),
             UsersCommand::Delete { name } => (AdminRequest::UsersDelete { name }, Show::Done("deleted")),
             UsersCommand::Passwd { name } => {
-                let mut input = String::new();
-                std::io::stdin().read_line(&mut input).map_err(|e| format!("cannot read the password: {e}"))?;
-                let password = input.trim_end_matches(['\r', '\n']).to_string();
+                let password = read_password()?;
                 if password.is_empty() {
                     return Err("give the password on the first line of standard input".into());
                 }

@@ -9,9 +9,10 @@
 //! | `POST /api/v1/<op>` | the admin API ([`crate::admin_api`]), `Authorization: Bearer mskapi-...` |
 //! | `GET`/`POST /register/<token>`, `/check/<token>` | the login pages ([`crate::login_page`]) |
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Request, State};
@@ -23,6 +24,7 @@ use hyper_util::rt::TokioIo;
 use mesh_core::control::server::ConnId;
 use mesh_core::control::upgrade::{is_upgrade_request, UPGRADE_PROTOCOL};
 use mesh_core::wireguard::PrivateKey;
+use tokio::sync::Semaphore;
 
 use crate::actor::ActorHandle;
 use crate::admin_api::{AdminReply, AdminRequest, MAX_FRAME};
@@ -43,7 +45,14 @@ pub struct AppState {
     pub login: Arc<dyn LoginMethod>,
     /// The server URL is https: cookies are `Secure`.
     pub secure_cookies: bool,
+    /// One permit per open control connection ([`MAX_CONTROL_CONNECTIONS`]).
+    pub control_slots: Arc<Semaphore>,
+    /// Wrong logins per page token ([`crate::login_page`] stops after a few).
+    pub login_failures: Arc<Mutex<BTreeMap<String, u32>>>,
 }
+
+/// Control connections open at once; past it the upgrade is answered 503.
+pub const MAX_CONTROL_CONNECTIONS: usize = 16 * 1024;
 
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -83,6 +92,10 @@ async fn control(
     if !is_upgrade_request(req.method().as_str(), req.uri().path(), headers) {
         return (StatusCode::BAD_REQUEST, format!("expected Upgrade: {UPGRADE_PROTOCOL}\n")).into_response();
     }
+    let Ok(permit) = app.control_slots.clone().try_acquire_owned() else {
+        tracing::warn!(%peer, "too many control connections; refusing an upgrade");
+        return (StatusCode::SERVICE_UNAVAILABLE, "too many control connections\n").into_response();
+    };
     let on_upgrade = hyper::upgrade::on(&mut req);
     let conn = ConnId(app.next_conn.fetch_add(1, Relaxed));
     tracing::debug!(conn = conn.0, %peer, "control upgrade");
@@ -94,6 +107,7 @@ async fn control(
             }
             Err(e) => tracing::info!(conn = conn.0, error = %e, "control upgrade failed"),
         }
+        drop(permit);
     });
     let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
     let h = response.headers_mut();

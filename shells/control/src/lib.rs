@@ -5,7 +5,8 @@
 //! - [`actor`]: the one task that owns the `ControlServer` and drains its outputs in order
 //!   (persist before anything later); [`connection`]: one control connection (the HTTP
 //!   upgrade, then the core's `ChannelServer`).
-//! - [`http`]: the one TCP port (health, metrics, key, upgrade, admin API, login pages);
+//! - [`http`]: the routes of the one TCP port (health, metrics, key, upgrade, admin API,
+//!   login pages) and [`http_server`] its accept loop;
 //!   [`login_page`] and [`login`] (the `LoginMethod` trait, local argon2 passwords).
 //! - [`storage`]: the `Store` trait and its SQLite backend with versioned migrations.
 //! - The admin interface: [`admin_api`] (the protocol), [`admin_dispatch`] and
@@ -14,6 +15,8 @@
 //! - The offline policy tools: [`policy_cmd`] and [`inventory`].
 
 pub mod actor;
+#[cfg(test)]
+mod actor_tests;
 pub mod admin_api;
 pub mod admin_cli;
 pub mod admin_client;
@@ -23,6 +26,7 @@ pub mod admin_socket;
 pub mod clock;
 pub mod connection;
 pub mod http;
+pub mod http_server;
 pub mod inventory;
 pub mod login;
 pub mod login_page;

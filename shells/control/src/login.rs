@@ -63,16 +63,21 @@ fn decoy_hash() -> &'static str {
     DECOY.get_or_init(|| hash_password("meshcontrol decoy").unwrap_or_default())
 }
 
+/// Argon2 verifications running at once (each takes tens of milliseconds of CPU and
+/// 19 MiB), so a flood of login forms cannot take every core.
+const VERIFY_SLOTS: usize = 2;
+
 /// Local passwords: user name + password against the argon2 hash in the database.
 #[derive(Debug)]
 pub struct PasswordLogin {
     actor: ActorHandle,
     store: StoreHandle,
+    verify_slots: tokio::sync::Semaphore,
 }
 
 impl PasswordLogin {
     pub fn new(actor: ActorHandle, store: StoreHandle) -> Self {
-        Self { actor, store }
+        Self { actor, store, verify_slots: tokio::sync::Semaphore::new(VERIFY_SLOTS) }
     }
 
     async fn check(&self, user: String, password: String) -> Result<String, LoginError> {
@@ -84,6 +89,7 @@ impl PasswordLogin {
         };
         let known = hash.is_some();
         let hash = hash.unwrap_or_else(|| decoy_hash().to_string());
+        let _slot = self.verify_slots.acquire().await.map_err(|e| unavailable(&e))?;
         let ok = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
             .await
             .map_err(|e| unavailable(&e))?;

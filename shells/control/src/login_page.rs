@@ -20,6 +20,23 @@ use crate::login::LoginError;
 use crate::os_random;
 
 const COOKIE: &str = "meshcontrol_csrf";
+/// Wrong logins on one link before it stops taking more (ask for a new link).
+const MAX_FAILURES: u32 = 10;
+/// Tokens whose failures are remembered; past it the oldest memory is dropped.
+const MAX_TRACKED: usize = 10_000;
+
+fn failures(app: &AppState, token: &str) -> u32 {
+    app.login_failures.lock().map_or(MAX_FAILURES, |m| m.get(token).copied().unwrap_or(0))
+}
+
+fn fail(app: &AppState, token: &str) {
+    if let Ok(mut m) = app.login_failures.lock() {
+        if m.len() >= MAX_TRACKED && !m.contains_key(token) {
+            m.clear();
+        }
+        *m.entry(token.to_string()).or_insert(0) += 1;
+    }
+}
 
 fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -139,9 +156,19 @@ async fn submit(
             None,
         );
     }
+    if failures(&app, &token) >= MAX_FAILURES {
+        app.metrics.logins_refused.fetch_add(1, Relaxed);
+        return page(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many attempts",
+            "<p>Too many wrong logins on this link. Start the login again for a new one.</p>",
+            None,
+        );
+    }
     let user = match app.login.authenticate(&form).await {
         Ok(user) => user,
         Err(LoginError::BadCredentials) => {
+            fail(&app, &token);
             app.metrics.logins_refused.fetch_add(1, Relaxed);
             tracing::info!(kind = ?kind, "login page: wrong credentials");
             return form_again(&app, kind, &token, "Wrong user name or password.").await;

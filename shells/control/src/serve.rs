@@ -6,7 +6,6 @@
 //! its WAL files) and `admin.sock`. Once the port is bound, one line goes to standard
 //! output: `listening on http://ADDR:PORT` (with the real port when `--listen` said 0).
 
-use std::future::IntoFuture;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::os::unix::fs::DirBuilderExt;
@@ -16,15 +15,16 @@ use std::sync::Arc;
 
 use mesh_core::control::server::{ControlServer, ServerConfig};
 use thiserror::Error;
+use tokio::sync::Semaphore;
 
 use crate::actor::{Actor, ActorError};
 use crate::clock::{unix_now, Clock};
-use crate::http::{router, AppState};
+use crate::http::{router, AppState, MAX_CONTROL_CONNECTIONS};
 use crate::login::PasswordLogin;
 use crate::metrics::Metrics;
 use crate::storage::sqlite::SqliteStore;
 use crate::storage::{StoreError, StoreHandle};
-use crate::{admin_socket, os_random, server_key};
+use crate::{admin_socket, http_server, os_random, server_key};
 
 #[derive(Clone, Debug)]
 pub struct ServeConfig {
@@ -93,15 +93,16 @@ pub async fn run(config: ServeConfig) -> Result<(), ServeError> {
         next_conn: Arc::new(AtomicU64::new(1)),
         login: Arc::new(PasswordLogin::new(handle.clone(), store.clone())),
         secure_cookies: server_url.starts_with("https://"),
+        control_slots: Arc::new(Semaphore::new(MAX_CONTROL_CONNECTIONS)),
+        login_failures: Arc::default(),
     };
     let public = os_random::hex(&app.server_key.public_key().0);
     tracing::info!(%local, %server_url, server_key = %public, "serving");
     let mut out = std::io::stdout();
     let _ = writeln!(out, "listening on http://{local}").and_then(|()| out.flush());
 
-    let http = axum::serve(listener, router(app).into_make_service_with_connect_info::<SocketAddr>()).into_future();
     tokio::select! {
-        r = http => r.map_err(|source| ServeError::Io { path: local.to_string(), source }),
+        () = http_server::serve(listener, router(app)) => Ok(()),
         r = &mut actor_task => match r {
             Ok(Ok(())) => Err(ServeError::ActorGone),
             Ok(Err(e)) => Err(e.into()),

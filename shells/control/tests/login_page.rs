@@ -194,3 +194,24 @@ fn only_the_source_nodes_owner_approves_a_check_hold() {
     let audit = server.cli(&["audit", "--actor", "alice@example.com", "--json"]).ok();
     assert!(audit.contains("ssh-check-approve"), "{audit}");
 }
+
+#[test]
+fn a_link_stops_taking_passwords_after_ten_wrong_ones() {
+    let dir = TempDir::new("login-limit");
+    let server = Server::start(&dir);
+    server.cli(&["users", "create", "alice@example.com"]).ok();
+    assert_eq!(cli(&server.state, &["users", "passwd", "alice@example.com"], Some("pw\n")).code, 0);
+    let mut node = Node::connect(server.addr, server.key(), 31);
+    node.register("tablet", RegisterAuth::Interactive);
+    let url = node.expect("LoginNeeded", |m| match m {
+        ServerMessage::LoginNeeded { url } => Some(url.clone()),
+        _ => None,
+    });
+    let path = url.strip_prefix(&server.url()).unwrap_or_else(|| panic!("{url}")).to_string();
+    for _ in 0..10 {
+        assert_eq!(post_form(&server, &path, "alice@example.com", "wrong").0, 401);
+    }
+    let (status, html) = post_form(&server, &path, "alice@example.com", "pw");
+    assert_eq!(status, 429, "{html}");
+    assert_eq!(server.cli(&["nodes", "list", "--json"]).ok().trim(), "[]");
+}
