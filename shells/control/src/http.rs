@@ -1,4 +1,5 @@
-//! The one TCP port: HTTP through axum (hyper 1), and the control protocol's upgrade.
+//! The routes of the one TCP port (axum over hyper 1; the accept loop is
+//! [`crate::http_server`]), the control protocol's upgrade among them.
 //!
 //! | route | what |
 //! |---|---|

@@ -11,7 +11,7 @@
 //! - [`storage`]: the `Store` trait and its SQLite backend with versioned migrations.
 //! - The admin interface: [`admin_api`] (the protocol), [`admin_dispatch`] and
 //!   [`admin_exec`] (where requests go and how they become core calls), [`admin_socket`]
-//!   (the Unix socket), [`admin_client`] and [`admin_cli`] (the command line).
+//!   (the Unix socket), [`admin_client`], [`admin_cli`] and [`admin_render`] (the command line).
 //! - The offline policy tools: [`policy_cmd`] and [`inventory`].
 
 pub mod actor;
@@ -22,6 +22,7 @@ pub mod admin_cli;
 pub mod admin_client;
 pub mod admin_dispatch;
 pub mod admin_exec;
+pub mod admin_render;
 pub mod admin_socket;
 pub mod clock;
 pub mod connection;
