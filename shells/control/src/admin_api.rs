@@ -4,7 +4,8 @@
 //! `{"ok": <result>}` or `{"error": "<why>"}` (refused: nothing changed). On the socket
 //! each is one frame: a 4-byte big-endian length, then that many bytes of JSON (at most
 //! [`MAX_FRAME`]). Over HTTP the same request is `POST /api/v1/<op>` with `args` as the
-//! body; the answer is 200 with the result, or an error status with `{"error": ...}`.
+//! body; the answer is 200 with the result, or `{"error": ...}` with 401 (no or invalid
+//! API key), 400 (not a request) or 422 (refused by the server).
 
 use std::fmt;
 

@@ -72,6 +72,9 @@ pub async fn run(config: ServeConfig) -> Result<(), ServeError> {
         .map_err(|source| ServeError::Io { path: config.listen.to_string(), source })?;
     let local = listener.local_addr().map_err(|source| ServeError::Io { path: config.listen.to_string(), source })?;
     let server_url = config.server_url.clone().unwrap_or_else(|| format!("http://{local}"));
+    if config.server_url.is_none() && local.ip().is_unspecified() {
+        tracing::warn!(%server_url, "no --server-url: login links name an address nobody can reach; set it");
+    }
     let mut server_config = ServerConfig { server_url: server_url.clone(), ..ServerConfig::default() };
     if let Some(domain) = &config.dns_domain {
         server_config.dns_domain = domain.clone();

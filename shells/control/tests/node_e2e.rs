@@ -74,6 +74,15 @@ fn nodes_register_stream_maps_and_survive_a_bad_neighbour() {
     let mut bad_version = Node::connect(server.addr, server_key, 5);
     bad_version.send_raw(&[9, 0]);
     assert!(bad_version.recv(DEADLINE).is_none());
+    // A record that does not decrypt (garbage on the wire after the handshake), likewise.
+    let mut garbage = Node::connect(server.addr, server_key, 6);
+    garbage.send(&NodeMessage::Endpoints(vec![]));
+    std::io::Write::write_all(
+        &mut garbage.stream,
+        &[0, 20, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(garbage.recv(DEADLINE).is_none(), "the server closes a connection with a forged record");
 
     // The first node still streams: a rename of the second reaches it as a delta.
     server.cli(&["nodes", "rename", &r2.node.0.to_string(), "workstation"]).ok();
@@ -102,6 +111,7 @@ fn nodes_register_stream_maps_and_survive_a_bad_neighbour() {
     let (_, metrics) = common::http(server.addr, "GET", "/metrics", &[], "");
     assert!(metrics.contains("meshcontrol_decode_errors_total 2"), "{metrics}");
     assert!(metrics.contains("meshcontrol_handshake_failures_total 1"), "{metrics}");
+    assert!(server.log().contains("control connection failed"), "the forged record is logged");
 }
 
 #[test]
