@@ -27,7 +27,7 @@ struct GatedStore {
 }
 
 impl Store for GatedStore {
-    fn load(&mut self) -> Result<State, StoreError> {
+    fn load(&self) -> Result<State, StoreError> {
         Ok(State::default())
     }
     fn commit(&mut self, changes: &[Change]) -> Result<(), StoreError> {
@@ -40,10 +40,10 @@ impl Store for GatedStore {
         self.committed.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(changes);
         Ok(())
     }
-    fn audit(&mut self, _: &AuditFilter) -> Result<Vec<AuditEntry>, StoreError> {
+    fn audit(&self, _: &AuditFilter) -> Result<Vec<AuditEntry>, StoreError> {
         Ok(Vec::new())
     }
-    fn password_hash(&mut self, _: UserId) -> Result<Option<String>, StoreError> {
+    fn password_hash(&self, _: UserId) -> Result<Option<String>, StoreError> {
         Ok(None)
     }
     fn set_password(&mut self, _: UserId, _: &str) -> Result<(), StoreError> {

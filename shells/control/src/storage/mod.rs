@@ -39,13 +39,13 @@ pub struct AuditFilter {
 /// Everything meshcontrol keeps. A commit is atomic: all of `changes` or none.
 pub trait Store: Send {
     /// The core's state, for `ControlServer::new`.
-    fn load(&mut self) -> Result<State, StoreError>;
+    fn load(&self) -> Result<State, StoreError>;
     /// Makes `changes` durable, in order, in one transaction.
     fn commit(&mut self, changes: &[Change]) -> Result<(), StoreError>;
     /// Audit entries, oldest first.
-    fn audit(&mut self, filter: &AuditFilter) -> Result<Vec<AuditEntry>, StoreError>;
+    fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>, StoreError>;
     /// The argon2 hash (PHC string) of a user's local password.
-    fn password_hash(&mut self, user: UserId) -> Result<Option<String>, StoreError>;
+    fn password_hash(&self, user: UserId) -> Result<Option<String>, StoreError>;
     fn set_password(&mut self, user: UserId, hash: &str) -> Result<(), StoreError>;
 }
 

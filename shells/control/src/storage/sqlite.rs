@@ -266,7 +266,7 @@ fn apply(tx: &rusqlite::Transaction<'_>, change: &Change, unix: u64) -> Result<(
 }
 
 impl Store for SqliteStore {
-    fn load(&mut self) -> Result<State, StoreError> {
+    fn load(&self) -> Result<State, StoreError> {
         Ok(State {
             users: self.users()?,
             nodes: self.nodes()?,
@@ -287,7 +287,7 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn audit(&mut self, filter: &AuditFilter) -> Result<Vec<AuditEntry>, StoreError> {
+    fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>, StoreError> {
         let limit = i64::try_from(filter.limit).unwrap_or(i64::MAX);
         let mut stmt = self.conn.prepare(
             "SELECT unix, actor, action, detail FROM
@@ -303,7 +303,7 @@ impl Store for SqliteStore {
         Ok(out)
     }
 
-    fn password_hash(&mut self, user: UserId) -> Result<Option<String>, StoreError> {
+    fn password_hash(&self, user: UserId) -> Result<Option<String>, StoreError> {
         Ok(self
             .conn
             .query_row("SELECT hash FROM passwords WHERE user_id = ?1", params![id(user.0)?], |r| r.get(0))
@@ -396,7 +396,7 @@ mod tests {
             store.commit(&changes).unwrap_or_else(|e| panic!("{e}"));
             store.set_password(UserId(1), "$argon2id$x").unwrap_or_else(|e| panic!("{e}"));
         }
-        let mut store = SqliteStore::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        let store = SqliteStore::open(&path).unwrap_or_else(|e| panic!("{e}"));
         let state = store.load().unwrap_or_else(|e| panic!("{e}"));
         let mut expired_key = key;
         expired_key.expires = i64::MAX as u64;
