@@ -81,6 +81,12 @@ impl ControlServer {
         self.change_log.insert(self.revision, id);
     }
 
+    /// How many times the policy has been compiled for the tailnet since start (once at
+    /// start, then after every change the policy reads).
+    pub fn compile_count(&self) -> u64 {
+        self.compiles
+    }
+
     /// Compiles the policy for every node whose key is valid.
     pub(super) fn recompile(&mut self) {
         self.compiles += 1;
