@@ -554,6 +554,59 @@ fn admin_operations_are_audited_and_validated() {
     }
 }
 
+#[test]
+fn ephemeral_nodes_leave_after_30_minutes_offline_even_across_a_restart() {
+    let mut h = Harness::new();
+    h.server.set_policy(h.now, "admin", OPEN).unwrap_or_else(|e| panic!("{e}"));
+    let key = h.key("alice@example.com", AuthKeyOptions { reusable: true, ..Default::default() });
+    let eph = h.key("alice@example.com", AuthKeyOptions { reusable: true, ephemeral: true, ..Default::default() });
+    h.join(1, "stays", &key);
+    let e = h.join(2, "ephemeral", &eph);
+    h.drain();
+    // A blip: offline for 29 minutes, then back; it stays.
+    h.server.handle_disconnect(h.now, ConnId(2));
+    h.now += Duration::from_secs(29 * 60);
+    h.server.handle_timeout(h.now, unix(T0 + 29 * 60));
+    assert!(h.server.nodes().any(|n| n.id == e));
+    h.server.handle_connect(h.now, ConnId(2), machine(2));
+    h.send(2, register(2, "", "").with_auth(RegisterAuth::Known));
+    h.send(2, NodeMessage::Map { endpoints: vec![] });
+    h.now += Duration::from_secs(10 * 60);
+    h.server.handle_timeout(h.now, unix(T0 + 39 * 60));
+    assert!(h.server.nodes().any(|n| n.id == e), "removed while streaming");
+    // Gone for good: removed after 30 minutes, and its peers are told.
+    h.server.handle_disconnect(h.now, ConnId(2));
+    h.drain();
+    let deadline = h.server.poll_timeout().unwrap_or_else(|| panic!("no timer"));
+    assert!(deadline <= h.now + Duration::from_secs(30 * 60));
+    h.now += Duration::from_secs(30 * 60);
+    h.server.handle_timeout(h.now, unix(T0 + 69 * 60));
+    let sent = h.drain();
+    assert!(!h.server.nodes().any(|n| n.id == e));
+    assert!(sent.iter().any(|(c, m)| *c == ConnId(1) && matches!(m, ServerMessage::Delta(d) if d.remove == vec![e])));
+    assert!(h.persisted.iter().any(|c| *c == Change::NodeRemoved(e)));
+    // After a restart an ephemeral node that never comes back is removed too.
+    let state = State {
+        nodes: h
+            .server
+            .nodes()
+            .cloned()
+            .map(|mut n| {
+                n.ephemeral = true;
+                n
+            })
+            .collect(),
+        users: h.server.users().cloned().collect(),
+        policy: Some(OPEN.into()),
+        ..State::default()
+    };
+    let mut restarted = Harness::with_state(state);
+    restarted.server.handle_timeout(restarted.now, unix(T0));
+    restarted.now += Duration::from_secs(31 * 60);
+    restarted.server.handle_timeout(restarted.now, unix(T0 + 31 * 60));
+    assert_eq!(restarted.server.nodes().count(), 0);
+}
+
 /// Writes the fuzz corpus seeds of `control_messages` (run with `--ignored` and
 /// `MESH_FUZZ_SEEDS=fuzz/corpus`): one encoded message of each kind.
 #[test]

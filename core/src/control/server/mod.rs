@@ -87,6 +87,11 @@ pub struct ControlServer {
     pub(super) pending_logins: BTreeMap<String, PendingLogin>,
     /// SSH logins held for a check, by URL token.
     pub(super) pending_checks: BTreeMap<String, PendingCheck>,
+    /// Ephemeral nodes without a stream, and since when; removed after
+    /// [`EPHEMERAL_GRACE`]. Every ephemeral node starts here when the server starts.
+    pub(super) ephemeral_offline: BTreeMap<NodeId, Instant>,
+    /// Ephemeral nodes loaded at start, given their grace at the first input with a time.
+    pub(super) ephemeral_start: Vec<NodeId>,
     pub(super) next_api_key: u64,
     pub(super) next_node: u64,
     pub(super) next_user: u64,
@@ -115,6 +120,10 @@ pub(super) struct PendingCheck {
     pub(super) period: u64,
     pub(super) expires: Instant,
 }
+
+/// How long an ephemeral node may stay offline before it is removed (headscale's
+/// default inactivity timeout), so a reconnect or a server restart does not lose it.
+pub(super) const EPHEMERAL_GRACE: Duration = Duration::from_secs(30 * 60);
 
 /// How long a login link works.
 pub(super) const PENDING_LOGIN_LIFETIME: Duration = Duration::from_secs(15 * 60);
@@ -152,6 +161,8 @@ impl ControlServer {
             approvals: state.approvals.into_iter().map(|a| ((a.src, a.dst, a.local_user.clone()), a)).collect(),
             pending_logins: BTreeMap::new(),
             pending_checks: BTreeMap::new(),
+            ephemeral_offline: BTreeMap::new(),
+            ephemeral_start: Vec::new(),
             users: state.users.into_iter().map(|u| (u.id, u)).collect(),
             nodes: state.nodes.into_iter().map(|n| (n.id, n)).collect(),
             keys: state.auth_keys.into_iter().map(|k| (k.id, k)).collect(),
@@ -169,6 +180,9 @@ impl ControlServer {
             out: VecDeque::new(),
         };
         server.recompile();
+        // Ephemeral nodes are offline until they stream again; the grace starts at the
+        // first timer (the constructor has no monotonic time).
+        server.ephemeral_start = server.nodes.values().filter(|n| n.ephemeral).map(|n| n.id).collect();
         Ok(server)
     }
 
@@ -180,7 +194,9 @@ impl ControlServer {
         let keepalives = self.conns.values().filter(|c| c.view.is_some()).map(|c| c.next_keepalive);
         let logins = self.pending_logins.values().map(|p| p.expires);
         let checks = self.pending_checks.values().map(|p| p.expires);
-        keepalives.chain(logins).chain(checks).min()
+        let ephemeral = self.ephemeral_offline.values().map(|t| *t + EPHEMERAL_GRACE);
+        let start = (!self.ephemeral_start.is_empty()).then_some(Instant::from_micros(0));
+        keepalives.chain(logins).chain(checks).chain(ephemeral).chain(start).min()
     }
 
     /// Keepalives for quiet streams; nodes whose key expired leave their peers' maps.
@@ -191,6 +207,21 @@ impl ControlServer {
             self.send(now, id, ServerMessage::KeepAlive);
         }
         self.pending_logins.retain(|_, p| p.expires > now);
+        for id in std::mem::take(&mut self.ephemeral_start) {
+            if !self.online.contains(&id) {
+                self.ephemeral_offline.entry(id).or_insert(now);
+            }
+        }
+        let stale: Vec<NodeId> =
+            self.ephemeral_offline.iter().filter(|(_, t)| **t + EPHEMERAL_GRACE <= now).map(|(id, _)| *id).collect();
+        if !stale.is_empty() {
+            for id in stale {
+                self.ephemeral_offline.remove(&id);
+                self.remove_node(id);
+                self.audit("server", "node-delete", format!("ephemeral node {} offline for 30 minutes", id.0));
+            }
+            self.changed(now);
+        }
         let expired: Vec<String> =
             self.pending_checks.iter().filter(|(_, p)| p.expires <= now).map(|(t, _)| t.clone()).collect();
         for token in expired {
@@ -224,11 +255,9 @@ impl ControlServer {
         }
         self.online.remove(&node);
         if self.nodes.get(&node).is_some_and(|n| n.ephemeral) {
-            self.remove_node(node);
-            self.changed(now);
-        } else {
-            self.touched(now, node);
+            self.ephemeral_offline.insert(node, now);
         }
+        self.touched(now, node);
     }
 
     pub fn handle_message(&mut self, now: Instant, conn: ConnId, message: NodeMessage) {
@@ -499,6 +528,7 @@ impl ControlServer {
     pub(super) fn remove_node(&mut self, id: NodeId) {
         if self.nodes.remove(&id).is_some() {
             self.online.remove(&id);
+            self.ephemeral_offline.remove(&id);
             self.out.push_back(Output::Persist(Change::NodeRemoved(id)));
             for (conn, c) in &mut self.conns {
                 if c.node == Some(id) {

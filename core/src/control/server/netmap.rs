@@ -33,6 +33,7 @@ impl ControlServer {
         }
         self.set_endpoints(node, endpoints);
         self.online.insert(node);
+        self.ephemeral_offline.remove(&node);
         if let Some(c) = self.conns.get_mut(&conn) {
             c.view = Some(View::default());
         }
