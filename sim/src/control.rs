@@ -467,12 +467,16 @@ impl ControlSim {
         self.schedule_server_timer();
     }
 
+    /// The server's next timer, and at least one a second: wall-clock deadlines (key and
+    /// approval expiry) are not in `poll_timeout`, so the shell ticks every second and the
+    /// simulator does the same.
     fn schedule_server_timer(&mut self) {
         self.server_timer += 1;
-        if let Some(at) = self.server.as_ref().and_then(ControlServer::poll_timeout) {
-            let generation = self.server_timer;
-            self.queue.schedule(at.max(self.world.now()), Event::ServerTimer { generation });
-        }
+        let Some(server) = self.server.as_ref() else { return };
+        let tick = self.world.now() + Duration::from_secs(1);
+        let at = server.poll_timeout().map_or(tick, |t| t.min(tick)).max(self.world.now());
+        let generation = self.server_timer;
+        self.queue.schedule(at, Event::ServerTimer { generation });
     }
 
     fn commit(&mut self, change: Change) {

@@ -769,3 +769,42 @@ impl WithAuth for NodeMessage {
         self
     }
 }
+
+#[test]
+fn review_findings_stay_fixed() {
+    let mut h = Harness::new();
+    h.server.set_policy(h.now, "admin", CHECKED).unwrap_or_else(|e| panic!("{e}"));
+    let key = h.key("alice@example.com", AuthKeyOptions { reusable: true, ..Default::default() });
+    let laptop = h.join(1, "laptop", &key);
+    let server = h.join(2, "server", &key);
+    h.drain();
+    // An expired node cannot renew itself by rotating its key.
+    h.server.expire_node(h.now, "admin", laptop).unwrap_or_else(|e| panic!("{e}"));
+    h.drain();
+    let sent = h.send(1, NodeMessage::RotateKey { node_key: PublicKey([77; 32]) });
+    assert!(matches!(&to(&sent, 1)[..], [ServerMessage::Rejected { reason }] if reason.contains("expired")));
+    assert!(h.server.nodes().any(|n| n.id == laptop && n.key_expiry.is_some_and(|e| e <= T0)));
+    // A deleted node's approvals go with it (ids must never inherit them).
+    let phone = h.join(3, "phone", &key);
+    let CheckAnswer::Pending { url } = check(&mut h, 2, 1, phone, "root", 0) else { panic!("not pending") };
+    h.server.approve_check(h.now, "admin", &token_of(&url)).unwrap_or_else(|e| panic!("{e}"));
+    h.drain();
+    h.server.delete_node(h.now, "admin", phone).unwrap_or_else(|e| panic!("{e}"));
+    h.drain();
+    assert!(h.persisted.iter().any(|c| matches!(c, Change::ApprovalRemoved { src, .. } if *src == phone)));
+    // A second map request is no second full map.
+    let sent = h.send(2, NodeMessage::Map { endpoints: vec![] });
+    assert!(!to(&sent, 2).iter().any(|m| matches!(m, ServerMessage::Map(_))), "{sent:?}");
+    // One pending interactive login per connection.
+    h.server.handle_connect(h.now, ConnId(9), machine(9));
+    for _ in 0..3 {
+        h.send(9, register(9, "x", "").with_auth(RegisterAuth::Interactive));
+    }
+    assert_eq!(h.server.pending_logins().count(), 1);
+    // A held check whose source became tagged cannot be approved.
+    let tablet = h.join(4, "tablet", &key);
+    let CheckAnswer::Pending { url } = check(&mut h, 2, 2, tablet, "root", 0) else { panic!("not pending") };
+    h.server.set_node_tags(h.now, "admin", tablet, vec!["tag:srv".into()]).unwrap_or_else(|e| panic!("{e}"));
+    assert!(h.server.approve_check(h.now, "alice@example.com", &token_of(&url)).is_err());
+    let _ = server;
+}

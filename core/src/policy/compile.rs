@@ -502,7 +502,15 @@ impl<'a> Index<'a> {
                     Vec::new()
                 };
                 for person in people {
-                    let Some(local) = person.split('@').next().filter(|l| !l.is_empty()) else { continue };
+                    // `root@domain` never becomes root (root must be listed), and a local
+                    // part that is no valid account name maps to nothing.
+                    let Some(local) = person
+                        .split('@')
+                        .next()
+                        .filter(|l| *l != "root" && crate::policy::read::check_local_user(l).is_ok())
+                    else {
+                        continue;
+                    };
                     let (ids, map) = match set.localparts.get(person) {
                         Some(cached) => cached.clone(),
                         None => {

@@ -555,3 +555,27 @@ fn hostile_sizes_are_refused() {
     let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
     reject(&deep);
 }
+
+#[test]
+fn localpart_never_maps_to_root_or_to_an_invalid_account() {
+    let mut nodes = tailnet();
+    for (i, user) in ["root@example.com", "0@example.com"].iter().enumerate() {
+        let last = 20 + i as u8;
+        nodes.push(NodeInfo {
+            id: NodeId(u64::from(last)),
+            name: format!("x{i}"),
+            user: user.to_string(),
+            tags: vec![],
+            addresses: vec![IpAddr::from([100, 64, 0, last])],
+            routes: vec![],
+        });
+    }
+    let policy = parse(&with_defs(
+        r#""ssh": [{"action": "accept", "src": ["autogroup:member"], "dst": ["tag:web"], "users": ["localpart:*@example.com"]}]"#,
+    ));
+    let compiled = compile(&policy, &nodes);
+    let web = &compiled.nodes[index(&nodes, "web")];
+    let locals: Vec<&String> = web.ssh.iter().flat_map(|r| r.users.keys()).collect();
+    assert!(!locals.iter().any(|l| l.as_str() == "root" || l.as_str() == "0"), "{locals:?}");
+    assert!(locals.iter().any(|l| l.as_str() == "alice"));
+}

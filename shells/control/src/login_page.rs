@@ -156,6 +156,13 @@ async fn submit(
             None,
         );
     }
+    // The link first: an unknown or used link is refused before any password is checked,
+    // so the page is no oracle for passwords and bogus links cost no argon2 run.
+    match app.actor.pending(kind, token.clone()).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return gone(),
+        Err(_) => return unavailable(),
+    }
     if failures(&app, &token) >= MAX_FAILURES {
         app.metrics.logins_refused.fetch_add(1, Relaxed);
         return page(

@@ -42,6 +42,9 @@ impl ControlServer {
                     Some(a) if a.rule == print && a.expires > self.unix && period != CheckPeriod::Always => {
                         CheckAnswer::Approved { authenticated_secs_ago: self.unix.saturating_sub(a.authenticated) }
                     }
+                    _ if self.pending_checks.values().filter(|p| p.dst == dst).count() >= super::MAX_HOLDS_PER_NODE => {
+                        reject("too many logins are waiting for a check on this node")
+                    }
                     _ => {
                         let token = self.token();
                         let url = format!("{}/check/{token}", self.config.server_url.trim_end_matches('/'));
@@ -86,6 +89,12 @@ impl ControlServer {
     /// The user behind a held login re-authenticated (or an admin approved it).
     pub fn approve_check(&mut self, now: Instant, actor: &str, token: &str) -> Result<(), super::AdminError> {
         let p = self.pending_checks.get(token).cloned().ok_or_else(|| super::AdminError::NoPending(token.into()))?;
+        if self.nodes.get(&p.request.src).is_none_or(|n| !n.tags.is_empty()) {
+            self.answer_check(now, token, CheckAnswer::Rejected { reason: "the source node is gone or tagged".into() });
+            return Err(super::AdminError::Invalid(
+                "the source node is gone or now tagged: no person is behind it".into(),
+            ));
+        }
         if !p.always {
             let record = ApprovalRecord {
                 src: p.request.src,

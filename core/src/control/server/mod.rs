@@ -125,6 +125,10 @@ pub(super) struct PendingCheck {
 /// default inactivity timeout), so a reconnect or a server restart does not lose it.
 pub(super) const EPHEMERAL_GRACE: Duration = Duration::from_secs(30 * 60);
 
+/// Interactive registrations waiting at once, and SSH logins held per destination node.
+pub(super) const MAX_PENDING_LOGINS: usize = 1024;
+pub(super) const MAX_HOLDS_PER_NODE: usize = 64;
+
 /// How long a login link works.
 pub(super) const PENDING_LOGIN_LIFETIME: Duration = Duration::from_secs(15 * 60);
 /// How long a node holds a check-mode login (DESIGN.md).
@@ -321,6 +325,9 @@ impl ControlServer {
         if self.nodes.values().any(|n| n.node_key == r.node_key) {
             return self.reject(now, conn, "this node key belongs to another node");
         }
+        if self.nodes.values().any(|n| n.machine_key == machine_key) {
+            return self.reject(now, conn, "this machine is registered already; reconnect");
+        }
         match &r.auth {
             RegisterAuth::AuthKey(secret) => match self.redeem(secret) {
                 Ok(key) => {
@@ -344,6 +351,12 @@ impl ControlServer {
                 Err(why) => self.reject(now, conn, why),
             },
             RegisterAuth::Interactive => {
+                // One pending login per connection, and a bound on them all: anyone with
+                // the server's public key can ask.
+                self.pending_logins.retain(|_, p| p.conn != conn);
+                if self.pending_logins.len() >= MAX_PENDING_LOGINS {
+                    return self.reject(now, conn, "too many logins in progress; try again later");
+                }
                 let token = self.token();
                 let url = format!("{}/register/{token}", self.config.server_url.trim_end_matches('/'));
                 self.pending_logins.insert(
@@ -496,6 +509,11 @@ impl ControlServer {
 
     pub(super) fn rotate(&mut self, now: Instant, conn: ConnId, node_key: PublicKey) {
         let Some(id) = self.conn_node(conn) else { return self.reject(now, conn, "not registered") };
+        if self.expired(id) {
+            // Rotation renews a valid key; an expired one (or one an admin expired) needs
+            // a new login.
+            return self.reject(now, conn, "the node key has expired; log in again");
+        }
         if self.nodes.values().any(|n| n.node_key == node_key && n.id != id) {
             return self.reject(now, conn, "this node key belongs to another node");
         }
@@ -511,7 +529,8 @@ impl ControlServer {
         }
         let registered = self.registered(id);
         self.send(now, conn, registered);
-        self.touched(now, id);
+        self.refresh_peer(id);
+        self.changed(now);
     }
 
     pub(super) fn set_endpoints(&mut self, node: NodeId, mut endpoints: Vec<SocketAddr>) {
@@ -529,6 +548,15 @@ impl ControlServer {
         if self.nodes.remove(&id).is_some() {
             self.online.remove(&id);
             self.ephemeral_offline.remove(&id);
+            // Its approvals (as source or destination) go with it: a node id must never
+            // inherit another node's check-mode approval.
+            let stale: Vec<(NodeId, NodeId, String)> =
+                self.approvals.keys().filter(|(s, d, _)| *s == id || *d == id).cloned().collect();
+            for (src, dst, local_user) in stale {
+                self.approvals.remove(&(src, dst, local_user.clone()));
+                self.out.push_back(Output::Persist(Change::ApprovalRemoved { src, dst, local_user }));
+            }
+            self.pending_checks.retain(|_, p| p.dst != id && p.request.src != id);
             self.out.push_back(Output::Persist(Change::NodeRemoved(id)));
             for (conn, c) in &mut self.conns {
                 if c.node == Some(id) {

@@ -34,8 +34,12 @@ impl ControlServer {
         self.set_endpoints(node, endpoints);
         self.online.insert(node);
         self.ephemeral_offline.remove(&node);
+        // A second request on a streaming connection gets no second full map (each would
+        // cost a whole netmap).
         if let Some(c) = self.conns.get_mut(&conn) {
-            c.view = Some(View::default());
+            if c.view.is_none() {
+                c.view = Some(View::default());
+            }
         }
         self.touched(now, node);
     }
