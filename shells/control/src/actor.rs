@@ -63,7 +63,8 @@ pub struct PendingInfo {
     pub owner: Option<String>,
 }
 
-#[derive(Debug)]
+/// Debug names the variant only: inputs carry API-key secrets, password hashes and
+/// login tokens.
 enum Input {
     Connect { conn: ConnId, machine_key: PublicKey, tx: mpsc::Sender<ConnOutput> },
     Message { conn: ConnId, message: NodeMessage },
@@ -75,6 +76,23 @@ enum Input {
     Pending { kind: PendingKind, token: String, reply: oneshot::Sender<Option<PendingInfo>> },
     Approve { kind: PendingKind, token: String, user: String, reply: oneshot::Sender<Result<(), String>> },
     Gauges { reply: oneshot::Sender<Gauges> },
+}
+
+impl std::fmt::Debug for Input {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Input::Connect { .. } => "Input::Connect",
+            Input::Message { .. } => "Input::Message",
+            Input::Disconnect { .. } => "Input::Disconnect",
+            Input::Admin { .. } => "Input::Admin",
+            Input::SetPassword { .. } => "Input::SetPassword",
+            Input::VerifyApiKey { .. } => "Input::VerifyApiKey",
+            Input::UserId { .. } => "Input::UserId",
+            Input::Pending { .. } => "Input::Pending",
+            Input::Approve { .. } => "Input::Approve",
+            Input::Gauges { .. } => "Input::Gauges",
+        })
+    }
 }
 
 /// The way to the actor. Calls fail only when the actor has stopped.
