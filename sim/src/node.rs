@@ -359,6 +359,12 @@ impl Node {
                 self.peer_nodes.push(node);
             }
         }
+        self.push_netmap(now);
+        Ok(())
+    }
+
+    /// Hand the netmap to the running core, if any.
+    fn push_netmap(&mut self, now: Instant) {
         if self.core.is_some() {
             let netmap = self.netmap();
             if let Some(core) = self.core.as_mut() {
@@ -366,7 +372,6 @@ impl Node {
             }
             self.remap();
         }
-        Ok(())
     }
 
     /// Replace the whole netmap (peers missing from `peers` leave it), as a coordination
@@ -377,13 +382,7 @@ impl Node {
         }
         self.peer_nodes = peers.iter().map(|(n, _)| *n).collect();
         self.peers = peers;
-        if self.core.is_some() {
-            let netmap = self.netmap();
-            if let Some(core) = self.core.as_mut() {
-                core.set_netmap(now, netmap);
-            }
-            self.remap();
-        }
+        self.push_netmap(now);
         Ok(())
     }
 

@@ -607,34 +607,6 @@ fn ephemeral_nodes_leave_after_30_minutes_offline_even_across_a_restart() {
     assert_eq!(restarted.server.nodes().count(), 0);
 }
 
-/// Writes the fuzz corpus seeds of `control_messages` (run with `--ignored` and
-/// `MESH_FUZZ_SEEDS=fuzz/corpus`): one encoded message of each kind.
-#[test]
-#[ignore]
-fn write_control_message_seeds() {
-    let Ok(dir) = std::env::var("MESH_FUZZ_SEEDS") else { return };
-    let dir = std::path::Path::new(&dir).join("control_messages");
-    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
-    let mut seeds: Vec<Vec<u8>> = vec![
-        encode(&register(1, "laptop", "mskey-1-000000000000000000000000000000000000000000000000")),
-        encode(&NodeMessage::Map { endpoints: vec!["192.0.2.1:41641".parse().unwrap_or_else(|e| panic!("{e}"))] }),
-        encode(&NodeMessage::Check(CheckRequest { id: 1, src: NodeId(2), local_user: "root".into(), rule: 0 })),
-        encode(&NodeMessage::RotateKey { node_key: node_key(3) }),
-        encode(&NodeMessage::Logout),
-    ];
-    let mut h = Harness::new();
-    h.server.set_policy(h.now, "admin", OPEN).unwrap_or_else(|e| panic!("{e}"));
-    let key = h.key("alice@example.com", AuthKeyOptions { reusable: true, ..Default::default() });
-    h.join(1, "a", &key);
-    h.server.handle_connect(h.now, ConnId(2), machine(2));
-    let mut sent = h.send(2, register(2, "b", &key));
-    sent.extend(h.send(2, NodeMessage::Map { endpoints: vec![] }));
-    seeds.extend(sent.iter().map(|(_, m)| encode(m)));
-    for (i, seed) in seeds.iter().enumerate() {
-        std::fs::write(dir.join(format!("seed-{i}")), seed).unwrap_or_else(|e| panic!("{e}"));
-    }
-}
-
 /// Deltas are right: after random changes, what each streaming node has assembled from
 /// its map and deltas equals the full map a fresh connection of that node receives.
 #[test]

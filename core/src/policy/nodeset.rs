@@ -54,33 +54,28 @@ impl NodeSet {
 
     /// Members of `self` that are not in `other`, in increasing order.
     pub fn difference<'a>(&'a self, other: &'a NodeSet) -> impl Iterator<Item = usize> + 'a {
-        self.words.iter().enumerate().flat_map(move |(i, &w)| {
-            let mut w = w & !other.words.get(i).copied().unwrap_or(0);
-            std::iter::from_fn(move || {
-                if w == 0 {
-                    return None;
-                }
-                let bit = w.trailing_zeros() as usize;
-                w &= w - 1;
-                Some(i * 64 + bit)
-            })
-        })
+        self.words
+            .iter()
+            .enumerate()
+            .flat_map(move |(i, &w)| word_bits(i, w & !other.words.get(i).copied().unwrap_or(0)))
     }
 
     /// The members in increasing order.
     pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
-        self.words.iter().enumerate().flat_map(|(i, &w)| {
-            let mut w = w;
-            std::iter::from_fn(move || {
-                if w == 0 {
-                    return None;
-                }
-                let bit = w.trailing_zeros() as usize;
-                w &= w - 1;
-                Some(i * 64 + bit)
-            })
-        })
+        self.words.iter().enumerate().flat_map(|(i, &w)| word_bits(i, w))
     }
+}
+
+/// The indices of the set bits of word `i`.
+fn word_bits(i: usize, mut w: u64) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        if w == 0 {
+            return None;
+        }
+        let bit = w.trailing_zeros() as usize;
+        w &= w - 1;
+        Some(i * 64 + bit)
+    })
 }
 
 impl FromIterator<usize> for NodeSet {
