@@ -1,6 +1,7 @@
 //! The coordination server's state machine at scale (issue 9's benchmarks):
 //! - `join_10k`: one node joining a tailnet of 10k streaming nodes (register + map
-//!   request, until every output is ready), under the 200-rule fixture policy;
+//!   request, until every output is ready), under the 200-rule fixture policy (each
+//!   joined node is deleted again, untimed, so every join meets the same tailnet);
 //! - `endpoint_10k`: one node's endpoint change reaching its viewers (no recompile);
 //! - `policy_edit_10k`: a policy edit, until every node's update is ready.
 //!
@@ -107,15 +108,29 @@ fn server_at_scale(c: &mut Criterion) {
         .unwrap_or_else(|e| panic!("{e}"))
         .1;
     drain(&mut server);
+    // Each sample joins one node to the 10k and, untimed, deletes it again: every join
+    // meets the same tailnet.
     let mut next = 20_000u64;
     group.bench_function("join_10k", |b| {
-        b.iter(|| {
-            next += 1;
-            let conn = ConnId(next);
-            server.handle_connect(now, conn, key(next, 1));
-            server.handle_message(now, conn, register(next, RegisterAuth::AuthKey(secret.clone())));
-            server.handle_message(now, conn, NodeMessage::Map { endpoints: vec![] });
-            drain(&mut server)
+        b.iter_custom(|iterations| {
+            let mut spent = Duration::ZERO;
+            for _ in 0..iterations {
+                next += 1;
+                let conn = ConnId(next);
+                let start = std::time::Instant::now();
+                server.handle_connect(now, conn, key(next, 1));
+                server.handle_message(now, conn, register(next, RegisterAuth::AuthKey(secret.clone())));
+                server.handle_message(now, conn, NodeMessage::Map { endpoints: vec![] });
+                drain(&mut server);
+                spent += start.elapsed();
+                let joined = server.nodes().map(|n| n.id).max();
+                if let Some(id) = joined {
+                    server.delete_node(now, "bench", id).unwrap_or_else(|e| panic!("{e}"));
+                }
+                server.handle_disconnect(now, conn);
+                drain(&mut server);
+            }
+            spent
         })
     });
     let mut port = 0u16;
@@ -190,7 +205,10 @@ fn scale_report() {
 criterion_group!(benches, server_at_scale);
 
 fn main() {
-    scale_report();
+    // For profiling one benchmark alone: MESH_BENCH_NO_REPORT=1.
+    if std::env::var_os("MESH_BENCH_NO_REPORT").is_none() {
+        scale_report();
+    }
     benches();
     Criterion::default().configure_from_args().final_summary();
 }

@@ -16,12 +16,12 @@ fn user(u: usize) -> String {
     format!("user{u}@example.com")
 }
 
-/// `nodes` nodes: users own 4 each; every tenth node is tagged with one of [`TAGS`] tags.
+/// `nodes` nodes: users own 4 each; every tenth node is tagged, the tags taking turns.
 pub fn nodes(nodes: usize) -> Vec<NodeInfo> {
     (0..nodes)
         .map(|i| {
             let n = u32::try_from(i + 1).unwrap_or(u32::MAX);
-            let tags = if i % 10 == 9 { vec![format!("tag:t{}", i % TAGS)] } else { Vec::new() };
+            let tags = if i % 10 == 9 { vec![format!("tag:t{}", (i / 10) % TAGS)] } else { Vec::new() };
             NodeInfo {
                 id: NodeId(i as u64 + 1),
                 name: format!("node{i}"),

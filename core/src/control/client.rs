@@ -94,10 +94,10 @@ pub enum ClientEvent {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NetmapState {
     pub version: u64,
-    pub node: Peer,
+    pub node: Arc<Peer>,
     pub peers: BTreeMap<NodeId, Arc<Peer>>,
-    pub filter: Vec<FilterRule>,
-    pub ssh: Vec<NodeSshRule>,
+    pub filter: Arc<Vec<FilterRule>>,
+    pub ssh: Arc<Vec<NodeSshRule>>,
     pub dns_domain: String,
 }
 
@@ -160,7 +160,7 @@ impl NetmapState {
 
     /// The packet filter for [`crate::node::Node::set_filter`].
     pub fn node_filter(&self) -> Filter {
-        Filter::new(self.filter.clone())
+        Filter::new((*self.filter).clone())
     }
 }
 

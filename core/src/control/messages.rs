@@ -146,11 +146,13 @@ pub struct Peer {
 pub struct Netmap {
     /// Increases with every map message of the stream.
     pub version: u64,
-    pub node: Peer,
+    /// Shared with the peers' maps on the server (encoded the same either way).
+    pub node: Arc<Peer>,
     /// Shared with every other node's map on the server (encoded the same either way).
     pub peers: Vec<Arc<Peer>>,
-    pub filter: Vec<FilterRule>,
-    pub ssh: Vec<NodeSshRule>,
+    /// Shared with the server's compiled state (and other nodes of the same class).
+    pub filter: Arc<Vec<FilterRule>>,
+    pub ssh: Arc<Vec<NodeSshRule>>,
     pub dns_domain: String,
 }
 
@@ -163,10 +165,10 @@ pub struct MapDelta {
     /// Peers gone (sorted).
     pub remove: Vec<NodeId>,
     /// A new filter (`Some(vec![])` denies everything), or `None`: unchanged.
-    pub filter: Option<Vec<FilterRule>>,
-    pub ssh: Option<Vec<NodeSshRule>>,
+    pub filter: Option<Arc<Vec<FilterRule>>>,
+    pub ssh: Option<Arc<Vec<NodeSshRule>>>,
     /// This node's own entry changed (addresses, key expiry, name).
-    pub node: Option<Peer>,
+    pub node: Option<Arc<Peer>>,
 }
 
 impl MapDelta {

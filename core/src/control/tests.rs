@@ -155,6 +155,33 @@ fn the_map_stream_starts_full_and_continues_with_deltas() {
     assert!(h.send(2, NodeMessage::Endpoints(vec![])).is_empty());
 }
 
+/// A node that reconnects streams on the new connection: the old one is closed, and its
+/// going away later does not take the node offline.
+#[test]
+fn a_reconnect_replaces_the_stream_and_the_old_connection_closing_changes_nothing() {
+    let mut h = Harness::new();
+    h.server.set_policy(h.now, "admin", OPEN).unwrap_or_else(|e| panic!("{e}"));
+    let key = h.key("alice@example.com", AuthKeyOptions { reusable: true, ..Default::default() });
+    h.join(1, "laptop", &key);
+    let phone = h.join(2, "phone", &key);
+    h.server.handle_connect(h.now, ConnId(12), machine(2));
+    h.send(12, register(2, "", "").with_auth(RegisterAuth::Known));
+    let sent = h.send(12, NodeMessage::Map { endpoints: vec![] });
+    assert!(matches!(to(&sent, 12)[..], [ServerMessage::Map(_)]), "the new stream starts with a full map: {sent:?}");
+    assert!(
+        matches!(to(&sent, 2)[..], [ServerMessage::Rejected { .. }]),
+        "the replaced connection is closed: {sent:?}"
+    );
+    h.server.handle_disconnect(h.now, ConnId(2));
+    assert!(h.drain().is_empty(), "the old connection going away changes nothing");
+    assert!(h.server.is_online(phone));
+    // Updates reach the new stream.
+    let sent = h.send(1, NodeMessage::Endpoints(vec![std::net::SocketAddr::from(([192, 0, 2, 1], 41641))]));
+    assert!(matches!(to(&sent, 12)[..], [ServerMessage::Delta(_)]), "{sent:?}");
+    h.server.handle_disconnect(h.now, ConnId(12));
+    assert!(!h.server.is_online(phone));
+}
+
 #[test]
 fn policy_changes_deletion_and_expiry_reach_every_node() {
     let mut h = Harness::new();
@@ -168,7 +195,7 @@ fn policy_changes_deletion_and_expiry_reach_every_node() {
     let sent = h.drain();
     for n in 1..=4u64 {
         let [ServerMessage::Delta(d)] = to(&sent, n)[..] else { panic!("{n}: {sent:?}") };
-        assert_eq!(d.filter, Some(vec![]), "an empty filter is distinguishable from unchanged");
+        assert_eq!(d.filter, Some(std::sync::Arc::new(vec![])), "an empty filter is distinguishable from unchanged");
         assert_eq!(d.remove.len(), 3);
     }
     h.server.set_policy(h.now, "admin", OPEN).unwrap_or_else(|e| panic!("{e}"));
@@ -694,27 +721,18 @@ fn deltas_always_add_up_to_the_full_map() {
                 }
                 _ => Vec::new(),
             };
-            for (conn, message) in sent {
-                match message {
-                    ServerMessage::Map(m) => {
-                        states.insert(conn.0, NetmapState::from_map(m));
-                    }
-                    ServerMessage::Delta(d) => match states.get_mut(&conn.0) {
-                        Some(s) => s.apply(d),
-                        None => panic!("seed {seed}: a delta before the map on {conn:?}"),
-                    },
-                    _ => {}
-                }
-            }
+            apply(&mut states, sent, seed);
         }
         // Compare with a fresh full map for each node.
+        // The probe replaces the node's stream (and going away takes the node offline):
+        // what the other nodes are sent meanwhile is applied to their states too.
         for (n, _) in ids.clone() {
-            let Some(assembled) = states.get(&u64::from(n)) else { continue };
+            let Some(assembled) = states.remove(&u64::from(n)) else { continue };
             let probe = ConnId(1000 + u64::from(n));
             h.server.handle_connect(h.now, probe, machine(n));
             h.send(probe.0, register(n, "", "").with_auth(RegisterAuth::Known));
             // The probe reports the endpoints the node has, so it changes nothing.
-            let sent = h.send(probe.0, NodeMessage::Map { endpoints: assembled.node.endpoints.clone() });
+            let mut sent = h.send(probe.0, NodeMessage::Map { endpoints: assembled.node.endpoints.clone() });
             let Some(ServerMessage::Map(full)) = to(&sent, probe.0).first().copied().cloned() else {
                 panic!("seed {seed}: no full map for n{n}: {sent:?}")
             };
@@ -724,7 +742,29 @@ fn deltas_always_add_up_to_the_full_map() {
             assert_eq!(assembled.ssh, full.ssh, "seed {seed}: n{n}'s ssh rules");
             assert_eq!(assembled.node, full.node, "seed {seed}: n{n}'s own entry");
             h.server.handle_disconnect(h.now, probe);
-            h.drain();
+            sent.retain(|(c, _)| *c != probe);
+            sent.extend(h.drain());
+            apply(&mut states, sent, seed);
+        }
+    }
+}
+
+/// Applies maps and deltas to the states assembled per connection.
+fn apply(
+    states: &mut std::collections::BTreeMap<u64, super::client::NetmapState>,
+    sent: Vec<(ConnId, ServerMessage)>,
+    seed: u8,
+) {
+    for (conn, message) in sent {
+        match message {
+            ServerMessage::Map(m) => {
+                states.insert(conn.0, super::client::NetmapState::from_map(m));
+            }
+            ServerMessage::Delta(d) => match states.get_mut(&conn.0) {
+                Some(s) => s.apply(d),
+                None => panic!("seed {seed}: a delta before the map on {conn:?}"),
+            },
+            _ => {}
         }
     }
 }

@@ -27,7 +27,7 @@ mod tests;
 use thiserror::Error;
 
 pub use alias::Alias;
-pub use compile::{compile, Compiled, NodeId, NodeInfo, NodePolicy, NodeSshAction, NodeSshRule, UserMap};
+pub use compile::{compile, Compiled, NodeId, NodeInfo, NodePolicy, NodeSshAction, NodeSshRule, Tailnet, UserMap};
 pub use hujson::{Pos, MAX_POLICY_BYTES};
 pub use model::*;
 pub use nodeset::NodeSet;

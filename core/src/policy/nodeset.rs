@@ -53,28 +53,70 @@ impl NodeSet {
     }
 
     /// Members of `self` that are not in `other`, in increasing order.
-    pub fn difference<'a>(&'a self, other: &'a NodeSet) -> impl Iterator<Item = usize> + 'a {
-        self.words
-            .iter()
-            .enumerate()
-            .flat_map(move |(i, &w)| word_bits(i, w & !other.words.get(i).copied().unwrap_or(0)))
+    pub fn difference<'a>(&'a self, other: &'a NodeSet) -> Bits<'a> {
+        Bits { words: &self.words, minus: &other.words, next_word: 0, current: 0, base: 0 }
+    }
+
+    /// Walks what changed from `old` to `self` in one pass: `added` gets each member
+    /// `old` lacks, `removed` each member of `old` that `self` lacks, ascending.
+    pub fn diff(&self, old: &NodeSet, mut added: impl FnMut(usize), mut removed: impl FnMut(usize)) {
+        let len = self.words.len().max(old.words.len());
+        for i in 0..len {
+            let new = self.words.get(i).copied().unwrap_or(0);
+            let was = old.words.get(i).copied().unwrap_or(0);
+            if new == was {
+                continue;
+            }
+            for bit in word_bits(new & !was) {
+                added(i * 64 + bit);
+            }
+            for bit in word_bits(was & !new) {
+                removed(i * 64 + bit);
+            }
+        }
     }
 
     /// The members in increasing order.
-    pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
-        self.words.iter().enumerate().flat_map(|(i, &w)| word_bits(i, w))
+    pub fn iter(&self) -> Bits<'_> {
+        Bits { words: &self.words, minus: &[], next_word: 0, current: 0, base: 0 }
     }
 }
 
-/// The indices of the set bits of word `i`.
-fn word_bits(i: usize, mut w: u64) -> impl Iterator<Item = usize> {
-    std::iter::from_fn(move || {
-        if w == 0 {
-            return None;
+/// The set bits of `words & !minus`, ascending. A tight loop over the words, so that a
+/// difference of two nearly equal sets of 10k nodes costs a few hundred nanoseconds.
+#[derive(Clone, Debug)]
+pub struct Bits<'a> {
+    words: &'a [u64],
+    minus: &'a [u64],
+    next_word: usize,
+    current: u64,
+    base: usize,
+}
+
+impl Iterator for Bits<'_> {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        while self.current == 0 {
+            let w = *self.words.get(self.next_word)?;
+            self.current = w & !self.minus.get(self.next_word).copied().unwrap_or(0);
+            self.base = self.next_word * 64;
+            self.next_word += 1;
         }
-        let bit = w.trailing_zeros() as usize;
-        w &= w - 1;
-        Some(i * 64 + bit)
+        let bit = self.current.trailing_zeros() as usize;
+        self.current &= self.current - 1;
+        Some(self.base + bit)
+    }
+}
+
+/// The set bits of `w`, ascending.
+fn word_bits(mut w: u64) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        (w != 0).then(|| {
+            let bit = w.trailing_zeros() as usize;
+            w &= w - 1;
+            bit
+        })
     })
 }
 
@@ -102,6 +144,13 @@ mod tests {
         assert_eq!(a.iter().collect::<Vec<_>>(), vec![1, 2, 64, 130]);
         assert_eq!(a.difference(&b).collect::<Vec<_>>(), vec![1, 130]);
         assert_eq!(b.difference(&NodeSet::default()).collect::<Vec<_>>(), vec![2, 64]);
+        let (mut added, mut removed) = (Vec::new(), Vec::new());
+        b.diff(&a, |i| added.push(i), |i| removed.push(i));
+        assert_eq!((added, removed), (vec![], vec![1, 130]));
+        let c: NodeSet = [0, 200].into_iter().collect();
+        let (mut added, mut removed) = (Vec::new(), Vec::new());
+        c.diff(&b, |i| added.push(i), |i| removed.push(i));
+        assert_eq!((added, removed), (vec![0, 200], vec![2, 64]));
         a.remove(64);
         assert_eq!(a.len(), 3);
         assert!(NodeSet::with_len(100).is_empty());

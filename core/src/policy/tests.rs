@@ -82,7 +82,7 @@ impl Net {
     }
 
     fn filter(&self, name: &str) -> Filter {
-        Filter::new(self.compiled.nodes[index(&self.nodes, name)].filter.clone())
+        Filter::new((*self.compiled.nodes[index(&self.nodes, name)].filter).clone())
     }
 
     fn v4(&self, name: &str) -> IpAddr {

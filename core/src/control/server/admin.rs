@@ -60,10 +60,7 @@ impl ControlServer {
         self.out.push_back(Output::Persist(Change::User(record)));
         self.audit(actor, "user-rename", format!("{old} -> {new}"));
         let theirs: Vec<NodeId> = self.nodes.values().filter(|n| n.user == id).map(|n| n.id).collect();
-        for n in theirs {
-            self.refresh_peer(n);
-        }
-        self.changed(now);
+        self.nodes_changed(now, &theirs);
         Ok(())
     }
 
@@ -171,12 +168,12 @@ impl ControlServer {
     /// Replaces the policy; a policy that fails to parse or fails its tests changes nothing.
     pub fn set_policy(&mut self, now: Instant, actor: &str, text: &str) -> Result<(), AdminError> {
         let policy = Policy::parse("policy", text)?;
-        self.policy = policy;
+        self.policy = std::sync::Arc::new(policy);
         self.policy_text = Some(text.to_string());
         self.out.push_back(Output::Persist(Change::Policy(text.to_string())));
         self.audit(actor, "policy-set", self.policy.summary());
         self.forget_stale_approvals();
-        self.changed(now);
+        self.policy_changed(now);
         Ok(())
     }
 
@@ -188,7 +185,7 @@ impl ControlServer {
         let name = self.nodes.get(&id).map(|n| n.name.clone()).ok_or(AdminError::NoNode(id.0))?;
         self.remove_node(id);
         self.audit(actor, "node-delete", format!("{name} ({})", id.0));
-        self.changed(now);
+        self.nodes_changed(now, &[id]);
         Ok(())
     }
 
@@ -200,22 +197,23 @@ impl ControlServer {
         let record = node.clone();
         self.out.push_back(Output::Persist(Change::Node(record.clone())));
         self.audit(actor, "node-expire", format!("{} ({})", record.name, id.0));
-        self.refresh_peer(id);
-        self.changed(now);
+        self.nodes_changed(now, &[id]);
         Ok(())
     }
 
     pub fn rename_node(&mut self, now: Instant, actor: &str, id: NodeId, name: &str) -> Result<(), AdminError> {
         check_label(name)?;
-        if self.nodes.values().any(|n| n.name == name && n.id != id) {
+        if self.index.by_name(name).is_some_and(|other| other != id) {
             return Err(AdminError::Invalid(format!("the name {name} is taken")));
         }
         let node = self.nodes.get_mut(&id).ok_or(AdminError::NoNode(id.0))?;
+        self.index.remove(node);
         let old = std::mem::replace(&mut node.name, name.to_string());
+        self.index.add(node);
         let record = node.clone();
         self.out.push_back(Output::Persist(Change::Node(record)));
         self.audit(actor, "node-rename", format!("{old} -> {name}"));
-        self.touched(now, id);
+        self.nodes_changed(now, &[id]);
         Ok(())
     }
 
@@ -241,8 +239,7 @@ impl ControlServer {
         let record: NodeRecord = node.clone();
         self.out.push_back(Output::Persist(Change::Node(record.clone())));
         self.audit(actor, "node-tag", format!("{} ({}): {:?}", record.name, id.0, record.tags));
-        self.refresh_peer(id);
-        self.changed(now);
+        self.nodes_changed(now, &[id]);
         Ok(())
     }
 

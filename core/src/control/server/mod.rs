@@ -12,12 +12,13 @@
 //! removed; a new filter; new SSH rules), or nothing when nothing it sees changed.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 mod admin;
 mod check;
+mod index;
 mod netmap;
 mod records;
 
@@ -29,7 +30,7 @@ use super::messages::{
     CheckAnswer, CheckRequest, NodeMessage, Peer, Register, RegisterAuth, Registered, ServerMessage,
 };
 use crate::ct;
-use crate::policy::{NodeId, NodeSet, NodeSshRule, Policy, PolicyError};
+use crate::policy::{NodeId, NodeSet, NodeSshRule, Policy, PolicyError, Tailnet};
 use crate::rng::Rng;
 use crate::time::{Instant, UnixTime};
 use crate::wireguard::PublicKey;
@@ -39,8 +40,14 @@ use crate::wireguard::PublicKey;
 pub(super) struct Conn {
     pub(super) machine_key: PublicKey,
     pub(super) node: Option<NodeId>,
-    /// What the node was last sent, if it streams its map.
-    pub(super) view: Option<View>,
+}
+
+/// A node's map stream: the one connection it streams on (a newer one replaces it).
+#[derive(Debug)]
+pub(super) struct Stream {
+    pub(super) conn: ConnId,
+    /// What the node was last sent.
+    pub(super) view: View,
     pub(super) next_keepalive: Instant,
 }
 
@@ -48,8 +55,6 @@ pub(super) struct Conn {
 #[derive(Clone, Debug, Default)]
 pub(super) struct View {
     pub(super) version: u64,
-    /// The change-log revision it has seen.
-    pub(super) sent_rev: u64,
     /// Whether its full map went out.
     pub(super) started: bool,
     pub(super) seen: Arc<NodeSet>,
@@ -65,18 +70,23 @@ pub struct ControlServer {
     pub(super) users: BTreeMap<UserId, UserRecord>,
     pub(super) nodes: BTreeMap<NodeId, NodeRecord>,
     pub(super) keys: BTreeMap<u64, AuthKeyRecord>,
-    pub(super) policy: Policy,
+    pub(super) policy: Arc<Policy>,
     pub(super) policy_text: Option<String>,
     pub(super) conns: BTreeMap<ConnId, Conn>,
     /// Nodes with a live connection.
     pub(super) online: BTreeSet<NodeId>,
-    /// The compiled view of every node, by id (recomputed after each change).
-    pub(super) compiled: BTreeMap<NodeId, Compiled>,
-    /// Each node's map entry, shared, with the revision that last changed it.
-    pub(super) peer_cache: BTreeMap<NodeId, (Arc<Peer>, u64)>,
-    /// Revision -> the node that changed, for the revisions some view has not seen.
-    pub(super) change_log: BTreeMap<u64, NodeId>,
-    pub(super) revision: u64,
+    /// Registered nodes by key, name and address.
+    pub(super) index: index::NodeIndex,
+    /// Map streams by node slot (see `netmap::slot`).
+    pub(super) streams: Vec<Option<Stream>>,
+    /// Connections per registered node.
+    pub(super) node_conns: netmap::NodeConns,
+    /// The policy compiled for every node whose key is valid (slot = node id).
+    pub(super) tailnet: Tailnet,
+    /// What a node outside the compiled tailnet gets (shared, so views compare by pointer).
+    pub(super) empty: EmptyView,
+    /// Each node's map entry, shared, by slot (see `netmap::slot`).
+    pub(super) peer_cache: Vec<Option<Arc<Peer>>>,
     /// Counters for metrics.
     pub(super) compiles: u64,
     pub(super) maps_sent: u64,
@@ -98,6 +108,14 @@ pub struct ControlServer {
     pub(super) next_key: u64,
     pub(super) unix: u64,
     pub(super) out: VecDeque<Output>,
+}
+
+/// Visibility, filter and SSH rules of a node outside the compiled tailnet.
+pub(super) type EmptyView = (Arc<NodeSet>, Arc<Vec<crate::ip::filter::FilterRule>>, Arc<Vec<NodeSshRule>>);
+
+/// When a stream that was just sent something next needs a keepalive.
+pub(super) fn keepalive_deadline(config: &ServerConfig, rng: &mut Rng, now: Instant) -> Instant {
+    now + config.keepalive + Duration::from_millis(rng.below(5_000))
 }
 
 /// An interactive registration waiting for its user to log in.
@@ -134,26 +152,13 @@ pub(super) const PENDING_LOGIN_LIFETIME: Duration = Duration::from_secs(15 * 60)
 /// How long a node holds a check-mode login (DESIGN.md).
 pub(super) const CHECK_HOLD: Duration = Duration::from_secs(30 * 60);
 
-/// One node's compiled view (ids index `visible`).
-#[derive(Clone, Debug, Default)]
-pub(super) struct Compiled {
-    pub(super) visible: Arc<NodeSet>,
-    pub(super) filter: Arc<Vec<crate::ip::filter::FilterRule>>,
-    pub(super) ssh: Arc<Vec<NodeSshRule>>,
-}
-
-/// The CGNAT range nodes get IPv4 addresses from, and the ULA /48 of IPv6 addresses.
-const V4_BASE: u32 = 0x6440_0000; // 100.64.0.0/10
-const V4_SIZE: u32 = 1 << 22;
-const V6_BASE: u128 = 0xfd7a_115c_a1e0_0000_0000_0000_0000_0000;
-
 impl ControlServer {
     /// A server over `state`; `seed` is 32 bytes from the OS (or the simulator).
     pub fn new(config: ServerConfig, seed: [u8; 32], state: State, now: UnixTime) -> Result<Self, PolicyError> {
-        let policy = match &state.policy {
+        let policy = Arc::new(match &state.policy {
             Some(text) => Policy::parse("policy", text)?,
             None => Policy::default_policy(),
-        };
+        });
         let mut server = Self {
             config,
             rng: Rng::new(seed),
@@ -170,19 +175,24 @@ impl ControlServer {
             users: state.users.into_iter().map(|u| (u.id, u)).collect(),
             nodes: state.nodes.into_iter().map(|n| (n.id, n)).collect(),
             keys: state.auth_keys.into_iter().map(|k| (k.id, k)).collect(),
+            tailnet: Tailnet::new(policy.clone(), Vec::new()),
+            index: index::NodeIndex::default(),
             policy,
             policy_text: state.policy,
             conns: BTreeMap::new(),
+            node_conns: BTreeMap::new(),
+            streams: Vec::new(),
             online: BTreeSet::new(),
-            compiled: BTreeMap::new(),
-            peer_cache: BTreeMap::new(),
-            change_log: BTreeMap::new(),
-            revision: 0,
+            empty: Default::default(),
+            peer_cache: Vec::new(),
             compiles: 0,
             maps_sent: 0,
             unix: now.0.as_secs(),
             out: VecDeque::new(),
         };
+        for n in server.nodes.values() {
+            server.index.add(n);
+        }
         server.recompile();
         // Ephemeral nodes are offline until they stream again; the grace starts at the
         // first timer (the constructor has no monotonic time).
@@ -195,7 +205,7 @@ impl ControlServer {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let keepalives = self.conns.values().filter(|c| c.view.is_some()).map(|c| c.next_keepalive);
+        let keepalives = self.streams.iter().flatten().map(|s| s.next_keepalive);
         let logins = self.pending_logins.values().map(|p| p.expires);
         let checks = self.pending_checks.values().map(|p| p.expires);
         let ephemeral = self.ephemeral_offline.values().map(|t| *t + EPHEMERAL_GRACE);
@@ -206,7 +216,7 @@ impl ControlServer {
     /// Keepalives for quiet streams; nodes whose key expired leave their peers' maps.
     pub fn handle_timeout(&mut self, now: Instant, unix: UnixTime) {
         let ids: Vec<ConnId> =
-            self.conns.iter().filter(|(_, c)| c.view.is_some() && c.next_keepalive <= now).map(|(id, _)| *id).collect();
+            self.streams.iter().flatten().filter(|s| s.next_keepalive <= now).map(|s| s.conn).collect();
         for id in ids {
             self.send(now, id, ServerMessage::KeepAlive);
         }
@@ -219,12 +229,12 @@ impl ControlServer {
         let stale: Vec<NodeId> =
             self.ephemeral_offline.iter().filter(|(_, t)| **t + EPHEMERAL_GRACE <= now).map(|(id, _)| *id).collect();
         if !stale.is_empty() {
-            for id in stale {
+            for &id in &stale {
                 self.ephemeral_offline.remove(&id);
                 self.remove_node(id);
                 self.audit("server", "node-delete", format!("ephemeral node {} offline for 30 minutes", id.0));
             }
-            self.changed(now);
+            self.nodes_changed(now, &stale);
         }
         let expired: Vec<String> =
             self.pending_checks.iter().filter(|(_, p)| p.expires <= now).map(|(t, _)| t.clone()).collect();
@@ -237,31 +247,58 @@ impl ControlServer {
         }
         let before = self.unix;
         self.unix = unix.0.as_secs();
-        let expired = self.nodes.values().any(|n| n.key_expiry.is_some_and(|e| before < e && e <= self.unix));
-        if expired {
-            self.changed(now);
+        let expired: Vec<NodeId> = self
+            .nodes
+            .values()
+            .filter(|n| n.key_expiry.is_some_and(|e| before < e && e <= self.unix))
+            .map(|n| n.id)
+            .collect();
+        if !expired.is_empty() {
+            self.nodes_changed(now, &expired);
         }
     }
 
     // ---- connections -------------------------------------------------------------------
 
     /// A node finished the secure channel's handshake with this machine key.
-    pub fn handle_connect(&mut self, now: Instant, conn: ConnId, machine_key: PublicKey) {
-        let node = self.nodes.values().find(|n| n.machine_key == machine_key).map(|n| n.id);
-        self.conns.insert(conn, Conn { machine_key, node, view: None, next_keepalive: now });
+    pub fn handle_connect(&mut self, _now: Instant, conn: ConnId, machine_key: PublicKey) {
+        let node = self.index.by_machine_key(&machine_key);
+        if let Some(old) = self.conns.insert(conn, Conn { machine_key, node }) {
+            self.forget_conn(conn, old.node);
+        }
+        if let Some(node) = node {
+            self.node_conns.entry(node).or_default().insert(conn);
+        }
+    }
+
+    /// Drops `conn` from its node's connections.
+    fn forget_conn(&mut self, conn: ConnId, node: Option<NodeId>) {
+        let Some(node) = node else { return };
+        if let Some(conns) = self.node_conns.get_mut(&node) {
+            conns.remove(&conn);
+            if conns.is_empty() {
+                self.node_conns.remove(&node);
+            }
+        }
     }
 
     pub fn handle_disconnect(&mut self, now: Instant, conn: ConnId) {
         let Some(c) = self.conns.remove(&conn) else { return };
+        self.forget_conn(conn, c.node);
         let Some(node) = c.node else { return };
-        if self.conns.values().any(|o| o.node == Some(node) && o.view.is_some()) {
+        // Only the end of its stream takes a node offline (an older, replaced connection
+        // closing does not).
+        if self.stream_mut(node).is_none_or(|s| s.conn != conn) {
             return;
+        }
+        if let Some(s) = netmap::slot(node).and_then(|s| self.streams.get_mut(s)) {
+            *s = None;
         }
         self.online.remove(&node);
         if self.nodes.get(&node).is_some_and(|n| n.ephemeral) {
             self.ephemeral_offline.insert(node, now);
         }
-        self.touched(now, node);
+        self.nodes_changed(now, &[node]);
     }
 
     pub fn handle_message(&mut self, now: Instant, conn: ConnId, message: NodeMessage) {
@@ -274,7 +311,7 @@ impl ControlServer {
             NodeMessage::Endpoints(endpoints) => {
                 if let Some(node) = self.conn_node(conn) {
                     self.set_endpoints(node, endpoints);
-                    self.touched(now, node);
+                    self.nodes_changed(now, &[node]);
                 }
             }
             NodeMessage::Check(request) => self.check(now, conn, request),
@@ -282,7 +319,7 @@ impl ControlServer {
             NodeMessage::Logout => {
                 if let Some(node) = self.conn_node(conn) {
                     self.remove_node(node);
-                    self.changed(now);
+                    self.nodes_changed(now, &[node]);
                     self.out.push_back(Output::Close { conn, reason: "logged out".into() });
                 }
             }
@@ -294,11 +331,18 @@ impl ControlServer {
     }
 
     pub(super) fn send(&mut self, now: Instant, conn: ConnId, message: ServerMessage) {
-        let jitter = Duration::from_millis(self.rng.below(5_000));
-        if let Some(c) = self.conns.get_mut(&conn) {
-            c.next_keepalive = now + self.config.keepalive + jitter;
+        let deadline = keepalive_deadline(&self.config, &mut self.rng, now);
+        if let Some(node) = self.conn_node(conn) {
+            if let Some(stream) = self.stream_mut(node).filter(|s| s.conn == conn) {
+                stream.next_keepalive = deadline;
+            }
         }
         self.out.push_back(Output::Send { conn, message });
+    }
+
+    /// Node `node`'s map stream.
+    pub(super) fn stream_mut(&mut self, node: NodeId) -> Option<&mut Stream> {
+        netmap::slot(node).and_then(|s| self.streams.get_mut(s)).and_then(Option::as_mut)
     }
 
     pub(super) fn reject(&mut self, now: Instant, conn: ConnId, reason: impl Into<String>) {
@@ -322,10 +366,10 @@ impl ControlServer {
             }
             return;
         }
-        if self.nodes.values().any(|n| n.node_key == r.node_key) {
+        if self.index.by_node_key(&r.node_key).is_some() {
             return self.reject(now, conn, "this node key belongs to another node");
         }
-        if self.nodes.values().any(|n| n.machine_key == machine_key) {
+        if self.index.by_machine_key(&machine_key).is_some() {
             return self.reject(now, conn, "this machine is registered already; reconnect");
         }
         match &r.auth {
@@ -337,7 +381,7 @@ impl ControlServer {
                     if let Err(why) = self.check_tags(user, &tags, checked) {
                         return self.reject(now, conn, why);
                     }
-                    if self.allocate().is_none() {
+                    if self.index.free_addresses().is_none() {
                         return self.reject(now, conn, "the tailnet has no free addresses");
                     }
                     if !reusable {
@@ -398,10 +442,11 @@ impl ControlServer {
         mut tags: Vec<String>,
         ephemeral: bool,
     ) -> Option<NodeId> {
-        let Some(addresses) = self.allocate() else {
+        let Some((offset, addresses)) = self.index.free_addresses() else {
             self.reject(now, conn, "the tailnet has no free addresses");
             return None;
         };
+        self.index.handed_out(offset);
         tags.sort();
         tags.dedup();
         let id = NodeId(self.next_node);
@@ -421,15 +466,18 @@ impl ControlServer {
             ssh: r.ssh,
             ephemeral,
         };
+        self.index.add(&node);
         self.nodes.insert(id, node.clone());
         self.out.push_back(Output::Persist(Change::Node(node.clone())));
         self.audit("node", "node-register", format!("{} ({}) for {}", node.name, id.0, self.user_name(user)));
         if let Some(c) = self.conns.get_mut(&conn) {
-            c.node = Some(id);
+            let old = c.node.replace(id);
+            self.forget_conn(conn, old);
+            self.node_conns.entry(id).or_default().insert(conn);
         }
         let registered = self.registered(id);
         self.send(now, conn, registered);
-        self.changed(now);
+        self.nodes_changed(now, &[id]);
         Some(id)
     }
 
@@ -480,15 +528,6 @@ impl ControlServer {
     }
 
     /// The lowest free IPv4 address of 100.64.0.0/10 and its IPv6 twin in the ULA /48.
-    pub(super) fn allocate(&self) -> Option<Vec<IpAddr>> {
-        let used: BTreeSet<IpAddr> = self.nodes.values().flat_map(|n| n.addresses.iter().copied()).collect();
-        (1..V4_SIZE - 1).find_map(|offset| {
-            let v4 = IpAddr::V4(Ipv4Addr::from(V4_BASE + offset));
-            let v6 = IpAddr::V6(Ipv6Addr::from(V6_BASE + u128::from(offset)));
-            (!used.contains(&v4) && !used.contains(&v6)).then(|| vec![v4, v6])
-        })
-    }
-
     /// A DNS label from a hostname, made unique with `-2`, `-3`, ...
     pub(super) fn unique_name(&self, hostname: &str) -> String {
         let mut base: String = hostname
@@ -500,7 +539,7 @@ impl ControlServer {
         if base.is_empty() {
             base = "node".into();
         }
-        let taken = |name: &str| self.nodes.values().any(|n| n.name == name);
+        let taken = |name: &str| self.index.by_name(name).is_some();
         if !taken(&base) {
             return base;
         }
@@ -514,13 +553,15 @@ impl ControlServer {
             // a new login.
             return self.reject(now, conn, "the node key has expired; log in again");
         }
-        if self.nodes.values().any(|n| n.node_key == node_key && n.id != id) {
+        if self.index.by_node_key(&node_key).is_some_and(|other| other != id) {
             return self.reject(now, conn, "this node key belongs to another node");
         }
         let lifetime = self.config.node_key_lifetime.as_secs();
         let unix = self.unix;
         if let Some(n) = self.nodes.get_mut(&id) {
+            self.index.remove(n);
             n.node_key = node_key;
+            self.index.add(n);
             if n.tags.is_empty() {
                 n.key_expiry = Some(unix.saturating_add(lifetime));
             }
@@ -529,8 +570,7 @@ impl ControlServer {
         }
         let registered = self.registered(id);
         self.send(now, conn, registered);
-        self.refresh_peer(id);
-        self.changed(now);
+        self.nodes_changed(now, &[id]);
     }
 
     pub(super) fn set_endpoints(&mut self, node: NodeId, mut endpoints: Vec<SocketAddr>) {
@@ -545,7 +585,8 @@ impl ControlServer {
     }
 
     pub(super) fn remove_node(&mut self, id: NodeId) {
-        if self.nodes.remove(&id).is_some() {
+        if let Some(record) = self.nodes.remove(&id) {
+            self.index.remove(&record);
             self.online.remove(&id);
             self.ephemeral_offline.remove(&id);
             // Its approvals (as source or destination) go with it: a node id must never
@@ -558,11 +599,13 @@ impl ControlServer {
             }
             self.pending_checks.retain(|_, p| p.dst != id && p.request.src != id);
             self.out.push_back(Output::Persist(Change::NodeRemoved(id)));
-            for (conn, c) in &mut self.conns {
-                if c.node == Some(id) {
+            if let Some(s) = netmap::slot(id).and_then(|s| self.streams.get_mut(s)) {
+                *s = None;
+            }
+            for conn in self.node_conns.remove(&id).unwrap_or_default() {
+                if let Some(c) = self.conns.get_mut(&conn) {
                     c.node = None;
-                    c.view = None;
-                    self.out.push_back(Output::Close { conn: *conn, reason: "the node was removed".into() });
+                    self.out.push_back(Output::Close { conn, reason: "the node was removed".into() });
                 }
             }
         }

@@ -1,29 +1,31 @@
-//! The map stream: compiling the policy for the tailnet, and sending each streaming node
-//! what changed since its last message.
+//! The map stream: the policy compiled for the tailnet, and each streaming node sent what
+//! changed since its last message.
 //!
 //! What keeps a large tailnet cheap:
+//! - The compiled tailnet ([`Tailnet`]) changes one node at a time: a join, a leave, a tag
+//!   change touches only the rules that node is in and the peers that gain or lose it,
+//!   and says which nodes' output changed. Only a policy edit rebuilds it.
+//! - A change visits only the streaming nodes it can matter to: those whose compiled
+//!   output changed, and the viewers of a node whose map entry changed. Nobody else's
+//!   view is looked at.
 //! - Each node's [`Peer`] entry is built once per change of that node and shared (`Arc`)
 //!   by every map and delta that carries it.
-//! - Visibility is kept as bitsets over node ids, shared by every node of a class; a
-//!   node's delta compares its last set with the new one word by word (pointer-equal
-//!   sets are skipped outright).
-//! - A change that cannot alter the policy's result (endpoints, online, a node key, a
-//!   rename) does not recompile: it bumps that node's revision, and each viewer's delta
-//!   picks up the revisions since its last message from a short change log.
-//! - Filters and SSH rules are compared by pointer first, by value only when recompiled.
-//!
-//! A change that can alter the policy's result (a node joining or leaving, tags, users,
-//! the policy itself, expiry) recompiles the whole tailnet: O(nodes x rules), measured in
-//! BENCHMARKS.md; making that incremental is the next step.
+//! - Visibility is a bitset over node ids, shared by every node of a class; a delta
+//!   compares a view's last set with the new one word by word (pointer-equal sets are
+//!   skipped outright), and filters and SSH rules by pointer first.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use super::{Compiled, ConnId, ControlServer, NodeRecord, View};
+use super::{ConnId, ControlServer, NodeRecord, Output, Stream, View};
 use crate::control::messages::{MapDelta, Netmap, Peer, ServerMessage};
-use crate::policy::{compile, NodeId, NodeInfo, NodeSet};
+use crate::policy::{NodeId, NodeInfo, NodeSet, Tailnet};
 use crate::time::Instant;
+
+/// Node ids index bitsets (the server hands them out in order); an id beyond this is
+/// never compiled (it sees nothing and nobody sees it) rather than sizing sets by it.
+const MAX_SLOTS: u64 = 1 << 24;
 
 impl ControlServer {
     pub(super) fn start_map(&mut self, now: Instant, conn: ConnId, endpoints: Vec<SocketAddr>) {
@@ -35,13 +37,23 @@ impl ControlServer {
         self.online.insert(node);
         self.ephemeral_offline.remove(&node);
         // A second request on a streaming connection gets no second full map (each would
-        // cost a whole netmap).
-        if let Some(c) = self.conns.get_mut(&conn) {
-            if c.view.is_none() {
-                c.view = Some(View::default());
+        // cost a whole netmap); a request on another connection replaces the stream (the
+        // node reconnected; the old connection is closed).
+        let Some(s) = slot(node) else { return self.reject(now, conn, "the tailnet is full") };
+        if s >= self.streams.len() {
+            self.streams.resize_with(s + 1, || None);
+        }
+        match &self.streams[s] {
+            Some(stream) if stream.conn == conn => {}
+            old => {
+                if let Some(old) = old {
+                    let reason = "replaced by a newer connection of this node".to_string();
+                    self.out.push_back(Output::Close { conn: old.conn, reason });
+                }
+                self.streams[s] = Some(Stream { conn, view: View::default(), next_keepalive: now });
             }
         }
-        self.touched(now, node);
+        self.nodes_changed(now, &[node]);
     }
 
     pub(super) fn expired(&self, node: NodeId) -> bool {
@@ -52,7 +64,7 @@ impl ControlServer {
         Peer {
             id: n.id,
             name: n.name.clone(),
-            user: self.users.get(&n.user).map(|u| u.name.clone()).unwrap_or_default(),
+            user: self.user_name(n.user),
             tags: n.tags.clone(),
             node_key: n.node_key,
             addresses: n.addresses.clone(),
@@ -64,223 +76,252 @@ impl ControlServer {
         }
     }
 
-    /// Rebuilds node `id`'s shared entry and logs the change.
-    /// Nothing happens when the entry is unchanged.
-    pub(super) fn refresh_peer(&mut self, id: NodeId) {
-        match self.nodes.get(&id) {
-            Some(n) => {
-                let peer = self.peer(n);
-                if self.peer_cache.get(&id).is_some_and(|(old, _)| **old == peer) {
-                    return;
-                }
-                self.revision += 1;
-                self.peer_cache.insert(id, (Arc::new(peer), self.revision));
+    /// Rebuilds node `id`'s shared entry; whether it changed.
+    fn refresh_peer(&mut self, id: NodeId) -> bool {
+        let Some(s) = slot(id) else { return false };
+        let peer = self.nodes.get(&id).map(|n| self.peer(n));
+        if s >= self.peer_cache.len() {
+            if peer.is_none() {
+                return false;
             }
-            None => {
-                if self.peer_cache.remove(&id).is_none() {
-                    return;
-                }
-                self.revision += 1;
-            }
+            self.peer_cache.resize(s + 1, None);
         }
-        self.change_log.insert(self.revision, id);
+        let entry = &mut self.peer_cache[s];
+        match peer {
+            Some(peer) if entry.as_deref() == Some(&peer) => false,
+            Some(peer) => {
+                *entry = Some(Arc::new(peer));
+                true
+            }
+            None => entry.take().is_some(),
+        }
     }
 
-    /// How many times the policy has been compiled for the tailnet since start (once at
-    /// start, then after every change the policy reads).
+    /// How many times the policy has been compiled for the whole tailnet since start
+    /// (once at start, then after every policy edit; node changes are incremental).
     pub fn compile_count(&self) -> u64 {
         self.compiles
     }
 
-    /// Compiles the policy for every node whose key is valid.
+    /// What the compiler knows of node `id`: nothing once it is gone or its key expired.
+    fn node_info(&self, id: NodeId) -> Option<NodeInfo> {
+        let n = self.nodes.get(&id).filter(|n| !self.expired(n.id))?;
+        Some(NodeInfo {
+            id: n.id,
+            name: String::new(),
+            user: self.user_name(n.user),
+            tags: n.tags.clone(),
+            addresses: n.addresses.clone(),
+            routes: Vec::new(),
+        })
+    }
+
+    /// Compiles the policy for the whole tailnet.
     pub(super) fn recompile(&mut self) {
         self.compiles += 1;
-        let live: Vec<&NodeRecord> = self.nodes.values().filter(|n| !self.expired(n.id)).collect();
-        let inventory: Vec<NodeInfo> = live
-            .iter()
-            .map(|n| NodeInfo {
-                id: n.id,
-                name: n.name.clone(),
-                user: self.users.get(&n.user).map(|u| u.name.clone()).unwrap_or_default(),
-                tags: n.tags.clone(),
-                addresses: n.addresses.clone(),
-                routes: Vec::new(),
-            })
-            .collect();
-        let compiled = compile(&self.policy, &inventory);
-        // Index-space sets to id space, once per shared set.
-        let mut converted: BTreeMap<usize, Arc<NodeSet>> = BTreeMap::new();
-        let mut to_ids = |set: &Arc<NodeSet>| -> Arc<NodeSet> {
-            converted
-                .entry(Arc::as_ptr(set) as usize)
-                .or_insert_with(|| {
-                    let ids: NodeSet = set.iter().filter_map(|i| inventory.get(i)).map(|n| id_index(n.id)).collect();
-                    Arc::new(ids)
-                })
-                .clone()
-        };
-        let mut out = BTreeMap::new();
-        for (info, policy) in inventory.iter().zip(compiled.nodes) {
-            let (class, own) = policy.visibility();
-            let mut visible = to_ids(class);
-            if let Some(own) = own {
-                let mut union = (*visible).clone();
-                union.union_with(&to_ids(own));
-                visible = Arc::new(union);
+        let mut slots: Vec<Option<NodeInfo>> = Vec::new();
+        for &id in self.nodes.keys() {
+            let Some(s) = slot(id) else { continue };
+            if s >= slots.len() {
+                slots.resize(s + 1, None);
             }
-            out.insert(info.id, Compiled { visible, filter: Arc::new(policy.filter), ssh: Arc::new(policy.ssh) });
+            slots[s] = self.node_info(id);
         }
-        // Keep the previous Arcs where nothing changed, so views skip the comparison.
-        for (id, fresh) in out.iter_mut() {
-            if let Some(old) = self.compiled.get(id) {
-                if *old.visible == *fresh.visible {
-                    fresh.visible = old.visible.clone();
-                }
-                if *old.filter == *fresh.filter {
-                    fresh.filter = old.filter.clone();
-                }
-                if *old.ssh == *fresh.ssh {
-                    fresh.ssh = old.ssh.clone();
-                }
-            }
-        }
-        self.compiled = out;
-        let new: Vec<NodeId> = self.nodes.keys().filter(|id| !self.peer_cache.contains_key(id)).copied().collect();
-        for id in new {
-            self.refresh_peer(id);
-        }
-        let gone: Vec<NodeId> = self.peer_cache.keys().filter(|id| !self.nodes.contains_key(id)).copied().collect();
-        for id in gone {
+        self.tailnet = Tailnet::new(self.policy.clone(), slots);
+        let cached = (0..self.peer_cache.len()).filter(|&s| self.peer_cache[s].is_some()).map(|s| NodeId(s as u64));
+        let ids: Vec<NodeId> = self.nodes.keys().copied().chain(cached).collect();
+        for id in ids {
             self.refresh_peer(id);
         }
     }
 
-    /// After a change that can alter the policy's result: recompile and update every
-    /// streaming node.
-    pub(super) fn changed(&mut self, now: Instant) {
+    /// After a policy edit: recompile, and update every streaming node.
+    pub(super) fn policy_changed(&mut self, now: Instant) {
         self.recompile();
-        self.update_views(now);
+        let all: Vec<usize> = (0..self.streams.len()).filter(|&s| self.streams[s].is_some()).collect();
+        self.dispatch(now, &all, &[]);
     }
 
-    /// After a change to node `id` that the policy does not read (endpoints, online, its
-    /// node key, its name): only its entry changes.
-    pub(super) fn touched(&mut self, now: Instant, id: NodeId) {
-        self.refresh_peer(id);
-        self.update_views(now);
-    }
-
-    /// Sends every streaming node its full map (first time) or what changed since.
-    fn update_views(&mut self, now: Instant) {
-        let conns: Vec<(ConnId, NodeId)> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.view.is_some())
-            .filter_map(|(id, c)| c.node.map(|n| (*id, n)))
-            .collect();
-        for (conn, node) in conns {
-            let Some(view) = self.conns.get_mut(&conn).and_then(|c| c.view.take()) else { continue };
-            let (view, message) = self.next_message(node, view);
-            if let Some(c) = self.conns.get_mut(&conn) {
-                c.view = Some(view);
+    /// After a change to nodes `ids` (joined, left, retagged, expired, or only their map
+    /// entry changed: endpoints, online, key, name): update the compiled tailnet for them
+    /// and every streaming node it matters to.
+    pub(super) fn nodes_changed(&mut self, now: Instant, ids: &[NodeId]) {
+        let mut visit = Vec::new();
+        let mut touched = Vec::new();
+        for &id in ids {
+            if let Some(s) = slot(id) {
+                // Its own connections always (a new stream waits for its full map).
+                visit.push(s);
+                let info = self.node_info(id);
+                visit.extend(self.tailnet.set(s, info));
             }
-            if let Some(m) = message {
-                self.maps_sent += 1;
-                self.send(now, conn, m);
+            if self.refresh_peer(id) {
+                touched.push(id);
             }
         }
-        // The log only needs what some view has not seen yet.
-        let oldest =
-            self.conns.values().filter_map(|c| c.view.as_ref()).map(|v| v.sent_rev).min().unwrap_or(self.revision);
-        self.change_log = self.change_log.split_off(&(oldest + 1));
+        for &id in &touched {
+            if let Some(s) = slot(id) {
+                visit.push(s);
+                visit.extend(self.tailnet.viewers(s));
+            }
+        }
+        visit.sort_unstable();
+        visit.dedup();
+        self.dispatch(now, &visit, &touched);
     }
 
-    fn next_message(&self, node: NodeId, mut old: View) -> (View, Option<ServerMessage>) {
-        let empty = Compiled::default();
-        let fresh = self.compiled.get(&node).unwrap_or(&empty);
-        // The common case on a large tailnet: nothing this node sees changed. Decide it
-        // without allocating.
-        let unchanged = old.started
-            && Arc::ptr_eq(&old.seen, &fresh.visible)
-            && Arc::ptr_eq(&old.filter, &fresh.filter)
-            && Arc::ptr_eq(&old.ssh, &fresh.ssh)
-            && self
-                .change_log
-                .range(old.sent_rev + 1..)
-                .all(|(_, &id)| id != node && !fresh.visible.contains(id_index(id)));
-        if unchanged {
-            old.sent_rev = self.revision;
-            return (old, None);
-        }
-        let me = self.peer_cache.get(&node).map(|(p, _)| (**p).clone());
-        let mut view = View {
-            version: old.version,
-            sent_rev: self.revision,
-            started: true,
-            seen: fresh.visible.clone(),
-            filter: fresh.filter.clone(),
-            ssh: fresh.ssh.clone(),
+    /// Sends each streaming node in `visit` (slots) its full map (first time) or what
+    /// changed since; `touched` are the nodes whose map entries changed.
+    fn dispatch(&mut self, now: Instant, visit: &[usize], touched: &[NodeId]) {
+        let source = MapSource {
+            tailnet: &self.tailnet,
+            peers: &self.peer_cache,
+            empty: &self.empty,
+            dns_domain: &self.config.dns_domain,
         };
-        let Some(me) = me else { return (old, None) };
-        if !old.started {
-            view.version += 1;
-            let peers = fresh
-                .visible
-                .iter()
-                .filter(|&i| i != id_index(node))
-                .filter_map(|i| self.peer_cache.get(&NodeId(i as u64)))
-                .map(|(p, _)| p.clone())
-                .collect();
-            let map = Netmap {
-                version: view.version,
-                node: me,
-                peers,
-                filter: (*fresh.filter).clone(),
-                ssh: (*fresh.ssh).clone(),
-                dns_domain: self.config.dns_domain.clone(),
+        let mut diffs = Diffs::default();
+        for &s in visit {
+            let Some(stream) = self.streams.get_mut(s).and_then(Option::as_mut) else { continue };
+            let Some(message) = source.next_message(NodeId(s as u64), &mut stream.view, touched, &mut diffs) else {
+                continue;
             };
-            return (view, Some(ServerMessage::Map(map)));
+            stream.next_keepalive = super::keepalive_deadline(&self.config, &mut self.rng, now);
+            self.maps_sent += 1;
+            self.out.push_back(Output::Send { conn: stream.conn, message });
         }
-        let me_index = id_index(node);
+    }
+}
+
+/// What maps and deltas are made of (borrowed apart from the connections they go to).
+struct MapSource<'a> {
+    tailnet: &'a Tailnet,
+    peers: &'a [Option<Arc<Peer>>],
+    empty: &'a super::EmptyView,
+    dns_domain: &'a str,
+}
+
+impl MapSource<'_> {
+    fn peer(&self, slot: usize) -> Option<&Arc<Peer>> {
+        self.peers.get(slot).and_then(Option::as_ref)
+    }
+
+    /// What `node`'s stream needs next after `view`, which is brought up to date.
+    fn next_message(
+        &self,
+        node: NodeId,
+        view: &mut View,
+        touched: &[NodeId],
+        diffs: &mut Diffs,
+    ) -> Option<ServerMessage> {
+        let me_slot = slot(node).unwrap_or(usize::MAX);
+        let (visible, filter, ssh) = match self.tailnet.node(me_slot) {
+            Some(p) => (p.visible(), &p.filter, &p.ssh),
+            None => (&self.empty.0, &self.empty.1, &self.empty.2),
+        };
+        // The common case: nothing this node sees changed. Decide it without allocating.
+        let unchanged = view.started
+            && Arc::ptr_eq(&view.seen, visible)
+            && Arc::ptr_eq(&view.filter, filter)
+            && Arc::ptr_eq(&view.ssh, ssh)
+            && touched.iter().all(|&id| id != node && !slot(id).is_some_and(|s| visible.contains(s)));
+        if unchanged {
+            return None;
+        }
+        let me = self.peer(me_slot)?;
+        if !view.started {
+            *view = View {
+                version: view.version + 1,
+                started: true,
+                seen: visible.clone(),
+                filter: filter.clone(),
+                ssh: ssh.clone(),
+            };
+            let peers = visible.iter().filter(|&i| i != me_slot).filter_map(|i| self.peer(i)).cloned().collect();
+            return Some(ServerMessage::Map(Netmap {
+                version: view.version,
+                node: me.clone(),
+                peers,
+                filter: filter.clone(),
+                ssh: ssh.clone(),
+                dns_domain: self.dns_domain.to_string(),
+            }));
+        }
         let mut delta = MapDelta::default();
-        let mut upserted = NodeSet::default();
-        if !Arc::ptr_eq(&old.seen, &fresh.visible) {
-            for i in fresh.visible.difference(&old.seen).filter(|&i| i != me_index) {
-                if let Some((p, _)) = self.peer_cache.get(&NodeId(i as u64)) {
-                    delta.upsert.push(p.clone());
-                    upserted.insert(i);
-                }
-            }
-            delta.remove =
-                old.seen.difference(&fresh.visible).filter(|&i| i != me_index).map(|i| NodeId(i as u64)).collect();
+        if !Arc::ptr_eq(&view.seen, visible) {
+            let (added, removed) = diffs.between(&view.seen, visible, self);
+            delta.upsert.extend(added.iter().filter(|p| p.id != node).cloned());
+            delta.remove.extend(removed.iter().copied().filter(|&id| id != node));
+            view.seen = visible.clone();
         }
-        for (_, &id) in self.change_log.range(old.sent_rev + 1..) {
-            let i = id_index(id);
+        for &id in touched {
+            let Some(i) = slot(id) else { continue };
             if id == node {
                 delta.node = Some(me.clone());
-            } else if fresh.visible.contains(i) && !upserted.contains(i) {
-                if let Some((p, _)) = self.peer_cache.get(&id) {
+            } else if visible.contains(i) && !delta.upsert.iter().any(|p| p.id == id) {
+                if let Some(p) = self.peer(i) {
                     delta.upsert.push(p.clone());
-                    upserted.insert(i);
                 }
             }
         }
         delta.upsert.sort_by_key(|p| p.id);
-        if !Arc::ptr_eq(&old.filter, &fresh.filter) && *old.filter != *fresh.filter {
-            delta.filter = Some((*fresh.filter).clone());
+        if !Arc::ptr_eq(&view.filter, filter) {
+            if *view.filter != **filter {
+                delta.filter = Some(filter.clone());
+            }
+            view.filter = filter.clone();
         }
-        if !Arc::ptr_eq(&old.ssh, &fresh.ssh) && *old.ssh != *fresh.ssh {
-            delta.ssh = Some((*fresh.ssh).clone());
+        if !Arc::ptr_eq(&view.ssh, ssh) {
+            if *view.ssh != **ssh {
+                delta.ssh = Some(ssh.clone());
+            }
+            view.ssh = ssh.clone();
         }
         if delta.is_empty() {
-            return (View { version: old.version, ..view }, None);
+            return None;
         }
         view.version += 1;
         delta.version = view.version;
-        (view, Some(ServerMessage::Delta(delta)))
+        Some(ServerMessage::Delta(delta))
     }
 }
 
-/// Node ids are small and dense (the server hands them out in order): they index bitsets.
-fn id_index(id: NodeId) -> usize {
-    usize::try_from(id.0).unwrap_or(usize::MAX)
+/// Visibility changes computed once per pair of sets: the members of a class share
+/// their old and their new set, so a change that reaches a thousand of them diffs a
+/// handful of pairs.
+#[derive(Default)]
+struct Diffs {
+    pairs: Vec<Diff>,
 }
+
+/// From one set to another: the entries of the peers it adds, the nodes it drops.
+struct Diff {
+    old: Arc<NodeSet>,
+    new: Arc<NodeSet>,
+    added: Vec<Arc<Peer>>,
+    removed: Vec<NodeId>,
+}
+
+impl Diffs {
+    /// The peers `new` adds to `old` (entries) and the nodes it drops.
+    fn between(&mut self, old: &Arc<NodeSet>, new: &Arc<NodeSet>, source: &MapSource) -> (&[Arc<Peer>], &[NodeId]) {
+        let at = match self.pairs.iter().position(|d| Arc::ptr_eq(&d.old, old) && Arc::ptr_eq(&d.new, new)) {
+            Some(at) => at,
+            None => {
+                let (mut added, mut removed) = (Vec::new(), Vec::new());
+                new.diff(old, |i| added.extend(source.peer(i).cloned()), |i| removed.push(NodeId(i as u64)));
+                self.pairs.push(Diff { old: old.clone(), new: new.clone(), added, removed });
+                self.pairs.len() - 1
+            }
+        };
+        let diff = &self.pairs[at];
+        (&diff.added, &diff.removed)
+    }
+}
+
+/// A node's slot in the compiled tailnet: its id (see [`MAX_SLOTS`]).
+pub(super) fn slot(id: NodeId) -> Option<usize> {
+    (id.0 < MAX_SLOTS).then(|| usize::try_from(id.0).ok()).flatten()
+}
+
+/// Streaming connections per node (kept by the connection code).
+pub(super) type NodeConns = BTreeMap<NodeId, std::collections::BTreeSet<ConnId>>;
