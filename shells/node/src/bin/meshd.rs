@@ -24,7 +24,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,netlink_packet_route=error")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -63,6 +63,10 @@ fn run(args: &Args) -> Result<(), String> {
 fn default_tun_name(path: &std::path::Path) -> String {
     path.file_stem()
         .and_then(|s| s.to_str())
-        .filter(|s| !s.is_empty() && s.len() <= 15 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.'))
+        .filter(|s| {
+            !s.is_empty()
+                && s.len() <= 15
+                && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+        })
         .map_or_else(|| "meshd0".to_string(), str::to_string)
 }

@@ -52,11 +52,8 @@ impl Runtime {
             }
             self.flush();
             let busy = ready.iter().any(|&r| r) && !self.backed_up();
-            let timeout = if busy {
-                Some(Duration::ZERO)
-            } else {
-                self.node.poll_timeout().map(|at| self.clock.until(at))
-            };
+            let timeout =
+                if busy { Some(Duration::ZERO) } else { self.node.poll_timeout().map(|at| self.clock.until(at)) };
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

@@ -85,6 +85,6 @@ mod tests {
         for n in [0, 1, 2, 3, 4, 64, 127, 128, 5000] {
             b.record(n);
         }
-        assert_eq!(b.buckets, [1, 2, 1, 0, 0, 0, 1, 3]);
+        assert_eq!(b.buckets, [1, 2, 1, 0, 0, 0, 2, 2]);
     }
 }

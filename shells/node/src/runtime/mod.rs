@@ -178,8 +178,9 @@ impl Runtime {
 
     /// End [`Runtime::run`] on SIGINT or SIGTERM.
     pub fn stop_on_signals(&mut self) -> Result<(), RuntimeError> {
-        let mut signals = signal_hook_mio::v1_0::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
-            .map_err(RuntimeError::Poll)?;
+        let mut signals =
+            signal_hook_mio::v1_0::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
+                .map_err(RuntimeError::Poll)?;
         self.poll.registry().register(&mut signals, SIGNALS, Interest::READABLE).map_err(RuntimeError::Poll)?;
         self.signals = Some(signals);
         Ok(())

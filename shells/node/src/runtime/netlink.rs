@@ -29,9 +29,9 @@ pub struct Netlink {
 impl Netlink {
     pub fn open() -> Result<Self, NetlinkError> {
         let rt = tokio::runtime::Builder::new_current_thread().enable_io().build().map_err(NetlinkError::Socket)?;
-        let (connection, handle) = rt.block_on(async {
-            rtnetlink::new_connection().map(|(connection, handle, _messages)| (connection, handle))
-        }).map_err(NetlinkError::Socket)?;
+        let (connection, handle) = rt
+            .block_on(async { rtnetlink::new_connection().map(|(connection, handle, _messages)| (connection, handle)) })
+            .map_err(NetlinkError::Socket)?;
         rt.spawn(connection);
         Ok(Self { rt, handle })
     }
@@ -39,18 +39,28 @@ impl Netlink {
     /// The index of the link named `name`, if there is one.
     pub fn link_index(&self, name: &str) -> Result<Option<u32>, NetlinkError> {
         let handle = self.handle.clone();
-        let result = self.rt.block_on(async move { handle.link().get().match_name(name.to_string()).execute().try_next().await });
+        let result = self
+            .rt
+            .block_on(async move { handle.link().get().match_name(name.to_string()).execute().try_next().await });
         match result {
             Ok(Some(link)) => Ok(Some(link.header.index)),
             Ok(None) => Ok(None),
             // The kernel answers ENODEV for a name it does not know.
-            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -rustix::io::Errno::NODEV.raw_os_error() => Ok(None),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -rustix::io::Errno::NODEV.raw_os_error() => {
+                Ok(None)
+            }
             Err(error) => Err(NetlinkError::Request { what: format!("look up link {name}"), error }),
         }
     }
 
     /// Give link `index` its addresses and MTU, bring it up, and route `routes` to it.
-    pub fn configure(&self, index: u32, addresses: &[(IpAddr, u8)], mtu: u16, routes: &[IpPrefix]) -> Result<(), NetlinkError> {
+    pub fn configure(
+        &self,
+        index: u32,
+        addresses: &[(IpAddr, u8)],
+        mtu: u16,
+        routes: &[IpPrefix],
+    ) -> Result<(), NetlinkError> {
         let handle = self.handle.clone();
         self.rt.block_on(async move {
             let request = |what: String| move |error| NetlinkError::Request { what, error };
@@ -61,9 +71,19 @@ impl Netlink {
                 .await
                 .map_err(request(format!("set MTU {mtu}")))?;
             for &(addr, len) in addresses {
-                handle.address().add(index, addr, len).execute().await.map_err(request(format!("add address {addr}/{len}")))?;
+                handle
+                    .address()
+                    .add(index, addr, len)
+                    .execute()
+                    .await
+                    .map_err(request(format!("add address {addr}/{len}")))?;
             }
-            handle.link().set(LinkUnspec::new_with_index(index).up().build()).execute().await.map_err(request("link up".into()))?;
+            handle
+                .link()
+                .set(LinkUnspec::new_with_index(index).up().build())
+                .execute()
+                .await
+                .map_err(request("link up".into()))?;
             for route in routes {
                 let message = RouteMessageBuilder::<IpAddr>::new()
                     .destination_prefix(route.addr(), route.len())
@@ -71,13 +91,11 @@ impl Netlink {
                     .output_interface(index)
                     .build();
                 // Replace: a route the address's own subnet already gives is not an error.
-                handle
-                    .route()
-                    .add(message)
-                    .replace()
-                    .execute()
-                    .await
-                    .map_err(request(format!("add route {}/{}", route.addr(), route.len())))?;
+                handle.route().add(message).replace().execute().await.map_err(request(format!(
+                    "add route {}/{}",
+                    route.addr(),
+                    route.len()
+                )))?;
             }
             Ok(())
         })
@@ -91,4 +109,3 @@ impl Netlink {
             .map_err(|error| NetlinkError::Request { what: format!("delete link {index}"), error })
     }
 }
-

@@ -66,9 +66,10 @@ impl Tun {
             .build_sync()
             .map_err(|error| TunError::Create { name: name.clone(), error })?;
         device.set_nonblocking(true).map_err(|error| TunError::Create { name: name.clone(), error })?;
-        let index = netlink
-            .link_index(name)?
-            .ok_or_else(|| TunError::Create { name: name.clone(), error: io::Error::other("vanished after creation") })?;
+        let index = netlink.link_index(name)?.ok_or_else(|| TunError::Create {
+            name: name.clone(),
+            error: io::Error::other("vanished after creation"),
+        })?;
         let tun = Self { device, name: name.clone(), index, netlink };
         tun.netlink
             .configure(index, &config.addresses, config.mtu, &config.routes)

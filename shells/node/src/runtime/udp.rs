@@ -174,7 +174,10 @@ impl UdpIo {
         if self.batch.count == 0 {
             return;
         }
-        let mut next = self.spare.pop().unwrap_or_else(|| GsoBatch { buf: Vec::with_capacity(MAX_GSO_BYTES), ..GsoBatch::default() });
+        let mut next = self
+            .spare
+            .pop()
+            .unwrap_or_else(|| GsoBatch { buf: Vec::with_capacity(MAX_GSO_BYTES), ..GsoBatch::default() });
         next.clear();
         let full = std::mem::replace(&mut self.batch, next);
         self.queued.push_back(full);
@@ -205,7 +208,9 @@ impl UdpIo {
                 Err(error) => {
                     // A device without UDP GSO fails the batch with EIO: send single
                     // datagrams from now on (this batch is lost, as a lossy link would).
-                    if transmit.segment_size.is_some() && error.raw_os_error() == Some(rustix::io::Errno::IO.raw_os_error()) {
+                    if transmit.segment_size.is_some()
+                        && error.raw_os_error() == Some(rustix::io::Errno::IO.raw_os_error())
+                    {
                         warn!("UDP GSO refused by the device; sending datagrams one by one");
                         self.max_segments = 1;
                     }

@@ -187,8 +187,7 @@ fn netmap_peer(name: String, peer: &Peer, endpoint: Option<SocketAddr>) -> Netma
         Some(IpAddr::V6(a)) => Some(a),
         _ => None,
     };
-    let routes =
-        peer.allowed_ips.iter().filter(|p| Some(*p) != v4_host && Some(*p) != v6_host).copied().collect();
+    let routes = peer.allowed_ips.iter().filter(|p| Some(*p) != v4_host && Some(*p) != v6_host).copied().collect();
     NetmapPeer { name, public_key: peer.public_key, endpoint, mesh_v4, mesh_v6, routes }
 }
 
