@@ -158,8 +158,10 @@ impl Runtime {
 
     /// Up to [`TUN_BATCH`] packets from the TUN; `false` once it would block.
     fn read_tun(&mut self) -> bool {
-        if self.tun.is_none() {
-            return false;
+        match &self.tun {
+            None => return false,
+            Some(tun) if tun.offload() => return self.read_tun_offload(),
+            Some(_) => {}
         }
         for _ in 0..TUN_BATCH {
             let Some(tun) = &self.tun else { return false };
@@ -190,6 +192,65 @@ impl Runtime {
         true
     }
 
+    /// One offload read: a train split into packets, each handed to the node in the
+    /// buffer it was split into (replaced from the pool).
+    fn read_tun_offload(&mut self) -> bool {
+        let Some(tun) = &self.tun else { return false };
+        let read = tun.recv_multiple(&mut self.tun_raw, &mut self.tun_segments, &mut self.tun_sizes, DATA_HEADER_LEN);
+        let n = match read {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return true,
+            Err(error) => {
+                self.metrics.drops.tun_read_error += 1;
+                debug!(%error, "TUN read failed");
+                return true;
+            }
+        };
+        let bytes: usize = self.tun_sizes.iter().take(n).sum();
+        self.metrics.tun_rx.batch(n, bytes);
+        let now = self.clock.now();
+        let full = DATA_HEADER_LEN + self.mtu + TUN_READ_SLACK;
+        for i in 0..n {
+            let (Some(slot), Some(&size)) = (self.tun_segments.get_mut(i), self.tun_sizes.get(i)) else { break };
+            let mut fresh = self.pool.take();
+            fresh.resize(full, 0);
+            let mut buf = std::mem::replace(slot, fresh);
+            buf.truncate(DATA_HEADER_LEN + size);
+            self.node.handle_tun_packet(now, buf);
+            self.drain_node();
+        }
+        true
+    }
+
+    /// Offload write: packets copied behind room for the virtio header, written in
+    /// batches that tun-rs coalesces.
+    fn flush_tun_offload(&mut self) {
+        let Self { tun, pool, pending_tun, tun_out, gro, metrics, .. } = self;
+        let Some(tun) = tun else { return };
+        let header = tun_rs::VIRTIO_NET_HDR_LEN;
+        let mut packets = pending_tun.drain(..).peekable();
+        while packets.peek().is_some() {
+            let mut count = 0;
+            for (slot, packet) in tun_out.iter_mut().zip(packets.by_ref()) {
+                slot.clear();
+                slot.resize(header, 0);
+                slot.extend_from_slice(&packet);
+                pool.give(packet);
+                count += 1;
+            }
+            let Some(batch) = tun_out.get_mut(..count) else { break };
+            match tun.send_multiple(gro, batch, header) {
+                Ok(bytes) => metrics.tun_tx.batch(count, bytes),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => metrics.drops.tun_write_full += 1,
+                Err(error) => {
+                    metrics.drops.tun_write_error += 1;
+                    trace!(%error, "TUN write failed");
+                }
+            }
+        }
+    }
+
     /// Write what the node produced: datagrams into GSO batches (then sent), packets to
     /// the TUN. Every buffer goes back to the pool.
     fn flush(&mut self) {
@@ -208,6 +269,9 @@ impl Runtime {
             if !socket.flush(metrics) {
                 metrics.backpressure += 1;
             }
+        }
+        if tun.as_ref().is_some_and(|t| t.offload()) {
+            return self.flush_tun_offload();
         }
         for packet in pending_tun.drain(..) {
             if let Some(tun) = tun {

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use mesh_core::ip::Filter;
 use mesh_core::node::{NetmapPeer, Node, NodeConfig, NodeError, PeerOptions};
 use mesh_core::rng::SEED_LEN;
-use mesh_core::wireguard::{PublicKey, DATA_OVERHEAD};
+use mesh_core::wireguard::{PublicKey, DATA_HEADER_LEN, DATA_OVERHEAD};
 use mio::{Interest, Poll, Token, Waker};
 use thiserror::Error;
 use tracing::info;
@@ -103,6 +103,13 @@ pub struct Runtime {
     /// Node outputs waiting for their system call (moved, not copied).
     pending_udp: Vec<mesh_core::wireguard::Transmit>,
     pending_tun: Vec<bytes::BytesMut>,
+    /// TUN offload: the raw read, the packets it splits into, their sizes; the packets to
+    /// write (behind room for the virtio header) and tun-rs's GRO state.
+    tun_raw: Vec<u8>,
+    tun_segments: Vec<bytes::BytesMut>,
+    tun_sizes: Vec<usize>,
+    tun_out: Vec<bytes::BytesMut>,
+    gro: tun_rs::GROTable,
     metrics: Metrics,
 }
 
@@ -157,7 +164,23 @@ impl Runtime {
             node.set_peer_options(now, key, options);
         }
         node.set_netmap(now, config.peers);
-        info!(port, tun = tun.as_ref().map(Tun::name), public_key = ?node.public_key(), "runtime ready");
+        let offload = tun.as_ref().is_some_and(Tun::offload);
+        info!(port, offload, tun = tun.as_ref().map(Tun::name), public_key = ?node.public_key(), "runtime ready");
+        let (tun_raw, tun_segments, tun_sizes, tun_out) = if offload {
+            let segment = || {
+                let mut b = bytes::BytesMut::with_capacity(mtu + DATA_OVERHEAD + 64);
+                b.resize(DATA_HEADER_LEN + mtu + 32, 0);
+                b
+            };
+            (
+                vec![0u8; tun_rs::VIRTIO_NET_HDR_LEN + 65535],
+                (0..tun_rs::IDEAL_BATCH_SIZE).map(|_| segment()).collect(),
+                vec![0; tun_rs::IDEAL_BATCH_SIZE],
+                (0..tun_rs::IDEAL_BATCH_SIZE).map(|_| bytes::BytesMut::with_capacity(mtu + 64)).collect(),
+            )
+        } else {
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new())
+        };
         Ok(Self {
             node,
             clock,
@@ -172,6 +195,11 @@ impl Runtime {
             pool: BufferPool::new(mtu + DATA_OVERHEAD + 64, 1024),
             pending_udp: Vec::with_capacity(1024),
             pending_tun: Vec::with_capacity(1024),
+            tun_raw,
+            tun_segments,
+            tun_sizes,
+            tun_out,
+            gro: tun_rs::GROTable::new(),
             metrics: Metrics::default(),
         })
     }

@@ -1,13 +1,19 @@
-//! The TUN device (tun-rs, plain IP packets, non-blocking) and its link configuration over
-//! netlink. Dropping a [`Tun`] removes the link, and with it its addresses and routes.
+//! The TUN device (tun-rs, non-blocking) and its link configuration over netlink. Dropping
+//! a [`Tun`] removes the link, and with it its addresses and routes.
+//!
+//! With offload (`IFF_VNET_HDR` and TSO/USO, when the kernel has them) one read brings a
+//! TCP or UDP train of up to 64 KiB that tun-rs splits into MTU-sized packets
+//! ([`Tun::recv_multiple`]), and one write carries packets tun-rs coalesced (GRO,
+//! [`Tun::send_multiple`]), so a system call moves many packets each way.
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 
+use bytes::BytesMut;
 use mesh_core::wireguard::IpPrefix;
 use thiserror::Error;
 use tracing::{info, warn};
-use tun_rs::{DeviceBuilder, SyncDevice};
+use tun_rs::{DeviceBuilder, GROTable, SyncDevice};
 
 use super::netlink::{Netlink, NetlinkError};
 use std::net::IpAddr;
@@ -43,6 +49,7 @@ pub struct Tun {
     name: String,
     index: u32,
     netlink: Netlink,
+    offload: bool,
 }
 
 impl Tun {
@@ -60,26 +67,61 @@ impl Tun {
         if netlink.link_index(name)?.is_some() {
             return Err(TunError::NameInUse(name.clone()));
         }
-        let device = DeviceBuilder::new()
-            .name(name.as_str())
-            .enable(false)
-            .build_sync()
-            .map_err(|error| TunError::Create { name: name.clone(), error })?;
+        let build = |offload: bool| {
+            DeviceBuilder::new()
+                .name(name.as_str())
+                .enable(false)
+                .with(|b| {
+                    b.offload(offload);
+                })
+                .build_sync()
+        };
+        let device = match build(true) {
+            Ok(device) => device,
+            Err(error) => {
+                warn!(%error, "TUN offload unavailable; one packet per system call");
+                build(false).map_err(|error| TunError::Create { name: name.clone(), error })?
+            }
+        };
         device.set_nonblocking(true).map_err(|error| TunError::Create { name: name.clone(), error })?;
         let index = netlink.link_index(name)?.ok_or_else(|| TunError::Create {
             name: name.clone(),
             error: io::Error::other("vanished after creation"),
         })?;
-        let tun = Self { device, name: name.clone(), index, netlink };
+        let offload = device.tcp_gso();
+        let tun = Self { device, name: name.clone(), index, netlink, offload };
         tun.netlink
             .configure(index, &config.addresses, config.mtu, &config.routes)
             .map_err(|error| TunError::Configure { name: name.clone(), error })?;
-        info!(name, index, mtu = config.mtu, addresses = ?config.addresses, routes = config.routes.len(), "TUN up");
+        info!(name, index, offload, mtu = config.mtu, addresses = ?config.addresses, routes = config.routes.len(), "TUN up");
         Ok(tun)
     }
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Whether reads and writes go through [`Tun::recv_multiple`] and [`Tun::send_multiple`].
+    pub fn offload(&self) -> bool {
+        self.offload
+    }
+
+    /// One read, split into packets at `bufs[i][offset..offset + sizes[i]]`; returns how
+    /// many (offload only; `raw` holds the read, at least 64 KiB and a virtio header).
+    pub fn recv_multiple(
+        &self,
+        raw: &mut [u8],
+        bufs: &mut [BytesMut],
+        sizes: &mut [usize],
+        offset: usize,
+    ) -> io::Result<usize> {
+        self.device.recv_multiple(raw, bufs, sizes, offset)
+    }
+
+    /// Write packets at `bufs[i][offset..]` (`offset` >= the virtio header), coalesced where
+    /// they can be (offload only). Returns the bytes written.
+    pub fn send_multiple(&self, gro: &mut GROTable, bufs: &mut [BytesMut], offset: usize) -> io::Result<usize> {
+        self.device.send_multiple(gro, bufs, offset)
     }
 
     /// Read one packet (`WouldBlock` when there is none).

@@ -144,7 +144,7 @@ impl WgQuick {
                     },
                 ));
             }
-            routes.extend(peer.allowed_ips.iter().copied().filter(|p| p.len() > 0));
+            routes.extend(peer.allowed_ips.iter().copied().filter(|p| !p.is_empty()));
         }
         routes.sort();
         routes.dedup();
@@ -167,7 +167,7 @@ impl WgQuick {
     /// Allowed IPs of length 0 (a default route), which meshd does not install as a route
     /// (wg-quick's policy routing for them is not done here).
     pub fn default_routes(&self) -> impl Iterator<Item = &IpPrefix> {
-        self.peers.iter().flat_map(|p| p.allowed_ips.iter()).filter(|p| p.len() == 0)
+        self.peers.iter().flat_map(|p| p.allowed_ips.iter()).filter(|p| p.is_empty())
     }
 }
 
