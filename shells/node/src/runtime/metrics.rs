@@ -72,6 +72,9 @@ pub struct Metrics {
     pub timers: u64,
     /// Times input was paused because the socket's send buffer was full.
     pub backpressure: u64,
+    /// Packet buffers allocated because the pool was empty (flat once the pool is warm:
+    /// the data path allocates nothing per packet).
+    pub buffer_allocations: u64,
     pub drops: Drops,
 }
 

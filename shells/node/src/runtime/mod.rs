@@ -223,13 +223,9 @@ impl Runtime {
         &self.node
     }
 
-    pub fn metrics(&self) -> &Metrics {
-        &self.metrics
-    }
-
-    /// Packet buffers allocated because the pool ran dry (flat once warm).
-    pub fn buffer_allocations(&self) -> u64 {
-        self.pool.allocations
+    /// A snapshot of the event loop's counters.
+    pub fn metrics(&self) -> Metrics {
+        Metrics { buffer_allocations: self.pool.allocations, ..self.metrics }
     }
 
     /// The UDP port WireGuard listens on.
