@@ -30,6 +30,8 @@ fn meshd_and_wireguard_go_ping_and_carry_iperf3_both_ways() {
     let (mut lab, meshd) = lab_with_both("io", 81);
     assert!(ping(&lab.b.ns, lab.a.tunnel, 3), "meshd -> wireguard-go ping\n{}", lab.meshd_log());
     assert!(ping(&lab.a.ns, lab.b.tunnel, 3), "wireguard-go -> meshd ping\n{}", lab.meshd_log());
+    assert!(ping(&lab.b.ns, lab.a.tunnel6, 3), "meshd -> wireguard-go ping over IPv6\n{}", lab.meshd_log());
+    assert!(ping(&lab.a.ns, lab.b.tunnel6, 3), "wireguard-go -> meshd ping over IPv6\n{}", lab.meshd_log());
     // Client on meshd's side: first it sends, then (-R) it receives.
     let sent = iperf(&lab.a.ns, lab.a.tunnel, &lab.b.ns, 5301, 2, false);
     let received = iperf(&lab.a.ns, lab.a.tunnel, &lab.b.ns, 5302, 2, true);

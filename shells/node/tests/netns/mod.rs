@@ -5,7 +5,7 @@
 #![allow(clippy::expect_used)] // a failed expectation is the test failing
 
 use std::fs;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::thread::sleep;
@@ -65,8 +65,9 @@ pub struct Side {
     pub ns: String,
     /// Underlay (veth) address.
     pub underlay: Ipv4Addr,
-    /// Tunnel address.
+    /// Tunnel addresses.
     pub tunnel: Ipv4Addr,
+    pub tunnel6: Ipv6Addr,
     /// The WireGuard interface's name.
     pub iface: String,
 }
@@ -87,6 +88,7 @@ impl Lab {
             ns: format!("md-{tag}-{pid}-{x}"),
             underlay: Ipv4Addr::new(192, 168, subnet, host),
             tunnel: Ipv4Addr::new(10, subnet, 0, host),
+            tunnel6: Ipv6Addr::new(0xfd00, u16::from(subnet), 0, 0, 0, 0, 0, u16::from(host)),
             iface: format!("w{tag}{pid}{x}"),
         };
         let dir = std::env::temp_dir().join(format!("meshd-lab-{tag}-{pid}"));
@@ -123,7 +125,7 @@ impl Lab {
         fs::write(&key_file, &own.private).expect("key file");
         let key_path = key_file.to_string_lossy().into_owned();
         let endpoint = format!("{}:{WG_PORT}", self.b.underlay);
-        let allowed = format!("{}/32", self.b.tunnel);
+        let allowed = format!("{}/32,{}/128", self.b.tunnel, self.b.tunnel6);
         let port = WG_PORT.to_string();
         run(
             "ip",
@@ -147,6 +149,7 @@ impl Lab {
             ],
         );
         run("ip", &["-n", &a.ns, "addr", "add", &format!("{}/24", a.tunnel), "dev", &a.iface]);
+        run("ip", &["-n", &a.ns, "addr", "add", &format!("{}/64", a.tunnel6), "dev", &a.iface, "nodad"]);
         run("ip", &["-n", &a.ns, "link", "set", &a.iface, "mtu", "1420", "up"]);
     }
 
@@ -154,9 +157,10 @@ impl Lab {
     pub fn meshd_config(&self, own: &Keys, peer: &Keys) -> PathBuf {
         let path = self.dir.join("meshd.conf");
         let text = format!(
-            "# meshd side of the lab\n[Interface]\nPrivateKey = {}\nListenPort = {WG_PORT}\nAddress = {}/24\nMTU = 1420\n\n\
-             [Peer]\nPublicKey = {}\nEndpoint = {}:{WG_PORT}\nAllowedIPs = {}/32\nPersistentKeepalive = 25\n",
-            own.private, self.b.tunnel, peer.public, self.a.underlay, self.a.tunnel
+            "# meshd side of the lab\n[Interface]\nPrivateKey = {}\nListenPort = {WG_PORT}\nAddress = {}/24, {}/64\nMTU = 1420\n\n\
+             [Peer]\nPublicKey = {}\nEndpoint = {}:{WG_PORT}\nAllowedIPs = {}/32\nAllowedIPs = {}/128\n\
+             PersistentKeepalive = 25\n",
+            own.private, self.b.tunnel, self.b.tunnel6, peer.public, self.a.underlay, self.a.tunnel, self.a.tunnel6
         );
         fs::write(&path, text).expect("meshd config");
         path
@@ -236,7 +240,7 @@ pub fn wait_for(mut cond: impl FnMut() -> bool, what: &str) {
 }
 
 /// `ping` from a namespace; whether `count` replies came back.
-pub fn ping(ns: &str, to: Ipv4Addr, count: u32) -> bool {
+pub fn ping(ns: &str, to: impl std::fmt::Display, count: u32) -> bool {
     Command::new("ip")
         .args(["netns", "exec", ns, "ping", "-c", &count.to_string(), "-i", "0.2", "-W", "2", &to.to_string()])
         .output()
