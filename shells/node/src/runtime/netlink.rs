@@ -6,7 +6,12 @@ use std::net::IpAddr;
 
 use futures::TryStreamExt as _;
 use mesh_core::wireguard::IpPrefix;
+use rtnetlink::packet_route::link::LinkAttribute;
 use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
+
+/// Packets the kernel queues for the daemon to read from the TUN (its default of 500 drops
+/// TCP ACKs while the loop is busy sealing a burst; wireguard-go sets 1000).
+const TX_QUEUE_LEN: u32 = 1000;
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -53,7 +58,8 @@ impl Netlink {
         }
     }
 
-    /// Give link `index` its addresses and MTU, bring it up, and route `routes` to it.
+    /// Give link `index` its addresses, MTU and queue length, bring it up, and route
+    /// `routes` to it.
     pub fn configure(
         &self,
         index: u32,
@@ -66,7 +72,12 @@ impl Netlink {
             let request = |what: String| move |error| NetlinkError::Request { what, error };
             handle
                 .link()
-                .set(LinkUnspec::new_with_index(index).mtu(u32::from(mtu)).build())
+                .set(
+                    LinkUnspec::new_with_index(index)
+                        .mtu(u32::from(mtu))
+                        .append_extra_attribute(LinkAttribute::TxQueueLen(TX_QUEUE_LEN))
+                        .build(),
+                )
                 .execute()
                 .await
                 .map_err(request(format!("set MTU {mtu}")))?;
