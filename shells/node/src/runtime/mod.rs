@@ -7,12 +7,11 @@
 //! link up, routes, link removal), [`tun`] (tun-rs), and [`event_loop`] (the loop itself).
 //!
 //! ```no_run
-//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! # let config: meshd::runtime::RuntimeConfig = todo!();
-//! let mut runtime = meshd::runtime::Runtime::new(config)?;
-//! runtime.stop_on_signals()?; // SIGINT / SIGTERM end `run`; the TUN goes with the runtime
-//! runtime.run()?;
-//! # Ok(()) }
+//! fn serve(config: meshd::runtime::RuntimeConfig) -> Result<(), meshd::runtime::RuntimeError> {
+//!     let mut runtime = meshd::runtime::Runtime::new(config)?;
+//!     runtime.stop_on_signals()?; // SIGINT / SIGTERM end `run`
+//!     runtime.run()
+//! } // dropping the runtime removes the TUN and its routes
 //! ```
 
 pub mod buffers;
