@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# WireGuard tunnel throughput: iperf3 TCP (one stream, a -> b) through two meshd nodes
+# WireGuard tunnel throughput: iperf3 TCP (STREAMS streams, a -> b) through two meshd nodes
 # (`meshd --wg-config`) against two wireguard-go instances (Debian's, configured with wg),
 # in the same two network namespaces joined by the same veth pair, alternating, RUNS rounds,
 # medians. Also the tunnel daemons' CPU seconds per GB moved (user + system, both ends).
-# Usage (root): bench/wg-iperf.sh [RUNS] [SECONDS]   (defaults 3, 10)
+# Usage (root): bench/wg-iperf.sh [RUNS] [SECONDS] [STREAMS]   (defaults 3, 10, 1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs="${1:-3}"
 secs="${2:-10}"
+streams="${3:-1}"
 tag="wgb$$"
 ns_a="$tag-a"; ns_b="$tag-b"
 work="$(mktemp -d)"
@@ -95,7 +96,7 @@ run_one() {
   for _ in $(seq 100); do ip netns exec "$ns_b" ss -Hltn 'sport = :5299' | grep -q . && break; sleep 0.05; done
   local before=0 after=0 pid
   for pid in "${pids[@]}"; do before=$((before + $(cpu_ticks "$pid"))); done
-  ip netns exec "$ns_a" iperf3 -c 10.90.0.2 -p 5299 -t "$secs" -J > "$work/iperf.json"
+  ip netns exec "$ns_a" iperf3 -c 10.90.0.2 -p 5299 -t "$secs" -P "$streams" -J > "$work/iperf.json"
   for pid in "${pids[@]}"; do after=$((after + $(cpu_ticks "$pid"))); done
   wait "$srv" 2>/dev/null || true
   stop_all
