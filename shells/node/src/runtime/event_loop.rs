@@ -21,6 +21,8 @@ use super::{Runtime, RuntimeError, SIGNALS, TUN, UDP4, UDP6, WAKER};
 const TUN_BATCH: usize = 64;
 /// Rounds of reading before timers and events are looked at again.
 const MAX_ROUNDS: usize = 16;
+/// UDP receive errors in a row after which a socket waits for its next event.
+const MAX_ERRORS_IN_ROW: u8 = 8;
 /// Extra room when reading the TUN, so an oversized packet shows as one, not truncated.
 const TUN_READ_SLACK: usize = 32;
 
@@ -118,7 +120,9 @@ impl Runtime {
 
     /// One `recvmmsg` on a socket; `false` once it would block (or the socket is missing).
     fn read_udp(&mut self, family: usize) -> bool {
-        let Self { udp, node, pool, clock, pending_udp, pending_tun, metrics, .. } = self;
+        let Self {
+            udp, node, pool, clock, pending_udp, pending_tun, metrics, udp_errors_in_row: errors_in_row, ..
+        } = self;
         let Some(socket) = udp.get_mut(family).and_then(Option::as_mut) else { return false };
         let now = clock.now();
         let mut oversized = 0;
@@ -139,6 +143,7 @@ impl Runtime {
             }
         });
         metrics.drops.udp_oversized += oversized;
+        let result_ok = result.is_ok();
         let more = match result {
             Ok(Some((packets, bytes))) => {
                 metrics.udp_rx.batch(packets, bytes);
@@ -148,10 +153,16 @@ impl Runtime {
             Err(error) => {
                 metrics.drops.udp_recv_error += 1;
                 debug!(%error, "UDP receive failed");
-                // ICMP errors surface here (ECONNREFUSED): the socket stays usable.
-                true
+                // ICMP errors surface here once each (ECONNREFUSED) and the socket stays
+                // usable: read on, unless errors repeat (then wait for the next event
+                // rather than spin).
+                errors_in_row[family] = errors_in_row[family].saturating_add(1);
+                errors_in_row[family] < MAX_ERRORS_IN_ROW
             }
         };
+        if result_ok {
+            errors_in_row[family] = 0;
+        }
         self.drain_node();
         more
     }
@@ -202,9 +213,11 @@ impl Runtime {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return true,
             Err(error) => {
+                // Not retried until the next readable event: a failing device must not
+                // make the loop spin.
                 self.metrics.drops.tun_read_error += 1;
                 debug!(%error, "TUN read failed");
-                return true;
+                return false;
             }
         };
         let bytes: usize = self.tun_sizes.iter().take(n).sum();

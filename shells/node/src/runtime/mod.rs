@@ -109,6 +109,8 @@ pub struct Runtime {
     tun_sizes: Vec<usize>,
     tun_out: Vec<bytes::BytesMut>,
     gro: tun_rs::GROTable,
+    /// UDP receive errors in a row, per socket.
+    udp_errors_in_row: [u8; 2],
     metrics: Metrics,
 }
 
@@ -199,6 +201,7 @@ impl Runtime {
             tun_sizes,
             tun_out,
             gro: tun_rs::GROTable::new(),
+            udp_errors_in_row: [0; 2],
             metrics: Metrics::default(),
         })
     }
