@@ -29,7 +29,7 @@ use crate::ssh::validate::SshConfigError;
 use crate::tcp::{ConnId, TcpConfig, TcpConfigError, TcpError, TcpEvent, TcpStack, TcpStats};
 use crate::time::{Instant, UnixTime};
 use crate::wireguard::{
-    self, DropReason, IpPrefix, PeerConfig, PeerId, PrivateKey, PublicKey, Received, Transmit, WireGuard,
+    self, DropReason, IpPrefix, PeerConfig, PeerId, PresharedKey, PrivateKey, PublicKey, Received, Transmit, WireGuard,
     DATA_HEADER_LEN,
 };
 use ssh::SshServer;
@@ -101,6 +101,15 @@ pub struct NetmapPeer {
     pub routes: Vec<IpPrefix>,
 }
 
+/// WireGuard settings of a peer that a netmap does not carry (a wg-quick file does): kept
+/// per key by [`Node::set_peer_options`] and applied whenever the peer is in the netmap.
+#[derive(Clone, Debug, Default)]
+pub struct PeerOptions {
+    pub preshared_key: Option<PresharedKey>,
+    /// Persistent keepalive interval (`None` or zero: off).
+    pub persistent_keepalive: Option<Duration>,
+}
+
 /// Something the application must act on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NodeEvent {
@@ -155,6 +164,7 @@ pub struct Node {
     /// This node's own mesh addresses.
     addrs: Vec<IpAddr>,
     netmap: BTreeMap<PublicKey, (PeerId, NetmapPeer)>,
+    peer_options: BTreeMap<PublicKey, PeerOptions>,
     /// DNS over TCP connections (from the TUN side): unread queries, unsent answers.
     dns_conns: BTreeMap<ConnId, TcpFramer>,
     tun_out: VecDeque<BytesMut>,
@@ -216,6 +226,7 @@ impl Node {
             dns: MagicDns::new(&config.dns_domain, mesh_ranges()),
             addrs,
             netmap: BTreeMap::new(),
+            peer_options: BTreeMap::new(),
             dns_conns: BTreeMap::new(),
             tun_out: VecDeque::new(),
             events: VecDeque::new(),
@@ -276,11 +287,7 @@ impl Node {
         }
         let mut staying: BTreeMap<PublicKey, PeerId> = staying.into_iter().map(|(id, p)| (p.public_key, id)).collect();
         for peer in peers {
-            let mut allowed = vec![IpPrefix::host(IpAddr::V4(peer.mesh_v4))];
-            allowed.extend(peer.mesh_v6.map(|a| IpPrefix::host(IpAddr::V6(a))));
-            allowed.extend(peer.routes.iter().copied());
-            let mut config = PeerConfig::new(peer.public_key, allowed);
-            config.endpoint = peer.endpoint;
+            let config = self.peer_config(&peer);
             let id = match staying.remove(&peer.public_key) {
                 Some(id) => match self.wg.update_peer(now, id, config) {
                     Ok(()) => id,
@@ -306,6 +313,33 @@ impl Node {
             .collect();
         self.dns.set_hosts(hosts.iter().map(|(n, a)| (n.as_str(), *a)));
         self.drive(now);
+    }
+
+    /// Set the WireGuard options of the peer with `key` (now, if it is in the netmap, and
+    /// whenever a netmap names it).
+    pub fn set_peer_options(&mut self, now: Instant, key: PublicKey, options: PeerOptions) {
+        self.peer_options.insert(key, options);
+        if let Some((id, peer)) = self.netmap.get(&key) {
+            let (id, config) = (*id, self.peer_config(peer));
+            if let Err(error) = self.wg.update_peer(now, id, config) {
+                debug!(%error, "peer options refused");
+            }
+            self.drive(now);
+        }
+    }
+
+    /// What WireGuard is told about a netmap peer.
+    fn peer_config(&self, peer: &NetmapPeer) -> PeerConfig {
+        let mut allowed = vec![IpPrefix::host(IpAddr::V4(peer.mesh_v4))];
+        allowed.extend(peer.mesh_v6.map(|a| IpPrefix::host(IpAddr::V6(a))));
+        allowed.extend(peer.routes.iter().copied());
+        let mut config = PeerConfig::new(peer.public_key, allowed);
+        config.endpoint = peer.endpoint;
+        if let Some(options) = self.peer_options.get(&peer.public_key) {
+            config.preshared_key = options.preshared_key.clone();
+            config.persistent_keepalive = options.persistent_keepalive;
+        }
+        config
     }
 
     /// Forget everything bound to a peer that left the netmap (or changed).

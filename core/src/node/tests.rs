@@ -660,3 +660,49 @@ fn a_login_that_timed_out_frees_its_share_even_if_the_peer_keeps_its_tcp_side_op
     let stats = p.nodes[B].ssh_stats().cloned().unwrap_or_default();
     assert_eq!((stats.sessions, stats.refused_over_share), (8, 0), "the timed-out logins gave their share back");
 }
+
+/// Ping-shaped UDP from A's TUN to B: whether it reached B's TUN.
+fn a_reaches_b(p: &mut Pair) -> bool {
+    p.nodes[B].set_filter(p.now, Filter::new(vec![allow(A, B, PortRange::ALL)]));
+    let before = p.tun[B].len();
+    p.tun_send(A, &build::udp_v4(mesh(A), 4000, mesh(B), 4001, b"hello"));
+    p.tun[B].len() > before
+}
+
+#[test]
+fn peer_options_set_the_preshared_key_on_both_sides() {
+    let psk = || PeerOptions { preshared_key: Some(PresharedKey::from_bytes([7; 32])), persistent_keepalive: None };
+    let mut p = Pair::new();
+    let now = p.now;
+    p.nodes[A].set_peer_options(now, key(B).public_key(), psk());
+    p.nodes[B].set_peer_options(now, key(A).public_key(), psk());
+    assert!(a_reaches_b(&mut p), "same PSK on both sides: the handshake completes");
+
+    // Only one side has a PSK: the handshake cannot complete.
+    let mut p = Pair::new();
+    let now = p.now;
+    p.nodes[A].set_peer_options(now, key(B).public_key(), psk());
+    assert!(!a_reaches_b(&mut p));
+}
+
+#[test]
+fn peer_options_persistent_keepalive_survives_a_new_netmap() {
+    let mut p = Pair::new();
+    let now = p.now;
+    let options = PeerOptions { preshared_key: None, persistent_keepalive: Some(Duration::from_secs(5)) };
+    p.nodes[A].set_peer_options(now, key(B).public_key(), options);
+    let peers = vec![NetmapPeer {
+        name: NAMES[B].to_string(),
+        public_key: key(B).public_key(),
+        endpoint: Some(underlay(B)),
+        mesh_v4: mesh(B),
+        mesh_v6: None,
+        routes: vec![],
+    }];
+    p.nodes[A].set_netmap(now, peers);
+    let sent =
+        |p: &Pair| p.nodes[A].wireguard().stats().initiations_sent + p.nodes[A].wireguard().stats().keepalives_sent;
+    let before = sent(&p);
+    p.advance(Duration::from_secs(6));
+    assert!(sent(&p) > before, "the keepalive starts a handshake with nothing else to send");
+}

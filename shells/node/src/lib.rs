@@ -1,7 +1,12 @@
 //! `meshd`: the mesh node daemon.
 //!
-//! For now this is the session runtime only: what a node does once an SSH channel asks for a
-//! shell, a command or a subsystem. The event loop (TUN + UDP) and the `meshd` / `meshctl`
-//! binaries come later and drive [`session::Session`] from a mio loop.
+//! - [`runtime`]: the event loop (mio, one thread) that drives the core's `Node` on a real
+//!   TUN device and real UDP sockets.
+//! - [`wg_config`]: `meshd --wg-config FILE`, a wg-quick file turned into a runtime, so
+//!   plain WireGuard peers can talk to meshd without a coordination server.
+//! - [`session`]: what a node does once an SSH channel asks for a shell, a command or a
+//!   subsystem.
 
+pub mod runtime;
 pub mod session;
+pub mod wg_config;
