@@ -1,11 +1,14 @@
 //! Arbitrary text as a policy file, then compiled for a small tailnet. Must never panic;
-//! an accepted policy must compile, and no node may list itself among its peers.
+//! an accepted policy must compile, no node may list itself among its peers, and the
+//! incremental compiler (each node removed and put back) must agree with the full build.
 #![no_main]
 
 use std::net::IpAddr;
 
 use libfuzzer_sys::fuzz_target;
-use mesh_core::policy::{compile, NodeId, NodeInfo, Policy};
+use std::sync::Arc;
+
+use mesh_core::policy::{compile, NodeId, NodeInfo, Policy, Tailnet};
 
 fn tailnet() -> Vec<NodeInfo> {
     let node = |i: u8, user: &str, tags: &[&str], routes: &[&str]| NodeInfo {
@@ -36,8 +39,24 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(compiled.nodes.len(), nodes.len());
     for (i, node) in compiled.nodes.iter().enumerate() {
         assert!(!node.peers().contains(&i));
-        for rule in &node.ssh {
+        for rule in node.ssh.iter() {
             assert!(!rule.principals.is_empty());
         }
+    }
+    let policy = Arc::new(policy);
+    let slots: Vec<Option<NodeInfo>> = nodes.iter().cloned().map(Some).collect();
+    let mut tailnet = Tailnet::new(policy.clone(), slots.clone());
+    for (slot, node) in nodes.iter().enumerate() {
+        let mut without = slots.clone();
+        without[slot] = None;
+        tailnet.set(slot, None);
+        let fresh = Tailnet::new(policy.clone(), without);
+        for s in 0..nodes.len() {
+            assert_eq!(tailnet.node(s), fresh.node(s), "slot {s} after removing {slot}");
+        }
+        tailnet.set(slot, Some(node.clone()));
+    }
+    for (s, node) in compiled.nodes.iter().enumerate() {
+        assert_eq!(tailnet.node(s), Some(node), "slot {s} after putting every node back");
     }
 });
