@@ -7,9 +7,10 @@
 //! node is never told about a change that a crash could lose. [`State`] is what the shell
 //! loads back at start.
 //!
-//! Netmaps: after a change the policy is compiled for the tailnet and each streaming node
-//! gets a [`MapDelta`] computed against what it was last sent (peers added, changed,
-//! removed; a new filter; new SSH rules), or nothing when nothing it sees changed.
+//! Netmaps: the policy is compiled for the tailnet once and then kept up to date one node
+//! at a time; after a change, each streaming node the change matters to gets a
+//! [`MapDelta`] computed against what it was last sent (peers added, changed, removed; a
+//! new filter; new SSH rules). Nodes it does not matter to are not looked at.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
@@ -19,6 +20,7 @@ use std::time::Duration;
 mod admin;
 mod check;
 mod index;
+mod tokens;
 mod netmap;
 mod records;
 
@@ -94,9 +96,9 @@ pub struct ControlServer {
     /// Check-mode approvals by (source node, destination node, local user).
     pub(super) approvals: BTreeMap<(NodeId, NodeId, String), ApprovalRecord>,
     /// Interactive registrations waiting for a login, by URL token.
-    pub(super) pending_logins: BTreeMap<String, PendingLogin>,
+    pub(super) pending_logins: tokens::TokenMap<PendingLogin>,
     /// SSH logins held for a check, by URL token.
-    pub(super) pending_checks: BTreeMap<String, PendingCheck>,
+    pub(super) pending_checks: tokens::TokenMap<PendingCheck>,
     /// Ephemeral nodes without a stream, and since when; removed after
     /// [`EPHEMERAL_GRACE`]. Every ephemeral node starts here when the server starts.
     pub(super) ephemeral_offline: BTreeMap<NodeId, Instant>,
@@ -168,8 +170,8 @@ impl ControlServer {
             next_api_key: state.api_keys.iter().map(|k| k.id).max().unwrap_or(0) + 1,
             api_keys: state.api_keys.into_iter().map(|k| (k.id, k)).collect(),
             approvals: state.approvals.into_iter().map(|a| ((a.src, a.dst, a.local_user.clone()), a)).collect(),
-            pending_logins: BTreeMap::new(),
-            pending_checks: BTreeMap::new(),
+            pending_logins: tokens::TokenMap::default(),
+            pending_checks: tokens::TokenMap::default(),
             ephemeral_offline: BTreeMap::new(),
             ephemeral_start: Vec::new(),
             users: state.users.into_iter().map(|u| (u.id, u)).collect(),
