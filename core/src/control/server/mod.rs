@@ -20,9 +20,9 @@ use std::time::Duration;
 mod admin;
 mod check;
 mod index;
-mod tokens;
 mod netmap;
 mod records;
+mod tokens;
 
 pub use records::*;
 

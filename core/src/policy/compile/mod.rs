@@ -63,6 +63,9 @@ impl NodeInfo {
 pub struct NodePolicy {
     /// Rules for traffic into this node (default deny).
     pub filter: Arc<Vec<FilterRule>>,
+    /// For each filter rule, the index of the policy rule it came from (`u32::MAX`: the
+    /// `autogroup:self` part), so a rule's new sources can be swapped in.
+    origins: Vec<u32>,
     /// SSH rules, `check` first, first match wins; empty means SSH is denied.
     pub ssh: Arc<Vec<NodeSshRule>>,
     /// The slots of the nodes it may see, itself included; shared by every node of its

@@ -16,10 +16,11 @@ impl Tailnet {
     pub(super) fn output(&self, slot: usize, node: &NodeInfo, old: Option<&NodePolicy>) -> NodePolicy {
         let class = self.class_ids.get(&self.signature(slot)).copied().unwrap_or(usize::MAX);
         let self_rule = self.rules.iter().any(|r| r.self_applies(slot));
-        let filter = reuse(self.filter_of(slot, node, class), old.map(|o| &o.filter));
+        let (filter, origins) = self.filter_of(slot, node, class);
+        let filter = reuse(filter, old.map(|o| &o.filter));
         let ssh = reuse(self.ssh_of(slot, node), old.map(|o| &o.ssh));
         let visible = self.visible_of(class, self_rule, node, old.map(|o| &o.visible));
-        NodePolicy { filter, ssh, visible, class, self_rule, slot }
+        NodePolicy { filter, origins, ssh, visible, class, self_rule, slot }
     }
 
     /// Bit 2r: a source of rule r; bit 2r+1: a destination of it.
@@ -69,13 +70,16 @@ impl Tailnet {
 
     /// The filter of the node in `slot` (of `class`): every rule that has it among its
     /// destinations. The class's signature names those rules, so the rules it is not in
-    /// are never looked at (at 10k nodes each rule's sets are a cache miss).
-    pub(super) fn filter_of(&self, slot: usize, node: &NodeInfo, class: usize) -> Vec<FilterRule> {
+    /// are never looked at (at 10k nodes each rule's sets are a cache miss). With each
+    /// filter rule, the index of the policy rule it came from (`u32::MAX` for the
+    /// `autogroup:self` part, whose sources are the user's own).
+    pub(super) fn filter_of(&self, slot: usize, node: &NodeInfo, class: usize) -> (Vec<FilterRule>, Vec<u32>) {
         let groups = self.groups_of(&node.user);
         let signature = self.classes.get(class).and_then(Option::as_ref).map_or(&[][..], |c| &c.signature[..]);
         let destination_of =
             |r: usize| signature.get((2 * r + 1) / 64).is_some_and(|w| w & (1 << ((2 * r + 1) % 64)) != 0);
         let mut out = Vec::new();
+        let mut origins = Vec::new();
         let rules = self.policy.rules.iter().zip(&self.rules).enumerate();
         for (r, (rule, state)) in rules.filter(|(r, (_, s))| destination_of(*r) || s.self_targets.is_some()) {
             if destination_of(r) {
@@ -87,6 +91,7 @@ impl Tailnet {
                 }
                 if !dsts.is_empty() {
                     out.push(FilterRule { srcs: state.prefixes.clone(), dsts, protos: rule.protos.clone() });
+                    origins.push(u32::try_from(r).unwrap_or(u32::MAX));
                 }
             }
             if state.self_applies(slot) {
@@ -94,10 +99,11 @@ impl Tailnet {
                     let mut dsts = Vec::new();
                     destinations(&Alias::SelfNodes, node, &rule.ports, &mut dsts);
                     out.push(FilterRule { srcs: own.prefixes.clone(), dsts, protos: rule.protos.clone() });
+                    origins.push(u32::MAX);
                 }
             }
         }
-        out
+        (out, origins)
     }
 
     /// The SSH rules of the node in `slot`, in the tailnet's SSH order.

@@ -8,14 +8,19 @@ use super::super::alias::Alias;
 use super::build::localpart_map;
 use super::membership::{self, Membership};
 use super::output::domain_of;
-use super::{NodeId, NodeInfo, NodeSet, Own, Tailnet};
+use super::{NodeId, NodeInfo, NodePolicy, NodeSet, Own, Tailnet};
+use crate::ip::filter::FilterRule;
 use crate::wireguard::IpPrefix;
 
 /// Nodes whose output may have changed, by part (slot lists: a change touches few
 /// nodes of a large tailnet, and a bitset of it would cost a large allocation).
 #[derive(Debug, Default)]
 pub(super) struct Dirty {
+    /// Filters to rebuild.
     filter: Vec<usize>,
+    /// Filters that only need the new source prefixes of the rules in `swaps` swapped in.
+    swap: Vec<usize>,
+    swaps: Vec<usize>,
     ssh: Vec<usize>,
     visible: Vec<usize>,
     /// Slots that were removed.
@@ -45,7 +50,8 @@ impl Tailnet {
             if m.adds[r] {
                 if let Some(p) = with_added(&rule.prefixes, &hosts) {
                     rule.prefixes = p;
-                    dirty.filter.extend(rule.dsts.iter());
+                    dirty.swaps.push(r);
+                    dirty.swap.extend(rule.dsts.iter());
                 }
             }
             if m.dst[r] {
@@ -150,7 +156,8 @@ impl Tailnet {
                 let rule = &mut self.rules[r];
                 if let Some(p) = prefixes.filter(|p| *p != rule.prefixes) {
                     rule.prefixes = p;
-                    dirty.filter.extend(rule.dsts.iter());
+                    dirty.swaps.push(r);
+                    dirty.swap.extend(rule.dsts.iter());
                 }
             }
         }
@@ -234,6 +241,22 @@ impl Tailnet {
         }
     }
 
+    /// `old`'s filter with the current source prefixes of the rules in `swaps`, or `None`
+    /// when it has none of those rules.
+    fn swapped(&self, old: &NodePolicy, swaps: &[usize]) -> Option<(Vec<FilterRule>, Vec<u32>)> {
+        let swapped = |o: u32| swaps.contains(&(o as usize));
+        if !old.origins.iter().any(|&o| swapped(o)) {
+            return None;
+        }
+        let mut filter = (*old.filter).clone();
+        for (rule, &o) in filter.iter_mut().zip(&old.origins) {
+            if let Some(state) = self.rules.get(o as usize).filter(|_| swapped(o)) {
+                rule.srcs = state.prefixes.clone();
+            }
+        }
+        Some((filter, old.origins.clone()))
+    }
+
     /// Rule `r`'s source prefixes from scratch.
     fn rule_prefixes(&self, r: usize) -> Arc<[IpPrefix]> {
         let rule = &self.policy.rules[r];
@@ -257,11 +280,12 @@ impl Tailnet {
     /// Only the parts marked are rebuilt: a peer that only gains a node to see costs a
     /// pointer, not a filter.
     pub(super) fn refresh(&mut self, mut dirty: Dirty) -> Vec<usize> {
-        for list in [&mut dirty.filter, &mut dirty.ssh, &mut dirty.visible] {
+        for list in [&mut dirty.filter, &mut dirty.swap, &mut dirty.ssh, &mut dirty.visible] {
             list.sort_unstable();
             list.dedup();
         }
-        let mut todo: Vec<usize> = dirty.filter.iter().chain(&dirty.ssh).chain(&dirty.visible).copied().collect();
+        let mut todo: Vec<usize> =
+            dirty.filter.iter().chain(&dirty.swap).chain(&dirty.ssh).chain(&dirty.visible).copied().collect();
         todo.sort_unstable();
         todo.dedup();
         let mut changed = dirty.gone;
@@ -275,8 +299,13 @@ impl Tailnet {
                 continue;
             };
             let marked = |list: &[usize]| list.binary_search(&slot).is_ok();
-            let filter =
-                marked(&dirty.filter).then(|| self.filter_of(slot, node, old.class)).filter(|f| *f != *old.filter);
+            let filter = if marked(&dirty.filter) {
+                Some(self.filter_of(slot, node, old.class)).filter(|(f, _)| *f != *old.filter)
+            } else if marked(&dirty.swap) {
+                self.swapped(old, &dirty.swaps)
+            } else {
+                None
+            };
             let ssh = marked(&dirty.ssh).then(|| self.ssh_of(slot, node)).filter(|s| *s != *old.ssh);
             let visible = marked(&dirty.visible)
                 .then(|| self.visible_of(old.class, old.self_rule, node, Some(&old.visible)))
@@ -285,8 +314,9 @@ impl Tailnet {
                 continue;
             }
             let Some(out) = self.out[slot].as_mut() else { continue };
-            if let Some(f) = filter {
+            if let Some((f, origins)) = filter {
                 out.filter = Arc::new(f);
+                out.origins = origins;
             }
             if let Some(s) = ssh {
                 out.ssh = Arc::new(s);
