@@ -235,7 +235,24 @@ fn address_destinations_reach_subnet_routers_and_the_internet_exit_nodes() {
     assert!(!net.reaches_addr(alice, "router", lan_host, Proto::Tcp, 23));
     assert!(!net.reaches_addr(alice, "router", net.v4("router"), Proto::Tcp, 22), "the router itself is not in lan");
     assert!(net.reaches_addr(alice, "exit", IpAddr::from([1, 1, 1, 1]), Proto::Tcp, 443));
+    assert!(net.reaches_addr(alice, "exit", IpAddr::from([223, 255, 255, 254]), Proto::Tcp, 443));
+    let alice6 = net.nodes[index(&net.nodes, "alice-laptop")].addresses.iter().copied().find(IpAddr::is_ipv6);
+    let alice6 = alice6.unwrap_or(alice);
+    assert!(net.reaches_addr(alice6, "exit", "2606:4700::1111".parse().unwrap_or(alice), Proto::Tcp, 443));
     assert!(!net.reaches_addr(alice, "web", IpAddr::from([1, 1, 1, 1]), Proto::Tcp, 443));
+    // The internet is not the tailnet (the exit node itself stays closed), nor private or
+    // link-local space.
+    assert!(!net.reaches_addr(alice, "exit", net.v4("exit"), Proto::Tcp, 443), "the exit node itself");
+    for private in
+        [[10, 1, 2, 3], [172, 16, 0, 1], [172, 31, 255, 255], [192, 168, 1, 1], [169, 254, 1, 1], [127, 0, 0, 1]]
+    {
+        assert!(!net.reaches_addr(alice, "exit", IpAddr::from(private), Proto::Tcp, 443), "{private:?}");
+    }
+    assert!(net.reaches_addr(alice, "exit", IpAddr::from([172, 32, 0, 1]), Proto::Tcp, 443));
+    let ula = net.nodes[index(&net.nodes, "exit")].addresses.iter().copied().find(IpAddr::is_ipv6);
+    if let Some(ula) = ula {
+        assert!(!net.reaches_addr(alice6, "exit", ula, Proto::Tcp, 443), "the exit node's tailnet IPv6");
+    }
     assert!(net.peers("alice-laptop").contains(&"router".to_string()));
     assert!(!net.peers("alice-laptop").contains(&"db".to_string()));
 }

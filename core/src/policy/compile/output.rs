@@ -1,6 +1,7 @@
 //! One node's output from the resolved rules: its filter, its SSH rules, and the peers it
 //! sees. The full build and every incremental change build outputs through these.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::super::alias::Alias;
@@ -185,7 +186,7 @@ fn destinations(alias: &Alias, node: &NodeInfo, ports: &[PortRange], out: &mut V
     };
     match alias {
         Alias::Host(_, p) | Alias::Prefix(p) => push(*p),
-        Alias::Internet => every_address().into_iter().for_each(&mut push),
+        Alias::Internet => the_internet().into_iter().for_each(&mut push),
         Alias::All => {
             node.addresses.iter().for_each(|a| push(IpPrefix::host(*a)));
             node.routes.iter().filter(|r| !r.is_empty()).for_each(|r| push(*r));
@@ -196,6 +197,44 @@ fn destinations(alias: &Alias, node: &NodeInfo, ports: &[PortRange], out: &mut V
 
 pub(super) fn domain_of(user: &str) -> Option<&str> {
     user.split_once('@').map(|(_, d)| d).filter(|d| !d.is_empty())
+}
+
+/// What `autogroup:internet` reaches through an exit node: the public address space, as
+/// Tailscale and headscale define it: IPv4 without the private ranges (RFC 1918), the
+/// CGNAT range the tailnet lives in, link-local, loopback and "this network"; and IPv6's
+/// global unicast `2000::/3` (which leaves out the tailnet's ULA range and link-local).
+/// Never the tailnet itself, so an exit node's own ports stay closed to such a rule.
+fn the_internet() -> Vec<IpPrefix> {
+    const EXCLUDED: [([u8; 4], u8); 7] = [
+        ([0, 0, 0, 0], 8),
+        ([10, 0, 0, 0], 8),
+        ([100, 64, 0, 0], 10),
+        ([127, 0, 0, 0], 8),
+        ([169, 254, 0, 0], 16),
+        ([172, 16, 0, 0], 12),
+        ([192, 168, 0, 0], 16),
+    ];
+    let excluded: Vec<(u32, u8)> = EXCLUDED.iter().map(|(a, l)| (u32::from_be_bytes(*a), *l)).collect();
+    let mut out = Vec::new();
+    v4_without(0, 0, &excluded, &mut out);
+    out.extend(IpPrefix::new(IpAddr::from([0x2000, 0, 0, 0, 0, 0, 0, 0]), 3));
+    out
+}
+
+/// The prefix `base/len` without the `excluded` ones, as the fewest prefixes.
+fn v4_without(base: u32, len: u8, excluded: &[(u32, u8)], out: &mut Vec<IpPrefix>) {
+    let mask = |l: u8| if l == 0 { 0 } else { u32::MAX << (32 - l) };
+    let inside = |(e, el): &(u32, u8)| *el <= len && base & mask(*el) == *e;
+    let overlaps = |(e, el): &(u32, u8)| *el > len && e & mask(len) == base;
+    if excluded.iter().any(inside) {
+        return;
+    }
+    if !excluded.iter().any(overlaps) {
+        out.extend(IpPrefix::new(IpAddr::from(base.to_be_bytes()), len));
+        return;
+    }
+    v4_without(base, len + 1, excluded, out);
+    v4_without(base | (1 << (31 - len)), len + 1, excluded, out);
 }
 
 /// `0.0.0.0/0` and `::/0`.
