@@ -221,6 +221,8 @@ mod tests {
         assert_eq!(parse(br#"{"cmd":"status"}"#), Ok(Request::Status));
         assert!(parse(b"\xff\xfe").is_err());
         assert!(parse(br#"{"cmd":"reboot"}"#).is_err());
-        assert!(parse(br#"{"cmd":"down","extra":1}"#).is_err());
+        let extra = br#"{"cmd":"up","login_server":"a:1","auth_key":"k","hostname":"a","control_key":"00","x":1}"#;
+        assert!(parse(extra).is_err());
+        assert!(parse(br#"{"cmd":"up"}"#).is_err());
     }
 }
