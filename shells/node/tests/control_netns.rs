@@ -220,8 +220,8 @@ fn two_meshd_nodes_join_through_meshcontrol_and_ping_both_ways() {
     }
     let mut net = Tailnet::new("up", 91, 2);
     net.start_server();
-    net.admin(&["users", "create", "alice"]);
-    let key = net.admin(&["preauthkeys", "create", "--user", "alice", "--reusable"]);
+    net.admin(&["users", "create", "alice@example.com"]);
+    let key = net.admin(&["preauthkeys", "create", "--user", "alice@example.com", "--reusable"]);
     assert!(!key.is_empty() && !key.contains(char::is_whitespace), "pre-auth key: {key:?}");
     for i in 0..2 {
         net.start_node(i);
