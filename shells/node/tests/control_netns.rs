@@ -251,6 +251,31 @@ fn two_meshd_nodes_join_through_meshcontrol_and_ping_both_ways() {
     assert_eq!(answer["ok"], false, "{answer}");
     assert_eq!(net.status(0)["state"], "stopped");
 
+    // A caller that is neither root nor the daemon's user: with the socket's mode 0600 it
+    // cannot connect (exit 2); opened up, the peer-credential check refuses it (exit 1).
+    let as_nobody = |socket: &Path| {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", env!("CARGO_BIN_EXE_meshctl"), "--socket"])
+            .arg(socket)
+            .arg("status")
+            .output()
+            .expect("setpriv meshctl")
+    };
+    let denied = as_nobody(&socket);
+    assert_eq!(denied.status.code(), Some(2), "{}", String::from_utf8_lossy(&denied.stderr));
+    use std::os::unix::fs::PermissionsExt as _;
+    for path in [&net.dir, &net.node_dir(0)] {
+        fs::set_permissions(path, fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    fs::set_permissions(&socket, fs::Permissions::from_mode(0o666)).expect("chmod socket");
+    let refused = as_nobody(&socket);
+    assert_eq!(refused.status.code(), Some(1), "{}", String::from_utf8_lossy(&refused.stderr));
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(message.contains("permission denied"), "{message}");
+    fs::set_permissions(&socket, fs::Permissions::from_mode(0o600)).expect("chmod socket");
+    fs::set_permissions(net.node_dir(0), fs::Permissions::from_mode(0o700)).expect("chmod");
+    assert_eq!(net.status(0)["state"], "stopped", "the daemon keeps serving");
+
     // Both nodes up with the reusable key (the control key fetched from /key).
     let url = net.url();
     for i in 0..2 {

@@ -27,10 +27,16 @@ pub fn call(socket: &Path, request: &Request, timeout: Duration) -> Result<Respo
     stream.set_write_timeout(Some(timeout))?;
     let mut line = serde_json::to_vec(request).map_err(|e| ClientError::BadResponse(e.to_string()))?;
     line.push(b'\n');
-    (&stream).write_all(&line)?;
+    // A refusal is written before the daemon closes: read it even if our write failed.
+    let written = (&stream).write_all(&line);
     // Responses are bounded too (a status of many peers fits in 16 requests' size).
     let mut reader = BufReader::new(io::Read::take(&stream, 16 * MAX_REQUEST as u64));
     let mut answer = String::new();
-    reader.read_line(&mut answer)?;
+    let read = reader.read_line(&mut answer);
+    if answer.is_empty() {
+        written?;
+        read?;
+        return Err(ClientError::BadResponse("the daemon closed the connection".into()));
+    }
     serde_json::from_str(answer.trim_end()).map_err(|e| ClientError::BadResponse(e.to_string()))
 }
