@@ -141,8 +141,24 @@ impl Tailnet {
             .expect("meshd");
         self.children.push(child);
         let sock = self.node_dir(i).join("meshd.sock");
-        wait_for(|| sock.exists(), "meshd's local API socket", || self.logs());
+        // Connectable, not merely present: a killed daemon leaves its socket file behind.
+        wait_for(|| UnixStream::connect(&sock).is_ok(), "meshd's local API socket", || self.logs());
         self.children.len() - 1
+    }
+
+    /// Signal child `index` and wait for it; its exit code.
+    fn kill(&mut self, index: usize, signal: nix::sys::signal::Signal) -> Option<i32> {
+        let child = &mut self.children[index];
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+        let _ = nix::sys::signal::kill(pid, signal);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status.code();
+            }
+            assert!(Instant::now() < deadline, "meshd {pid} ignored {signal}");
+            sleep(Duration::from_millis(20));
+        }
     }
 
     fn meshctl(&self, i: usize, args: &[&str]) -> Output {
@@ -206,6 +222,10 @@ fn raw_request(socket: &Path, line: &[u8]) -> serde_json::Value {
     serde_json::from_str(answer.trim()).expect("JSON answer")
 }
 
+fn status_key(status: &serde_json::Value) -> String {
+    status["public_key"].as_str().map(str::to_string).unwrap_or_default()
+}
+
 fn peer_names(status: &serde_json::Value) -> Vec<String> {
     status["peers"]
         .as_array()
@@ -223,8 +243,9 @@ fn two_meshd_nodes_join_through_meshcontrol_and_ping_both_ways() {
     net.admin(&["users", "create", "alice@example.com"]);
     let key = net.admin(&["preauthkeys", "create", "--user", "alice@example.com", "--reusable"]);
     assert!(!key.is_empty() && !key.contains(char::is_whitespace), "pre-auth key: {key:?}");
+    let mut daemons = Vec::new();
     for i in 0..2 {
-        net.start_node(i);
+        daemons.push(net.start_node(i));
         let status = net.status(i);
         assert_eq!(status["state"], "stopped", "before up: {status}");
     }
@@ -305,6 +326,28 @@ fn two_meshd_nodes_join_through_meshcontrol_and_ping_both_ways() {
     let peer = &status["peers"][0];
     assert!(peer["last_handshake_secs"].as_u64().is_some(), "a handshake after ping: {status}");
     assert!(peer["endpoint"].as_str().is_some(), "an endpoint: {status}");
+
+    // kill -9 and start again: the lock is free, the identity and address are the same,
+    // and the tunnel comes back.
+    let node1_key = status_key(&net.status(1));
+    net.kill(daemons[1], nix::sys::signal::Signal::SIGKILL);
+    daemons[1] = net.start_node(1);
+    assert_eq!(status_key(&net.status(1)), node1_key, "same node key after a restart");
+    let out = net.meshctl(1, &["up", "--login-server", &url, "--auth-key", &key, "--hostname", "node1"]);
+    assert!(out.status.success(), "meshctl up again: {}", String::from_utf8_lossy(&out.stderr));
+    wait_for(|| net.status(1)["state"] == "running", "node1 running again", || net.logs());
+    assert_eq!(address(&net.status(1)), a1, "same address after a restart");
+    // The restarted side speaks first (its handshake replaces the session node0 still
+    // holds; node0 alone would wait out WireGuard's 15 s before a new handshake).
+    assert!(ping(&net.nodes[1], &a0, 3), "node1 -> node0 ping after the restart\n{}", net.logs());
+    assert!(ping(&net.nodes[0], &a1, 3), "node0 -> node1 ping after the restart\n{}", net.logs());
+
+    // SIGTERM: a clean exit that removes the TUN and the socket.
+    let code = net.kill(daemons[1], nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(code, Some(0), "meshd exit on SIGTERM\n{}", net.logs());
+    assert!(!net.node_dir(1).join("meshd.sock").exists(), "socket removed");
+    let links = Command::new("ip").args(["-n", &net.nodes[1], "link", "show", "dev", "mesh0"]).output();
+    assert!(links.is_ok_and(|o| !o.status.success()), "TUN removed");
 
     // down: the daemon leaves the server; meshctl against a missing socket exits 2.
     let out = net.meshctl(0, &["down"]);
