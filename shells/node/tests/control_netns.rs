@@ -99,7 +99,7 @@ impl Tailnet {
         self.dir.join(format!("node{i}"))
     }
 
-    fn start_server(&mut self) {
+    fn start_server(&mut self) -> usize {
         let log = fs::File::create(self.dir.join("control.log")).expect("log");
         let listen = format!("{}:{CONTROL_PORT}", self.bridge_ip);
         let child = Command::new("ip")
@@ -115,6 +115,7 @@ impl Tailnet {
         self.children.push(child);
         let sock = self.server_dir().join("admin.sock");
         wait_for(|| sock.exists(), "meshcontrol's admin socket", || self.logs());
+        self.children.len() - 1
     }
 
     fn admin(&self, args: &[&str]) -> String {
@@ -239,7 +240,7 @@ fn two_meshd_nodes_join_through_meshcontrol_and_ping_both_ways() {
         return;
     }
     let mut net = Tailnet::new("up", 91, 2);
-    net.start_server();
+    let server = net.start_server();
     net.admin(&["users", "create", "alice@example.com"]);
     let key = net.admin(&["preauthkeys", "create", "--user", "alice@example.com", "--reusable"]);
     assert!(!key.is_empty() && !key.contains(char::is_whitespace), "pre-auth key: {key:?}");
@@ -326,6 +327,18 @@ fn two_meshd_nodes_join_through_meshcontrol_and_ping_both_ways() {
     let peer = &status["peers"][0];
     assert!(peer["last_handshake_secs"].as_u64().is_some(), "a handshake after ping: {status}");
     assert!(peer["endpoint"].as_str().is_some(), "an endpoint: {status}");
+
+    // The control server goes away: traffic goes on over the last netmap, the nodes
+    // notice and, once it is back, reconnect on their own (the client's backoff).
+    net.kill(server, nix::sys::signal::Signal::SIGTERM);
+    let _ = fs::remove_file(net.server_dir().join("admin.sock"));
+    wait_for(|| net.status(0)["state"] == "connecting", "node0 to notice the server left", || net.logs());
+    assert!(ping(&net.nodes[0], &a1, 3), "node0 -> node1 ping without the server\n{}", net.logs());
+    assert!(ping(&net.nodes[1], &a0, 3), "node1 -> node0 ping without the server\n{}", net.logs());
+    net.start_server();
+    for i in 0..2 {
+        wait_for(|| net.status(i)["state"] == "running", &format!("node{i} back on the server"), || net.logs());
+    }
 
     // kill -9 and start again: the lock is free, the identity and address are the same,
     // and the tunnel comes back.
