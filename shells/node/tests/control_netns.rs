@@ -346,8 +346,8 @@ fn two_meshd_nodes_join_through_meshcontrol_and_ping_both_ways() {
     net.kill(daemons[1], nix::sys::signal::Signal::SIGKILL);
     daemons[1] = net.start_node(1);
     assert_eq!(status_key(&net.status(1)), node1_key, "same node key after a restart");
-    let out = net.meshctl(1, &["up", "--login-server", &url, "--auth-key", &key, "--hostname", "node1"]);
-    assert!(out.status.success(), "meshctl up again: {}", String::from_utf8_lossy(&out.stderr));
+    // No `up` needed: the daemon saved what the last one asked for and reconnects by its
+    // machine key.
     wait_for(|| net.status(1)["state"] == "running", "node1 running again", || net.logs());
     assert_eq!(address(&net.status(1)), a1, "same address after a restart");
     // The restarted side speaks first (its handshake replaces the session node0 still
@@ -363,9 +363,11 @@ fn two_meshd_nodes_join_through_meshcontrol_and_ping_both_ways() {
     assert!(links.is_ok_and(|o| !o.status.success()), "TUN removed");
 
     // down: the daemon leaves the server; meshctl against a missing socket exits 2.
+    assert!(net.node_dir(0).join("prefs.json").exists(), "prefs saved after registration");
     let out = net.meshctl(0, &["down"]);
     assert!(out.status.success());
     assert_eq!(net.status(0)["state"], "stopped");
+    assert!(!net.node_dir(0).join("prefs.json").exists(), "down forgets the prefs");
     let missing = Command::new(env!("CARGO_BIN_EXE_meshctl"))
         .args(["--socket", "/nonexistent/meshd.sock", "status"])
         .output()

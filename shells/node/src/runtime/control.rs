@@ -57,6 +57,8 @@ pub struct UpRequest {
     pub auth_key: String,
     pub hostname: String,
     pub control_key: String,
+    /// Registered before with this machine key (a restart): no auth key needed.
+    pub known: bool,
 }
 
 /// One control connection and its client.
@@ -76,6 +78,8 @@ pub struct ControlLink {
     pub registered: Option<Registered>,
     /// The WireGuard port, advertised with the connection's local address.
     udp_port: u16,
+    /// What to save once registered.
+    pub prefs: crate::prefs::Prefs,
 }
 
 impl ControlLink {
@@ -99,7 +103,9 @@ impl ControlLink {
             .next()
             .ok_or_else(|| ControlError::BadServer(request.login_server.clone()))?;
         let key = crate::state_dir::parse_hex(request.control_key.trim()).ok_or(ControlError::BadKey)?;
-        let auth = if request.auth_key.is_empty() {
+        let auth = if request.known {
+            RegisterAuth::Known
+        } else if request.auth_key.is_empty() {
             RegisterAuth::Interactive
         } else {
             RegisterAuth::AuthKey(request.auth_key.clone())
@@ -119,6 +125,11 @@ impl ControlLink {
             login_url: None,
             registered: None,
             udp_port,
+            prefs: crate::prefs::Prefs {
+                login_server: request.login_server.clone(),
+                hostname: request.hostname.clone(),
+                control_key: request.control_key.clone(),
+            },
         })
     }
 

@@ -16,6 +16,7 @@ use tracing::{info, warn};
 use super::control::{ControlLink, UpRequest};
 use super::{clock, fill_random, Runtime, RuntimeError, API, CONTROL};
 use crate::local_api::{LocalApi, PeerStatus, Request, Response, Status};
+use crate::prefs::Prefs;
 use crate::state_dir::to_hex;
 
 /// What daemon mode needs beyond the runtime's config.
@@ -25,6 +26,8 @@ pub struct DaemonConfig {
     /// The node as it is rebuilt when its addresses are learned (key, SSH, sizes).
     pub node: NodeConfig,
     pub socket: PathBuf,
+    /// Where `up`'s prefs are kept (none: not kept).
+    pub state_dir: Option<PathBuf>,
 }
 
 #[derive(Debug)]
@@ -34,6 +37,7 @@ pub(super) struct Daemon {
     api: Option<LocalApi>,
     registry: Registry,
     control: Option<ControlLink>,
+    state_dir: Option<PathBuf>,
 }
 
 impl Runtime {
@@ -48,7 +52,26 @@ impl Runtime {
             api: Some(api),
             registry,
             control: None,
+            state_dir: config.state_dir.clone(),
         });
+        let saved = config.state_dir.as_deref().map(Prefs::load).transpose();
+        match saved {
+            Ok(Some(Some(prefs))) => {
+                info!(server = %prefs.login_server, "reconnecting as before the restart");
+                let up = UpRequest {
+                    login_server: prefs.login_server,
+                    auth_key: String::new(),
+                    hostname: prefs.hostname,
+                    control_key: prefs.control_key,
+                    known: true,
+                };
+                if let Err(error) = self.up(&up) {
+                    warn!(%error, "saved prefs not usable; waiting for up");
+                }
+            }
+            Ok(_) => {}
+            Err(error) => warn!(%error, "saved prefs not readable; waiting for up"),
+        }
         Ok(())
     }
 
@@ -101,16 +124,26 @@ impl Runtime {
         let Some(link) = &mut daemon.control else { return };
         let events = link.drain(&daemon.registry, now);
         for event in events {
-            if event == ClientEvent::NetmapChanged {
-                self.apply_netmap();
+            match event {
+                ClientEvent::NetmapChanged => self.apply_netmap(),
+                ClientEvent::Registered(_) => self.save_prefs(),
+                _ => {}
             }
+        }
+    }
+
+    fn save_prefs(&self) {
+        let Some(daemon) = &self.daemon else { return };
+        let (Some(dir), Some(link)) = (&daemon.state_dir, &daemon.control) else { return };
+        if let Err(error) = link.prefs.save(dir) {
+            warn!(%error, "cannot save prefs (a restart will wait for up)");
         }
     }
 
     fn answer(&mut self, request: Request) -> Response {
         match request {
             Request::Up { login_server, auth_key, hostname, control_key } => {
-                let up = UpRequest { login_server, auth_key, hostname, control_key };
+                let up = UpRequest { login_server, auth_key, hostname, control_key, known: false };
                 match self.up(&up) {
                     Ok(()) => Response::ok(),
                     Err(message) => Response::error(message),
@@ -121,6 +154,11 @@ impl Runtime {
                     if let Some(mut link) = daemon.control.take() {
                         link.close(&daemon.registry);
                         info!("down: control connection closed");
+                    }
+                    if let Some(dir) = &daemon.state_dir {
+                        if let Err(error) = Prefs::remove(dir) {
+                            return Response::error(error.to_string());
+                        }
                     }
                 }
                 Response::ok()
