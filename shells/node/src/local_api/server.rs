@@ -44,6 +44,7 @@ pub struct LocalApi {
     next_token: usize,
     connections: BTreeMap<Token, Connection>,
     own_uid: u32,
+    registry: Registry,
 }
 
 impl std::fmt::Debug for LocalApi {
@@ -66,6 +67,7 @@ impl LocalApi {
         use std::os::unix::fs::PermissionsExt as _;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(bind_err)?;
         registry.register(&mut listener, listener_token, Interest::READABLE).map_err(LocalApiError::Poll)?;
+        let registry = registry.try_clone().map_err(LocalApiError::Poll)?;
         Ok(Self {
             listener,
             path: path.to_path_buf(),
@@ -73,6 +75,7 @@ impl LocalApi {
             next_token: listener_token.0 + 1,
             connections: BTreeMap::new(),
             own_uid: rustix::process::getuid().as_raw(),
+            registry,
         })
     }
 
@@ -86,21 +89,21 @@ impl LocalApi {
     }
 
     /// Handle readiness of `token`; requests go to `answer` in order.
-    pub fn handle_event(&mut self, registry: &Registry, token: Token, mut answer: impl FnMut(Request) -> Response) {
+    pub fn handle_event(&mut self, token: Token, mut answer: impl FnMut(Request) -> Response) {
         if token == self.listener_token {
-            self.accept(registry);
+            self.accept();
             return;
         }
         let Some(conn) = self.connections.get_mut(&token) else { return };
         let alive = serve(conn, &mut answer);
         if !alive {
             if let Some(mut conn) = self.connections.remove(&token) {
-                let _ = registry.deregister(&mut conn.stream);
+                let _ = self.registry.deregister(&mut conn.stream);
             }
         }
     }
 
-    fn accept(&mut self, registry: &Registry) {
+    fn accept(&mut self) {
         loop {
             let (mut stream, _) = match self.listener.accept() {
                 Ok(s) => s,
@@ -131,7 +134,7 @@ impl LocalApi {
             }
             let token = Token(self.next_token);
             self.next_token += 1;
-            if let Err(error) = registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE) {
+            if let Err(error) = self.registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE) {
                 debug!(%error, "local API: cannot register a connection");
                 continue;
             }

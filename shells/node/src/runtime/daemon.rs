@@ -102,15 +102,7 @@ impl Runtime {
         let Some(mut api) = daemon.api.take() else { return false };
         let owned = api.owns(token);
         if owned {
-            let registry = match daemon.registry.try_clone() {
-                Ok(r) => r,
-                Err(error) => {
-                    warn!(%error, "local API: registry");
-                    daemon.api = Some(api);
-                    return true;
-                }
-            };
-            api.handle_event(&registry, token, |request| self.answer(request));
+            api.handle_event(token, |request| self.answer(request));
         }
         if let Some(daemon) = &mut self.daemon {
             daemon.api = Some(api);
