@@ -308,8 +308,13 @@ fn two_meshd_nodes_join_through_meshcontrol_and_ping_both_ways() {
     fs::set_permissions(net.node_dir(0), fs::Permissions::from_mode(0o700)).expect("chmod");
     assert_eq!(net.status(0)["state"], "stopped", "the daemon keeps serving");
 
-    // Both nodes up with the reusable key (the control key fetched from /key).
+    // A wrong auth key: the server refuses, `up` says so (exit 1), the daemon keeps serving.
     let url = net.url();
+    let out = net.meshctl(0, &["up", "--login-server", &url, "--auth-key", "not-a-key", "--hostname", "node0"]);
+    assert_eq!(out.status.code(), Some(1), "up with a bad key: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(net.status(0)["state"], "rejected");
+
+    // Both nodes up with the reusable key (the control key fetched from /key).
     for i in 0..2 {
         let hostname = format!("node{i}");
         let out = net.meshctl(i, &["up", "--login-server", &url, "--auth-key", &key, "--hostname", &hostname]);

@@ -14,6 +14,8 @@ use meshd::local_api::{Request, Response, Status};
 
 const DEFAULT_SOCKET: &str = "/var/lib/meshd/meshd.sock";
 const TIMEOUT: Duration = Duration::from_secs(10);
+/// How long `up` with an auth key waits for the node to be running.
+const UP_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Parser)]
 #[command(name = "meshctl", version, about = "Control the local meshd")]
@@ -27,7 +29,8 @@ struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Connect to the coordination server and join the tailnet.
+    /// Connect to the coordination server and join the tailnet; waits until the node has
+    /// its netmap (without an auth key: prints the login URL and waits for the login).
     Up {
         /// The server, `http://host:port`.
         #[arg(long, value_name = "URL")]
@@ -108,7 +111,7 @@ fn run(args: &Args) -> Result<(), Failure> {
             let up =
                 Request::Up { login_server: login_server.clone(), auth_key: auth_key.clone(), hostname, control_key };
             request(args, &up)?;
-            Ok(())
+            wait_until_running(args, auth_key.is_empty())
         }
         Command::Down => request(args, &Request::Down).map(drop),
         Command::Status { json } => {
@@ -138,6 +141,33 @@ fn run(args: &Args) -> Result<(), Failure> {
                 Err(Failure::Failed("no address yet (is the node up?)".into()))
             }
         }
+    }
+}
+
+/// After `up`: wait for the netmap (running), print the login URL if the server asks for
+/// an interactive login (then wait without a limit), fail if the server refuses the node.
+fn wait_until_running(args: &Args, interactive: bool) -> Result<(), Failure> {
+    let deadline = std::time::Instant::now() + UP_TIMEOUT;
+    let mut shown_url = None;
+    loop {
+        let status = request(args, &Request::Status)?.status.unwrap_or_default();
+        match status.state.as_str() {
+            "running" => return Ok(()),
+            "rejected" => {
+                let reason = status.last_error.unwrap_or_else(|| "refused".into());
+                return Err(Failure::Failed(format!("the control server refused this node: {reason}")));
+            }
+            _ => {}
+        }
+        if let Some(url) = status.login_url.filter(|u| shown_url.as_ref() != Some(u)) {
+            println!("To authenticate, visit:\n\n\t{url}\n");
+            shown_url = Some(url);
+        }
+        if !interactive && std::time::Instant::now() > deadline {
+            let reason = status.last_error.unwrap_or_else(|| "no netmap yet".into());
+            return Err(Failure::Failed(format!("not running after {} s: {reason}", UP_TIMEOUT.as_secs())));
+        }
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 

@@ -83,6 +83,8 @@ pub struct ControlLink {
 }
 
 impl ControlLink {
+    /// The server's address is resolved here, once per `up` (a host name blocks the loop
+    /// for the resolver's answer; IP literals do not), not at every reconnect.
     pub fn new(
         request: &UpRequest,
         machine_key: PrivateKey,
