@@ -4,9 +4,15 @@
 //!   TUN device and real UDP sockets.
 //! - [`wg_config`]: `meshd --wg-config FILE`, a wg-quick file turned into a runtime, so
 //!   plain WireGuard peers can talk to meshd without a coordination server.
+//! - [`state_dir`]: `meshd --state-dir DIR`: the lock and the persisted keys.
+//! - [`prefs`]: what `up` asked for, so a restarted daemon reconnects by itself.
+//! - [`local_api`]: the Unix-socket API `meshctl` talks to.
 //! - [`session`]: what a node does once an SSH channel asks for a shell, a command or a
 //!   subsystem.
 
+pub mod local_api;
+pub mod prefs;
 pub mod runtime;
 pub mod session;
+pub mod state_dir;
 pub mod wg_config;

@@ -1,11 +1,19 @@
-//! `meshd`: the node daemon. Today one mode: `meshd --wg-config FILE [--tun NAME]` runs a
-//! wg-quick file's interface so plain WireGuard peers can talk to it.
+//! `meshd`: the node daemon. Two modes:
+//! - `meshd --state-dir DIR [--tun NAME] [--port N] [--socket PATH]`: keys in DIR, the
+//!   local API on a Unix socket (default `DIR/meshd.sock`), the control connection once
+//!   `meshctl up` asks for it.
+//! - `meshd --wg-config FILE [--tun NAME]` runs a wg-quick file's interface so plain
+//!   WireGuard peers can talk to it.
 
-use std::path::PathBuf;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
-use meshd::runtime::Runtime;
+use mesh_core::ip::Filter;
+use mesh_core::node::NodeConfig;
+use meshd::runtime::{DaemonConfig, Runtime, RuntimeConfig, TunConfig};
+use meshd::state_dir::StateDir;
 use meshd::wg_config;
 use tracing::{error, info, warn};
 
@@ -13,11 +21,20 @@ use tracing::{error, info, warn};
 #[command(name = "meshd", version, about = "The mesh node daemon")]
 struct Args {
     /// Run the interface of a wg-quick file (no coordination server).
-    #[arg(long, value_name = "FILE")]
-    wg_config: PathBuf,
-    /// TUN device name (default: the file's name without `.conf`, else `meshd0`).
+    #[arg(long, value_name = "FILE", conflicts_with = "state_dir", required_unless_present = "state_dir")]
+    wg_config: Option<PathBuf>,
+    /// Daemon mode: keys and the lock live here (created 0700).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// TUN device name (wg-config: the file's name without `.conf`, else `meshd0`).
     #[arg(long, value_name = "NAME")]
     tun: Option<String>,
+    /// Daemon mode: WireGuard's UDP port (0: any).
+    #[arg(long, value_name = "N", default_value_t = 41641)]
+    port: u16,
+    /// Daemon mode: the local API socket (default DIR/meshd.sock).
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -41,15 +58,50 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> Result<(), String> {
-    let config = wg_config::load(&args.wg_config).map_err(|e| e.to_string())?;
+    match (&args.wg_config, &args.state_dir) {
+        (Some(file), _) => run_wg_config(args, file),
+        (None, Some(dir)) => run_daemon(args, dir),
+        (None, None) => Err("one of --wg-config or --state-dir is needed".into()),
+    }
+}
+
+fn run_daemon(args: &Args, dir: &Path) -> Result<(), String> {
+    let state = StateDir::open(dir).map_err(|e| e.to_string())?;
+    let tun = args.tun.clone().unwrap_or_else(|| "meshd0".to_string());
+    let node = NodeConfig::new(state.node_key.clone(), Ipv4Addr::UNSPECIFIED, "");
+    let config = RuntimeConfig {
+        node: node.clone(),
+        peers: Vec::new(),
+        peer_options: Vec::new(),
+        filter: Filter::deny_all(),
+        listen_port: args.port,
+        tun: Some(TunConfig { name: tun.clone(), mtu: 1280, addresses: Vec::new(), routes: Vec::new() }),
+    };
+    let mut runtime = Runtime::new(config).map_err(|e| e.to_string())?;
+    runtime.stop_on_signals().map_err(|e| e.to_string())?;
+    let socket = args.socket.clone().unwrap_or_else(|| state.path().join("meshd.sock"));
+    let machine_key = state.machine_key.clone();
+    runtime
+        .enable_daemon(DaemonConfig { machine_key, node, socket, state_dir: Some(state.path().to_path_buf()) })
+        .map_err(|e| e.to_string())?;
+    info!(tun, port = runtime.udp_port(), "meshd running (daemon mode)");
+    let result = runtime.run().map_err(|e| e.to_string());
+    info!(metrics = ?runtime.metrics(), "final counters");
+    drop(runtime); // removes the TUN, its routes and the socket
+    drop(state); // releases the lock
+    result
+}
+
+fn run_wg_config(args: &Args, file: &Path) -> Result<(), String> {
+    let config = wg_config::load(file).map_err(|e| e.to_string())?;
     for key in &config.interface.ignored {
         warn!(key, "wg-quick key not acted on by meshd");
     }
     for prefix in config.default_routes() {
         warn!(prefix = %format!("{}/{}", prefix.addr(), prefix.len()), "default route not installed (no policy routing)");
     }
-    let tun = args.tun.clone().unwrap_or_else(|| default_tun_name(&args.wg_config));
-    let runtime_config = config.runtime_config(&args.wg_config, &tun).map_err(|e| e.to_string())?;
+    let tun = args.tun.clone().unwrap_or_else(|| default_tun_name(file));
+    let runtime_config = config.runtime_config(file, &tun).map_err(|e| e.to_string())?;
     let mut runtime = Runtime::new(runtime_config).map_err(|e| e.to_string())?;
     runtime.stop_on_signals().map_err(|e| e.to_string())?;
     info!(tun, port = runtime.udp_port(), peers = config.peers.len(), "meshd running");

@@ -54,8 +54,11 @@ impl Runtime {
             }
             self.flush();
             let busy = ready.iter().any(|&r| r) && !self.backed_up();
-            let timeout =
-                if busy { Some(Duration::ZERO) } else { self.node.poll_timeout().map(|at| self.clock.until(at)) };
+            let next = match (self.node.poll_timeout(), self.daemon_timeout()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let timeout = if busy { Some(Duration::ZERO) } else { next.map(|at| self.clock.until(at)) };
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -83,7 +86,9 @@ impl Runtime {
                         }
                     }
                     WAKER => {}
-                    _ => {}
+                    token => {
+                        self.daemon_event(token);
+                    }
                 }
             }
         }
@@ -94,6 +99,7 @@ impl Runtime {
     }
 
     fn run_timers(&mut self) {
+        self.daemon_timers();
         let now = self.clock.now();
         if self.node.poll_timeout().is_some_and(|at| at <= now) {
             self.metrics.timers += 1;
@@ -103,7 +109,7 @@ impl Runtime {
     }
 
     /// Move the node's outputs to the pending queues (and log its events).
-    fn drain_node(&mut self) {
+    pub(super) fn drain_node(&mut self) {
         while let Some(transmit) = self.node.poll_transmit() {
             self.pending_udp.push(transmit);
         }
@@ -266,7 +272,7 @@ impl Runtime {
 
     /// Write what the node produced: datagrams into GSO batches (then sent), packets to
     /// the TUN. Every buffer goes back to the pool.
-    fn flush(&mut self) {
+    pub(super) fn flush(&mut self) {
         let Self { udp, tun, pool, pending_udp, pending_tun, metrics, .. } = self;
         for transmit in pending_udp.drain(..) {
             let family = usize::from(transmit.dst.is_ipv6());

@@ -4,7 +4,9 @@
 //! Modules, bottom-up: [`clock`] (real time as the core's `Instant`), [`buffers`] (the
 //! packet buffer pool: no allocation per packet), [`metrics`] (the loop's counters),
 //! [`udp`] (quinn-udp: recvmmsg + GRO, GSO sends), [`netlink`] (rtnetlink: addresses, MTU,
-//! link up, routes, link removal), [`tun`] (tun-rs), and [`event_loop`] (the loop itself).
+//! link up, routes, link removal), [`tun`] (tun-rs), [`event_loop`] (the loop itself), and
+//! for `meshd --state-dir` [`control`] (the control connection) and `daemon` (the local
+//! API's commands and netmaps applied to the node and the TUN).
 //!
 //! ```no_run
 //! fn serve(config: meshd::runtime::RuntimeConfig) -> Result<(), meshd::runtime::RuntimeError> {
@@ -16,6 +18,8 @@
 
 pub mod buffers;
 pub mod clock;
+pub mod control;
+mod daemon;
 mod event_loop;
 pub mod metrics;
 pub mod netlink;
@@ -35,6 +39,7 @@ use tracing::info;
 
 use buffers::BufferPool;
 use clock::Clock;
+pub use daemon::DaemonConfig;
 pub use metrics::Metrics;
 pub use tun::{Tun, TunConfig, TunError};
 use udp::{UdpError, UdpIo};
@@ -44,6 +49,9 @@ const UDP6: Token = Token(1);
 const TUN: Token = Token(2);
 const SIGNALS: Token = Token(3);
 const WAKER: Token = Token(4);
+const CONTROL: Token = Token(5);
+/// The local API's listener; its connections take the tokens after it.
+const API: Token = Token(6);
 
 /// Everything a runtime needs to start.
 #[derive(Debug)]
@@ -70,6 +78,8 @@ pub enum RuntimeError {
     Poll(std::io::Error),
     #[error("OS randomness: {0}")]
     Random(std::io::Error),
+    #[error(transparent)]
+    LocalApi(#[from] crate::local_api::LocalApiError),
 }
 
 /// Ends a running [`Runtime::run`] from another thread.
@@ -112,6 +122,8 @@ pub struct Runtime {
     /// UDP receive errors in a row, per socket.
     udp_errors_in_row: [u8; 2],
     metrics: Metrics,
+    /// Daemon mode: the local API and the control connection.
+    daemon: Option<daemon::Daemon>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -203,6 +215,7 @@ impl Runtime {
             gro: tun_rs::GROTable::new(),
             udp_errors_in_row: [0; 2],
             metrics: Metrics::default(),
+            daemon: None,
         })
     }
 
@@ -237,7 +250,7 @@ impl Runtime {
 }
 
 /// 32 bytes from the OS for the core's RNG.
-fn fill_random(seed: &mut [u8]) -> Result<(), RuntimeError> {
+pub(crate) fn fill_random(seed: &mut [u8]) -> Result<(), RuntimeError> {
     let mut filled = 0;
     while filled < seed.len() {
         let rest = seed.get_mut(filled..).unwrap_or_default();

@@ -97,6 +97,15 @@ impl Tun {
         Ok(tun)
     }
 
+    /// Add addresses (and routes) to the configured device, as `create` would have.
+    pub fn add_addresses(&self, addresses: &[(IpAddr, u8)], mtu: u16, routes: &[IpPrefix]) -> Result<(), TunError> {
+        self.netlink
+            .configure(self.index, addresses, mtu, routes)
+            .map_err(|error| TunError::Configure { name: self.name.clone(), error })?;
+        info!(name = self.name, ?addresses, routes = routes.len(), "TUN addresses");
+        Ok(())
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }

@@ -1,0 +1,391 @@
+//! `meshd --state-dir` with `meshctl` against a real `meshcontrol serve`: the server in
+//! one network namespace holding a bridge, two nodes in two others on veth pairs into it.
+//! A user and a reusable pre-auth key come from the admin CLI; both nodes `meshctl up`;
+//! each node's `meshctl status --json` lists the other and ping works both ways over the
+//! mesh addresses. Also the local API's refusals: a second meshd on the same state dir,
+//! malformed and oversized requests (the daemon keeps serving). As root; without root the
+//! test prints a note and returns.
+#![allow(clippy::expect_used)] // a failed expectation is the test failing
+
+mod netns;
+
+use std::fs;
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use netns::{is_root, ping, run};
+
+const CONTROL_PORT: u16 = 18080;
+
+/// The `meshcontrol` binary: beside `meshd` when the workspace's binaries were built
+/// (`cargo test --workspace`, as CI runs it), else built here with the same profile into a
+/// target directory of its own (the running `cargo test` holds the lock of this one).
+fn meshcontrol_bin() -> PathBuf {
+    let meshd = PathBuf::from(env!("CARGO_BIN_EXE_meshd"));
+    let dir = meshd.parent().expect("bin dir").to_path_buf();
+    let bin = dir.join("meshcontrol");
+    if bin.exists() {
+        return bin;
+    }
+    let profile = dir.file_name().and_then(|n| n.to_str()).unwrap_or("debug").to_string();
+    let target = dir.parent().expect("target dir").join("meshcontrol-for-tests");
+    let nested = target.join(&profile).join("meshcontrol");
+    if !nested.exists() {
+        let mut cargo = Command::new(env!("CARGO"));
+        cargo.args(["build", "-p", "meshcontrol", "--bin", "meshcontrol"]);
+        if profile == "release" {
+            cargo.arg("--release");
+        }
+        let status = cargo
+            .env("CARGO_TARGET_DIR", &target)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("cargo build -p meshcontrol");
+        assert!(status.success(), "cargo build -p meshcontrol failed");
+    }
+    nested
+}
+
+struct Tailnet {
+    server_ns: String,
+    nodes: Vec<String>,
+    dir: PathBuf,
+    children: Vec<Child>,
+    bridge_ip: String,
+}
+
+impl Tailnet {
+    fn new(tag: &str, subnet: u8, nodes: usize) -> Self {
+        let pid = std::process::id() % 100_000;
+        let server_ns = format!("mc-{tag}-{pid}-s");
+        let dir = std::env::temp_dir().join(format!("meshd-ctl-{tag}-{pid}"));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("lab dir");
+        let mut net = Self {
+            server_ns: server_ns.clone(),
+            nodes: Vec::new(),
+            dir,
+            children: Vec::new(),
+            bridge_ip: format!("192.168.{subnet}.1"),
+        };
+        run("ip", &["netns", "add", &server_ns]);
+        run("ip", &["-n", &server_ns, "link", "set", "lo", "up"]);
+        let bridge = format!("br{tag}{pid}");
+        run("ip", &["-n", &server_ns, "link", "add", &bridge, "type", "bridge"]);
+        run("ip", &["-n", &server_ns, "addr", "add", &format!("{}/24", net.bridge_ip), "dev", &bridge]);
+        run("ip", &["-n", &server_ns, "link", "set", &bridge, "up"]);
+        for i in 0..nodes {
+            let ns = format!("mc-{tag}-{pid}-{i}");
+            run("ip", &["netns", "add", &ns]);
+            net.nodes.push(ns.clone());
+            run("ip", &["-n", &ns, "link", "set", "lo", "up"]);
+            let (outer, inner) = (format!("v{tag}{pid}s{i}"), format!("v{tag}{pid}n{i}"));
+            run(
+                "ip",
+                &["link", "add", &outer, "netns", &server_ns, "type", "veth", "peer", "name", &inner, "netns", &ns],
+            );
+            run("ip", &["-n", &server_ns, "link", "set", &outer, "master", &bridge]);
+            run("ip", &["-n", &server_ns, "link", "set", &outer, "up"]);
+            let addr = format!("192.168.{subnet}.{}/24", i + 2);
+            run("ip", &["-n", &ns, "addr", "add", &addr, "dev", &inner]);
+            run("ip", &["-n", &ns, "link", "set", &inner, "up"]);
+        }
+        net
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}:{CONTROL_PORT}", self.bridge_ip)
+    }
+
+    fn server_dir(&self) -> PathBuf {
+        self.dir.join("control")
+    }
+
+    fn node_dir(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("node{i}"))
+    }
+
+    fn start_server(&mut self) -> usize {
+        let log = fs::File::create(self.dir.join("control.log")).expect("log");
+        let listen = format!("{}:{CONTROL_PORT}", self.bridge_ip);
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.server_ns])
+            .arg(meshcontrol_bin())
+            .arg("--state-dir")
+            .arg(self.server_dir())
+            .args(["serve", "--listen", &listen])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("meshcontrol serve");
+        self.children.push(child);
+        let sock = self.server_dir().join("admin.sock");
+        wait_for(|| sock.exists(), "meshcontrol's admin socket", || self.logs());
+        self.children.len() - 1
+    }
+
+    fn admin(&self, args: &[&str]) -> String {
+        let out = Command::new(meshcontrol_bin())
+            .arg("--state-dir")
+            .arg(self.server_dir())
+            .args(args)
+            .output()
+            .expect("meshcontrol admin");
+        assert!(out.status.success(), "meshcontrol {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    fn start_node(&mut self, i: usize) -> usize {
+        let log = fs::File::create(self.dir.join(format!("node{i}.log"))).expect("log");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.nodes[i], env!("CARGO_BIN_EXE_meshd"), "--state-dir"])
+            .arg(self.node_dir(i))
+            .args(["--tun", "mesh0"])
+            .env("RUST_LOG", "info,meshd=debug,netlink_packet_route=error")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("meshd");
+        self.children.push(child);
+        let sock = self.node_dir(i).join("meshd.sock");
+        // Connectable, not merely present: a killed daemon leaves its socket file behind.
+        wait_for(|| UnixStream::connect(&sock).is_ok(), "meshd's local API socket", || self.logs());
+        self.children.len() - 1
+    }
+
+    /// Signal child `index` and wait for it; its exit code.
+    fn kill(&mut self, index: usize, signal: nix::sys::signal::Signal) -> Option<i32> {
+        let child = &mut self.children[index];
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+        let _ = nix::sys::signal::kill(pid, signal);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status.code();
+            }
+            assert!(Instant::now() < deadline, "meshd {pid} ignored {signal}");
+            sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn meshctl(&self, i: usize, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.nodes[i], env!("CARGO_BIN_EXE_meshctl"), "--socket"])
+            .arg(self.node_dir(i).join("meshd.sock"))
+            .args(args)
+            .output()
+            .expect("meshctl")
+    }
+
+    fn status(&self, i: usize) -> serde_json::Value {
+        let out = self.meshctl(i, &["status", "--json"]);
+        assert!(out.status.success(), "meshctl status: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("status JSON")
+    }
+
+    fn logs(&self) -> String {
+        let mut all = String::new();
+        for name in ["control.log", "node0.log", "node1.log", "second.log"] {
+            let text = fs::read_to_string(self.dir.join(name)).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(40).collect();
+            all.push_str(&format!("--- {name}\n"));
+            for line in tail.into_iter().rev() {
+                all.push_str(line);
+                all.push('\n');
+            }
+        }
+        all
+    }
+}
+
+impl Drop for Tailnet {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for ns in self.nodes.iter().chain(std::iter::once(&self.server_ns)) {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn wait_for(mut cond: impl FnMut() -> bool, what: &str, logs: impl Fn() -> String) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}\n{}", logs());
+        sleep(Duration::from_millis(100));
+    }
+}
+
+/// One raw request line to the local API; its answer.
+fn raw_request(socket: &Path, line: &[u8]) -> serde_json::Value {
+    let mut stream = UnixStream::connect(socket).expect("local API");
+    stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let _ = stream.write_all(line);
+    let mut answer = String::new();
+    BufReader::new(&stream).read_line(&mut answer).expect("an answer");
+    serde_json::from_str(answer.trim()).expect("JSON answer")
+}
+
+fn status_key(status: &serde_json::Value) -> String {
+    status["public_key"].as_str().map(str::to_string).unwrap_or_default()
+}
+
+fn peer_names(status: &serde_json::Value) -> Vec<String> {
+    status["peers"]
+        .as_array()
+        .map(|peers| peers.iter().filter_map(|p| p["name"].as_str().map(str::to_string)).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn two_meshd_nodes_join_through_meshcontrol_and_ping_both_ways() {
+    if !is_root() {
+        return;
+    }
+    let mut net = Tailnet::new("up", 91, 2);
+    let server = net.start_server();
+    net.admin(&["users", "create", "alice@example.com"]);
+    let key = net.admin(&["preauthkeys", "create", "--user", "alice@example.com", "--reusable"]);
+    assert!(!key.is_empty() && !key.contains(char::is_whitespace), "pre-auth key: {key:?}");
+    let mut daemons = Vec::new();
+    for i in 0..2 {
+        daemons.push(net.start_node(i));
+        let status = net.status(i);
+        assert_eq!(status["state"], "stopped", "before up: {status}");
+    }
+
+    // A second meshd on the same state dir is refused; the first keeps serving.
+    let second = Command::new("ip")
+        .args(["netns", "exec", &net.nodes[0], env!("CARGO_BIN_EXE_meshd"), "--state-dir"])
+        .arg(net.node_dir(0))
+        .args(["--tun", "mesh1", "--port", "0"])
+        .output()
+        .expect("second meshd");
+    assert!(!second.status.success(), "a second meshd on the same state dir must be refused");
+    assert!(String::from_utf8_lossy(&second.stderr).contains("in use"), "{}", String::from_utf8_lossy(&second.stderr));
+
+    // Malformed and oversized requests are answered with errors, never a crash.
+    let socket = net.node_dir(0).join("meshd.sock");
+    let answer = raw_request(&socket, b"this is not json\n");
+    assert_eq!(answer["ok"], false, "{answer}");
+    let answer = raw_request(&socket, b"{\"cmd\":\"format_disk\"}\n");
+    assert_eq!(answer["ok"], false, "{answer}");
+    let mut huge = vec![b'x'; 100 * 1024];
+    huge.push(b'\n');
+    let answer = raw_request(&socket, &huge);
+    assert_eq!(answer["ok"], false, "{answer}");
+    assert_eq!(net.status(0)["state"], "stopped");
+
+    // A caller that is neither root nor the daemon's user: with the socket's mode 0600 it
+    // cannot connect (exit 2); opened up, the peer-credential check refuses it (exit 1).
+    let as_nobody = |socket: &Path| {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", env!("CARGO_BIN_EXE_meshctl"), "--socket"])
+            .arg(socket)
+            .arg("status")
+            .output()
+            .expect("setpriv meshctl")
+    };
+    let denied = as_nobody(&socket);
+    assert_eq!(denied.status.code(), Some(2), "{}", String::from_utf8_lossy(&denied.stderr));
+    use std::os::unix::fs::PermissionsExt as _;
+    for path in [&net.dir, &net.node_dir(0)] {
+        fs::set_permissions(path, fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    fs::set_permissions(&socket, fs::Permissions::from_mode(0o666)).expect("chmod socket");
+    let refused = as_nobody(&socket);
+    assert_eq!(refused.status.code(), Some(1), "{}", String::from_utf8_lossy(&refused.stderr));
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(message.contains("permission denied"), "{message}");
+    fs::set_permissions(&socket, fs::Permissions::from_mode(0o600)).expect("chmod socket");
+    fs::set_permissions(net.node_dir(0), fs::Permissions::from_mode(0o700)).expect("chmod");
+    assert_eq!(net.status(0)["state"], "stopped", "the daemon keeps serving");
+
+    // A wrong auth key: the server refuses, `up` says so (exit 1), the daemon keeps serving.
+    let url = net.url();
+    let out = net.meshctl(0, &["up", "--login-server", &url, "--auth-key", "not-a-key", "--hostname", "node0"]);
+    assert_eq!(out.status.code(), Some(1), "up with a bad key: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(net.status(0)["state"], "rejected");
+
+    // Both nodes up with the reusable key (the control key fetched from /key).
+    for i in 0..2 {
+        let hostname = format!("node{i}");
+        let out = net.meshctl(i, &["up", "--login-server", &url, "--auth-key", &key, "--hostname", &hostname]);
+        assert!(out.status.success(), "meshctl up: {}\n{}", String::from_utf8_lossy(&out.stderr), net.logs());
+    }
+    let mut statuses = Vec::new();
+    for i in 0..2 {
+        let other = format!("node{}", 1 - i);
+        wait_for(|| peer_names(&net.status(i)).contains(&other), &format!("node{i} to list {other}"), || net.logs());
+        statuses.push(net.status(i));
+    }
+    let address = |s: &serde_json::Value| -> String {
+        s["addresses"]
+            .as_array()
+            .and_then(|a| a.iter().filter_map(|x| x.as_str()).find(|x| !x.contains(':')).map(str::to_string))
+            .expect("an IPv4 mesh address")
+    };
+    let (a0, a1) = (address(&statuses[0]), address(&statuses[1]));
+    assert_ne!(a0, a1);
+    let ip = net.meshctl(0, &["ip", "-4"]);
+    assert_eq!(String::from_utf8_lossy(&ip.stdout).trim(), a0);
+    assert!(ping(&net.nodes[0], &a1, 3), "node0 -> node1 ping\n{}", net.logs());
+    assert!(ping(&net.nodes[1], &a0, 3), "node1 -> node0 ping\n{}", net.logs());
+    let status = net.status(0);
+    let peer = &status["peers"][0];
+    assert!(peer["last_handshake_secs"].as_u64().is_some(), "a handshake after ping: {status}");
+    assert!(peer["endpoint"].as_str().is_some(), "an endpoint: {status}");
+
+    // The control server goes away: traffic goes on over the last netmap, the nodes
+    // notice and, once it is back, reconnect on their own (the client's backoff).
+    net.kill(server, nix::sys::signal::Signal::SIGTERM);
+    let _ = fs::remove_file(net.server_dir().join("admin.sock"));
+    wait_for(|| net.status(0)["state"] == "connecting", "node0 to notice the server left", || net.logs());
+    assert!(ping(&net.nodes[0], &a1, 3), "node0 -> node1 ping without the server\n{}", net.logs());
+    assert!(ping(&net.nodes[1], &a0, 3), "node1 -> node0 ping without the server\n{}", net.logs());
+    net.start_server();
+    for i in 0..2 {
+        wait_for(|| net.status(i)["state"] == "running", &format!("node{i} back on the server"), || net.logs());
+    }
+
+    // kill -9 and start again: the lock is free, the identity and address are the same,
+    // and the tunnel comes back.
+    let node1_key = status_key(&net.status(1));
+    net.kill(daemons[1], nix::sys::signal::Signal::SIGKILL);
+    daemons[1] = net.start_node(1);
+    assert_eq!(status_key(&net.status(1)), node1_key, "same node key after a restart");
+    // No `up` needed: the daemon saved what the last one asked for and reconnects by its
+    // machine key.
+    wait_for(|| net.status(1)["state"] == "running", "node1 running again", || net.logs());
+    assert_eq!(address(&net.status(1)), a1, "same address after a restart");
+    // The restarted side speaks first (its handshake replaces the session node0 still
+    // holds; node0 alone would wait out WireGuard's 15 s before a new handshake).
+    assert!(ping(&net.nodes[1], &a0, 3), "node1 -> node0 ping after the restart\n{}", net.logs());
+    assert!(ping(&net.nodes[0], &a1, 3), "node0 -> node1 ping after the restart\n{}", net.logs());
+
+    // SIGTERM: a clean exit that removes the TUN and the socket.
+    let code = net.kill(daemons[1], nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(code, Some(0), "meshd exit on SIGTERM\n{}", net.logs());
+    assert!(!net.node_dir(1).join("meshd.sock").exists(), "socket removed");
+    let links = Command::new("ip").args(["-n", &net.nodes[1], "link", "show", "dev", "mesh0"]).output();
+    assert!(links.is_ok_and(|o| !o.status.success()), "TUN removed");
+
+    // down: the daemon leaves the server; meshctl against a missing socket exits 2.
+    assert!(net.node_dir(0).join("prefs.json").exists(), "prefs saved after registration");
+    let out = net.meshctl(0, &["down"]);
+    assert!(out.status.success());
+    assert_eq!(net.status(0)["state"], "stopped");
+    assert!(!net.node_dir(0).join("prefs.json").exists(), "down forgets the prefs");
+    let missing = Command::new(env!("CARGO_BIN_EXE_meshctl"))
+        .args(["--socket", "/nonexistent/meshd.sock", "status"])
+        .output()
+        .expect("meshctl");
+    assert_eq!(missing.status.code(), Some(2));
+}
