@@ -126,32 +126,34 @@ impl Membership {
 
     /// The node's class: bit 2r when it is a source of rule r, 2r+1 when a destination.
     pub(super) fn signature(&self) -> Vec<u64> {
-        let mut sig = vec![0u64; (2 * self.src.len()).div_ceil(64)];
-        for (r, (&s, &d)) in self.src.iter().zip(&self.dst).enumerate() {
-            if s {
-                sig[(2 * r) / 64] |= 1 << ((2 * r) % 64);
-            }
-            if d {
-                sig[(2 * r + 1) / 64] |= 1 << ((2 * r + 1) % 64);
-            }
-        }
-        sig
+        signature(self.src.len(), |r| (self.src[r], self.dst[r]))
     }
 
     /// The classes that see this node: those that are destinations of a rule it is a
     /// source of, or sources of a rule it is a destination of (as a signature mask).
     pub(super) fn seen_by(&self) -> Vec<u64> {
-        let mut mask = vec![0u64; (2 * self.src.len()).div_ceil(64)];
-        for (r, (&s, &d)) in self.src.iter().zip(&self.dst).enumerate() {
-            if s {
-                mask[(2 * r + 1) / 64] |= 1 << ((2 * r + 1) % 64);
-            }
-            if d {
-                mask[(2 * r) / 64] |= 1 << ((2 * r) % 64);
+        signature(self.src.len(), |r| (self.dst[r], self.src[r]))
+    }
+}
+
+/// A class signature over `rules` rules: bit 2r set when `of(r).0` (source of rule r),
+/// bit 2r+1 when `of(r).1` (destination of it).
+pub(super) fn signature(rules: usize, of: impl Fn(usize) -> (bool, bool)) -> Vec<u64> {
+    let mut sig = vec![0u64; (2 * rules).div_ceil(64)];
+    for r in 0..rules {
+        let (source, destination) = of(r);
+        for (b, set) in [(2 * r, source), (2 * r + 1, destination)] {
+            if set {
+                sig[b / 64] |= 1 << (b % 64);
             }
         }
-        mask
     }
+    sig
+}
+
+/// Whether bit `b` of a signature is set.
+pub(super) fn has_bit(signature: &[u64], b: usize) -> bool {
+    signature.get(b / 64).is_some_and(|w| w & (1 << (b % 64)) != 0)
 }
 
 fn overlaps(a: &IpPrefix, b: &IpPrefix) -> bool {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::super::alias::Alias;
 use super::super::model::SshAction;
-use super::membership::destination;
+use super::membership::{destination, has_bit, signature};
 use super::{NodeInfo, NodePolicy, NodeSet, NodeSshAction, NodeSshRule, Tailnet};
 use crate::ip::filter::{FilterRule, PortRange};
 use crate::wireguard::IpPrefix;
@@ -26,28 +26,18 @@ impl Tailnet {
 
     /// Bit 2r: a source of rule r; bit 2r+1: a destination of it.
     pub(super) fn signature(&self, slot: usize) -> Vec<u64> {
-        let mut sig = vec![0u64; (2 * self.rules.len()).div_ceil(64)];
-        for (r, rule) in self.rules.iter().enumerate() {
-            if rule.srcs.contains(slot) {
-                sig[(2 * r) / 64] |= 1 << ((2 * r) % 64);
-            }
-            if rule.dsts.contains(slot) {
-                sig[(2 * r + 1) / 64] |= 1 << ((2 * r + 1) % 64);
-            }
-        }
-        sig
+        signature(self.rules.len(), |r| (self.rules[r].srcs.contains(slot), self.rules[r].dsts.contains(slot)))
     }
 
     /// What a class of nodes sees: the sources of the rules it is a destination of and
     /// the destinations of the rules it is a source of.
     pub(super) fn class_visibility(&self, signature: &[u64]) -> NodeSet {
         let mut seen = NodeSet::with_len(self.slots.len());
-        let bit = |b: usize| signature.get(b / 64).is_some_and(|w| w & (1 << (b % 64)) != 0);
         for (r, rule) in self.rules.iter().enumerate() {
-            if bit(2 * r + 1) {
+            if has_bit(signature, 2 * r + 1) {
                 seen.union_with(&rule.srcs);
             }
-            if bit(2 * r) {
+            if has_bit(signature, 2 * r) {
                 seen.union_with(&rule.dsts);
             }
         }
@@ -77,8 +67,7 @@ impl Tailnet {
     pub(super) fn filter_of(&self, slot: usize, node: &NodeInfo, class: usize) -> (Vec<FilterRule>, Vec<u32>) {
         let groups = self.groups_of(&node.user);
         let signature = self.classes.get(class).and_then(Option::as_ref).map_or(&[][..], |c| &c.signature[..]);
-        let destination_of =
-            |r: usize| signature.get((2 * r + 1) / 64).is_some_and(|w| w & (1 << ((2 * r + 1) % 64)) != 0);
+        let destination_of = |r: usize| has_bit(signature, 2 * r + 1);
         let mut out = Vec::new();
         let mut origins = Vec::new();
         let rules = self.policy.rules.iter().zip(&self.rules).enumerate();
