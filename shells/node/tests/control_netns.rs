@@ -17,38 +17,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use netns::{is_root, ping, run};
+use netns::{is_root, meshcontrol_bin, ping, run};
 
 const CONTROL_PORT: u16 = 18080;
-
-/// The `meshcontrol` binary: beside `meshd` when the workspace's binaries were built
-/// (`cargo test --workspace`, as CI runs it), else built here with the same profile into a
-/// target directory of its own (the running `cargo test` holds the lock of this one).
-fn meshcontrol_bin() -> PathBuf {
-    let meshd = PathBuf::from(env!("CARGO_BIN_EXE_meshd"));
-    let dir = meshd.parent().expect("bin dir").to_path_buf();
-    let bin = dir.join("meshcontrol");
-    if bin.exists() {
-        return bin;
-    }
-    let profile = dir.file_name().and_then(|n| n.to_str()).unwrap_or("debug").to_string();
-    let target = dir.parent().expect("target dir").join("meshcontrol-for-tests");
-    let nested = target.join(&profile).join("meshcontrol");
-    if !nested.exists() {
-        let mut cargo = Command::new(env!("CARGO"));
-        cargo.args(["build", "-p", "meshcontrol", "--bin", "meshcontrol"]);
-        if profile == "release" {
-            cargo.arg("--release");
-        }
-        let status = cargo
-            .env("CARGO_TARGET_DIR", &target)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("cargo build -p meshcontrol");
-        assert!(status.success(), "cargo build -p meshcontrol failed");
-    }
-    nested
-}
 
 struct Tailnet {
     server_ns: String,
