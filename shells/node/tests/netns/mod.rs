@@ -301,7 +301,7 @@ pub fn iperf(server_ns: &str, server: Ipv4Addr, client_ns: &str, port: u16, seco
 /// The `meshcontrol` binary: beside `meshd` when the workspace's binaries were built
 /// (`cargo test --workspace`, as CI runs it), else built here with the same profile into a
 /// target directory of its own (the running `cargo test` holds the lock of this one).
-fn meshcontrol_bin() -> PathBuf {
+pub fn meshcontrol_bin() -> PathBuf {
     let meshd = PathBuf::from(env!("CARGO_BIN_EXE_meshd"));
     let dir = meshd.parent().expect("bin dir").to_path_buf();
     let bin = dir.join("meshcontrol");
