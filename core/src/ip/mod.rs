@@ -2,6 +2,7 @@
 //! its rules ([`filter`]) and connection tracking ([`flows`]).
 
 pub mod build;
+pub mod echo;
 pub mod filter;
 pub mod flows;
 pub mod packet;

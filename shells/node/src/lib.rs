@@ -15,4 +15,5 @@ pub mod prefs;
 pub mod runtime;
 pub mod session;
 pub mod state_dir;
+pub mod system_dns;
 pub mod wg_config;

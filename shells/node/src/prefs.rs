@@ -1,6 +1,7 @@
 //! What `up` asked for, kept in `DIR/prefs.json` (mode 0600) once the node registered, so
 //! a restarted daemon reconnects by itself (by its machine key: the auth key is not
-//! stored). `down` removes it.
+//! stored). `down` keeps it with `want_running` off (a restart stays down); `logout`
+//! removes it.
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write as _};
@@ -30,6 +31,19 @@ pub struct Prefs {
     pub login_server: String,
     pub hostname: String,
     pub control_key: String,
+    #[serde(default)]
+    pub ssh: bool,
+    #[serde(default)]
+    pub advertise_tags: Vec<String>,
+    #[serde(default)]
+    pub accept_dns: bool,
+    /// Off after `down`: the daemon does not reconnect by itself.
+    #[serde(default = "yes")]
+    pub want_running: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Prefs {
@@ -81,9 +95,22 @@ mod tests {
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
         assert!(matches!(Prefs::load(&dir), Ok(None)));
-        let prefs = Prefs { login_server: "a:1".into(), hostname: "h".into(), control_key: "00".into() };
+        let prefs = Prefs {
+            login_server: "a:1".into(),
+            hostname: "h".into(),
+            control_key: "00".into(),
+            ssh: true,
+            advertise_tags: vec!["tag:web".into()],
+            accept_dns: false,
+            want_running: true,
+        };
         prefs.save(&dir).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(Prefs::load(&dir).ok().flatten(), Some(prefs));
+        // Files from before the optional fields load with their defaults.
+        fs::write(dir.join(FILE), br#"{"login_server":"a:1","hostname":"h","control_key":"00"}"#)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let old = Prefs::load(&dir).ok().flatten().unwrap_or_else(|| panic!("old prefs"));
+        assert!(old.want_running && !old.ssh && !old.accept_dns);
         fs::write(dir.join(FILE), b"{garbage").unwrap_or_else(|e| panic!("{e}"));
         assert!(Prefs::load(&dir).is_err());
         Prefs::remove(&dir).unwrap_or_else(|e| panic!("{e}"));

@@ -90,6 +90,15 @@ fn load_or_create(path: &Path) -> Result<[u8; 32], StateDirError> {
     Ok(key)
 }
 
+/// The OpenSSH public key line (`ssh-ed25519 AAAA...`) of the host key with this seed: what
+/// the netmap carries, so peers write it into known_hosts.
+pub fn ssh_host_key_line(seed: &[u8; 32]) -> String {
+    use base64::Engine as _;
+    let key = ed25519_dalek::SigningKey::from_bytes(seed);
+    let blob = mesh_core::ssh::transport::host_key_blob(&key);
+    format!("ssh-ed25519 {}", base64::engine::general_purpose::STANDARD.encode(blob))
+}
+
 pub fn to_hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

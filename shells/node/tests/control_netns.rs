@@ -152,6 +152,21 @@ impl Tailnet {
             .expect("meshctl")
     }
 
+    /// `ip netns exec` bind-mounts this file over /etc/resolv.conf for what runs in node
+    /// `i`'s namespace: meshd's `--accept-dns` edits it, `ping NAME` resolves through it.
+    fn resolv_conf(&self, i: usize) -> PathBuf {
+        Path::new("/etc/netns").join(&self.nodes[i]).join("resolv.conf")
+    }
+
+    fn up(&self, i: usize, key: &str, extra: &[&str]) {
+        let url = self.url();
+        let hostname = format!("node{i}");
+        let mut args = vec!["up", "--login-server", &url, "--auth-key", key, "--hostname", &hostname];
+        args.extend_from_slice(extra);
+        let out = self.meshctl(i, &args);
+        assert!(out.status.success(), "meshctl up: {}\n{}", String::from_utf8_lossy(&out.stderr), self.logs());
+    }
+
     fn status(&self, i: usize) -> serde_json::Value {
         let out = self.meshctl(i, &["status", "--json"]);
         assert!(out.status.success(), "meshctl status: {}", String::from_utf8_lossy(&out.stderr));
@@ -160,7 +175,7 @@ impl Tailnet {
 
     fn logs(&self) -> String {
         let mut all = String::new();
-        for name in ["control.log", "node0.log", "node1.log", "second.log"] {
+        for name in ["control.log", "node0.log", "node1.log", "node2.log", "second.log"] {
             let text = fs::read_to_string(self.dir.join(name)).unwrap_or_default();
             let tail: Vec<&str> = text.lines().rev().take(40).collect();
             all.push_str(&format!("--- {name}\n"));
@@ -181,6 +196,7 @@ impl Drop for Tailnet {
         }
         for ns in self.nodes.iter().chain(std::iter::once(&self.server_ns)) {
             let _ = Command::new("ip").args(["netns", "del", ns]).output();
+            let _ = fs::remove_dir_all(Path::new("/etc/netns").join(ns));
         }
         let _ = fs::remove_dir_all(&self.dir);
     }
@@ -348,15 +364,139 @@ fn two_meshd_nodes_join_through_meshcontrol_and_ping_both_ways() {
     let links = Command::new("ip").args(["-n", &net.nodes[1], "link", "show", "dev", "mesh0"]).output();
     assert!(links.is_ok_and(|o| !o.status.success()), "TUN removed");
 
-    // down: the daemon leaves the server; meshctl against a missing socket exits 2.
+    // down: the daemon leaves the server (the registration kept); meshctl against a missing socket exits 2.
     assert!(net.node_dir(0).join("prefs.json").exists(), "prefs saved after registration");
     let out = net.meshctl(0, &["down"]);
     assert!(out.status.success());
     assert_eq!(net.status(0)["state"], "stopped");
-    assert!(!net.node_dir(0).join("prefs.json").exists(), "down forgets the prefs");
+    let prefs: serde_json::Value =
+        serde_json::from_slice(&fs::read(net.node_dir(0).join("prefs.json")).expect("prefs kept")).expect("prefs");
+    assert_eq!(prefs["want_running"], false, "down: a restart stays down");
     let missing = Command::new(env!("CARGO_BIN_EXE_meshctl"))
         .args(["--socket", "/nonexistent/meshd.sock", "status"])
         .output()
         .expect("meshctl");
     assert_eq!(missing.status.code(), Some(2));
+}
+
+/// Every node's IPv4 mesh address, by index.
+fn ipv4_of(status: &serde_json::Value) -> String {
+    status["addresses"]
+        .as_array()
+        .and_then(|a| a.iter().filter_map(|x| x.as_str()).find(|x| !x.contains(':')).map(str::to_string))
+        .expect("an IPv4 mesh address")
+}
+
+#[test]
+fn three_nodes_resolve_each_other_by_name_and_follow_the_policy() {
+    if !is_root() {
+        return;
+    }
+    let mut net = Tailnet::new("dns", 92, 3);
+    net.start_server();
+    net.admin(&["users", "create", "alice@example.com"]);
+    let key = net.admin(&["preauthkeys", "create", "--user", "alice@example.com", "--reusable"]);
+    let original = "nameserver 192.0.2.53\nsearch example.org\n";
+    for i in 0..3 {
+        let conf = net.resolv_conf(i);
+        fs::create_dir_all(conf.parent().expect("dir")).expect("/etc/netns/NS");
+        fs::write(&conf, original).expect("resolv.conf");
+        net.start_node(i);
+    }
+    for i in 0..3 {
+        net.up(i, &key, &["--accept-dns"]);
+    }
+    for i in 0..3 {
+        wait_for(|| peer_names(&net.status(i)).len() == 2, &format!("node{i} to list both others"), || net.logs());
+        wait_for(|| net.status(i)["dns_configured"] == true, &format!("node{i}'s resolver"), || net.logs());
+    }
+    let domain = net.status(0)["dns_domain"].as_str().expect("domain").to_string();
+    assert!(!domain.is_empty());
+    let conf = fs::read_to_string(net.resolv_conf(0)).expect("resolv.conf");
+    assert!(conf.contains("nameserver 100.100.100.100\nnameserver 192.0.2.53\n"), "{conf}");
+    assert!(conf.contains(&format!("search {domain} example.org")), "{conf}");
+
+    // Ping by MagicDNS name, every pair both ways (short names one way, FQDNs the other).
+    for i in 0..3 {
+        for j in 0..3 {
+            if i == j {
+                continue;
+            }
+            let name = if i < j { format!("node{j}") } else { format!("node{j}.{domain}") };
+            assert!(ping(&net.nodes[i], &name, 2), "node{i} -> {name} by name\n{}", net.logs());
+        }
+    }
+    let addrs: Vec<String> = (0..3).map(|i| ipv4_of(&net.status(i))).collect();
+    for i in 0..3 {
+        let status = net.status(i);
+        for peer in status["peers"].as_array().expect("peers") {
+            let secs = peer["last_handshake_secs"].as_u64();
+            assert!(secs.is_some_and(|s| s < 60), "node{i}: a recent handshake with {}: {status}", peer["name"]);
+        }
+    }
+
+    // meshctl's own tools: ping through the tunnel with the path, whois, ip HOST, metrics.
+    let out = net.meshctl(0, &["ping", "-c", "2", "node1"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "meshctl ping: {text} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains(&format!("pong from node1 ({})", addrs[1])) && text.contains(" via 192.168.92.3:"), "{text}");
+    let out = net.meshctl(0, &["whois", &addrs[2], "--json"]);
+    let whois: serde_json::Value = serde_json::from_slice(&out.stdout).expect("whois JSON");
+    assert_eq!(whois["name"], "node2");
+    assert_eq!(whois["user"], "alice@example.com");
+    let out = net.meshctl(0, &["whois", "100.127.255.254"]);
+    assert_eq!(out.status.code(), Some(1), "whois of nobody");
+    let out = net.meshctl(1, &["ip", "-4", &format!("node2.{domain}")]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), addrs[2]);
+    let out = net.meshctl(0, &["debug", "metrics"]);
+    let metrics: serde_json::Value = serde_json::from_slice(&out.stdout).expect("metrics JSON");
+    assert!(metrics["event_loop"]["udp_rx"]["packets"].as_u64().is_some_and(|n| n > 0), "{metrics}");
+    assert!(metrics["node"]["dns_queries"].as_u64().is_some_and(|n| n > 0), "{metrics}");
+
+    // A policy that lets node0-node1 and node1-node2 talk, but not node0-node2: within 2 s
+    // of `policy set` the pair's pings fail; the others keep working.
+    let policy = format!(
+        r#"{{
+          // pairs by address
+          "acls": [
+            {{"action": "accept", "src": ["{a0}", "{a1}"], "dst": ["{a0}:*", "{a1}:*"]}},
+            {{"action": "accept", "src": ["{a1}", "{a2}"], "dst": ["{a1}:*", "{a2}:*"]}},
+          ],
+        }}"#,
+        a0 = addrs[0],
+        a1 = addrs[1],
+        a2 = addrs[2]
+    );
+    let file = net.dir.join("policy.hujson");
+    fs::write(&file, policy).expect("policy file");
+    net.admin(&["policy", "set", "--file", file.to_str().expect("path")]);
+    sleep(Duration::from_secs(2));
+    assert!(!ping(&net.nodes[0], &addrs[2], 2), "node0 -> node2 must be denied 2 s after policy set\n{}", net.logs());
+    assert!(!ping(&net.nodes[2], &addrs[0], 2), "node2 -> node0 must be denied\n{}", net.logs());
+    assert!(ping(&net.nodes[0], &addrs[1], 2), "node0 -> node1 stays allowed\n{}", net.logs());
+    assert!(ping(&net.nodes[2], &addrs[1], 2), "node2 -> node1 stays allowed\n{}", net.logs());
+
+    // A deleted node disappears from every peer's status.
+    let nodes: serde_json::Value = serde_json::from_str(&net.admin(&["nodes", "list", "--json"])).expect("nodes");
+    let id = nodes
+        .as_array()
+        .and_then(|n| n.iter().find(|n| n["name"] == "node1"))
+        .and_then(|n| n["id"].as_u64())
+        .expect("node1's id");
+    net.admin(&["nodes", "delete", &id.to_string()]);
+    for i in [0, 2] {
+        wait_for(|| !peer_names(&net.status(i)).contains(&"node1".to_string()), "node1 gone", || net.logs());
+    }
+    assert!(!ping(&net.nodes[0], &addrs[1], 1), "a deleted node is unreachable");
+
+    // down puts the original resolv.conf back; logout forgets the registration.
+    let out = net.meshctl(0, &["down"]);
+    assert!(out.status.success());
+    assert_eq!(fs::read_to_string(net.resolv_conf(0)).expect("resolv.conf"), original);
+    assert_eq!(net.status(0)["peers"].as_array().map_or(0, Vec::len), 0, "down: no peers");
+    assert!(net.node_dir(0).join("prefs.json").exists(), "down keeps the registration");
+    let out = net.meshctl(2, &["logout"]);
+    assert!(out.status.success());
+    assert_eq!(fs::read_to_string(net.resolv_conf(2)).expect("resolv.conf"), original);
+    assert!(!net.node_dir(2).join("prefs.json").exists(), "logout forgets the registration");
 }

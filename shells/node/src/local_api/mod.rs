@@ -6,5 +6,5 @@ pub mod client;
 pub mod protocol;
 pub mod server;
 
-pub use protocol::{PeerStatus, Request, Response, Status, MAX_REQUEST};
+pub use protocol::{PeerStatus, PingReport, Request, Response, Status, MAX_REQUEST};
 pub use server::{LocalApi, LocalApiError};

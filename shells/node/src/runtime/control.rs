@@ -57,6 +57,11 @@ pub struct UpRequest {
     pub auth_key: String,
     pub hostname: String,
     pub control_key: String,
+    pub ssh: bool,
+    pub advertise_tags: Vec<String>,
+    pub accept_dns: bool,
+    /// The host key lines published with `ssh` (the daemon's, not the caller's).
+    pub ssh_host_keys: Vec<String>,
     /// Registered before with this machine key (a restart): no auth key needed.
     pub known: bool,
 }
@@ -112,7 +117,10 @@ impl ControlLink {
         } else {
             RegisterAuth::AuthKey(request.auth_key.clone())
         };
-        let config = ClientConfig::new(PublicKey(key), host, &request.hostname, auth);
+        let mut config = ClientConfig::new(PublicKey(key), host, &request.hostname, auth);
+        config.ssh = request.ssh;
+        config.ssh_host_keys = if request.ssh { request.ssh_host_keys.clone() } else { Vec::new() };
+        config.requested_tags = request.advertise_tags.clone();
         Ok(Self {
             client: ControlClient::new(config, machine_key, node_key, seed, now),
             login_server: host.to_string(),
@@ -131,6 +139,10 @@ impl ControlLink {
                 login_server: request.login_server.clone(),
                 hostname: request.hostname.clone(),
                 control_key: request.control_key.clone(),
+                ssh: request.ssh,
+                advertise_tags: request.advertise_tags.clone(),
+                accept_dns: request.accept_dns,
+                want_running: true,
             },
         })
     }

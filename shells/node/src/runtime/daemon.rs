@@ -2,22 +2,27 @@
 //! runtime's loop. `up` starts a [`ControlLink`]; each netmap it brings is applied to the
 //! node (peers and filter) and, the first time the node's own addresses are known or
 //! whenever they change, the node is rebuilt on them (same key) and the TUN gets them
-//! with routes for the tailnet ranges.
+//! with routes for the tailnet ranges. Also `down`/`logout`, `ping` ([`super::ping`]),
+//! the system resolver for `--accept-dns` ([`crate::system_dns`]) and `debug metrics`.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
 
 use mesh_core::control::client::ClientEvent;
-use mesh_core::node::{Node, NodeConfig};
+use mesh_core::dns::MAGIC_DNS_ADDR;
+use mesh_core::ip::Filter;
+use mesh_core::node::{Node, NodeConfig, SshServerConfig};
 use mesh_core::wireguard::{IpPrefix, PrivateKey};
 use mio::{Registry, Token};
 use tracing::{info, warn};
 
 use super::control::{ControlLink, UpRequest};
+use super::ping::Pinger;
 use super::{clock, fill_random, Runtime, RuntimeError, API, CONTROL};
-use crate::local_api::{LocalApi, PeerStatus, Request, Response, Status};
+use crate::local_api::{LocalApi, PeerStatus, PingReport, Request, Response, Status};
 use crate::prefs::Prefs;
-use crate::state_dir::to_hex;
+use crate::state_dir::{ssh_host_key_line, to_hex};
+use crate::system_dns::SystemDns;
 
 /// What daemon mode needs beyond the runtime's config.
 #[derive(Debug)]
@@ -28,6 +33,8 @@ pub struct DaemonConfig {
     pub socket: PathBuf,
     /// Where `up`'s prefs are kept (none: not kept).
     pub state_dir: Option<PathBuf>,
+    /// The SSH host key's seed, served with `up --ssh`.
+    pub ssh_host_key: [u8; 32],
 }
 
 #[derive(Debug)]
@@ -38,6 +45,13 @@ pub(super) struct Daemon {
     registry: Registry,
     control: Option<ControlLink>,
     state_dir: Option<PathBuf>,
+    ssh_host_key: [u8; 32],
+    /// What the current `up` asked for.
+    ssh: bool,
+    accept_dns: bool,
+    /// The resolver configuration made for `--accept-dns` (state dir only).
+    system_dns: Option<SystemDns>,
+    pub(super) pinger: Pinger,
 }
 
 impl Runtime {
@@ -46,16 +60,24 @@ impl Runtime {
         let registry = self.poll.registry().try_clone().map_err(RuntimeError::Poll)?;
         let api = LocalApi::bind(&config.socket, &registry, API)?;
         info!(socket = %config.socket.display(), "local API listening");
+        let mut ident = [0u8; 2];
+        fill_random(&mut ident)?;
         self.daemon = Some(Daemon {
             machine_key: config.machine_key,
             template: config.node,
             api: Some(api),
             registry,
             control: None,
+            system_dns: config.state_dir.as_deref().map(|dir| SystemDns::new(dir, IpAddr::V4(MAGIC_DNS_ADDR))),
             state_dir: config.state_dir.clone(),
+            ssh_host_key: config.ssh_host_key,
+            ssh: false,
+            accept_dns: false,
+            pinger: Pinger::new(u16::from_be_bytes(ident)),
         });
         let saved = config.state_dir.as_deref().map(Prefs::load).transpose();
         match saved {
+            Ok(Some(Some(prefs))) if !prefs.want_running => info!("down before the restart; waiting for up"),
             Ok(Some(Some(prefs))) => {
                 info!(server = %prefs.login_server, "reconnecting as before the restart");
                 let up = UpRequest {
@@ -63,6 +85,10 @@ impl Runtime {
                     auth_key: String::new(),
                     hostname: prefs.hostname,
                     control_key: prefs.control_key,
+                    ssh: prefs.ssh,
+                    advertise_tags: prefs.advertise_tags,
+                    accept_dns: prefs.accept_dns,
+                    ssh_host_keys: Vec::new(),
                     known: true,
                 };
                 if let Err(error) = self.up(&up) {
@@ -134,29 +160,135 @@ impl Runtime {
 
     fn answer(&mut self, request: Request) -> Response {
         match request {
-            Request::Up { login_server, auth_key, hostname, control_key } => {
-                let up = UpRequest { login_server, auth_key, hostname, control_key, known: false };
+            Request::Up { login_server, auth_key, hostname, control_key, ssh, advertise_tags, accept_dns } => {
+                // Registered before on this server (then `down`): the machine key is enough.
+                let known = auth_key.is_empty()
+                    && self
+                        .daemon
+                        .as_ref()
+                        .and_then(|d| d.state_dir.as_deref())
+                        .and_then(|dir| Prefs::load(dir).ok().flatten())
+                        .is_some_and(|p| p.login_server == login_server && p.control_key == control_key);
+                let up = UpRequest {
+                    login_server,
+                    auth_key,
+                    hostname,
+                    control_key,
+                    ssh,
+                    advertise_tags,
+                    accept_dns,
+                    ssh_host_keys: Vec::new(),
+                    known,
+                };
                 match self.up(&up) {
                     Ok(()) => Response::ok(),
                     Err(message) => Response::error(message),
                 }
             }
-            Request::Down => {
-                if let Some(daemon) = &mut self.daemon {
-                    if let Some(mut link) = daemon.control.take() {
-                        link.close(&daemon.registry);
-                        info!("down: control connection closed");
-                    }
-                    if let Some(dir) = &daemon.state_dir {
-                        if let Err(error) = Prefs::remove(dir) {
-                            return Response::error(error.to_string());
-                        }
-                    }
+            Request::Down => match self.down(false) {
+                Ok(()) => Response::ok(),
+                Err(message) => Response::error(message),
+            },
+            Request::Logout => match self.down(true) {
+                Ok(()) => Response::ok(),
+                Err(message) => Response::error(message),
+            },
+            Request::Status => Response { ok: true, status: Some(self.status()), ..Response::default() },
+            Request::Ping { address } => match self.start_ping(&address) {
+                Ok(report) => Response { ok: true, ping: Some(report), ..Response::default() },
+                Err(message) => Response::error(message),
+            },
+            Request::PingResult { id } => {
+                let now = self.clock.now();
+                match self.daemon.as_mut().and_then(|d| d.pinger.report(now, id)) {
+                    Some(report) => Response { ok: true, ping: Some(report), ..Response::default() },
+                    None => Response::error(format!("no ping {id}")),
                 }
-                Response::ok()
             }
-            Request::Status => Response { ok: true, error: None, status: Some(self.status()) },
+            Request::Metrics => Response { ok: true, metrics: Some(self.metrics_json()), ..Response::default() },
         }
+    }
+
+    /// Leave the tailnet: no control connection, no peers, no resolver configuration.
+    /// `forget`: also the registration (logout).
+    fn down(&mut self, forget: bool) -> Result<(), String> {
+        let now = self.clock.now();
+        let Some(daemon) = &mut self.daemon else { return Ok(()) };
+        if let Some(mut link) = daemon.control.take() {
+            link.close(&daemon.registry);
+            info!(forget, "down: control connection closed");
+        }
+        if let Some(dns) = &mut daemon.system_dns {
+            dns.restore().map_err(|e| e.to_string())?;
+        }
+        if let Some(dir) = &daemon.state_dir {
+            let result = match (forget, Prefs::load(dir)) {
+                (true, _) | (false, Ok(None)) => Prefs::remove(dir),
+                (false, Ok(Some(prefs))) => Prefs { want_running: false, ..prefs }.save(dir),
+                (false, Err(error)) => {
+                    warn!(%error, "prefs not readable; removed");
+                    Prefs::remove(dir)
+                }
+            };
+            result.map_err(|e| e.to_string())?;
+        }
+        self.node.set_netmap(now, Vec::new());
+        self.node.set_filter(now, Filter::deny_all());
+        self.drain_node();
+        self.flush();
+        Ok(())
+    }
+
+    /// Send an echo to `address` (a peer's mesh address) through the tunnel.
+    fn start_ping(&mut self, address: &str) -> Result<PingReport, String> {
+        let to: IpAddr = address.trim().parse().map_err(|_| format!("`{address}` is not an IP address"))?;
+        let from = *self
+            .node
+            .addrs()
+            .iter()
+            .find(|a| a.is_ipv4() == to.is_ipv4() && !a.is_unspecified())
+            .ok_or("this node has no mesh address of that family (is it up?)")?;
+        let link = self.daemon.as_ref().and_then(|d| d.control.as_ref());
+        let peer = link
+            .and_then(|l| l.client.netmap())
+            .and_then(|state| state.peers.values().find(|p| p.addresses.contains(&to)).cloned())
+            .ok_or_else(|| format!("{to} is no peer's address"))?;
+        let endpoint = self
+            .node
+            .peer_id(&peer.node_key)
+            .and_then(|id| self.node.wireguard().peer_status(id))
+            .and_then(|w| w.endpoint)
+            .or_else(|| peer.endpoints.first().copied())
+            .map(|e| e.to_string());
+        let report = PingReport { peer: peer.name.clone(), address: to.to_string(), endpoint, ..PingReport::default() };
+        let now = self.clock.now();
+        let Some(daemon) = &mut self.daemon else { return Err("not in daemon mode".into()) };
+        let (id, packet) = daemon.pinger.start(now, from, to, report.clone()).ok_or("cannot build the echo")?;
+        self.node.handle_tun_packet(now, packet);
+        self.drain_node();
+        self.flush();
+        Ok(PingReport { id, ..report })
+    }
+
+    fn metrics_json(&self) -> serde_json::Value {
+        let stats = self.node.stats();
+        serde_json::json!({
+            "event_loop": self.metrics(),
+            "node": {
+                "inbound_malformed": stats.inbound_malformed,
+                "inbound_filtered": stats.inbound_filtered,
+                "inbound_not_for_us": stats.inbound_not_for_us,
+                "inbound_to_tun": stats.inbound_to_tun,
+                "inbound_to_stack": stats.inbound_to_stack,
+                "outbound_malformed": stats.outbound_malformed,
+                "outbound_no_route": stats.outbound_no_route,
+                "outbound_dropped": stats.outbound_dropped,
+                "dns_queries": stats.dns_queries,
+                "flows_cut": stats.flows_cut,
+                "flows": self.node.flow_count(),
+            },
+            "wireguard": format!("{:?}", self.node.wireguard().stats()),
+        })
     }
 
     fn up(&mut self, request: &UpRequest) -> Result<(), String> {
@@ -167,10 +299,25 @@ impl Runtime {
         let node_key = self.node.public_key();
         let Some(daemon) = &mut self.daemon else { return Err("not in daemon mode".into()) };
         let machine_key = daemon.machine_key.clone();
+        let request = &UpRequest { ssh_host_keys: vec![ssh_host_key_line(&daemon.ssh_host_key)], ..request.clone() };
         let link = ControlLink::new(request, machine_key, node_key, seed, now, CONTROL, udp_port)
             .map_err(|e| e.to_string())?;
         if let Some(mut old) = daemon.control.replace(link) {
             old.close(&daemon.registry);
+        }
+        let ssh_changed = daemon.ssh != request.ssh;
+        daemon.ssh = request.ssh;
+        daemon.accept_dns = request.accept_dns;
+        if !request.accept_dns {
+            if let Some(dns) = &mut daemon.system_dns {
+                dns.restore().map_err(|e| e.to_string())?;
+            }
+        }
+        if ssh_changed && self.node.addrs().iter().any(|a| !a.is_unspecified()) {
+            // SSH is part of the node: rebuild it on its addresses with SSH on or off.
+            let addresses = self.node.addrs().to_vec();
+            let domain = self.daemon_domain();
+            self.rebuild_node(&addresses, &domain).map_err(|e| e.to_string())?;
         }
         info!(server = %request.login_server, hostname = %request.hostname, "up");
         self.drain_control();
@@ -194,6 +341,20 @@ impl Runtime {
         self.node.set_filter(now, filter);
         self.drain_node();
         self.flush();
+        let link = self.tun.as_ref().map(|t| t.name().to_string());
+        if let Some(daemon) = &mut self.daemon {
+            if let (true, Some(dns)) = (daemon.accept_dns, &mut daemon.system_dns) {
+                if let Err(error) = dns.apply(link.as_deref(), &domain) {
+                    warn!(%error, "cannot configure the system resolver for MagicDNS");
+                }
+            }
+        }
+    }
+
+    /// The tailnet's DNS domain from the current netmap.
+    fn daemon_domain(&self) -> String {
+        let link = self.daemon.as_ref().and_then(|d| d.control.as_ref());
+        link.and_then(|l| l.client.netmap()).map(|s| s.dns_domain.clone()).unwrap_or_default()
     }
 
     fn rebuild_node(&mut self, addresses: &[IpAddr], domain: &str) -> Result<(), RuntimeError> {
@@ -211,6 +372,8 @@ impl Runtime {
             IpAddr::V4(_) => None,
         });
         config.dns_domain = domain.to_string();
+        config.ssh =
+            daemon.ssh.then(|| SshServerConfig::new(ed25519_dalek::SigningKey::from_bytes(&daemon.ssh_host_key)));
         let mut seed = [0u8; mesh_core::rng::SEED_LEN];
         fill_random(&mut seed)?;
         self.node = Node::new(config, seed, self.clock.now(), clock::unix_now())?;
@@ -247,14 +410,25 @@ impl Runtime {
             status.name = r.name.clone();
             status.addresses = r.addresses.iter().map(IpAddr::to_string).collect();
         }
+        if let Some(daemon) = &self.daemon {
+            status.ssh = daemon.ssh;
+            status.dns_configured = daemon.system_dns.as_ref().is_some_and(SystemDns::is_applied);
+        }
         let Some(state) = link.client.netmap() else { return status };
+        let fqdn = |name: &str| format!("{name}.{}", state.dns_domain);
         status.name = state.node.name.clone();
+        status.fqdn = fqdn(&state.node.name);
+        status.dns_domain = state.dns_domain.clone();
+        status.tags = state.node.tags.clone();
         status.addresses = state.node.addresses.iter().map(IpAddr::to_string).collect();
         for peer in state.peers.values() {
             let wg = self.node.peer_id(&peer.node_key).and_then(|id| self.node.wireguard().peer_status(id));
             status.peers.push(PeerStatus {
                 name: peer.name.clone(),
+                fqdn: fqdn(&peer.name),
                 user: peer.user.clone(),
+                tags: peer.tags.clone(),
+                ssh_host_keys: peer.ssh_host_keys.clone(),
                 addresses: peer.addresses.iter().map(IpAddr::to_string).collect(),
                 public_key: to_hex(&peer.node_key.0),
                 endpoint: wg

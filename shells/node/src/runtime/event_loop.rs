@@ -273,7 +273,10 @@ impl Runtime {
     /// Write what the node produced: datagrams into GSO batches (then sent), packets to
     /// the TUN. Every buffer goes back to the pool.
     pub(super) fn flush(&mut self) {
-        let Self { udp, tun, pool, pending_udp, pending_tun, metrics, .. } = self;
+        let Self { udp, tun, pool, pending_udp, pending_tun, metrics, daemon, clock, .. } = self;
+        if let Some(pinger) = daemon.as_mut().map(|d| &mut d.pinger).filter(|p| p.waiting()) {
+            pinger.observe(clock.now(), pending_tun);
+        }
         for transmit in pending_udp.drain(..) {
             let family = usize::from(transmit.dst.is_ipv6());
             match udp.get_mut(family).and_then(Option::as_mut) {

@@ -2,7 +2,7 @@
 //! loop's thread; the loop hands out a copy).
 
 /// System-call batch sizes in power-of-two buckets: 1, 2-3, 4-7, ..., 128 and more.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct BatchSizes {
     pub buckets: [u64; 8],
 }
@@ -18,7 +18,7 @@ impl BatchSizes {
 }
 
 /// Traffic through one side of the loop, in one direction.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Direction {
     pub packets: u64,
     pub bytes: u64,
@@ -39,7 +39,7 @@ impl Direction {
 
 /// What the loop dropped, by reason (the core counts its own drops in `NodeStats` and
 /// WireGuard's `DropCounts`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Drops {
     /// A datagram longer than any WireGuard message for this MTU.
     pub udp_oversized: u64,
@@ -60,7 +60,7 @@ pub struct Drops {
 }
 
 /// Every counter of the event loop.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Metrics {
     pub udp_rx: Direction,
     pub udp_tx: Direction,

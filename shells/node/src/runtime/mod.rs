@@ -23,6 +23,7 @@ mod daemon;
 mod event_loop;
 pub mod metrics;
 pub mod netlink;
+mod ping;
 pub mod tun;
 pub mod udp;
 
