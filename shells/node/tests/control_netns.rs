@@ -404,7 +404,9 @@ fn three_nodes_resolve_each_other_by_name_and_follow_the_policy() {
         net.start_node(i);
     }
     for i in 0..3 {
-        net.up(i, &key, &["--accept-dns"]);
+        // node1 serves SSH: its host key goes out with the netmap.
+        let extra: &[&str] = if i == 1 { &["--accept-dns", "--ssh"] } else { &["--accept-dns"] };
+        net.up(i, &key, extra);
     }
     for i in 0..3 {
         wait_for(|| peer_names(&net.status(i)).len() == 2, &format!("node{i} to list both others"), || net.logs());
@@ -448,6 +450,20 @@ fn three_nodes_resolve_each_other_by_name_and_follow_the_policy() {
     assert_eq!(out.status.code(), Some(1), "whois of nobody");
     let out = net.meshctl(1, &["ip", "-4", &format!("node2.{domain}")]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), addrs[2]);
+    // node1's host key reaches node0 as a known_hosts line by name, FQDN and address, and
+    // it is the key node1's SSH server presents (asked by OpenSSH's ssh-keyscan).
+    let out = net.meshctl(0, &["known-hosts"]);
+    let known = String::from_utf8_lossy(&out.stdout).to_string();
+    let prefix = format!("node1,node1.{domain},{}", addrs[1]);
+    let line = known.lines().find(|l| l.starts_with(&prefix) && l.contains(" ssh-ed25519 ")).unwrap_or_else(|| panic!("node1 in known-hosts: {known}"));
+    assert_eq!(known.lines().count(), 1, "only node1 serves SSH: {known}");
+    let key = line.split_whitespace().nth(2).expect("key").to_string();
+    let scan = Command::new("ip")
+        .args(["netns", "exec", &net.nodes[0], "ssh-keyscan", "-t", "ed25519", "-T", "5", &addrs[1]])
+        .output()
+        .expect("ssh-keyscan");
+    let scanned = String::from_utf8_lossy(&scan.stdout).to_string();
+    assert!(scanned.lines().any(|l| l.ends_with(&key)), "ssh-keyscan: {scanned} vs {key}");
     let out = net.meshctl(0, &["debug", "metrics"]);
     let metrics: serde_json::Value = serde_json::from_slice(&out.stdout).expect("metrics JSON");
     assert!(metrics["event_loop"]["udp_rx"]["packets"].as_u64().is_some_and(|n| n > 0), "{metrics}");
