@@ -295,6 +295,25 @@ fn two_meshd_nodes_join_through_meshcontrol_and_ping_both_ways() {
     fs::set_permissions(net.node_dir(0), fs::Permissions::from_mode(0o700)).expect("chmod");
     assert_eq!(net.status(0)["state"], "stopped", "the daemon keeps serving");
 
+    // An operator group's members may call: a third meshd with `--operator-group nogroup`
+    // (nobody's primary group) and its socket outside its state dir.
+    let op_socket = net.dir.join("op.sock");
+    let op = Command::new("ip")
+        .args(["netns", "exec", &net.nodes[0], env!("CARGO_BIN_EXE_meshd"), "--state-dir"])
+        .arg(net.dir.join("op"))
+        .args(["--tun", "mesh2", "--port", "0", "--operator-group", "nogroup", "--socket"])
+        .arg(&op_socket)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("operator meshd");
+    net.children.push(op);
+    let op_index = net.children.len() - 1;
+    wait_for(|| UnixStream::connect(&op_socket).is_ok(), "the operator meshd's socket", || net.logs());
+    let allowed = as_nobody(&op_socket);
+    assert_eq!(allowed.status.code(), Some(0), "operator: {}", String::from_utf8_lossy(&allowed.stderr));
+    assert_eq!(net.kill(op_index, nix::sys::signal::Signal::SIGTERM), Some(0));
+
     // A wrong auth key: the server refuses, `up` says so (exit 1), the daemon keeps serving.
     let url = net.url();
     let out = net.meshctl(0, &["up", "--login-server", &url, "--auth-key", "not-a-key", "--hostname", "node0"]);

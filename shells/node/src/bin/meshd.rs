@@ -32,9 +32,13 @@ struct Args {
     /// Daemon mode: WireGuard's UDP port (0: any).
     #[arg(long, value_name = "N", default_value_t = 41641)]
     port: u16,
-    /// Daemon mode: the local API socket (default DIR/meshd.sock).
+    /// Daemon mode: the local API socket (default DIR/meshd.sock, which only root can
+    /// reach; give operators a socket outside DIR, e.g. /run/meshd.sock).
     #[arg(long, value_name = "PATH")]
     socket: Option<PathBuf>,
+    /// Daemon mode: members of this group may use meshctl as root can.
+    #[arg(long, value_name = "GROUP")]
+    operator_group: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -81,6 +85,14 @@ fn run_daemon(args: &Args, dir: &Path) -> Result<(), String> {
     runtime.stop_on_signals().map_err(|e| e.to_string())?;
     let socket = args.socket.clone().unwrap_or_else(|| state.path().join("meshd.sock"));
     let machine_key = state.machine_key.clone();
+    let operator_gid = match &args.operator_group {
+        None => None,
+        Some(name) => match nix::unistd::Group::from_name(name) {
+            Ok(Some(group)) => Some(group.gid.as_raw()),
+            Ok(None) => return Err(format!("--operator-group {name}: no such group")),
+            Err(e) => return Err(format!("--operator-group {name}: {e}")),
+        },
+    };
     runtime
         .enable_daemon(DaemonConfig {
             machine_key,
@@ -88,6 +100,7 @@ fn run_daemon(args: &Args, dir: &Path) -> Result<(), String> {
             socket,
             state_dir: Some(state.path().to_path_buf()),
             ssh_host_key: state.ssh_host_key,
+            operator_gid,
         })
         .map_err(|e| e.to_string())?;
     info!(tun, port = runtime.udp_port(), "meshd running (daemon mode)");

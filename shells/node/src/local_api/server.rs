@@ -1,6 +1,6 @@
 //! The local API's listener on a Unix socket, driven by the runtime's mio loop. Each
-//! connection is checked by its peer credentials (root or the daemon's own uid) when
-//! accepted, then reads newline-terminated JSON requests up to
+//! connection is checked by its peer credentials (root, the daemon's own uid, or a member
+//! of the operator group when one is configured) when accepted, then reads newline-terminated JSON requests up to
 //! [`MAX_REQUEST`](super::protocol::MAX_REQUEST) bytes; a longer line or bad JSON gets an
 //! error response and the connection is closed. Connections are bounded in number.
 
@@ -44,6 +44,8 @@ pub struct LocalApi {
     next_token: usize,
     connections: BTreeMap<Token, Connection>,
     own_uid: u32,
+    /// Members of this group may call too (the socket is then 0660 and of this group).
+    operator_gid: Option<u32>,
     registry: Registry,
 }
 
@@ -55,8 +57,13 @@ impl std::fmt::Debug for LocalApi {
 
 impl LocalApi {
     /// Bind `path` (a stale socket file is replaced; the state dir lock makes sure no
-    /// other daemon owns it), mode 0600.
-    pub fn bind(path: &Path, registry: &Registry, listener_token: Token) -> Result<Self, LocalApiError> {
+    /// other daemon owns it), mode 0600, or 0660 and owned by the operator group.
+    pub fn bind(
+        path: &Path,
+        registry: &Registry,
+        listener_token: Token,
+        operator_gid: Option<u32>,
+    ) -> Result<Self, LocalApiError> {
         let bind_err = |error| LocalApiError::Bind { path: path.to_path_buf(), error };
         match std::fs::remove_file(path) {
             Ok(()) => {}
@@ -65,7 +72,14 @@ impl LocalApi {
         }
         let mut listener = UnixListener::bind(path).map_err(bind_err)?;
         use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(bind_err)?;
+        let mode = match operator_gid {
+            Some(gid) => {
+                std::os::unix::fs::chown(path, None, Some(gid)).map_err(bind_err)?;
+                0o660
+            }
+            None => 0o600,
+        };
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(bind_err)?;
         registry.register(&mut listener, listener_token, Interest::READABLE).map_err(LocalApiError::Poll)?;
         let registry = registry.try_clone().map_err(LocalApiError::Poll)?;
         Ok(Self {
@@ -75,6 +89,7 @@ impl LocalApi {
             next_token: listener_token.0 + 1,
             connections: BTreeMap::new(),
             own_uid: rustix::process::getuid().as_raw(),
+            operator_gid,
             registry,
         })
     }
@@ -114,15 +129,16 @@ impl LocalApi {
                     return;
                 }
             };
-            let uid = match rustix::net::sockopt::socket_peercred(&stream) {
-                Ok(cred) => cred.uid.as_raw(),
+            let (uid, gid) = match rustix::net::sockopt::socket_peercred(&stream) {
+                Ok(cred) => (cred.uid.as_raw(), cred.gid.as_raw()),
                 Err(error) => {
                     debug!(%error, "local API: no peer credentials");
                     continue;
                 }
             };
-            if uid != 0 && uid != self.own_uid {
-                warn!(uid, "local API: caller refused (not root or the daemon's user)");
+            let operator = || self.operator_gid.is_some_and(|op| is_member(uid, gid, op));
+            if uid != 0 && uid != self.own_uid && !operator() {
+                warn!(uid, "local API: caller refused (not root, the daemon's user or an operator)");
                 let mut line = serde_json::to_vec(&Response::error("permission denied")).unwrap_or_default();
                 line.push(b'\n');
                 let _ = stream.write(&line);
@@ -152,6 +168,18 @@ impl Drop for LocalApi {
 
 /// Read what there is, answer every complete line, write what can be written; whether
 /// the connection stays open.
+/// Whether the caller (`uid`, primary `gid`) is in group `group`: its primary group, or a
+/// supplementary one by the group database (NSS, so LDAP groups count).
+fn is_member(uid: u32, gid: u32, group: u32) -> bool {
+    if gid == group {
+        return true;
+    }
+    let Ok(Some(user)) = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) else { return false };
+    let Ok(name) = std::ffi::CString::new(user.name) else { return false };
+    nix::unistd::getgrouplist(&name, nix::unistd::Gid::from_raw(gid))
+        .is_ok_and(|groups| groups.iter().any(|g| g.as_raw() == group))
+}
+
 fn serve(conn: &mut Connection, answer: &mut impl FnMut(Request) -> Response) -> bool {
     let mut buf = [0u8; 4096];
     let mut eof = false;

@@ -35,6 +35,8 @@ pub struct DaemonConfig {
     pub state_dir: Option<PathBuf>,
     /// The SSH host key's seed, served with `up --ssh`.
     pub ssh_host_key: [u8; 32],
+    /// Members of this group may use the local API as root can (`meshd --operator-group`).
+    pub operator_gid: Option<u32>,
 }
 
 #[derive(Debug)]
@@ -58,7 +60,7 @@ impl Runtime {
     /// Serve the local API on `config.socket`; the control connection waits for `up`.
     pub fn enable_daemon(&mut self, config: DaemonConfig) -> Result<(), RuntimeError> {
         let registry = self.poll.registry().try_clone().map_err(RuntimeError::Poll)?;
-        let api = LocalApi::bind(&config.socket, &registry, API)?;
+        let api = LocalApi::bind(&config.socket, &registry, API, config.operator_gid)?;
         info!(socket = %config.socket.display(), "local API listening");
         let mut ident = [0u8; 2];
         fill_random(&mut ident)?;
