@@ -183,6 +183,41 @@ fn a_reconnect_replaces_the_stream_and_the_old_connection_closing_changes_nothin
 }
 
 #[test]
+fn a_known_machine_logging_in_again_updates_what_it_says_about_itself() {
+    let mut h = Harness::new();
+    h.server.set_policy(h.now, "admin", OPEN).unwrap_or_else(|e| panic!("{e}"));
+    let key = h.key("alice@example.com", AuthKeyOptions { reusable: true, ..Default::default() });
+    h.join(1, "laptop", &key);
+    let phone = h.join(2, "phone", &key);
+    // The phone comes back with SSH off and no host key: the laptop's map says so, the
+    // change is persisted, and the node keeps its name.
+    h.server.handle_connect(h.now, ConnId(12), machine(2));
+    let mut again = register(2, "renamed", "").with_auth(RegisterAuth::Known);
+    if let NodeMessage::Register(r) = &mut again {
+        r.ssh = false;
+        r.ssh_host_keys.clear();
+    }
+    let sent = h.send(12, again);
+    let upsert = to(&sent, 1).into_iter().find_map(|m| match m {
+        ServerMessage::Delta(d) => d.upsert.iter().find(|p| p.id == phone).cloned(),
+        _ => None,
+    });
+    let peer = upsert.unwrap_or_else(|| panic!("the laptop hears of the change: {sent:?}"));
+    assert!(peer.ssh_host_keys.is_empty());
+    assert_eq!(peer.name, "phone");
+    assert!(h.persisted.iter().any(|c| matches!(c, Change::Node(n) if n.id == phone && !n.ssh)));
+    // The same again changes nothing.
+    h.server.handle_connect(h.now, ConnId(13), machine(2));
+    let mut same = register(2, "", "").with_auth(RegisterAuth::Known);
+    if let NodeMessage::Register(r) = &mut same {
+        r.ssh = false;
+        r.ssh_host_keys.clear();
+    }
+    let sent = h.send(13, same);
+    assert!(to(&sent, 1).is_empty(), "{sent:?}");
+}
+
+#[test]
 fn policy_changes_deletion_and_expiry_reach_every_node() {
     let mut h = Harness::new();
     h.server.create_user("admin", "alice@example.com").unwrap_or_else(|e| panic!("{e}"));

@@ -474,7 +474,10 @@ fn three_nodes_resolve_each_other_by_name_and_follow_the_policy() {
     let out = net.meshctl(0, &["known-hosts"]);
     let known = String::from_utf8_lossy(&out.stdout).to_string();
     let prefix = format!("node1,node1.{domain},{}", addrs[1]);
-    let line = known.lines().find(|l| l.starts_with(&prefix) && l.contains(" ssh-ed25519 ")).unwrap_or_else(|| panic!("node1 in known-hosts: {known}"));
+    let line = known
+        .lines()
+        .find(|l| l.starts_with(&prefix) && l.contains(" ssh-ed25519 "))
+        .unwrap_or_else(|| panic!("node1 in known-hosts: {known}"));
     assert_eq!(known.lines().count(), 1, "only node1 serves SSH: {known}");
     let key = line.split_whitespace().nth(2).expect("key").to_string();
     let scan = Command::new("ip")
@@ -487,6 +490,20 @@ fn three_nodes_resolve_each_other_by_name_and_follow_the_policy() {
     let metrics: serde_json::Value = serde_json::from_slice(&out.stdout).expect("metrics JSON");
     assert!(metrics["event_loop"]["udp_rx"]["packets"].as_u64().is_some_and(|n| n > 0), "{metrics}");
     assert!(metrics["node"]["dns_queries"].as_u64().is_some_and(|n| n > 0), "{metrics}");
+
+    // `up` again with SSH on: the node is rebuilt on the same addresses (the TUN keeps
+    // them), its host key reaches the others, and traffic goes on.
+    net.up(0, &key, &["--accept-dns", "--ssh"]);
+    assert_eq!(net.status(0)["ssh"], true);
+    wait_for(
+        || String::from_utf8_lossy(&net.meshctl(2, &["known-hosts"]).stdout).lines().count() == 2,
+        "node0's host key at node2",
+        || net.logs(),
+    );
+    assert!(ping(&net.nodes[0], "node2", 2), "node0 -> node2 after the rebuild\n{}", net.logs());
+    let tun = Command::new("ip").args(["-n", &net.nodes[0], "-br", "addr", "show", "dev", "mesh0"]).output();
+    let tun = String::from_utf8_lossy(&tun.expect("ip addr").stdout).to_string();
+    assert_eq!(tun.matches(&format!("{}/32", addrs[0])).count(), 1, "one IPv4 address on the TUN: {tun}");
 
     // A policy that lets node0-node1 and node1-node2 talk, but not node0-node2: within 2 s
     // of `policy set` the pair's pings fail; the others keep working.

@@ -359,8 +359,17 @@ impl ControlServer {
             return self.reject(now, conn, why);
         }
         if let Some(id) = self.conn_node(conn) {
-            match self.nodes.get(&id) {
+            match self.nodes.get_mut(&id) {
                 Some(n) if n.node_key == r.node_key => {
+                    // What the node says about itself may change between logins (`up
+                    // --ssh`); what the admin decides (name, tags, user) does not.
+                    let host_keys: Vec<String> = r.ssh_host_keys.into_iter().take(MAX_HOST_KEYS).collect();
+                    if n.ssh != r.ssh || n.ssh_host_keys != host_keys {
+                        n.ssh = r.ssh;
+                        n.ssh_host_keys = host_keys;
+                        self.out.push_back(Output::Persist(Change::Node(n.clone())));
+                        self.nodes_changed(now, &[id]);
+                    }
                     let registered = self.registered(id);
                     self.send(now, conn, registered);
                 }

@@ -391,7 +391,7 @@ impl Runtime {
             .flatten()
             .filter(|r| with_len.iter().any(|(a, _)| a.is_ipv4() == r.addr().is_ipv4()))
             .collect();
-            tun.add_addresses(&with_len, u16::try_from(self.mtu).unwrap_or(1280), &routes)?;
+            tun.set_addresses(&with_len, u16::try_from(self.mtu).unwrap_or(1280), &routes)?;
         }
         Ok(())
     }

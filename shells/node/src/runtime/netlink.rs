@@ -6,6 +6,7 @@ use std::net::IpAddr;
 
 use futures::TryStreamExt as _;
 use mesh_core::wireguard::IpPrefix;
+use rtnetlink::packet_route::address::AddressAttribute;
 use rtnetlink::packet_route::link::LinkAttribute;
 use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
 
@@ -58,8 +59,9 @@ impl Netlink {
         }
     }
 
-    /// Give link `index` its addresses, MTU and queue length, bring it up, and route
-    /// `routes` to it.
+    /// Give link `index` exactly these addresses (others it has are removed, IPv6
+    /// link-local ones aside; present ones are kept), its MTU and queue length, bring it
+    /// up, and route `routes` to it. Safe to call again with the same arguments.
     pub fn configure(
         &self,
         index: u32,
@@ -81,10 +83,27 @@ impl Netlink {
                 .execute()
                 .await
                 .map_err(request(format!("set MTU {mtu}")))?;
+            let mut existing = handle.address().get().set_link_index_filter(index).execute();
+            let mut stale = Vec::new();
+            while let Some(message) = existing.try_next().await.map_err(request("list addresses".into()))? {
+                let addr = message.attributes.iter().find_map(|a| match a {
+                    AddressAttribute::Address(addr) => Some(*addr),
+                    _ => None,
+                });
+                let Some(addr) = addr else { continue };
+                let link_local = matches!(addr, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80);
+                if !link_local && !addresses.contains(&(addr, message.header.prefix_len)) {
+                    stale.push((addr, message));
+                }
+            }
+            for (addr, message) in stale {
+                handle.address().del(message).execute().await.map_err(request(format!("remove address {addr}")))?;
+            }
             for &(addr, len) in addresses {
                 handle
                     .address()
                     .add(index, addr, len)
+                    .replace()
                     .execute()
                     .await
                     .map_err(request(format!("add address {addr}/{len}")))?;

@@ -97,8 +97,9 @@ impl Tun {
         Ok(tun)
     }
 
-    /// Add addresses (and routes) to the configured device, as `create` would have.
-    pub fn add_addresses(&self, addresses: &[(IpAddr, u8)], mtu: u16, routes: &[IpPrefix]) -> Result<(), TunError> {
+    /// Give the configured device exactly these addresses (and routes), as `create` would
+    /// have: addresses it had before and not now are removed.
+    pub fn set_addresses(&self, addresses: &[(IpAddr, u8)], mtu: u16, routes: &[IpPrefix]) -> Result<(), TunError> {
         self.netlink
             .configure(self.index, addresses, mtu, routes)
             .map_err(|error| TunError::Configure { name: self.name.clone(), error })?;
