@@ -21,6 +21,7 @@ mod model;
 mod nodeset;
 mod ports;
 mod read;
+mod ssh_access;
 #[cfg(test)]
 mod tests;
 
@@ -32,6 +33,7 @@ pub use hujson::{Pos, MAX_POLICY_BYTES};
 pub use model::*;
 pub use nodeset::NodeSet;
 pub use read::check_local_user;
+pub use ssh_access::{ssh_access, SshAccess, SshDenied};
 
 /// A policy that cannot be used, with where and why.
 #[derive(Clone, Debug, Error, PartialEq, Eq)]
