@@ -14,9 +14,17 @@ use super::read::check_local_user;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SshAccess<'a> {
     /// Log in as `local_user` under `rule`.
-    Accept { local_user: String, allow_root: bool, rule: &'a NodeSshRule },
+    Accept {
+        local_user: String,
+        allow_root: bool,
+        rule: &'a NodeSshRule,
+    },
     /// Ask the coordination server first (the rule's check period), then log in.
-    Check { local_user: String, allow_root: bool, rule: &'a NodeSshRule },
+    Check {
+        local_user: String,
+        allow_root: bool,
+        rule: &'a NodeSshRule,
+    },
     Deny(SshDenied),
 }
 
@@ -32,7 +40,9 @@ pub enum SshDenied {
 impl std::fmt::Display for SshDenied {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            SshDenied::NoRuleForSource => write!(f, "no SSH rule of the tailnet policy allows this node to log in here"),
+            SshDenied::NoRuleForSource => {
+                write!(f, "no SSH rule of the tailnet policy allows this node to log in here")
+            }
             SshDenied::UserNotPermitted(user) => {
                 write!(f, "the tailnet policy does not let this node log in here as {user:?}")
             }
@@ -114,7 +124,10 @@ mod tests {
             SshAccess::Accept { local_user, allow_root: true, .. } => assert_eq!(local_user, "svc-deploy"),
             other => panic!("{other:?}"),
         }
-        assert_eq!(ssh_access(&rules, NodeId(3), "alice"), SshAccess::Deny(SshDenied::UserNotPermitted("alice".into())));
+        assert_eq!(
+            ssh_access(&rules, NodeId(3), "alice"),
+            SshAccess::Deny(SshDenied::UserNotPermitted("alice".into()))
+        );
         assert_eq!(ssh_access(&rules, NodeId(9), "alice"), SshAccess::Deny(SshDenied::NoRuleForSource));
         assert_eq!(ssh_access(&[], NodeId(1), "alice"), SshAccess::Deny(SshDenied::NoRuleForSource));
     }

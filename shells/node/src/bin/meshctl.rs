@@ -157,7 +157,10 @@ fn run(args: &Args) -> Result<(), Failure> {
                 Some(h) => h.clone(),
                 None => rustix::system::uname().nodename().to_string_lossy().into_owned(),
             };
+            // Resolved here, so the daemon's loop never waits for a resolver.
+            let server_addr = Some(resolve_server(login_server).map_err(Failure::Failed)?.to_string());
             let up = Request::Up {
+                server_addr,
                 login_server: login_server.clone(),
                 auth_key: auth_key.clone(),
                 hostname,
@@ -418,13 +421,8 @@ fn print_status(status: &Status) {
 /// GET /key from the login server over plain HTTP (for tests and trusted networks; pass
 /// `--control-key` elsewhere).
 fn fetch_key(login_server: &str) -> Result<String, String> {
-    let host = login_server.trim();
-    let host = host.strip_prefix("http://").unwrap_or(host).trim_end_matches('/');
-    let addr = host
-        .to_socket_addrs()
-        .map_err(|e| format!("{host}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{host}: no address"))?;
+    let host = server_host(login_server);
+    let addr = resolve_server(login_server)?;
     let mut stream = TcpStream::connect_timeout(&addr, TIMEOUT).map_err(|e| format!("{host}: {e}"))?;
     stream.set_read_timeout(Some(TIMEOUT)).map_err(|e| e.to_string())?;
     write!(stream, "GET /key HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").map_err(|e| e.to_string())?;
@@ -440,4 +438,16 @@ fn fetch_key(login_server: &str) -> Result<String, String> {
         return Err("GET /key: not a key".into());
     }
     Ok(key.to_string())
+}
+
+/// `host:port` of a login server URL (`http://host:port/` or bare).
+fn server_host(login_server: &str) -> &str {
+    let host = login_server.trim();
+    host.strip_prefix("http://").unwrap_or(host).trim_end_matches('/')
+}
+
+/// The login server's first address.
+fn resolve_server(login_server: &str) -> Result<std::net::SocketAddr, String> {
+    let host = server_host(login_server);
+    host.to_socket_addrs().map_err(|e| format!("{host}: {e}"))?.next().ok_or_else(|| format!("{host}: no address"))
 }

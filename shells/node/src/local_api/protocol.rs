@@ -26,6 +26,10 @@ pub enum Request {
         /// Point the system resolver at MagicDNS for the tailnet's domain.
         #[serde(default)]
         accept_dns: bool,
+        /// The login server's socket address as the caller resolved it, so the daemon's
+        /// loop never waits for a resolver; without it the daemon resolves the name.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        server_addr: Option<String>,
     },
     /// Leave the tailnet: the control connection closes, the tunnels and the resolver
     /// configuration go; the registration is kept (a restart stays down, `up` resumes

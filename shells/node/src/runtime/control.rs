@@ -62,6 +62,8 @@ pub struct UpRequest {
     pub accept_dns: bool,
     /// The host key lines published with `ssh` (the daemon's, not the caller's).
     pub ssh_host_keys: Vec<String>,
+    /// The server's address, resolved by the caller (`None`: resolved here).
+    pub server_addr: Option<SocketAddr>,
     /// Registered before with this machine key (a restart): no auth key needed.
     pub known: bool,
 }
@@ -88,8 +90,10 @@ pub struct ControlLink {
 }
 
 impl ControlLink {
-    /// The server's address is resolved here, once per `up` (a host name blocks the loop
-    /// for the resolver's answer; IP literals do not), not at every reconnect.
+    /// The server's address is resolved once per `up`, not at every reconnect: by
+    /// `meshctl` (passed in the request), or here when the request has none (a host name
+    /// then blocks the loop for the resolver's answer; a restart resolves before the loop
+    /// runs).
     pub fn new(
         request: &UpRequest,
         machine_key: PrivateKey,
@@ -104,11 +108,14 @@ impl ControlLink {
         if host.is_empty() || host.contains('/') || !host.contains(':') {
             return Err(ControlError::BadServer(request.login_server.clone()));
         }
-        let server = host
-            .to_socket_addrs()
-            .map_err(|error| ControlError::Resolve { server: host.to_string(), error })?
-            .next()
-            .ok_or_else(|| ControlError::BadServer(request.login_server.clone()))?;
+        let server = match request.server_addr {
+            Some(addr) => addr,
+            None => host
+                .to_socket_addrs()
+                .map_err(|error| ControlError::Resolve { server: host.to_string(), error })?
+                .next()
+                .ok_or_else(|| ControlError::BadServer(request.login_server.clone()))?,
+        };
         let key = crate::state_dir::parse_hex(request.control_key.trim()).ok_or(ControlError::BadKey)?;
         let auth = if request.known {
             RegisterAuth::Known

@@ -91,6 +91,7 @@ impl Runtime {
                     advertise_tags: prefs.advertise_tags,
                     accept_dns: prefs.accept_dns,
                     ssh_host_keys: Vec::new(),
+                    server_addr: None,
                     known: true,
                 };
                 if let Err(error) = self.up(&up) {
@@ -162,7 +163,20 @@ impl Runtime {
 
     fn answer(&mut self, request: Request) -> Response {
         match request {
-            Request::Up { login_server, auth_key, hostname, control_key, ssh, advertise_tags, accept_dns } => {
+            Request::Up {
+                login_server,
+                auth_key,
+                hostname,
+                control_key,
+                ssh,
+                advertise_tags,
+                accept_dns,
+                server_addr,
+            } => {
+                let server_addr = match server_addr.map(|a| a.parse::<std::net::SocketAddr>()).transpose() {
+                    Ok(addr) => addr,
+                    Err(_) => return Response::error("server_addr: not a socket address"),
+                };
                 // Registered before on this server (then `down`): the machine key is enough.
                 let known = auth_key.is_empty()
                     && self
@@ -180,6 +194,7 @@ impl Runtime {
                     advertise_tags,
                     accept_dns,
                     ssh_host_keys: Vec::new(),
+                    server_addr,
                     known,
                 };
                 match self.up(&up) {
