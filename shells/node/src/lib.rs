@@ -14,6 +14,7 @@ pub mod local_api;
 pub mod prefs;
 pub mod runtime;
 pub mod session;
+pub mod ssh_service;
 pub mod state_dir;
 pub mod system_dns;
 pub mod wg_config;
