@@ -8,6 +8,7 @@
 #![allow(clippy::expect_used)] // a failed expectation is the test failing
 
 mod netns;
+mod support;
 
 use std::fs;
 use std::io::{BufRead as _, BufReader, Write as _};
@@ -551,4 +552,122 @@ fn three_nodes_resolve_each_other_by_name_and_follow_the_policy() {
     assert!(out.status.success());
     assert_eq!(fs::read_to_string(net.resolv_conf(2)).expect("resolv.conf"), original);
     assert!(!net.node_dir(2).join("prefs.json").exists(), "logout forgets the registration");
+}
+
+/// `ssh` with only `known` trusted, as OpenSSH runs it for a user with no keys anywhere.
+fn ssh_command(ns: &str, known: &Path, destination: &str, command: &str) -> Command {
+    let mut ssh = Command::new("ip");
+    ssh.args(["netns", "exec", ns, "ssh", "-F", "/dev/null", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"])
+        .arg("-o")
+        .arg(format!("UserKnownHostsFile={}", known.display()))
+        .args(["-o", "GlobalKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10", destination, command]);
+    ssh
+}
+
+#[test]
+fn ssh_by_identity_runs_as_the_mapped_user_and_is_revoked_with_the_policy() {
+    if !is_root() || !Path::new("/usr/bin/ssh").exists() {
+        return;
+    }
+    let Some(user) = support::TestUser::create("/bin/bash") else { return };
+    let mut net = Tailnet::new("ssh", 93, 2);
+    net.start_server();
+    net.admin(&["users", "create", "alice@example.com"]);
+    let key = net.admin(&["preauthkeys", "create", "--user", "alice@example.com", "--reusable"]);
+    let open = r#"{
+      "acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}],
+      "ssh": [{"action": "accept", "src": ["autogroup:member"], "dst": ["autogroup:self"], "users": ["autogroup:nonroot"]}],
+    }"#;
+    let policy = net.dir.join("policy.hujson");
+    fs::write(&policy, open).expect("policy");
+    net.admin(&["policy", "set", "--file", policy.to_str().expect("path")]);
+    for i in 0..2 {
+        net.start_node(i);
+    }
+    net.up(1, &key, &["--ssh"]);
+    net.up(0, &key, &[]);
+    wait_for(|| peer_names(&net.status(0)).contains(&"node1".to_string()), "node0 to list node1", || net.logs());
+    let a1 = ipv4_of(&net.status(1));
+    let known = net.dir.join("known_hosts");
+    wait_for(
+        || {
+            let out = net.meshctl(0, &["known-hosts"]);
+            fs::write(&known, &out.stdout).expect("known_hosts");
+            !out.stdout.is_empty()
+        },
+        "node1's host key",
+        || net.logs(),
+    );
+    let dest = format!("{}@{a1}", user.name);
+
+    // Who the session runs as, and its exit code.
+    let out = ssh_command(&net.nodes[0], &known, &dest, "whoami; id -u; echo $HOME; exit 7").output().expect("ssh");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let uid = nix::unistd::User::from_name(&user.name).expect("lookup").expect("user").uid.as_raw();
+    assert_eq!(
+        text.lines().collect::<Vec<_>>(),
+        [user.name.as_str(), &uid.to_string(), &format!("/home/{}", user.name)],
+        "ssh output; stderr: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        net.logs()
+    );
+    assert_eq!(out.status.code(), Some(7), "the exit code comes through");
+
+    // meshctl ssh: by name, with the netmap's keys only.
+    let out = Command::new("ip")
+        .args(["netns", "exec", &net.nodes[0], env!("CARGO_BIN_EXE_meshctl"), "--socket"])
+        .arg(net.node_dir(0).join("meshd.sock"))
+        .args(["ssh", &format!("{}@node1", user.name), "--", "-o", "BatchMode=yes", "echo", "by-name"])
+        .env("XDG_CONFIG_HOME", net.dir.join("config"))
+        .output()
+        .expect("meshctl ssh");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "by-name", "{}", String::from_utf8_lossy(&out.stderr));
+
+    // root is not a nonroot user: denied with the reason as the banner.
+    let out = ssh_command(&net.nodes[0], &known, &format!("root@{a1}"), "true").output().expect("ssh");
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(255), "root denied: {stderr}");
+    assert!(stderr.contains("does not let this node log in here as \"root\""), "the banner says why: {stderr}");
+
+    // A live session ends within 2 s of a policy without the rule, its processes too.
+    let mut live = ssh_command(&net.nodes[0], &known, &dest, "sleep 600 & sleep 600")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ssh");
+    wait_for(
+        || Command::new("pgrep").args(["-u", &user.name, "sleep"]).output().is_ok_and(|o| o.status.success()),
+        "the remote sleep",
+        || net.logs(),
+    );
+    let closed = r#"{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}"#;
+    fs::write(&policy, closed).expect("policy");
+    net.admin(&["policy", "set", "--file", policy.to_str().expect("path")]);
+    let changed = Instant::now();
+    let status = loop {
+        if let Some(status) = live.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(changed.elapsed() < Duration::from_secs(10), "the session outlived the policy\n{}", net.logs());
+        sleep(Duration::from_millis(20));
+    };
+    let took = changed.elapsed();
+    let mut stderr = String::new();
+    if let Some(mut pipe) = live.stderr.take() {
+        use std::io::Read as _;
+        let _ = pipe.read_to_string(&mut stderr);
+    }
+    eprintln!("revoked after {took:?}: {stderr}");
+    assert!(!status.success());
+    assert!(stderr.contains("Access revoked"), "{stderr}");
+    assert!(took < Duration::from_secs(2), "revoked after {took:?}");
+    wait_for(
+        || Command::new("pgrep").args(["-u", &user.name]).output().is_ok_and(|o| !o.status.success()),
+        "the session's processes to be gone",
+        || net.logs(),
+    );
+    // And a new login is refused.
+    let out = ssh_command(&net.nodes[0], &known, &dest, "true").output().expect("ssh");
+    assert_eq!(out.status.code(), Some(255));
+    drop(user);
 }

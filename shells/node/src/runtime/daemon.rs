@@ -45,7 +45,7 @@ pub(super) struct Daemon {
     template: NodeConfig,
     api: Option<LocalApi>,
     registry: Registry,
-    control: Option<ControlLink>,
+    pub(super) control: Option<ControlLink>,
     state_dir: Option<PathBuf>,
     ssh_host_key: [u8; 32],
     /// What the current `up` asked for.
@@ -139,7 +139,7 @@ impl Runtime {
         owned
     }
 
-    fn drain_control(&mut self) {
+    pub(super) fn drain_control(&mut self) {
         let now = self.clock.now();
         let Some(daemon) = &mut self.daemon else { return };
         let Some(link) = &mut daemon.control else { return };
@@ -148,6 +148,7 @@ impl Runtime {
             match event {
                 ClientEvent::NetmapChanged => self.apply_netmap(),
                 ClientEvent::Registered(_) => self.save_prefs(),
+                ClientEvent::CheckAnswer { id, answer } => self.handle_check_answer(id, answer),
                 _ => {}
             }
         }
@@ -357,6 +358,7 @@ impl Runtime {
         self.node.set_netmap(now, peers);
         self.node.set_filter(now, filter);
         self.drain_node();
+        self.recheck_ssh();
         self.flush();
         let link = self.tun.as_ref().map(|t| t.name().to_string());
         if let Some(daemon) = &mut self.daemon {

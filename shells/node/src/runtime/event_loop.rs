@@ -54,10 +54,10 @@ impl Runtime {
             }
             self.flush();
             let busy = ready.iter().any(|&r| r) && !self.backed_up();
-            let next = match (self.node.poll_timeout(), self.daemon_timeout()) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let next = [self.node.poll_timeout(), self.daemon_timeout(), self.ssh.poll_timeout(self.clock.now())]
+                .into_iter()
+                .flatten()
+                .min();
             let timeout = if busy { Some(Duration::ZERO) } else { next.map(|at| self.clock.until(at)) };
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
@@ -78,12 +78,23 @@ impl Runtime {
                     }
                     TUN => ready[2] = true,
                     SIGNALS => {
-                        if let Some(signals) = &mut self.signals {
-                            if let Some(signal) = signals.pending().next() {
+                        let pending: Vec<i32> =
+                            self.signals.as_mut().map(|s| s.pending().collect()).unwrap_or_default();
+                        let mut child = false;
+                        for signal in pending {
+                            if signal == signal_hook::consts::SIGCHLD {
+                                child = true;
+                            } else {
                                 info!(signal, "signal received, shutting down");
                                 return Ok(());
                             }
                         }
+                        if child {
+                            self.ssh_timers();
+                        }
+                    }
+                    token if token.0 >= super::ssh::SSH_TOKENS => {
+                        self.ssh_ready(token, event.is_readable() || event.is_read_closed(), event.is_writable());
                     }
                     WAKER => {}
                     token => {
@@ -101,6 +112,9 @@ impl Runtime {
     fn run_timers(&mut self) {
         self.daemon_timers();
         let now = self.clock.now();
+        if self.ssh.poll_timeout(now).is_some_and(|at| at <= now) {
+            self.ssh_timers();
+        }
         if self.node.poll_timeout().is_some_and(|at| at <= now) {
             self.metrics.timers += 1;
             self.node.handle_timeout(now);
@@ -119,7 +133,15 @@ impl Runtime {
         while let Some(event) = self.node.poll_event() {
             match event {
                 NodeEvent::WireGuard(event) => debug!(?event, "wireguard"),
+                // Acting on a session makes more output (and maybe events): drained below.
+                NodeEvent::Ssh(event) => self.handle_ssh_event(event),
                 other => trace!(?other, "node event"),
+            }
+            while let Some(transmit) = self.node.poll_transmit() {
+                self.pending_udp.push(transmit);
+            }
+            while let Some(packet) = self.node.poll_tun_packet() {
+                self.pending_tun.push(packet);
             }
         }
     }

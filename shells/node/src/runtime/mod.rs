@@ -24,6 +24,7 @@ mod event_loop;
 pub mod metrics;
 pub mod netlink;
 mod ping;
+mod ssh;
 pub mod tun;
 pub mod udp;
 
@@ -125,6 +126,8 @@ pub struct Runtime {
     metrics: Metrics,
     /// Daemon mode: the local API and the control connection.
     daemon: Option<daemon::Daemon>,
+    /// SSH connections served by the core (with `up --ssh`).
+    ssh: ssh::SshSessions,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -217,14 +220,19 @@ impl Runtime {
             udp_errors_in_row: [0; 2],
             metrics: Metrics::default(),
             daemon: None,
+            ssh: ssh::SshSessions::default(),
         })
     }
 
     /// End [`Runtime::run`] on SIGINT or SIGTERM.
     pub fn stop_on_signals(&mut self) -> Result<(), RuntimeError> {
-        let mut signals =
-            signal_hook_mio::v1_0::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
-                .map_err(RuntimeError::Poll)?;
+        // SIGCHLD too: an SSH session's process ended (the loop reaps it then).
+        let mut signals = signal_hook_mio::v1_0::Signals::new([
+            signal_hook::consts::SIGINT,
+            signal_hook::consts::SIGTERM,
+            signal_hook::consts::SIGCHLD,
+        ])
+        .map_err(RuntimeError::Poll)?;
         self.poll.registry().register(&mut signals, SIGNALS, Interest::READABLE).map_err(RuntimeError::Poll)?;
         self.signals = Some(signals);
         Ok(())

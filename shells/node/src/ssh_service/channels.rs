@@ -654,6 +654,18 @@ impl ChannelHost {
         true
     }
 
+    /// Tell the client on every session channel's stderr (as far as its window takes it):
+    /// why the connection is about to end.
+    pub fn notify_all(&mut self, session: &mut ServerSession, now: Instant, text: &str) {
+        let Some(mut channels) = session.channels(now) else { return };
+        for (id, chan) in &self.channels {
+            if matches!(chan.backend, Backend::Pending | Backend::Process { .. }) {
+                let room = channels.writable(*id).min(text.len());
+                let _ = channels.write_extended(*id, 1, text.as_bytes().get(..room).unwrap_or_default());
+            }
+        }
+    }
+
     /// The connection is over: hang up every child, close every socket.
     pub fn shutdown(&mut self, mio: &mio::Registry, tokens: &mut dyn Tokens) {
         for (_, mut chan) in std::mem::take(&mut self.channels) {
