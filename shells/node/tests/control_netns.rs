@@ -669,5 +669,111 @@ fn ssh_by_identity_runs_as_the_mapped_user_and_is_revoked_with_the_policy() {
     // And a new login is refused.
     let out = ssh_command(&net.nodes[0], &known, &dest, "true").output().expect("ssh");
     assert_eq!(out.status.code(), Some(255));
+
+    // Port 22 is served on the mesh addresses only: from the underlay (node0, and node1
+    // itself) nothing answers.
+    let underlay = "192.168.93.3";
+    for ns in [&net.nodes[0], &net.nodes[1]] {
+        let out = ssh_command(ns, &known, &format!("{}@{underlay}", user.name), "true").output().expect("ssh");
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(stderr.contains("Connection refused"), "port 22 on the underlay from {ns}: {stderr}");
+    }
+    drop(user);
+}
+
+/// The pending check holds' tokens on the server.
+fn check_tokens(net: &Tailnet) -> Vec<String> {
+    let list: serde_json::Value = serde_json::from_str(&net.admin(&["auth", "list", "--json"])).expect("auth list");
+    list.as_array()
+        .map(|a| {
+            a.iter().filter(|p| p["kind"] == "check").filter_map(|p| p["token"].as_str().map(str::to_string)).collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn ssh_check_mode_holds_until_the_server_approves_and_remembers_for_the_period() {
+    if !is_root() || !Path::new("/usr/bin/ssh").exists() {
+        return;
+    }
+    let Some(user) = support::TestUser::create("/bin/bash") else { return };
+    let mut net = Tailnet::new("chk", 94, 2);
+    net.start_server();
+    net.admin(&["users", "create", "alice@example.com"]);
+    let key = net.admin(&["preauthkeys", "create", "--user", "alice@example.com", "--reusable"]);
+    let set_policy = |net: &Tailnet, period: &str| {
+        let text = format!(
+            r#"{{
+              "acls": [{{"action": "accept", "src": ["*"], "dst": ["*:*"]}}],
+              "ssh": [{{"action": "check", "checkPeriod": "{period}", "src": ["autogroup:member"],
+                        "dst": ["autogroup:self"], "users": ["autogroup:nonroot"]}}],
+            }}"#
+        );
+        let file = net.dir.join("policy.hujson");
+        fs::write(&file, text).expect("policy");
+        net.admin(&["policy", "set", "--file", file.to_str().expect("path")]);
+    };
+    set_policy(&net, "12h");
+    for i in 0..2 {
+        net.start_node(i);
+    }
+    net.up(1, &key, &["--ssh"]);
+    net.up(0, &key, &[]);
+    wait_for(|| peer_names(&net.status(0)).contains(&"node1".to_string()), "node0 to list node1", || net.logs());
+    let a1 = ipv4_of(&net.status(1));
+    let known = net.dir.join("known_hosts");
+    wait_for(
+        || {
+            let out = net.meshctl(0, &["known-hosts"]);
+            fs::write(&known, &out.stdout).expect("known_hosts");
+            !out.stdout.is_empty()
+        },
+        "node1's host key",
+        || net.logs(),
+    );
+    let dest = format!("{}@{a1}", user.name);
+    let held = |net: &Tailnet| {
+        let child = ssh_command(&net.nodes[0], &known, &dest, "echo checked")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("ssh");
+        let mut token = Vec::new();
+        wait_for(
+            || {
+                token = check_tokens(net);
+                !token.is_empty()
+            },
+            "a check hold on the server",
+            || net.logs(),
+        );
+        (child, token.remove(0))
+    };
+
+    // The login is held, the banner says why and where; approval lets it through.
+    let (child, token) = held(&net);
+    sleep(Duration::from_millis(300));
+    net.admin(&["auth", "approve", &token]);
+    let out = child.wait_with_output().expect("ssh");
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "checked", "{stderr}\n{}", net.logs());
+    assert!(stderr.contains("# SSH requires an additional check."), "{stderr}");
+    assert!(stderr.contains("# To authenticate, visit: http://192.168.94.1:"), "{stderr}");
+
+    // Within the check period the next login is not held.
+    let started = Instant::now();
+    let out = ssh_command(&net.nodes[0], &known, &dest, "echo again").output().expect("ssh");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "again", "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(check_tokens(&net).is_empty());
+
+    // checkPeriod "always": every login is held; a rejection ends it.
+    set_policy(&net, "always");
+    sleep(Duration::from_millis(500));
+    let (child, token) = held(&net);
+    net.admin(&["auth", "reject", &token]);
+    let out = child.wait_with_output().expect("ssh");
+    assert_eq!(out.status.code(), Some(255), "rejected: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stdout.is_empty());
     drop(user);
 }
