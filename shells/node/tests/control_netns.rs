@@ -556,11 +556,21 @@ fn three_nodes_resolve_each_other_by_name_and_follow_the_policy() {
 
 /// `ssh` with only `known` trusted, as OpenSSH runs it for a user with no keys anywhere.
 fn ssh_command(ns: &str, known: &Path, destination: &str, command: &str) -> Command {
+    ssh_with(ns, known, &[], destination, command)
+}
+
+/// [`ssh_command`] with more options (before the destination).
+fn ssh_with(ns: &str, known: &Path, options: &[&str], destination: &str, command: &str) -> Command {
     let mut ssh = Command::new("ip");
     ssh.args(["netns", "exec", ns, "ssh", "-F", "/dev/null", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"])
         .arg("-o")
         .arg(format!("UserKnownHostsFile={}", known.display()))
-        .args(["-o", "GlobalKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10", destination, command]);
+        .args(["-o", "GlobalKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10"])
+        .args(options)
+        .arg(destination);
+    if !command.is_empty() {
+        ssh.arg(command);
+    }
     ssh
 }
 
@@ -576,7 +586,8 @@ fn ssh_by_identity_runs_as_the_mapped_user_and_is_revoked_with_the_policy() {
     let key = net.admin(&["preauthkeys", "create", "--user", "alice@example.com", "--reusable"]);
     let open = r#"{
       "acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}],
-      "ssh": [{"action": "accept", "src": ["autogroup:member"], "dst": ["autogroup:self"], "users": ["autogroup:nonroot"]}],
+      "ssh": [{"action": "accept", "src": ["autogroup:member"], "dst": ["autogroup:self"], "users": ["autogroup:nonroot"],
+               "acceptEnv": ["MESH_OK_*"]}],
     }"#;
     let policy = net.dir.join("policy.hujson");
     fs::write(&policy, open).expect("policy");
@@ -629,17 +640,65 @@ fn ssh_by_identity_runs_as_the_mapped_user_and_is_revoked_with_the_policy() {
     assert_eq!(out.status.code(), Some(255), "root denied: {stderr}");
     assert!(stderr.contains("does not let this node log in here as \"root\""), "the banner says why: {stderr}");
 
-    // A live session ends within 2 s of a policy without the rule, its processes too.
+    // acceptEnv: the allowed variable arrives, the other does not.
+    let env_options = ["-o", "SendEnv=MESH_OK_A", "-o", "SendEnv=MESH_NO_B"];
+    let out = ssh_with(&net.nodes[0], &known, &env_options, &dest, "echo \"$MESH_OK_A:$MESH_NO_B\"")
+        .env("MESH_OK_A", "yes")
+        .env("MESH_NO_B", "no")
+        .output()
+        .expect("ssh");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "yes:", "{}", String::from_utf8_lossy(&out.stderr));
+
+    // direct-tcpip (ssh -W) reaches a service on node1's loopback.
+    let service = Command::new("ip")
+        .args(["netns", "exec", &net.nodes[1], "python3", "-c"])
+        .arg(
+            "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
+             s.bind(('127.0.0.1',8099))\ns.listen()\nprint('up',flush=True)\n\
+             c,_=s.accept()\nc.sendall(b'hello-forward\\n')\nc.close()",
+        )
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 service");
+    net.children.push(service);
+    sleep(Duration::from_millis(300));
+    let out = ssh_with(&net.nodes[0], &known, &["-W", "127.0.0.1:8099"], &dest, "")
+        .stdin(Stdio::null())
+        .output()
+        .expect("ssh -W");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "hello-forward",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A live session and a forwarding-only connection (ssh -N -L) end within 2 s of a
+    // policy without the rule, the session's processes too.
     let mut live = ssh_command(&net.nodes[0], &known, &dest, "sleep 600 & sleep 600")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("ssh");
+    let mut forward = ssh_with(&net.nodes[0], &known, &["-N", "-L", "18099:127.0.0.1:8099"], &dest, "")
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ssh -N -L");
     wait_for(
         || Command::new("pgrep").args(["-u", &user.name, "sleep"]).output().is_ok_and(|o| o.status.success()),
         "the remote sleep",
         || net.logs(),
     );
+    wait_for(
+        || {
+            let ss =
+                Command::new("ip").args(["netns", "exec", &net.nodes[0], "ss", "-Hltn", "sport = :18099"]).output();
+            ss.is_ok_and(|o| !o.stdout.is_empty())
+        },
+        "the -L forward listening",
+        || net.logs(),
+    );
+    assert!(forward.try_wait().expect("wait").is_none(), "the forward is up");
     let closed = r#"{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}"#;
     fs::write(&policy, closed).expect("policy");
     net.admin(&["policy", "set", "--file", policy.to_str().expect("path")]);
@@ -652,6 +711,14 @@ fn ssh_by_identity_runs_as_the_mapped_user_and_is_revoked_with_the_policy() {
         sleep(Duration::from_millis(20));
     };
     let took = changed.elapsed();
+    let forward_done = loop {
+        if forward.try_wait().expect("wait").is_some() {
+            break changed.elapsed();
+        }
+        assert!(changed.elapsed() < Duration::from_secs(10), "ssh -N -L outlived the policy\n{}", net.logs());
+        sleep(Duration::from_millis(20));
+    };
+    assert!(forward_done < Duration::from_secs(2), "the forward revoked after {forward_done:?}");
     let mut stderr = String::new();
     if let Some(mut pipe) = live.stderr.take() {
         use std::io::Read as _;
@@ -669,6 +736,35 @@ fn ssh_by_identity_runs_as_the_mapped_user_and_is_revoked_with_the_policy() {
     // And a new login is refused.
     let out = ssh_command(&net.nodes[0], &known, &dest, "true").output().expect("ssh");
     assert_eq!(out.status.code(), Some(255));
+
+    // The rule back; then the source node is deleted: its live session ends as fast.
+    fs::write(&policy, open).expect("policy");
+    net.admin(&["policy", "set", "--file", policy.to_str().expect("path")]);
+    sleep(Duration::from_millis(500));
+    let mut live = ssh_command(&net.nodes[0], &known, &dest, "sleep 600")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ssh");
+    wait_for(
+        || Command::new("pgrep").args(["-u", &user.name, "sleep"]).output().is_ok_and(|o| o.status.success()),
+        "the remote sleep",
+        || net.logs(),
+    );
+    let nodes: serde_json::Value = serde_json::from_str(&net.admin(&["nodes", "list", "--json"])).expect("nodes");
+    let id = nodes
+        .as_array()
+        .and_then(|n| n.iter().find(|n| n["name"] == "node0"))
+        .and_then(|n| n["id"].as_u64())
+        .expect("node0's id");
+    net.admin(&["nodes", "delete", &id.to_string()]);
+    let deleted = Instant::now();
+    while live.try_wait().expect("wait").is_none() {
+        assert!(deleted.elapsed() < Duration::from_secs(10), "the session outlived its node\n{}", net.logs());
+        sleep(Duration::from_millis(20));
+    }
+    let took = deleted.elapsed();
+    assert!(took < Duration::from_secs(2), "revoked {took:?} after the source node was deleted");
 
     // Port 22 is served on the mesh addresses only: from the underlay (node0, and node1
     // itself) nothing answers.

@@ -355,10 +355,12 @@ impl Runtime {
                 return;
             }
         }
+        // Logins the new netmap no longer allows end first, while their peer and flow are
+        // still there to carry "Access revoked." (a deleted source would never hear it).
+        self.recheck_ssh();
         self.node.set_netmap(now, peers);
         self.node.set_filter(now, filter);
         self.drain_node();
-        self.recheck_ssh();
         self.flush();
         let link = self.tun.as_ref().map(|t| t.name().to_string());
         if let Some(daemon) = &mut self.daemon {
