@@ -159,6 +159,12 @@ impl Tailnet {
         Path::new("/etc/netns").join(&self.nodes[i]).join("resolv.conf")
     }
 
+    fn set_policy(&self, text: &str) {
+        let file = self.dir.join("policy.hujson");
+        fs::write(&file, text).expect("policy file");
+        self.admin(&["policy", "set", "--file", file.to_str().expect("path")]);
+    }
+
     fn up(&self, i: usize, key: &str, extra: &[&str]) {
         let url = self.url();
         let hostname = format!("node{i}");
@@ -520,9 +526,7 @@ fn three_nodes_resolve_each_other_by_name_and_follow_the_policy() {
         a1 = addrs[1],
         a2 = addrs[2]
     );
-    let file = net.dir.join("policy.hujson");
-    fs::write(&file, policy).expect("policy file");
-    net.admin(&["policy", "set", "--file", file.to_str().expect("path")]);
+    net.set_policy(&policy);
     sleep(Duration::from_secs(2));
     assert!(!ping(&net.nodes[0], &addrs[2], 2), "node0 -> node2 must be denied 2 s after policy set\n{}", net.logs());
     assert!(!ping(&net.nodes[2], &addrs[0], 2), "node2 -> node0 must be denied\n{}", net.logs());
@@ -580,35 +584,12 @@ fn ssh_by_identity_runs_as_the_mapped_user_and_is_revoked_with_the_policy() {
         return;
     }
     let Some(user) = support::TestUser::create("/bin/bash") else { return };
-    let mut net = Tailnet::new("ssh", 93, 2);
-    net.start_server();
-    net.admin(&["users", "create", "alice@example.com"]);
-    let key = net.admin(&["preauthkeys", "create", "--user", "alice@example.com", "--reusable"]);
     let open = r#"{
       "acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}],
       "ssh": [{"action": "accept", "src": ["autogroup:member"], "dst": ["autogroup:self"], "users": ["autogroup:nonroot"],
                "acceptEnv": ["MESH_OK_*"]}],
     }"#;
-    let policy = net.dir.join("policy.hujson");
-    fs::write(&policy, open).expect("policy");
-    net.admin(&["policy", "set", "--file", policy.to_str().expect("path")]);
-    for i in 0..2 {
-        net.start_node(i);
-    }
-    net.up(1, &key, &["--ssh"]);
-    net.up(0, &key, &[]);
-    wait_for(|| peer_names(&net.status(0)).contains(&"node1".to_string()), "node0 to list node1", || net.logs());
-    let a1 = ipv4_of(&net.status(1));
-    let known = net.dir.join("known_hosts");
-    wait_for(
-        || {
-            let out = net.meshctl(0, &["known-hosts"]);
-            fs::write(&known, &out.stdout).expect("known_hosts");
-            !out.stdout.is_empty()
-        },
-        "node1's host key",
-        || net.logs(),
-    );
+    let (mut net, known, a1) = ssh_lab("ssh", 93, open);
     let dest = format!("{}@{a1}", user.name);
 
     // Who the session runs as, and its exit code.
@@ -700,8 +681,7 @@ fn ssh_by_identity_runs_as_the_mapped_user_and_is_revoked_with_the_policy() {
     );
     assert!(forward.try_wait().expect("wait").is_none(), "the forward is up");
     let closed = r#"{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}"#;
-    fs::write(&policy, closed).expect("policy");
-    net.admin(&["policy", "set", "--file", policy.to_str().expect("path")]);
+    net.set_policy(closed);
     let changed = Instant::now();
     let status = loop {
         if let Some(status) = live.try_wait().expect("wait") {
@@ -738,8 +718,7 @@ fn ssh_by_identity_runs_as_the_mapped_user_and_is_revoked_with_the_policy() {
     assert_eq!(out.status.code(), Some(255));
 
     // The rule back; then the source node is deleted: its live session ends as fast.
-    fs::write(&policy, open).expect("policy");
-    net.admin(&["policy", "set", "--file", policy.to_str().expect("path")]);
+    net.set_policy(open);
     sleep(Duration::from_millis(500));
     let mut live = ssh_command(&net.nodes[0], &known, &dest, "sleep 600")
         .stdout(Stdio::null())
@@ -777,39 +756,14 @@ fn ssh_by_identity_runs_as_the_mapped_user_and_is_revoked_with_the_policy() {
     drop(user);
 }
 
-/// The pending check holds' tokens on the server.
-fn check_tokens(net: &Tailnet) -> Vec<String> {
-    let list: serde_json::Value = serde_json::from_str(&net.admin(&["auth", "list", "--json"])).expect("auth list");
-    list.as_array()
-        .map(|a| {
-            a.iter().filter(|p| p["kind"] == "check").filter_map(|p| p["token"].as_str().map(str::to_string)).collect()
-        })
-        .unwrap_or_default()
-}
-
-#[test]
-fn ssh_check_mode_holds_until_the_server_approves_and_remembers_for_the_period() {
-    if !is_root() || !Path::new("/usr/bin/ssh").exists() {
-        return;
-    }
-    let Some(user) = support::TestUser::create("/bin/bash") else { return };
-    let mut net = Tailnet::new("chk", 94, 2);
+/// Two nodes of one user with `policy`: node1 serves SSH, node0 holds node1's host key in
+/// the returned known_hosts file. Also node1's IPv4 mesh address.
+fn ssh_lab(tag: &str, subnet: u8, policy: &str) -> (Tailnet, PathBuf, String) {
+    let mut net = Tailnet::new(tag, subnet, 2);
     net.start_server();
     net.admin(&["users", "create", "alice@example.com"]);
     let key = net.admin(&["preauthkeys", "create", "--user", "alice@example.com", "--reusable"]);
-    let set_policy = |net: &Tailnet, period: &str| {
-        let text = format!(
-            r#"{{
-              "acls": [{{"action": "accept", "src": ["*"], "dst": ["*:*"]}}],
-              "ssh": [{{"action": "check", "checkPeriod": "{period}", "src": ["autogroup:member"],
-                        "dst": ["autogroup:self"], "users": ["autogroup:nonroot"]}}],
-            }}"#
-        );
-        let file = net.dir.join("policy.hujson");
-        fs::write(&file, text).expect("policy");
-        net.admin(&["policy", "set", "--file", file.to_str().expect("path")]);
-    };
-    set_policy(&net, "12h");
+    net.set_policy(policy);
     for i in 0..2 {
         net.start_node(i);
     }
@@ -827,6 +781,35 @@ fn ssh_check_mode_holds_until_the_server_approves_and_remembers_for_the_period()
         "node1's host key",
         || net.logs(),
     );
+    (net, known, a1)
+}
+
+/// The pending check holds' tokens on the server.
+fn check_tokens(net: &Tailnet) -> Vec<String> {
+    let list: serde_json::Value = serde_json::from_str(&net.admin(&["auth", "list", "--json"])).expect("auth list");
+    list.as_array()
+        .map(|a| {
+            a.iter().filter(|p| p["kind"] == "check").filter_map(|p| p["token"].as_str().map(str::to_string)).collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn ssh_check_mode_holds_until_the_server_approves_and_remembers_for_the_period() {
+    if !is_root() || !Path::new("/usr/bin/ssh").exists() {
+        return;
+    }
+    let Some(user) = support::TestUser::create("/bin/bash") else { return };
+    let policy = |period: &str| {
+        format!(
+            r#"{{
+              "acls": [{{"action": "accept", "src": ["*"], "dst": ["*:*"]}}],
+              "ssh": [{{"action": "check", "checkPeriod": "{period}", "src": ["autogroup:member"],
+                        "dst": ["autogroup:self"], "users": ["autogroup:nonroot"]}}],
+            }}"#
+        )
+    };
+    let (net, known, a1) = ssh_lab("chk", 94, &policy("12h"));
     let dest = format!("{}@{a1}", user.name);
     let held = |net: &Tailnet| {
         let child = ssh_command(&net.nodes[0], &known, &dest, "echo checked")
@@ -864,12 +847,102 @@ fn ssh_check_mode_holds_until_the_server_approves_and_remembers_for_the_period()
     assert!(check_tokens(&net).is_empty());
 
     // checkPeriod "always": every login is held; a rejection ends it.
-    set_policy(&net, "always");
+    net.set_policy(&policy("always"));
     sleep(Duration::from_millis(500));
     let (child, token) = held(&net);
     net.admin(&["auth", "reject", &token]);
     let out = child.wait_with_output().expect("ssh");
     assert_eq!(out.status.code(), Some(255), "rejected: {}", String::from_utf8_lossy(&out.stderr));
     assert!(out.stdout.is_empty());
+    drop(user);
+}
+
+#[test]
+fn scp_sftp_and_an_interactive_terminal_through_the_daemon() {
+    if !is_root() || !Path::new("/usr/bin/ssh").exists() || !Path::new("/usr/bin/tmux").exists() {
+        return;
+    }
+    let Some(user) = support::TestUser::create("/bin/bash") else { return };
+    let open = r#"{
+      "acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}],
+      "ssh": [{"action": "accept", "src": ["autogroup:member"], "dst": ["autogroup:self"], "users": ["autogroup:nonroot"]}],
+    }"#;
+    let (net, known, a1) = ssh_lab("scp", 95, open);
+    let dest = format!("{}@{a1}", user.name);
+    let options = |known: &Path| {
+        vec![
+            "-F".to_string(),
+            "/dev/null".into(),
+            "-o".into(),
+            "BatchMode=yes".into(),
+            "-o".into(),
+            "StrictHostKeyChecking=yes".into(),
+            "-o".into(),
+            format!("UserKnownHostsFile={}", known.display()),
+        ]
+    };
+
+    // 100 MB of random bytes there with scp and back with sftp: byte-exact, owned by the user.
+    let source = net.dir.join("payload");
+    let mut payload = vec![0u8; 100 << 20];
+    let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ u64::from(std::process::id());
+    for chunk in payload.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let bytes = x.to_le_bytes();
+        chunk.copy_from_slice(&bytes[..chunk.len()]);
+    }
+    fs::write(&source, &payload).expect("payload");
+    let remote = format!("/home/{}/payload", user.name);
+    let started = Instant::now();
+    let scp = Command::new("ip")
+        .args(["netns", "exec", &net.nodes[0], "scp", "-q"])
+        .args(options(&known))
+        .arg(&source)
+        .arg(format!("{dest}:{remote}"))
+        .output()
+        .expect("scp");
+    assert!(scp.status.success(), "scp: {}\n{}", String::from_utf8_lossy(&scp.stderr), net.logs());
+    assert_eq!(fs::read(&remote).expect("remote copy"), payload, "scp byte-exact");
+    use std::os::unix::fs::MetadataExt as _;
+    let uid = nix::unistd::User::from_name(&user.name).expect("lookup").expect("user").uid.as_raw();
+    assert_eq!(fs::metadata(&remote).expect("meta").uid(), uid, "owned by the mapped user");
+    let back = net.dir.join("back");
+    let batch = net.dir.join("batch");
+    fs::write(&batch, format!("get {remote} {}\n", back.display())).expect("batch");
+    let sftp = Command::new("ip")
+        .args(["netns", "exec", &net.nodes[0], "sftp", "-q"])
+        .args(options(&known))
+        .arg("-b")
+        .arg(&batch)
+        .arg(&dest)
+        .output()
+        .expect("sftp");
+    assert!(sftp.status.success(), "sftp: {}", String::from_utf8_lossy(&sftp.stderr));
+    eprintln!("100 MB by scp and back by sftp: {:?}", started.elapsed());
+    assert_eq!(fs::read(&back).expect("sftp copy"), payload, "sftp byte-exact");
+
+    // An interactive shell on a terminal (ssh -tt in tmux): a command runs, `exit` ends it.
+    let session = format!("meshd-tt-{}", std::process::id());
+    let command = format!(
+        "ip netns exec {} ssh -tt {} {dest}; echo ssh-exit=$? > {}",
+        net.nodes[0],
+        options(&known).join(" "),
+        net.dir.join("tt-exit").display()
+    );
+    let tmux = |args: &[&str]| Command::new("tmux").args(args).output().expect("tmux");
+    assert!(tmux(&["new-session", "-d", "-s", &session, "-x", "120", "-y", "30", &command]).status.success());
+    let capture = || String::from_utf8_lossy(&tmux(&["capture-pane", "-p", "-t", &session]).stdout).to_string();
+    wait_for(|| capture().contains('$'), "a shell prompt", || capture());
+    tmux(&["send-keys", "-t", &session, "echo tty=$(tty) user=$(whoami)", "Enter"]);
+    wait_for(|| capture().contains(&format!("user={}", user.name)), "the command's output", || capture());
+    assert!(capture().contains("tty=/dev/pts/"), "{}", capture());
+    tmux(&["send-keys", "-t", &session, "exit 3", "Enter"]);
+    let exit = net.dir.join("tt-exit");
+    wait_for(|| exit.exists(), "ssh -tt to end", || capture());
+    let _ = tmux(&["kill-session", "-t", &session]);
+    assert_eq!(fs::read_to_string(&exit).expect("exit").trim(), "ssh-exit=3");
+    let _ = fs::remove_file(&remote);
     drop(user);
 }
