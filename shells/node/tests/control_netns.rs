@@ -934,13 +934,13 @@ fn scp_sftp_and_an_interactive_terminal_through_the_daemon() {
     let tmux = |args: &[&str]| Command::new("tmux").args(args).output().expect("tmux");
     assert!(tmux(&["new-session", "-d", "-s", &session, "-x", "120", "-y", "30", &command]).status.success());
     let capture = || String::from_utf8_lossy(&tmux(&["capture-pane", "-p", "-t", &session]).stdout).to_string();
-    wait_for(|| capture().contains('$'), "a shell prompt", &capture);
+    wait_for(|| capture().contains('$'), "a shell prompt", capture);
     tmux(&["send-keys", "-t", &session, "echo tty=$(tty) user=$(whoami)", "Enter"]);
-    wait_for(|| capture().contains(&format!("user={}", user.name)), "the command's output", &capture);
+    wait_for(|| capture().contains(&format!("user={}", user.name)), "the command's output", capture);
     assert!(capture().contains("tty=/dev/pts/"), "{}", capture());
     tmux(&["send-keys", "-t", &session, "exit 3", "Enter"]);
     let exit = net.dir.join("tt-exit");
-    wait_for(|| exit.exists(), "ssh -tt to end", &capture);
+    wait_for(|| exit.exists(), "ssh -tt to end", capture);
     let _ = tmux(&["kill-session", "-t", &session]);
     assert_eq!(fs::read_to_string(&exit).expect("exit").trim(), "ssh-exit=3");
     let _ = fs::remove_file(&remote);
