@@ -621,6 +621,14 @@ fn ssh_by_identity_runs_as_the_mapped_user_and_is_revoked_with_the_policy() {
     assert_eq!(out.status.code(), Some(255), "root denied: {stderr}");
     assert!(stderr.contains("does not let this node log in here as \"root\""), "the banner says why: {stderr}");
 
+    // A locked account is refused at login, with the reason, as OpenSSH refuses it.
+    user.admin("usermod", &["-L", &user.name]);
+    let out = ssh_command(&net.nodes[0], &known, &dest, "true").output().expect("ssh");
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(255), "locked: {stderr}");
+    assert!(stderr.contains("locked"), "the banner says why: {stderr}");
+    user.admin("usermod", &["-p", "*", &user.name]);
+
     // acceptEnv: the allowed variable arrives, the other does not.
     let env_options = ["-o", "SendEnv=MESH_OK_A", "-o", "SendEnv=MESH_NO_B"];
     let out = ssh_with(&net.nodes[0], &known, &env_options, &dest, "echo \"$MESH_OK_A:$MESH_NO_B\"")

@@ -21,7 +21,7 @@ use mesh_core::ssh::event::SessionEvent;
 use mesh_core::time::Instant;
 use mesh_core::wireguard::PeerId;
 use mio::Token;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use super::Runtime;
 use crate::ssh_service::{ChannelHost, ChannelPolicy, ChannelTarget, Tokens};
@@ -385,19 +385,11 @@ impl Runtime {
     }
 }
 
-/// Whether `name` is a local account a session may run as (NSS, `getent` semantics),
-/// said in words for the banner when not.
+/// Whether `name` is a local account a session may run as (NSS, `getent` semantics; locked,
+/// expired and nologin refused as OpenSSH does), said in words for the banner when not.
 fn account_usable(name: &str, allow_root: bool) -> Result<(), String> {
-    match nix::unistd::User::from_name(name) {
-        Ok(Some(user)) if user.name != name => Err(format!("no such local user {name:?}")),
-        Ok(Some(user)) if user.uid.is_root() && !allow_root => {
-            Err(format!("the tailnet policy does not allow logging in as {name:?} (uid 0)"))
-        }
-        Ok(Some(_)) => Ok(()),
-        Ok(None) => Err(format!("no such local user {name:?}")),
-        Err(error) => {
-            warn!(%error, name, "user lookup failed");
-            Err(format!("cannot look up the local user {name:?}"))
-        }
-    }
+    crate::session::check_account(name, allow_root).map_err(|error| {
+        debug!(%error, name, "account refused");
+        error.to_string()
+    })
 }

@@ -43,6 +43,15 @@ pub use handle::Session;
 pub use limits::{ResourceLimits, SESSION_NOFILE_SOFT_MAX};
 pub use subsystem::SFTP_SERVER_PATHS;
 
+/// Whether a login as `name` would be let in, as OpenSSH decides before a session starts:
+/// the account exists by name and uid (uid 0 only with `allow_root`), is neither locked nor
+/// expired, /etc/nologin does not stop it, and its shell is usable. The SSH server asks
+/// this at authentication, so a refusal is a failed login with the reason as its banner.
+pub fn check_account(name: &str, allow_root: bool) -> Result<(), SessionError> {
+    let target = user::resolve(name, allow_root)?;
+    account::check_login(&target, std::path::Path::new(DEFAULT_NOLOGIN_PATH))
+}
+
 /// What an SSH session channel asked for, after policy has decided who the local user is.
 #[derive(Clone, Debug, Default)]
 pub struct SessionRequest {
