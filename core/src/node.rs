@@ -496,6 +496,34 @@ impl Node {
 
     // ----- TCP for services and applications ----------------------------------------------
 
+    /// Serve `port` on the mesh addresses from now on, as [`NodeConfig::tcp_services`] does
+    /// from the start: an application (an embedded node) opens listeners while it runs.
+    /// Idempotent. Port 0, and port 22 while SSH is on, are refused.
+    pub fn tcp_listen(&mut self, port: u16) -> Result<(), TcpError> {
+        if port == 0 || (port == SSH_PORT && self.ssh.is_some()) {
+            return Err(TcpError::PortReserved);
+        }
+        for &addr in &self.addrs {
+            self.tcp.listen(addr, port);
+        }
+        Ok(())
+    }
+
+    /// Stop serving `port` (connections it accepted stay). Port 22 stays while SSH is on.
+    pub fn tcp_unlisten(&mut self, port: u16) {
+        if port == SSH_PORT && self.ssh.is_some() {
+            return;
+        }
+        for &addr in &self.addrs {
+            self.tcp.unlisten(addr, port);
+        }
+    }
+
+    /// Whether `port` is served on the mesh addresses.
+    pub fn tcp_listening(&self, port: u16) -> bool {
+        self.addrs.iter().any(|&addr| self.tcp.is_listening(addr, port))
+    }
+
     /// Open a TCP connection through the mesh.
     pub fn tcp_connect(&mut self, now: Instant, remote: SocketAddr) -> Result<ConnId, TcpError> {
         let conn = self.tcp.connect(now, remote);
