@@ -563,6 +563,11 @@ impl Node {
         r
     }
 
+    /// Local and remote endpoints of a connection.
+    pub fn tcp_endpoints(&self, conn: ConnId) -> Option<(SocketAddr, SocketAddr)> {
+        self.tcp.endpoints(conn)
+    }
+
     /// The peer whose SYN opened an accepted connection.
     pub fn tcp_peer(&self, conn: ConnId) -> Option<PeerId> {
         self.tcp.peer_of(conn)

@@ -659,7 +659,8 @@ impl TcpStack {
             let Some(c) = self.conns.get_mut(&id) else { continue };
             let socket = self.sockets.get::<tcp::Socket>(c.handle);
             let state = socket.state();
-            if matches!(state, tcp::State::CloseWait | tcp::State::LastAck | tcp::State::Closing | tcp::State::TimeWait) {
+            if matches!(state, tcp::State::CloseWait | tcp::State::LastAck | tcp::State::Closing | tcp::State::TimeWait)
+            {
                 c.fin_seen = true;
             }
             // Data that arrived before the peer's FIN stays readable after the connection

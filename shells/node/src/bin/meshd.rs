@@ -82,7 +82,12 @@ fn run_daemon(args: &Args, dir: &Path) -> Result<(), String> {
     let socket = args.socket.clone().unwrap_or_else(|| state.path().join("meshd.sock"));
     let machine_key = state.machine_key.clone();
     runtime
-        .enable_daemon(DaemonConfig { machine_key, node, socket, state_dir: Some(state.path().to_path_buf()) })
+        .enable_daemon(DaemonConfig {
+            machine_key,
+            node,
+            socket: Some(socket),
+            state_dir: Some(state.path().to_path_buf()),
+        })
         .map_err(|e| e.to_string())?;
     info!(tun, port = runtime.udp_port(), "meshd running (daemon mode)");
     let result = runtime.run().map_err(|e| e.to_string());

@@ -21,6 +21,7 @@ pub mod clock;
 pub mod control;
 mod daemon;
 mod event_loop;
+pub mod hook;
 pub mod metrics;
 pub mod netlink;
 pub mod tun;
@@ -40,6 +41,7 @@ use tracing::info;
 use buffers::BufferPool;
 use clock::Clock;
 pub use daemon::DaemonConfig;
+pub use hook::{HookContext, LoopHook};
 pub use metrics::Metrics;
 pub use tun::{Tun, TunConfig, TunError};
 use udp::{UdpError, UdpIo};
@@ -124,6 +126,8 @@ pub struct Runtime {
     metrics: Metrics,
     /// Daemon mode: the local API and the control connection.
     daemon: Option<daemon::Daemon>,
+    /// An application on the loop's thread (the embedded node).
+    hook: Option<Box<dyn LoopHook>>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -216,6 +220,7 @@ impl Runtime {
             udp_errors_in_row: [0; 2],
             metrics: Metrics::default(),
             daemon: None,
+            hook: None,
         })
     }
 
