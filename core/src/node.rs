@@ -54,6 +54,10 @@ pub struct NodeConfig {
     /// TCP ports served in the core on the mesh addresses for the application (as a
     /// tsnet listener): accepted connections are reported as [`TcpEvent::Accepted`].
     pub tcp_services: Vec<u16>,
+    /// No TUN behind the node (userspace mode, an embedded node): a SYN to a port not
+    /// served in the core is answered with a RST, as a kernel would answer it, instead
+    /// of going to a TUN side nobody reads (where the caller would wait out its timeout).
+    pub refuse_unserved_tcp: bool,
     pub tcp: TcpConfig,
     pub wireguard: WireGuardTuning,
     pub max_flows: usize,
@@ -81,6 +85,7 @@ impl NodeConfig {
             dns_domain: dns_domain.to_string(),
             ssh: None,
             tcp_services: Vec::new(),
+            refuse_unserved_tcp: false,
             tcp: TcpConfig::default(),
             wireguard: WireGuardTuning::default(),
             max_flows: FlowTable::DEFAULT_CAPACITY,
@@ -146,6 +151,8 @@ pub struct NodeStats {
     pub inbound_not_for_us: u64,
     pub inbound_to_tun: u64,
     pub inbound_to_stack: u64,
+    /// SYNs to unserved ports answered with a RST ([`NodeConfig::refuse_unserved_tcp`]).
+    pub inbound_refused: u64,
     pub outbound_malformed: u64,
     pub outbound_no_route: u64,
     pub outbound_dropped: u64,
@@ -171,6 +178,7 @@ pub struct Node {
     events: VecDeque<NodeEvent>,
     next_sweep: Instant,
     stats: NodeStats,
+    refuse_unserved_tcp: bool,
 }
 
 impl std::fmt::Debug for Node {
@@ -232,6 +240,7 @@ impl Node {
             events: VecDeque::new(),
             next_sweep: now + FLOW_SWEEP_INTERVAL,
             stats: NodeStats::default(),
+            refuse_unserved_tcp: config.refuse_unserved_tcp,
         })
     }
 
@@ -631,6 +640,8 @@ impl Node {
         if info.proto == Proto::Tcp && self.tcp.serves(&info) {
             self.stats.inbound_to_stack += 1;
             self.tcp.handle_packet(now, Some(peer), &info, packet);
+        } else if self.refuse_unserved_tcp && info.proto == Proto::Tcp {
+            self.refuse_tcp(now, &info, &packet);
         } else {
             self.stats.inbound_to_tun += 1;
             self.tun_out.push_back(packet);
@@ -774,6 +785,29 @@ impl Node {
         let Ok(answer) = self.dns.answer_udp(udp.payload()) else { return };
         let reply = build::udp_v4(MAGIC_DNS_ADDR, DNS_PORT, client, info.src_port, &answer);
         self.tun_out.push_back(BytesMut::from(&reply[..]));
+    }
+
+    /// Answer a SYN to an unserved port with RST+ACK (RFC 9293 3.10.7.1: SEQ 0, ACK the
+    /// SYN); other segments are dropped. IPv4 only (IPv6 SYNs are dropped).
+    fn refuse_tcp(&mut self, now: Instant, info: &PacketInfo, packet: &[u8]) {
+        let (true, IpAddr::V4(src), IpAddr::V4(dst)) = (info.is_tcp_syn(), info.src, info.dst) else { return };
+        let Ok(ip) = Ipv4Packet::new_checked(packet) else { return };
+        let Ok(tcp) = smoltcp::wire::TcpPacket::new_checked(ip.payload()) else { return };
+        let segment_len = u32::try_from(tcp.payload().len()).unwrap_or(0).wrapping_add(1);
+        let ack = (tcp.seq_number().0 as u32).wrapping_add(segment_len);
+        let rst = build::TcpSegment {
+            src: dst,
+            src_port: info.dst_port,
+            dst: src,
+            dst_port: info.src_port,
+            control: smoltcp::wire::TcpControl::Rst,
+            seq: 0,
+            ack: Some(ack),
+        }
+        .to_packet();
+        let Ok(rst_info) = PacketInfo::parse(&rst) else { return };
+        self.stats.inbound_refused += 1;
+        self.send_into_mesh(now, &rst_info, wireguard::packet_buffer(&rst));
     }
 
     /// Tell the TUN side that a destination has no peer (IPv4 only).

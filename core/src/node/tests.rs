@@ -779,3 +779,19 @@ fn data_before_the_peers_fin_stays_readable_after_a_graceful_end() {
     assert_eq!(p.nodes[A].tcp_peer_finished(conn), Ok(true));
     assert!(p.events[A].contains(&NodeEvent::Tcp(TcpEvent::Closed { conn })), "ended once read");
 }
+
+#[test]
+fn without_a_tun_side_a_syn_to_an_unserved_port_is_refused() {
+    let mut p = Pair::with(2, |i, c| c.refuse_unserved_tcp = i == B);
+    p.nodes[B].set_filter(p.now, Filter::new(vec![allow(A, B, PortRange::ALL)]));
+    let conn =
+        p.nodes[A].tcp_connect(p.now, SocketAddr::new(IpAddr::V4(mesh(B)), 7999)).unwrap_or_else(|e| panic!("{e}"));
+    p.pump();
+    assert_eq!(p.nodes[B].stats().inbound_refused, 1);
+    assert!(p.tun[B].is_empty(), "nothing for a TUN side");
+    assert!(p.events[A].contains(&NodeEvent::Tcp(TcpEvent::Closed { conn })), "A's connect is refused at once");
+    // A served port still works.
+    let _ = p.nodes[A].tcp_connect(p.now, SocketAddr::new(IpAddr::V4(mesh(B)), SERVICE));
+    p.pump();
+    assert_eq!(p.accepted(B).len(), 1);
+}

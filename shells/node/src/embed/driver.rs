@@ -4,6 +4,7 @@
 //! room appears on either side (`Readable`/`Writable` from the stack, wake-ups from the
 //! application); nothing here blocks, and nothing is buffered beyond the streams' bounds.
 
+use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
@@ -50,18 +51,15 @@ impl Driver {
     fn command(&mut self, cx: &mut HookContext<'_>, command: Command) {
         match command {
             Command::Listen { port, reply } => {
-                let answer = if self.listeners.contains_key(&port) {
-                    Err(EmbedError::PortInUse(port))
-                } else {
-                    match cx.node.tcp_listen(port) {
+                let answer = match self.listeners.entry(port) {
+                    Entry::Occupied(_) => Err(EmbedError::PortInUse(port)),
+                    Entry::Vacant(slot) => match cx.node.tcp_listen(port) {
                         Ok(()) => {
-                            let shared = Arc::new(ListenerShared::default());
-                            self.listeners.insert(port, shared.clone());
                             debug!(port, "listening");
-                            Ok(shared)
+                            Ok(slot.insert(Arc::new(ListenerShared::default())).clone())
                         }
                         Err(_) => Err(EmbedError::PortReserved(port)),
-                    }
+                    },
                 };
                 // The caller waits for the answer; if it is gone, so is its listener.
                 if let Err(std::sync::mpsc::SendError(Ok(_))) = reply.send(answer) {

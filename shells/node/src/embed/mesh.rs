@@ -55,7 +55,9 @@ impl Mesh {
                 Prefs::remove(state.path())?;
             }
         }
-        let node = NodeConfig::new(state.node_key.clone(), Ipv4Addr::UNSPECIFIED, "");
+        let mut node = NodeConfig::new(state.node_key.clone(), Ipv4Addr::UNSPECIFIED, "");
+        // No TUN: a connection to a port the application does not serve is refused.
+        node.refuse_unserved_tcp = true;
         let mut runtime = Runtime::new(RuntimeConfig {
             node: node.clone(),
             peers: Vec::new(),
