@@ -123,21 +123,25 @@ fn v4(addrs: &[IpAddr]) -> IpAddr {
     *addrs.iter().find(|a| a.is_ipv4()).expect("an IPv4 mesh address")
 }
 
-#[test]
-fn two_embedded_nodes_serve_and_reach_each_other_without_tun_or_root() {
+/// A control server with a user and a reusable key, in a fresh directory named by `tag`.
+fn tailnet(tag: &str) -> (Control, String, PathBuf) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
         .try_init();
-    let dir = std::env::temp_dir().join(format!("meshd-embed-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("meshd-embed-{tag}-{}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).expect("test dir");
     let control = Control::start(&dir);
     control.admin(&["users", "create", USER]);
     let key = control.admin(&["preauthkeys", "create", "--user", USER, "--reusable"]);
+    (control, key, dir)
+}
 
+/// Nodes `embed-a` and `embed-b`, running and seeing each other; their IPv4 addresses.
+fn two_nodes(control: &Control, key: &str, dir: &Path) -> (Mesh, Mesh, IpAddr, IpAddr) {
     let start = |name: &str| {
-        let mut config = EmbedConfig::new(dir.join(name), control.url.clone(), key.clone(), name);
+        let mut config = EmbedConfig::new(dir.join(name), control.url.clone(), key, name);
         config.connect_timeout = Duration::from_secs(5);
         Mesh::start(config).expect("start an embedded node")
     };
@@ -146,8 +150,15 @@ fn two_embedded_nodes_serve_and_reach_each_other_without_tun_or_root() {
     let addr_a = v4(&a.wait_running(Duration::from_secs(30)).unwrap_or_else(|e| panic!("a: {e}\n{}", control.log())));
     let addr_b = v4(&b.wait_running(Duration::from_secs(30)).unwrap_or_else(|e| panic!("b: {e}\n{}", control.log())));
     assert_ne!(addr_a, addr_b);
-    assert_eq!(a.addresses(), a.wait_running(Duration::ZERO).expect("still running"));
     wait_for(|| a.whois(addr_b).is_some() && b.whois(addr_a).is_some(), "each node to see the other", || control.log());
+    (a, b, addr_a, addr_b)
+}
+
+#[test]
+fn two_embedded_nodes_serve_and_reach_each_other_without_tun_or_root() {
+    let (control, key, dir) = tailnet("echo");
+    let (a, b, addr_a, addr_b) = two_nodes(&control, &key, &dir);
+    assert_eq!(a.addresses(), a.wait_running(Duration::ZERO).expect("still running"));
     assert_eq!(a.whois(addr_b).map(|p| p.name), Some("embed-b".to_string()));
     assert_eq!(b.whois(addr_a).map(|p| p.user), Some(USER.to_string()));
 
@@ -204,6 +215,36 @@ fn two_embedded_nodes_serve_and_reach_each_other_without_tun_or_root() {
     b.stop();
     a.stop();
     echo_a.join().expect("A's echo ends when A stops");
+    drop(control);
+    let _ = fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_peer_removed_from_the_netmap_ends_its_streams_with_an_error() {
+    let (control, key, dir) = tailnet("gone");
+    let (a, b, addr_a, _) = two_nodes(&control, &key, &dir);
+    let _echo = serve_echo(a.listen(ECHO_PORT).expect("listen on A"), "embed-b");
+    let mut stream = b.connect(SocketAddr::new(addr_a, ECHO_PORT)).expect("B connects to A");
+    (&stream).write_all(b"ping").expect("write");
+    let mut four = [0u8; 4];
+    (&stream).read_exact(&mut four).expect("echoed");
+
+    // The server forgets A: B's netmap drops it, and B's connection to it ends.
+    let nodes: serde_json::Value = serde_json::from_str(&control.admin(&["nodes", "list", "--json"])).expect("JSON");
+    let id = nodes
+        .as_array()
+        .and_then(|all| all.iter().find(|n| n["name"] == "embed-a"))
+        .map(|n| n["id"].to_string())
+        .expect("embed-a in the node list");
+    control.admin(&["nodes", "delete", id.trim_matches('"')]);
+    wait_for(|| b.whois(addr_a).is_none(), "B to forget A", || control.log());
+    stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let after = (&stream).read(&mut four);
+    let kind = after.as_ref().err().map(std::io::Error::kind);
+    assert_eq!(kind, Some(std::io::ErrorKind::ConnectionReset), "a read on a stream to a peer that left: {after:?}");
+    drop(stream);
+    b.stop();
+    a.stop();
     drop(control);
     let _ = fs::remove_dir_all(&dir);
 }
