@@ -6,7 +6,8 @@
 //! [`udp`] (quinn-udp: recvmmsg + GRO, GSO sends), [`netlink`] (rtnetlink: addresses, MTU,
 //! link up, routes, link removal), [`tun`] (tun-rs), [`event_loop`] (the loop itself), and
 //! for `meshd --state-dir` [`control`] (the control connection) and `daemon` (the local
-//! API's commands and netmaps applied to the node and the TUN).
+//! API's commands and netmaps applied to the node and the TUN); [`hook`] lets an
+//! application run on the loop's thread (the embedded node, [`crate::embed`]).
 //!
 //! ```no_run
 //! fn serve(config: meshd::runtime::RuntimeConfig) -> Result<(), meshd::runtime::RuntimeError> {
