@@ -248,3 +248,12 @@ fn a_peer_removed_from_the_netmap_ends_its_streams_with_an_error() {
     drop(control);
     let _ = fs::remove_dir_all(&dir);
 }
+
+/// The handles are shared between application threads.
+#[test]
+fn handles_are_send_and_sync() {
+    fn shared<T: Send + Sync>() {}
+    shared::<Mesh>();
+    shared::<Listener>();
+    shared::<MeshStream>();
+}
