@@ -11,7 +11,7 @@
 //! peer's allowed IPs, then the flow table or the filter must allow it; then it goes to the
 //! TCP stack when its destination is a port served in the core, else to the TUN.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
@@ -174,6 +174,9 @@ pub struct Node {
     peer_options: BTreeMap<PublicKey, PeerOptions>,
     /// DNS over TCP connections (from the TUN side): unread queries, unsent answers.
     dns_conns: BTreeMap<ConnId, TcpFramer>,
+    /// DNS over TCP connections whose client sent its FIN (read no more: the stack
+    /// reports `Readable` again after every read past the FIN).
+    dns_finished: BTreeSet<ConnId>,
     tun_out: VecDeque<BytesMut>,
     events: VecDeque<NodeEvent>,
     next_sweep: Instant,
@@ -236,6 +239,7 @@ impl Node {
             netmap: BTreeMap::new(),
             peer_options: BTreeMap::new(),
             dns_conns: BTreeMap::new(),
+            dns_finished: BTreeSet::new(),
             tun_out: VecDeque::new(),
             events: VecDeque::new(),
             next_sweep: now + FLOW_SWEEP_INTERVAL,
@@ -728,15 +732,18 @@ impl Node {
             TcpEvent::Readable { conn } | TcpEvent::Writable { conn } if self.dns_conns.contains_key(&conn) => {
                 self.serve_dns_tcp(now, conn)
             }
-            TcpEvent::Closed { conn } if self.dns_conns.remove(&conn).is_some() => {}
+            TcpEvent::Closed { conn } if self.dns_conns.remove(&conn).is_some() => {
+                self.dns_finished.remove(&conn);
+            }
             other => self.events.push_back(NodeEvent::Tcp(other)),
         }
     }
 
     /// DNS over TCP: write what is pending, answer whole queries one at a time, read only
     /// when the framer wants input (a short send waits for `Writable`, see [`TcpFramer`]).
+    /// After the client's FIN the answers still go out, then the connection is closed.
     fn serve_dns_tcp(&mut self, now: Instant, conn: ConnId) {
-        let Self { tcp, dns, dns_conns, stats, .. } = self;
+        let Self { tcp, dns, dns_conns, dns_finished, stats, .. } = self;
         let Some(framer) = dns_conns.get_mut(&conn) else { return };
         let mut chunk = [0u8; 2048];
         loop {
@@ -761,8 +768,20 @@ impl Node {
             if !framer.wants_input() {
                 break;
             }
+            if dns_finished.contains(&conn) {
+                // Everything answered and nothing more can come.
+                let _ = tcp.close(now, conn);
+                break;
+            }
             match tcp.recv(conn, &mut chunk) {
-                Ok(0) | Err(_) => break,
+                Ok(0) => {
+                    if tcp.peer_finished(conn).unwrap_or(true) {
+                        dns_finished.insert(conn);
+                        continue;
+                    }
+                    break;
+                }
+                Err(_) => break,
                 Ok(n) => {
                     if framer.handle_input(&chunk[..n]).is_err() {
                         let _ = tcp.abort(now, conn);

@@ -795,3 +795,47 @@ fn without_a_tun_side_a_syn_to_an_unserved_port_is_refused() {
     p.pump();
     assert_eq!(p.accepted(B).len(), 1);
 }
+
+#[test]
+fn a_dns_over_tcp_client_that_closes_gets_its_answer_and_a_close_not_a_spinning_node() {
+    let mut p = Pair::new();
+    let mut os =
+        TcpStack::new(TcpConfig { buffer_size: 64 << 10, ..TcpConfig::default() }, &[IpAddr::V4(mesh(A))], 99, p.now);
+    let conn = os.connect(p.now, SocketAddr::new(IpAddr::V4(MAGIC_DNS_ADDR), 53)).unwrap_or_else(|e| panic!("{e}"));
+    let query = tcp_framed(&dns_query(7, "beta.tail.mesh."));
+    let (mut sent, mut answer, mut finished) = (false, Vec::new(), false);
+    for _ in 0..100 {
+        while let Some(packet) = os.poll_transmit() {
+            // Before the fix the node never returned from this call.
+            p.nodes[A].handle_tun_packet(p.now, packet);
+        }
+        p.pump();
+        for packet in std::mem::take(&mut p.tun[A]) {
+            let info = PacketInfo::parse(&packet).unwrap_or_else(|e| panic!("{e}"));
+            os.handle_packet(p.now, None, &info, packet);
+        }
+        while let Some(event) = os.poll_event() {
+            match event {
+                TcpEvent::Connected { .. } if !sent => {
+                    // The query and the FIN together, as a one-shot client sends them.
+                    assert_eq!(os.send(conn, &query), Ok(query.len()));
+                    assert_eq!(os.close(p.now, conn), Ok(()));
+                    sent = true;
+                }
+                _ => {}
+            }
+        }
+        let mut buf = [0u8; 512];
+        while let Ok(n @ 1..) = os.recv(conn, &mut buf) {
+            answer.extend_from_slice(&buf[..n]);
+        }
+        finished |= os.peer_finished(conn) == Ok(true);
+        p.advance(Duration::from_millis(5));
+        if os.poll_timeout().is_some_and(|at| at <= p.now) {
+            os.handle_timeout(p.now);
+        }
+    }
+    assert!(sent);
+    assert_eq!(tcp_messages(&answer).len(), 1, "the query sent with the FIN is answered");
+    assert!(finished, "and the node closes its side");
+}
