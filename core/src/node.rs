@@ -11,7 +11,7 @@
 //! peer's allowed IPs, then the flow table or the filter must allow it; then it goes to the
 //! TCP stack when its destination is a port served in the core, else to the TUN.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
@@ -54,6 +54,10 @@ pub struct NodeConfig {
     /// TCP ports served in the core on the mesh addresses for the application (as a
     /// tsnet listener): accepted connections are reported as [`TcpEvent::Accepted`].
     pub tcp_services: Vec<u16>,
+    /// No TUN behind the node (userspace mode, an embedded node): a SYN to a port not
+    /// served in the core is answered with a RST, as a kernel would answer it, instead
+    /// of going to a TUN side nobody reads (where the caller would wait out its timeout).
+    pub refuse_unserved_tcp: bool,
     pub tcp: TcpConfig,
     pub wireguard: WireGuardTuning,
     pub max_flows: usize,
@@ -81,6 +85,7 @@ impl NodeConfig {
             dns_domain: dns_domain.to_string(),
             ssh: None,
             tcp_services: Vec::new(),
+            refuse_unserved_tcp: false,
             tcp: TcpConfig::default(),
             wireguard: WireGuardTuning::default(),
             max_flows: FlowTable::DEFAULT_CAPACITY,
@@ -146,6 +151,8 @@ pub struct NodeStats {
     pub inbound_not_for_us: u64,
     pub inbound_to_tun: u64,
     pub inbound_to_stack: u64,
+    /// SYNs to unserved ports answered with a RST ([`NodeConfig::refuse_unserved_tcp`]).
+    pub inbound_refused: u64,
     pub outbound_malformed: u64,
     pub outbound_no_route: u64,
     pub outbound_dropped: u64,
@@ -167,10 +174,14 @@ pub struct Node {
     peer_options: BTreeMap<PublicKey, PeerOptions>,
     /// DNS over TCP connections (from the TUN side): unread queries, unsent answers.
     dns_conns: BTreeMap<ConnId, TcpFramer>,
+    /// DNS over TCP connections whose client sent its FIN (read no more: the stack
+    /// reports `Readable` again after every read past the FIN).
+    dns_finished: BTreeSet<ConnId>,
     tun_out: VecDeque<BytesMut>,
     events: VecDeque<NodeEvent>,
     next_sweep: Instant,
     stats: NodeStats,
+    refuse_unserved_tcp: bool,
 }
 
 impl std::fmt::Debug for Node {
@@ -228,10 +239,12 @@ impl Node {
             netmap: BTreeMap::new(),
             peer_options: BTreeMap::new(),
             dns_conns: BTreeMap::new(),
+            dns_finished: BTreeSet::new(),
             tun_out: VecDeque::new(),
             events: VecDeque::new(),
             next_sweep: now + FLOW_SWEEP_INTERVAL,
             stats: NodeStats::default(),
+            refuse_unserved_tcp: config.refuse_unserved_tcp,
         })
     }
 
@@ -496,6 +509,34 @@ impl Node {
 
     // ----- TCP for services and applications ----------------------------------------------
 
+    /// Serve `port` on the mesh addresses from now on, as [`NodeConfig::tcp_services`] does
+    /// from the start: an application (an embedded node) opens listeners while it runs.
+    /// Idempotent. Port 0, and port 22 while SSH is on, are refused.
+    pub fn tcp_listen(&mut self, port: u16) -> Result<(), TcpError> {
+        if port == 0 || (port == SSH_PORT && self.ssh.is_some()) {
+            return Err(TcpError::PortReserved);
+        }
+        for &addr in &self.addrs {
+            self.tcp.listen(addr, port);
+        }
+        Ok(())
+    }
+
+    /// Stop serving `port` (connections it accepted stay). Port 22 stays while SSH is on.
+    pub fn tcp_unlisten(&mut self, port: u16) {
+        if port == SSH_PORT && self.ssh.is_some() {
+            return;
+        }
+        for &addr in &self.addrs {
+            self.tcp.unlisten(addr, port);
+        }
+    }
+
+    /// Whether `port` is served on the mesh addresses.
+    pub fn tcp_listening(&self, port: u16) -> bool {
+        self.addrs.iter().any(|&addr| self.tcp.is_listening(addr, port))
+    }
+
     /// Open a TCP connection through the mesh.
     pub fn tcp_connect(&mut self, now: Instant, remote: SocketAddr) -> Result<ConnId, TcpError> {
         let conn = self.tcp.connect(now, remote);
@@ -533,6 +574,11 @@ impl Node {
         let r = self.tcp.abort(now, conn);
         self.drive(now);
         r
+    }
+
+    /// Local and remote endpoints of a connection.
+    pub fn tcp_endpoints(&self, conn: ConnId) -> Option<(SocketAddr, SocketAddr)> {
+        self.tcp.endpoints(conn)
     }
 
     /// The peer whose SYN opened an accepted connection.
@@ -598,6 +644,8 @@ impl Node {
         if info.proto == Proto::Tcp && self.tcp.serves(&info) {
             self.stats.inbound_to_stack += 1;
             self.tcp.handle_packet(now, Some(peer), &info, packet);
+        } else if self.refuse_unserved_tcp && info.proto == Proto::Tcp {
+            self.refuse_tcp(now, &info, &packet);
         } else {
             self.stats.inbound_to_tun += 1;
             self.tun_out.push_back(packet);
@@ -684,15 +732,18 @@ impl Node {
             TcpEvent::Readable { conn } | TcpEvent::Writable { conn } if self.dns_conns.contains_key(&conn) => {
                 self.serve_dns_tcp(now, conn)
             }
-            TcpEvent::Closed { conn } if self.dns_conns.remove(&conn).is_some() => {}
+            TcpEvent::Closed { conn } if self.dns_conns.remove(&conn).is_some() => {
+                self.dns_finished.remove(&conn);
+            }
             other => self.events.push_back(NodeEvent::Tcp(other)),
         }
     }
 
     /// DNS over TCP: write what is pending, answer whole queries one at a time, read only
     /// when the framer wants input (a short send waits for `Writable`, see [`TcpFramer`]).
+    /// After the client's FIN the answers still go out, then the connection is closed.
     fn serve_dns_tcp(&mut self, now: Instant, conn: ConnId) {
-        let Self { tcp, dns, dns_conns, stats, .. } = self;
+        let Self { tcp, dns, dns_conns, dns_finished, stats, .. } = self;
         let Some(framer) = dns_conns.get_mut(&conn) else { return };
         let mut chunk = [0u8; 2048];
         loop {
@@ -717,8 +768,20 @@ impl Node {
             if !framer.wants_input() {
                 break;
             }
+            if dns_finished.contains(&conn) {
+                // Everything answered and nothing more can come.
+                let _ = tcp.close(now, conn);
+                break;
+            }
             match tcp.recv(conn, &mut chunk) {
-                Ok(0) | Err(_) => break,
+                Ok(0) => {
+                    if tcp.peer_finished(conn).unwrap_or(true) {
+                        dns_finished.insert(conn);
+                        continue;
+                    }
+                    break;
+                }
+                Err(_) => break,
                 Ok(n) => {
                     if framer.handle_input(&chunk[..n]).is_err() {
                         let _ = tcp.abort(now, conn);
@@ -741,6 +804,29 @@ impl Node {
         let Ok(answer) = self.dns.answer_udp(udp.payload()) else { return };
         let reply = build::udp_v4(MAGIC_DNS_ADDR, DNS_PORT, client, info.src_port, &answer);
         self.tun_out.push_back(BytesMut::from(&reply[..]));
+    }
+
+    /// Answer a SYN to an unserved port with RST+ACK (RFC 9293 3.10.7.1: SEQ 0, ACK the
+    /// SYN); other segments are dropped. IPv4 only (IPv6 SYNs are dropped).
+    fn refuse_tcp(&mut self, now: Instant, info: &PacketInfo, packet: &[u8]) {
+        let (true, IpAddr::V4(src), IpAddr::V4(dst)) = (info.is_tcp_syn(), info.src, info.dst) else { return };
+        let Ok(ip) = Ipv4Packet::new_checked(packet) else { return };
+        let Ok(tcp) = smoltcp::wire::TcpPacket::new_checked(ip.payload()) else { return };
+        let segment_len = u32::try_from(tcp.payload().len()).unwrap_or(0).wrapping_add(1);
+        let ack = (tcp.seq_number().0 as u32).wrapping_add(segment_len);
+        let rst = build::TcpSegment {
+            src: dst,
+            src_port: info.dst_port,
+            dst: src,
+            dst_port: info.src_port,
+            control: smoltcp::wire::TcpControl::Rst,
+            seq: 0,
+            ack: Some(ack),
+        }
+        .to_packet();
+        let Ok(rst_info) = PacketInfo::parse(&rst) else { return };
+        self.stats.inbound_refused += 1;
+        self.send_into_mesh(now, &rst_info, wireguard::packet_buffer(&rst));
     }
 
     /// Tell the TUN side that a destination has no peer (IPv4 only).

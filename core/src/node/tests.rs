@@ -706,3 +706,136 @@ fn peer_options_persistent_keepalive_survives_a_new_netmap() {
     p.advance(Duration::from_secs(6));
     assert!(sent(&p) > before, "the keepalive starts a handshake with nothing else to send");
 }
+
+#[test]
+fn listeners_opened_and_closed_while_running() {
+    let mut p = Pair::new();
+    const LATE: u16 = 9000;
+    p.nodes[B].set_filter(p.now, Filter::new(vec![allow(A, B, PortRange::single(LATE))]));
+    let to_b = SocketAddr::new(IpAddr::V4(mesh(B)), LATE);
+    // Not served yet: the SYN goes to B's TUN side, the core accepts nothing.
+    let _ = p.nodes[A].tcp_connect(p.now, to_b);
+    p.pump();
+    assert!(p.accepted(B).is_empty());
+    assert!(!p.nodes[B].tcp_listening(LATE));
+    assert_eq!(p.nodes[B].tcp_listen(0), Err(TcpError::PortReserved));
+
+    assert_eq!(p.nodes[B].tcp_listen(LATE), Ok(()));
+    assert_eq!(p.nodes[B].tcp_listen(LATE), Ok(()), "idempotent");
+    assert!(p.nodes[B].tcp_listening(LATE));
+    let conn = p.nodes[A].tcp_connect(p.now, to_b).unwrap_or_else(|e| panic!("{e}"));
+    p.pump();
+    let accepted = p.accepted(B);
+    assert_eq!(accepted.len(), 1, "served once listened");
+    assert_eq!(accepted[0].1, p.nodes[B].peer_id(&key(A).public_key()));
+
+    // Closing the listener keeps the accepted connection and refuses new ones.
+    p.nodes[B].tcp_unlisten(LATE);
+    assert!(!p.nodes[B].tcp_listening(LATE));
+    let now = p.now;
+    assert_eq!(p.nodes[A].tcp_send(now, conn, b"still"), Ok(5));
+    p.pump();
+    let mut buf = [0u8; 8];
+    assert_eq!(p.nodes[B].tcp_recv(now, accepted[0].0, &mut buf), Ok(5));
+    let _ = p.nodes[A].tcp_connect(p.now, to_b);
+    p.pump();
+    assert_eq!(p.accepted(B).len(), 1, "no new connection after unlisten");
+}
+
+#[test]
+fn data_before_the_peers_fin_stays_readable_after_a_graceful_end() {
+    let mut p = Pair::new();
+    p.nodes[B].set_filter(p.now, Filter::new(vec![allow(A, B, PortRange::single(SERVICE))]));
+    let conn =
+        p.nodes[A].tcp_connect(p.now, SocketAddr::new(IpAddr::V4(mesh(B)), SERVICE)).unwrap_or_else(|e| panic!("{e}"));
+    p.pump();
+    let (server, _) = p.accepted(B)[0];
+    // A closes its direction first; B then sends and closes: A ends in TIME-WAIT with
+    // everything B sent still unread.
+    let now = p.now;
+    assert_eq!(p.nodes[A].tcp_close(now, conn), Ok(()));
+    p.pump();
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let mut sent = 0;
+    while sent < data.len() {
+        sent += p.nodes[B].tcp_send(p.now, server, &data[sent..]).unwrap_or_else(|e| panic!("{e}"));
+        p.pump();
+        p.advance(Duration::from_millis(10));
+    }
+    assert_eq!(p.nodes[B].tcp_close(p.now, server), Ok(()));
+    p.pump();
+    p.advance(Duration::from_millis(100));
+    assert!(!p.events[A].contains(&NodeEvent::Tcp(TcpEvent::Closed { conn })), "not ended before it is read");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match p.nodes[A].tcp_recv(p.now, conn, &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    p.pump();
+    assert_eq!(got, data, "every byte before the FIN");
+    assert_eq!(p.nodes[A].tcp_peer_finished(conn), Ok(true));
+    assert!(p.events[A].contains(&NodeEvent::Tcp(TcpEvent::Closed { conn })), "ended once read");
+}
+
+#[test]
+fn without_a_tun_side_a_syn_to_an_unserved_port_is_refused() {
+    let mut p = Pair::with(2, |i, c| c.refuse_unserved_tcp = i == B);
+    p.nodes[B].set_filter(p.now, Filter::new(vec![allow(A, B, PortRange::ALL)]));
+    let conn =
+        p.nodes[A].tcp_connect(p.now, SocketAddr::new(IpAddr::V4(mesh(B)), 7999)).unwrap_or_else(|e| panic!("{e}"));
+    p.pump();
+    assert_eq!(p.nodes[B].stats().inbound_refused, 1);
+    assert!(p.tun[B].is_empty(), "nothing for a TUN side");
+    assert!(p.events[A].contains(&NodeEvent::Tcp(TcpEvent::Closed { conn })), "A's connect is refused at once");
+    // A served port still works.
+    let _ = p.nodes[A].tcp_connect(p.now, SocketAddr::new(IpAddr::V4(mesh(B)), SERVICE));
+    p.pump();
+    assert_eq!(p.accepted(B).len(), 1);
+}
+
+#[test]
+fn a_dns_over_tcp_client_that_closes_gets_its_answer_and_a_close_not_a_spinning_node() {
+    let mut p = Pair::new();
+    let mut os =
+        TcpStack::new(TcpConfig { buffer_size: 64 << 10, ..TcpConfig::default() }, &[IpAddr::V4(mesh(A))], 99, p.now);
+    let conn = os.connect(p.now, SocketAddr::new(IpAddr::V4(MAGIC_DNS_ADDR), 53)).unwrap_or_else(|e| panic!("{e}"));
+    let query = tcp_framed(&dns_query(7, "beta.tail.mesh."));
+    let (mut sent, mut answer, mut finished) = (false, Vec::new(), false);
+    for _ in 0..100 {
+        while let Some(packet) = os.poll_transmit() {
+            // Before the fix the node never returned from this call.
+            p.nodes[A].handle_tun_packet(p.now, packet);
+        }
+        p.pump();
+        for packet in std::mem::take(&mut p.tun[A]) {
+            let info = PacketInfo::parse(&packet).unwrap_or_else(|e| panic!("{e}"));
+            os.handle_packet(p.now, None, &info, packet);
+        }
+        while let Some(event) = os.poll_event() {
+            match event {
+                TcpEvent::Connected { .. } if !sent => {
+                    // The query and the FIN together, as a one-shot client sends them.
+                    assert_eq!(os.send(conn, &query), Ok(query.len()));
+                    assert_eq!(os.close(p.now, conn), Ok(()));
+                    sent = true;
+                }
+                _ => {}
+            }
+        }
+        let mut buf = [0u8; 512];
+        while let Ok(n @ 1..) = os.recv(conn, &mut buf) {
+            answer.extend_from_slice(&buf[..n]);
+        }
+        finished |= os.peer_finished(conn) == Ok(true);
+        p.advance(Duration::from_millis(5));
+        if os.poll_timeout().is_some_and(|at| at <= p.now) {
+            os.handle_timeout(p.now);
+        }
+    }
+    assert!(sent);
+    assert_eq!(tcp_messages(&answer).len(), 1, "the query sent with the FIN is answered");
+    assert!(finished, "and the node closes its side");
+}

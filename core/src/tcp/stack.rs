@@ -122,6 +122,8 @@ pub enum TcpError {
     InvalidState,
     #[error("no free local port")]
     NoPort,
+    #[error("port is served by the node itself")]
+    PortReserved,
 }
 
 /// What the stack refused, by reason.
@@ -162,6 +164,9 @@ struct Conn {
     lingering: bool,
     readable_signalled: bool,
     wants_writable: bool,
+    /// The peer's FIN was seen (CLOSE-WAIT or later): the connection can end gracefully
+    /// with received data still unread.
+    fin_seen: bool,
     /// (local, remote): the key of `TcpStack::flows`.
     flow: (SocketAddr, SocketAddr),
     /// The served endpoint an inbound connection came in on.
@@ -291,6 +296,20 @@ impl TcpStack {
             return;
         }
         self.add_listener((addr, port));
+    }
+
+    /// Stop serving `port` on `addr`. Connections it accepted stay (as a kernel's do when
+    /// the listening socket closes); a SYN already taken by the listening socket but not yet
+    /// adopted goes with it.
+    pub fn unlisten(&mut self, addr: IpAddr, port: u16) {
+        if let Some(handle) = self.listeners.remove(&(addr, port)) {
+            self.listening.remove(handle);
+        }
+    }
+
+    /// Whether `port` is served on `addr`.
+    pub fn is_listening(&self, addr: IpAddr, port: u16) -> bool {
+        self.listeners.contains_key(&(addr, port))
     }
 
     fn add_listener(&mut self, endpoint: (IpAddr, u16)) {
@@ -476,6 +495,7 @@ impl TcpStack {
                 lingering: false,
                 readable_signalled: false,
                 wants_writable: false,
+                fin_seen: false,
                 flow,
                 endpoint: None,
                 edge: SendEdge::default(),
@@ -512,8 +532,14 @@ impl TcpStack {
 
     /// Whether the peer has closed its direction (FIN received) and everything before it
     /// has been read: what a `recv` of 0 bytes means as opposed to "nothing yet".
+    /// A lingering connection (TIME-WAIT, entered only after both FINs and once everything
+    /// received was read) answers `true` until it is forgotten, so that a reader learns
+    /// "finished" also when its last read moved the connection there.
     pub fn peer_finished(&self, conn: ConnId) -> Result<bool, TcpError> {
-        let c = self.conns.get(&conn).filter(|c| !c.lingering).ok_or(TcpError::NoSuchConnection)?;
+        let c = self.conns.get(&conn).ok_or(TcpError::NoSuchConnection)?;
+        if c.lingering {
+            return Ok(true);
+        }
         let socket = self.sockets.get::<tcp::Socket>(c.handle);
         Ok(!socket.may_recv() && socket.recv_queue() == 0)
     }
@@ -633,6 +659,14 @@ impl TcpStack {
             let Some(c) = self.conns.get_mut(&id) else { continue };
             let socket = self.sockets.get::<tcp::Socket>(c.handle);
             let state = socket.state();
+            if matches!(state, tcp::State::CloseWait | tcp::State::LastAck | tcp::State::Closing | tcp::State::TimeWait)
+            {
+                c.fin_seen = true;
+            }
+            // Data that arrived before the peer's FIN stays readable after the connection
+            // ended gracefully (TIME-WAIT, or CLOSED after LAST-ACK); the end is reported once
+            // it has been read. After a reset (no FIN seen) it is discarded, as a kernel does.
+            let unread = c.fin_seen && socket.recv_queue() > 0;
             if !c.announced && matches!(state, tcp::State::Established | tcp::State::CloseWait) {
                 c.announced = true;
                 if c.inbound {
@@ -667,6 +701,7 @@ impl TcpStack {
                 self.events.push_back(TcpEvent::Writable { conn: id });
             }
             match state {
+                _ if unread => {}
                 tcp::State::Closed => gone.push(id),
                 // The connection is over for the layer above; the socket stays to answer a
                 // retransmitted FIN and keep the 4-tuple from being reused at once.

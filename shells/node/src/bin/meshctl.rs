@@ -1,9 +1,6 @@
 //! `meshctl`: the command line for the local meshd (its local API on a Unix socket).
 //! Exit codes: 0 done, 1 refused or failed, 2 the daemon cannot be reached.
 
-use std::io::Read as _;
-use std::io::Write as _;
-use std::net::{TcpStream, ToSocketAddrs as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -158,7 +155,9 @@ fn run(args: &Args) -> Result<(), Failure> {
                 None => rustix::system::uname().nodename().to_string_lossy().into_owned(),
             };
             // Resolved here, so the daemon's loop never waits for a resolver.
-            let server_addr = Some(resolve_server(login_server).map_err(Failure::Failed)?.to_string());
+            let server_addr = Some(
+                meshd::control_key::resolve(login_server).map_err(|e| Failure::Failed(e.to_string()))?.to_string(),
+            );
             let up = Request::Up {
                 server_addr,
                 login_server: login_server.clone(),
@@ -421,33 +420,5 @@ fn print_status(status: &Status) {
 /// GET /key from the login server over plain HTTP (for tests and trusted networks; pass
 /// `--control-key` elsewhere).
 fn fetch_key(login_server: &str) -> Result<String, String> {
-    let host = server_host(login_server);
-    let addr = resolve_server(login_server)?;
-    let mut stream = TcpStream::connect_timeout(&addr, TIMEOUT).map_err(|e| format!("{host}: {e}"))?;
-    stream.set_read_timeout(Some(TIMEOUT)).map_err(|e| e.to_string())?;
-    write!(stream, "GET /key HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").map_err(|e| e.to_string())?;
-    let mut body = Vec::new();
-    stream.take(64 * 1024).read_to_end(&mut body).map_err(|e| format!("{host}: {e}"))?;
-    let text = String::from_utf8_lossy(&body);
-    let (head, rest) = text.split_once("\r\n\r\n").ok_or("bad HTTP response for /key")?;
-    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
-        return Err(format!("GET /key: {}", head.lines().next().unwrap_or_default()));
-    }
-    let key = rest.trim();
-    if meshd::state_dir::parse_hex(key).is_none() {
-        return Err("GET /key: not a key".into());
-    }
-    Ok(key.to_string())
-}
-
-/// `host:port` of a login server URL (`http://host:port/` or bare).
-fn server_host(login_server: &str) -> &str {
-    let host = login_server.trim();
-    host.strip_prefix("http://").unwrap_or(host).trim_end_matches('/')
-}
-
-/// The login server's first address.
-fn resolve_server(login_server: &str) -> Result<std::net::SocketAddr, String> {
-    let host = server_host(login_server);
-    host.to_socket_addrs().map_err(|e| format!("{host}: {e}"))?.next().ok_or_else(|| format!("{host}: no address"))
+    meshd::control_key::fetch(login_server, TIMEOUT).map_err(|e| e.to_string())
 }

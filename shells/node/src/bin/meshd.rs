@@ -97,7 +97,7 @@ fn run_daemon(args: &Args, dir: &Path) -> Result<(), String> {
         .enable_daemon(DaemonConfig {
             machine_key,
             node,
-            socket,
+            socket: Some(socket),
             state_dir: Some(state.path().to_path_buf()),
             ssh_host_key: state.ssh_host_key,
             operator_gid,

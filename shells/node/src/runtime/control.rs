@@ -103,8 +103,7 @@ impl ControlLink {
         token: Token,
         udp_port: u16,
     ) -> Result<Self, ControlError> {
-        let host = request.login_server.trim();
-        let host = host.strip_prefix("http://").unwrap_or(host).trim_end_matches('/');
+        let host = crate::control_key::server_host(&request.login_server);
         if host.is_empty() || host.contains('/') || !host.contains(':') {
             return Err(ControlError::BadServer(request.login_server.clone()));
         }

@@ -30,7 +30,9 @@ pub struct DaemonConfig {
     pub machine_key: PrivateKey,
     /// The node as it is rebuilt when its addresses are learned (key, SSH, sizes).
     pub node: NodeConfig,
-    pub socket: PathBuf,
+    /// The local API's socket (none: no local API, as for an embedded node, which its
+    /// application drives).
+    pub socket: Option<PathBuf>,
     /// Where `up`'s prefs are kept (none: not kept).
     pub state_dir: Option<PathBuf>,
     /// The SSH host key's seed, served with `up --ssh`.
@@ -56,18 +58,30 @@ pub(super) struct Daemon {
     pub(super) pinger: Pinger,
 }
 
+impl Daemon {
+    pub(super) fn control_link(&self) -> Option<&ControlLink> {
+        self.control.as_ref()
+    }
+}
+
 impl Runtime {
     /// Serve the local API on `config.socket`; the control connection waits for `up`.
     pub fn enable_daemon(&mut self, config: DaemonConfig) -> Result<(), RuntimeError> {
         let registry = self.poll.registry().try_clone().map_err(RuntimeError::Poll)?;
-        let api = LocalApi::bind(&config.socket, &registry, API, config.operator_gid)?;
-        info!(socket = %config.socket.display(), "local API listening");
+        let api = match &config.socket {
+            Some(socket) => {
+                let api = LocalApi::bind(socket, &registry, API, config.operator_gid)?;
+                info!(socket = %socket.display(), "local API listening");
+                Some(api)
+            }
+            None => None,
+        };
         let mut ident = [0u8; 2];
         fill_random(&mut ident)?;
         self.daemon = Some(Daemon {
             machine_key: config.machine_key,
             template: config.node,
-            api: Some(api),
+            api,
             registry,
             control: None,
             system_dns: config.state_dir.as_deref().map(|dir| SystemDns::new(dir, IpAddr::V4(MAGIC_DNS_ADDR))),
@@ -152,6 +166,13 @@ impl Runtime {
                 _ => {}
             }
         }
+        self.with_hook(|hook, cx| hook.control_changed(cx));
+        self.drain_node();
+    }
+
+    /// Whether a control connection was asked for (by `up`, or by saved prefs).
+    pub(crate) fn daemon_is_up(&self) -> bool {
+        self.daemon.as_ref().is_some_and(|d| d.control.is_some())
     }
 
     fn save_prefs(&self) {
@@ -309,7 +330,7 @@ impl Runtime {
         })
     }
 
-    fn up(&mut self, request: &UpRequest) -> Result<(), String> {
+    pub(crate) fn up(&mut self, request: &UpRequest) -> Result<(), String> {
         let mut seed = [0u8; 32];
         fill_random(&mut seed).map_err(|e| e.to_string())?;
         let now = self.clock.now();
@@ -399,6 +420,7 @@ impl Runtime {
         fill_random(&mut seed)?;
         self.node = Node::new(config, seed, self.clock.now(), clock::unix_now())?;
         info!(?addresses, "node addresses");
+        self.with_hook(|hook, cx| hook.node_replaced(cx));
         if let Some(tun) = &self.tun {
             let with_len: Vec<(IpAddr, u8)> =
                 addresses.iter().map(|a| (*a, if a.is_ipv4() { 32 } else { 128 })).collect();

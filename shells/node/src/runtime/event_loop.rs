@@ -96,7 +96,10 @@ impl Runtime {
                     token if token.0 >= super::ssh::SSH_TOKENS => {
                         self.ssh_ready(token, event.is_readable() || event.is_read_closed(), event.is_writable());
                     }
-                    WAKER => {}
+                    WAKER => {
+                        self.with_hook(|hook, cx| hook.woken(cx));
+                        self.drain_node();
+                    }
                     token => {
                         self.daemon_event(token);
                     }
@@ -122,26 +125,23 @@ impl Runtime {
         }
     }
 
-    /// Move the node's outputs to the pending queues (and log its events).
+    /// Move the node's outputs to the pending queues (TCP events to the hook, the rest
+    /// logged), until what the hook did in answer produced nothing more.
     pub(super) fn drain_node(&mut self) {
-        while let Some(transmit) = self.node.poll_transmit() {
-            self.pending_udp.push(transmit);
-        }
-        while let Some(packet) = self.node.poll_tun_packet() {
-            self.pending_tun.push(packet);
-        }
-        while let Some(event) = self.node.poll_event() {
-            match event {
-                NodeEvent::WireGuard(event) => debug!(?event, "wireguard"),
-                // Acting on a session makes more output (and maybe events): drained below.
-                NodeEvent::Ssh(event) => self.handle_ssh_event(event),
-                other => trace!(?other, "node event"),
-            }
+        loop {
             while let Some(transmit) = self.node.poll_transmit() {
                 self.pending_udp.push(transmit);
             }
             while let Some(packet) = self.node.poll_tun_packet() {
                 self.pending_tun.push(packet);
+            }
+            let Some(event) = self.node.poll_event() else { return };
+            match event {
+                NodeEvent::Tcp(event) if self.has_hook() => self.with_hook(|hook, cx| hook.tcp_event(cx, event)),
+                NodeEvent::WireGuard(event) => debug!(?event, "wireguard"),
+                // Acting on a session makes more output (and maybe events): drained above.
+                NodeEvent::Ssh(event) => self.handle_ssh_event(event),
+                other => trace!(?other, "node event"),
             }
         }
     }

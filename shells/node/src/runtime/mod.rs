@@ -6,7 +6,8 @@
 //! [`udp`] (quinn-udp: recvmmsg + GRO, GSO sends), [`netlink`] (rtnetlink: addresses, MTU,
 //! link up, routes, link removal), [`tun`] (tun-rs), [`event_loop`] (the loop itself), and
 //! for `meshd --state-dir` [`control`] (the control connection) and `daemon` (the local
-//! API's commands and netmaps applied to the node and the TUN).
+//! API's commands and netmaps applied to the node and the TUN); [`hook`] lets an
+//! application run on the loop's thread (the embedded node, [`crate::embed`]).
 //!
 //! ```no_run
 //! fn serve(config: meshd::runtime::RuntimeConfig) -> Result<(), meshd::runtime::RuntimeError> {
@@ -21,6 +22,7 @@ pub mod clock;
 pub mod control;
 mod daemon;
 mod event_loop;
+pub mod hook;
 pub mod metrics;
 pub mod netlink;
 mod ping;
@@ -42,6 +44,7 @@ use tracing::info;
 use buffers::BufferPool;
 use clock::Clock;
 pub use daemon::DaemonConfig;
+pub use hook::{HookContext, LoopHook};
 pub use metrics::Metrics;
 pub use tun::{Tun, TunConfig, TunError};
 use udp::{UdpError, UdpIo};
@@ -128,6 +131,8 @@ pub struct Runtime {
     daemon: Option<daemon::Daemon>,
     /// SSH connections served by the core (with `up --ssh`).
     ssh: ssh::SshSessions,
+    /// An application on the loop's thread (the embedded node).
+    hook: Option<Box<dyn LoopHook>>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -221,6 +226,7 @@ impl Runtime {
             metrics: Metrics::default(),
             daemon: None,
             ssh: ssh::SshSessions::default(),
+            hook: None,
         })
     }
 
