@@ -284,6 +284,7 @@ impl Runtime {
                 }
             }
         }
+        self.drain_node();
         self.flush();
     }
 
@@ -349,6 +350,9 @@ impl Runtime {
             host.mark_ready(target, readable, writable);
         }
         self.service_ssh(session);
+        // What the session wrote leaves now, not with the next packet that wakes the loop.
+        self.drain_node();
+        self.flush();
     }
 
     /// Every session looked at: exits (after SIGCHLD or the poll), held checks running out.
@@ -367,6 +371,8 @@ impl Runtime {
             }
             self.service_ssh(session);
         }
+        self.drain_node();
+        self.flush();
     }
 
     /// Move what one session's channels can move now.
