@@ -101,13 +101,13 @@ impl SystemDns {
         }
         let current = self.read()?;
         if !current.starts_with(MARKER) {
-            write_new(&self.backup, &current)?;
+            write_file(&self.backup, &current, 0o600)?;
         }
         let original = match current.starts_with(MARKER) {
             true => read_limited(&self.backup)?,
             false => current,
         };
-        write_in_place(&self.resolv_conf, &managed(&original, &self.nameserver, domain))?;
+        write_file(&self.resolv_conf, &managed(&original, &self.nameserver, domain), 0o644)?;
         info!(path = %self.resolv_conf.display(), domain, "MagicDNS configured in resolv.conf");
         self.applied = Some(Applied::ResolvConf { domain: domain.to_string() });
         Ok(())
@@ -122,7 +122,7 @@ impl SystemDns {
                 let current = self.read()?;
                 if current.starts_with(MARKER) {
                     let original = read_limited(&self.backup)?;
-                    write_in_place(&self.resolv_conf, &original)?;
+                    write_file(&self.resolv_conf, &original, 0o644)?;
                     info!(path = %self.resolv_conf.display(), "resolv.conf restored");
                 } else {
                     warn!(path = %self.resolv_conf.display(), "resolv.conf changed by someone else; left as it is");
@@ -211,17 +211,12 @@ fn read_limited(path: &Path) -> Result<String, SystemDnsError> {
     Ok(text)
 }
 
-fn write_in_place(path: &Path, text: &str) -> Result<(), SystemDnsError> {
-    let io_err = |error| SystemDnsError::Io { path: path.to_path_buf(), error };
-    let mut file = OpenOptions::new().write(true).truncate(true).create(true).open(path).map_err(io_err)?;
-    file.write_all(text.as_bytes()).map_err(io_err)?;
-    file.sync_all().map_err(io_err)
-}
-
-fn write_new(path: &Path, text: &str) -> Result<(), SystemDnsError> {
+/// Write `text` into `path` in place (truncated, never renamed over); a new file gets
+/// `mode`.
+fn write_file(path: &Path, text: &str, mode: u32) -> Result<(), SystemDnsError> {
     use std::os::unix::fs::OpenOptionsExt as _;
     let io_err = |error| SystemDnsError::Io { path: path.to_path_buf(), error };
-    let mut file = OpenOptions::new().write(true).truncate(true).create(true).mode(0o600).open(path).map_err(io_err)?;
+    let mut file = OpenOptions::new().write(true).truncate(true).create(true).mode(mode).open(path).map_err(io_err)?;
     file.write_all(text.as_bytes()).map_err(io_err)?;
     file.sync_all().map_err(io_err)
 }

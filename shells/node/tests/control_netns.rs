@@ -159,6 +159,16 @@ impl Tailnet {
         Path::new("/etc/netns").join(&self.nodes[i]).join("resolv.conf")
     }
 
+    /// The server's id of the node named `name`.
+    fn node_id(&self, name: &str) -> u64 {
+        let nodes: serde_json::Value = serde_json::from_str(&self.admin(&["nodes", "list", "--json"])).expect("nodes");
+        nodes
+            .as_array()
+            .and_then(|n| n.iter().find(|n| n["name"] == name))
+            .and_then(|n| n["id"].as_u64())
+            .unwrap_or_else(|| panic!("{name}'s id"))
+    }
+
     fn set_policy(&self, text: &str) {
         let file = self.dir.join("policy.hujson");
         fs::write(&file, text).expect("policy file");
@@ -534,12 +544,7 @@ fn three_nodes_resolve_each_other_by_name_and_follow_the_policy() {
     assert!(ping(&net.nodes[2], &addrs[1], 2), "node2 -> node1 stays allowed\n{}", net.logs());
 
     // A deleted node disappears from every peer's status.
-    let nodes: serde_json::Value = serde_json::from_str(&net.admin(&["nodes", "list", "--json"])).expect("nodes");
-    let id = nodes
-        .as_array()
-        .and_then(|n| n.iter().find(|n| n["name"] == "node1"))
-        .and_then(|n| n["id"].as_u64())
-        .expect("node1's id");
+    let id = net.node_id("node1");
     net.admin(&["nodes", "delete", &id.to_string()]);
     for i in [0, 2] {
         wait_for(|| !peer_names(&net.status(i)).contains(&"node1".to_string()), "node1 gone", || net.logs());
@@ -649,8 +654,12 @@ fn ssh_by_identity_runs_as_the_mapped_user_and_is_revoked_with_the_policy() {
         .stdout(Stdio::piped())
         .spawn()
         .expect("python3 service");
+    // Listening once it says so (a sleep races a loaded machine).
+    let mut service = service;
+    let mut up = String::new();
+    BufReader::new(service.stdout.take().expect("service stdout")).read_line(&mut up).expect("service up");
+    assert_eq!(up.trim(), "up");
     net.children.push(service);
-    sleep(Duration::from_millis(300));
     let out = ssh_with(&net.nodes[0], &known, &["-W", "127.0.0.1:8099"], &dest, "")
         .stdin(Stdio::null())
         .output()
@@ -738,12 +747,7 @@ fn ssh_by_identity_runs_as_the_mapped_user_and_is_revoked_with_the_policy() {
         "the remote sleep",
         || net.logs(),
     );
-    let nodes: serde_json::Value = serde_json::from_str(&net.admin(&["nodes", "list", "--json"])).expect("nodes");
-    let id = nodes
-        .as_array()
-        .and_then(|n| n.iter().find(|n| n["name"] == "node0"))
-        .and_then(|n| n["id"].as_u64())
-        .expect("node0's id");
+    let id = net.node_id("node0");
     net.admin(&["nodes", "delete", &id.to_string()]);
     let deleted = Instant::now();
     while live.try_wait().expect("wait").is_none() {

@@ -262,16 +262,16 @@ fn find_host(status: &Status, host: &str) -> Result<(String, Vec<String>), Failu
         .ok_or_else(|| Failure::Failed(format!("{host}: no such node in the tailnet")))
 }
 
+/// The address to reach a node at: its IPv4 one, else the first.
+fn preferred_address(addresses: &[String]) -> Option<String> {
+    addresses.iter().find(|a| !a.contains(':')).or_else(|| addresses.first()).cloned()
+}
+
 /// `count` echoes a second apart; success if any came back.
 fn ping(args: &Args, host: &str, count: u32) -> Result<(), Failure> {
     let status = status(args)?;
     let (name, addresses) = find_host(&status, host)?;
-    let address = addresses
-        .iter()
-        .find(|a| !a.contains(':'))
-        .or_else(|| addresses.first())
-        .ok_or_else(|| Failure::Failed(format!("{name} has no address")))?
-        .clone();
+    let address = preferred_address(&addresses).ok_or_else(|| Failure::Failed(format!("{name} has no address")))?;
     let mut pongs = 0;
     for i in 0..count {
         let started = request(args, &Request::Ping { address: address.clone() })?.ping.unwrap_or_default();
@@ -329,11 +329,7 @@ fn ssh(args: &Args, destination: &str, ssh_args: &[String]) -> Result<(), Failur
     let status = status(args)?;
     let host = destination.rsplit_once('@').map_or(destination, |(_, h)| h);
     let (_, addresses) = find_host(&status, host)?;
-    let address = addresses
-        .iter()
-        .find(|a| !a.contains(':'))
-        .or_else(|| addresses.first())
-        .ok_or_else(|| Failure::Failed(format!("{host} has no address")))?;
+    let address = preferred_address(&addresses).ok_or_else(|| Failure::Failed(format!("{host} has no address")))?;
     let file = known_hosts_file().map_err(Failure::Failed)?;
     write_known_hosts(&file, &status).map_err(Failure::Failed)?;
     let error = std::process::Command::new("ssh")

@@ -287,9 +287,8 @@ impl Runtime {
             .iter()
             .find(|a| a.is_ipv4() == to.is_ipv4() && !a.is_unspecified())
             .ok_or("this node has no mesh address of that family (is it up?)")?;
-        let link = self.daemon.as_ref().and_then(|d| d.control.as_ref());
-        let peer = link
-            .and_then(|l| l.client.netmap())
+        let peer = self
+            .netmap()
             .and_then(|state| state.peers.values().find(|p| p.addresses.contains(&to)).cloned())
             .ok_or_else(|| format!("{to} is no peer's address"))?;
         let endpoint = self
@@ -393,10 +392,14 @@ impl Runtime {
         }
     }
 
+    /// The control client's current netmap (none before the first, or out of daemon mode).
+    pub(super) fn netmap(&self) -> Option<&mesh_core::control::client::NetmapState> {
+        self.daemon.as_ref()?.control.as_ref()?.client.netmap()
+    }
+
     /// The tailnet's DNS domain from the current netmap.
     fn daemon_domain(&self) -> String {
-        let link = self.daemon.as_ref().and_then(|d| d.control.as_ref());
-        link.and_then(|l| l.client.netmap()).map(|s| s.dns_domain.clone()).unwrap_or_default()
+        self.netmap().map(|s| s.dns_domain.clone()).unwrap_or_default()
     }
 
     fn rebuild_node(&mut self, addresses: &[IpAddr], domain: &str) -> Result<(), RuntimeError> {

@@ -173,8 +173,7 @@ impl Runtime {
         let Some(conn) = self.ssh.conns.get(&session) else { return };
         let peer = conn.peer;
         let key = self.node.netmap_peer(peer).map(|p| p.public_key);
-        let netmap = self.daemon.as_ref().and_then(|d| d.control.as_ref()).and_then(|l| l.client.netmap());
-        let (Some(netmap), Some(key)) = (netmap, key) else {
+        let (Some(netmap), Some(key)) = (self.netmap(), key) else {
             return self.deny(now, session, "this node has no netmap to decide logins with");
         };
         let Some((source, source_name)) = source_of(netmap, &key) else {
@@ -295,8 +294,7 @@ impl Runtime {
         requested: &str,
         source: Option<NodeId>,
     ) -> Option<(String, bool, mesh_core::policy::NodeSshRule)> {
-        let netmap = self.daemon.as_ref()?.control.as_ref()?.client.netmap()?;
-        match ssh_access(&netmap.ssh, source?, requested) {
+        match ssh_access(&self.netmap()?.ssh, source?, requested) {
             SshAccess::Accept { local_user, allow_root, rule } | SshAccess::Check { local_user, allow_root, rule } => {
                 Some((local_user, allow_root, rule.clone()))
             }
@@ -308,23 +306,22 @@ impl Runtime {
     /// (rule gone, source gone, another local user) ends with "Access revoked.".
     pub(super) fn recheck_ssh(&mut self) {
         let now = self.clock.now();
-        let netmap = self.daemon.as_ref().and_then(|d| d.control.as_ref()).and_then(|l| l.client.netmap());
         let mut revoked = Vec::new();
         for (session, conn) in &self.ssh.conns {
             if matches!(conn.login, Login::Waiting) {
                 continue;
             }
-            let still = netmap.zip(conn.source).is_some_and(|(netmap, source)| {
-                let key = self.node.netmap_peer(conn.peer).map(|p| p.public_key);
-                let same_source = key.and_then(|k| source_of(netmap, &k)).is_some_and(|(id, _)| id == source);
-                same_source
-                    && match ssh_access(&netmap.ssh, source, &conn.requested_user) {
-                        SshAccess::Accept { local_user, .. } | SshAccess::Check { local_user, .. } => {
-                            local_user == conn.local_user
-                        }
-                        SshAccess::Deny(_) => false,
-                    }
-            });
+            // The same node behind the connection's WireGuard key, and the same decision.
+            let key = self.node.netmap_peer(conn.peer).map(|p| p.public_key);
+            let same_source = self
+                .netmap()
+                .zip(key)
+                .and_then(|(netmap, key)| source_of(netmap, &key))
+                .is_some_and(|(id, _)| Some(id) == conn.source);
+            let still = same_source
+                && self
+                    .current_access(&conn.requested_user, conn.source)
+                    .is_some_and(|(local_user, _, _)| local_user == conn.local_user);
             if !still {
                 revoked.push(*session);
             }
