@@ -16,7 +16,7 @@ use bytes::Bytes;
 use super::channel::{ChannelClient, ChannelConfig};
 use super::messages::{
     decode, encode, CheckAnswer, CheckRequest, MapDelta, Netmap, NodeMessage, Peer, Register, RegisterAuth, Registered,
-    ServerMessage,
+    ServerMessage, SshAudit,
 };
 use super::upgrade::{upgrade_request, UpgradeReader, UpgradeStatus};
 use crate::ip::filter::{Filter, FilterRule};
@@ -25,6 +25,9 @@ use crate::policy::{NodeId, NodeSshRule};
 use crate::rng::Rng;
 use crate::time::Instant;
 use crate::wireguard::{PrivateKey, PublicKey};
+
+/// SSH audit reports kept while the control connection is down.
+pub const MAX_QUEUED_AUDITS: usize = 256;
 
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
@@ -199,6 +202,8 @@ pub struct ControlClient {
     netmap: Option<NetmapState>,
     /// Check requests without a final answer, re-sent after every reconnect.
     checks: BTreeMap<u64, CheckRequest>,
+    /// SSH decisions for the audit log not yet sent (kept across reconnects, bounded).
+    audits: VecDeque<SshAudit>,
     transmit: VecDeque<Bytes>,
     events: VecDeque<ClientEvent>,
 }
@@ -222,6 +227,7 @@ impl ControlClient {
             endpoints: Vec::new(),
             netmap: None,
             checks: BTreeMap::new(),
+            audits: VecDeque::new(),
             transmit: VecDeque::new(),
             events: VecDeque::new(),
         }
@@ -356,6 +362,9 @@ impl ControlClient {
                 for c in checks {
                     self.send(NodeMessage::Check(c));
                 }
+                while let Some(a) = self.audits.pop_front() {
+                    self.send(NodeMessage::SshAudit(a));
+                }
             }
             ServerMessage::LoginNeeded { url } => self.events.push_back(ClientEvent::LoginNeeded { url }),
             ServerMessage::Rejected { reason } => {
@@ -390,6 +399,19 @@ impl ControlClient {
         self.checks.insert(request.id, request.clone());
         if matches!(self.phase, Phase::Open { registered: true, .. }) {
             self.send(NodeMessage::Check(request));
+        }
+    }
+
+    /// An SSH decision for the server's audit log: sent now, or after the next registration
+    /// (the oldest are dropped beyond [`MAX_QUEUED_AUDITS`] while disconnected).
+    pub fn report_ssh(&mut self, audit: SshAudit) {
+        if matches!(self.phase, Phase::Open { registered: true, .. }) {
+            self.send(NodeMessage::SshAudit(audit));
+        } else {
+            if self.audits.len() >= MAX_QUEUED_AUDITS {
+                self.audits.pop_front();
+            }
+            self.audits.push_back(audit);
         }
     }
 

@@ -47,6 +47,32 @@ pub enum NodeMessage {
     RotateKey { node_key: PublicKey },
     /// Leave the tailnet: the node is removed.
     Logout,
+    /// What the node's SSH server decided about a login, for the server's audit log.
+    SshAudit(SshAudit),
+}
+
+/// One SSH decision a node took (holds are logged by the server when it creates them).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SshAudit {
+    /// The node the login came from; `None` when it was not in the node's netmap.
+    pub src: Option<NodeId>,
+    /// The login name the client asked for.
+    pub login: String,
+    /// The local account it maps to (empty when none).
+    pub local_user: String,
+    /// The index of the policy's `ssh` entry that decided (`None`: no rule matched).
+    pub rule: Option<u32>,
+    pub outcome: SshOutcome,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SshOutcome {
+    Accepted,
+    Denied {
+        reason: String,
+    },
+    /// A live connection ended because the netmap no longer allows it.
+    Revoked,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

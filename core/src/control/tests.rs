@@ -855,3 +855,49 @@ fn review_findings_stay_fixed() {
     assert!(h.server.approve_check(h.now, "alice@example.com", &token_of(&url)).is_err());
     let _ = server;
 }
+
+#[test]
+fn nodes_report_ssh_decisions_into_the_audit_log_within_a_budget() {
+    let mut h = Harness::new();
+    h.server.create_user("admin", "alice@example.com").unwrap_or_else(|e| panic!("{e}"));
+    let key = h.key("alice@example.com", AuthKeyOptions { reusable: true, ..Default::default() });
+    let laptop = h.join(1, "laptop", &key);
+    h.join(2, "server", &key);
+    let report = |outcome| SshAudit {
+        src: Some(laptop),
+        login: "deploy\u{1b}[2J".into(),
+        local_user: "deploy".into(),
+        rule: Some(1),
+        outcome,
+    };
+    h.send(2, NodeMessage::SshAudit(report(SshOutcome::Accepted)));
+    h.send(2, NodeMessage::SshAudit(report(SshOutcome::Denied { reason: "user not permitted".into() })));
+    h.send(2, NodeMessage::SshAudit(report(SshOutcome::Revoked)));
+    let entries: Vec<(String, String)> = h
+        .persisted
+        .iter()
+        .filter_map(|c| if let Change::Audit(a) = c { Some((a.action.clone(), a.detail.clone())) } else { None })
+        .filter(|(action, _)| action.starts_with("ssh-"))
+        .collect();
+    let actions: Vec<&str> = entries.iter().map(|(a, _)| a.as_str()).collect();
+    assert_eq!(actions, ["ssh-accept", "ssh-deny", "ssh-revoke"]);
+    let (_, detail) = &entries[1];
+    assert!(detail.contains("node 1 (laptop, alice@example.com) to node 2 (server, alice@example.com)"), "{detail}");
+    assert!(detail.contains("as deploy") && detail.contains("ssh[1]") && detail.ends_with(": user not permitted"));
+    assert!(!detail.contains('\u{1b}'), "control characters never reach the log: {detail}");
+    // A node that floods is cut at the budget; the excess is counted in one entry later.
+    let before = h.persisted.len();
+    for _ in 0..700 {
+        h.send(2, NodeMessage::SshAudit(report(SshOutcome::Accepted)));
+    }
+    let logged = h.persisted[before..].iter().filter(|c| matches!(c, Change::Audit(_))).count();
+    assert!(logged <= 600, "{logged}");
+    h.now += Duration::from_secs(61);
+    h.send(2, NodeMessage::SshAudit(report(SshOutcome::Accepted)));
+    assert!(h.persisted.iter().any(|c| matches!(c, Change::Audit(a) if a.action == "ssh-audit-dropped")));
+    // An unregistered connection reports nothing.
+    h.server.handle_connect(h.now, ConnId(9), machine(9));
+    let before = h.persisted.len();
+    h.send(9, NodeMessage::SshAudit(report(SshOutcome::Accepted)));
+    assert_eq!(h.persisted.len(), before);
+}

@@ -94,6 +94,10 @@ pub struct SshRule {
     pub check_period: CheckPeriod,
     /// Environment variable name globs the client may set.
     pub accept_env: Vec<String>,
+    /// `allowAgentForwarding`, `allowLocalPortForwarding`, `allowRemotePortForwarding`
+    /// (this project's extension, named as Tailscale's SSH action fields; each defaults to
+    /// true, as Tailscale's accept allows all three).
+    pub forwarding: SshForwarding,
     pub origin: Origin,
 }
 
@@ -145,4 +149,22 @@ pub struct SshTest {
 pub struct Warning {
     pub pos: Pos,
     pub message: String,
+}
+
+/// The forwarding a rule's logins may use (all of it unless the policy's rule says
+/// otherwise, as Tailscale's accept carries all three). A `check` login gets the same once
+/// approved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct SshForwarding {
+    /// `auth-agent-req@openssh.com` (`ssh -A`).
+    pub agent: bool,
+    /// `direct-tcpip` (`ssh -L`, `-D`, `-W`).
+    pub local: bool,
+    /// `tcpip-forward` (`ssh -R`).
+    pub remote: bool,
+}
+
+impl SshForwarding {
+    pub const ALL: SshForwarding = SshForwarding { agent: true, local: true, remote: true };
+    pub const NONE: SshForwarding = SshForwarding { agent: false, local: false, remote: false };
 }

@@ -351,7 +351,27 @@ impl Reader {
         let users_value = required(&mut f, "users", value.pos)?;
         let period = f.take("checkPeriod");
         let env = f.take("acceptEnv");
-        f.finish(&["action", "src", "dst", "users", "checkPeriod", "acceptEnv"])?;
+        let mut forwarding = SshForwarding::ALL;
+        for (name, flag) in [
+            ("allowAgentForwarding", &mut forwarding.agent),
+            ("allowLocalPortForwarding", &mut forwarding.local),
+            ("allowRemotePortForwarding", &mut forwarding.remote),
+        ] {
+            if let Some(v) = f.take(name) {
+                *flag = boolean(v, &format!("{path}.{name}"))?;
+            }
+        }
+        f.finish(&[
+            "action",
+            "src",
+            "dst",
+            "users",
+            "checkPeriod",
+            "acceptEnv",
+            "allowAgentForwarding",
+            "allowLocalPortForwarding",
+            "allowRemotePortForwarding",
+        ])?;
         let srcs = self.selectors(src, Place::SshSrc, &format!("{path}.src"))?;
         let dsts = self.selectors(dst, Place::SshDst, &format!("{path}.dst"))?;
         for (i, d) in dsts.iter().enumerate() {
@@ -398,7 +418,7 @@ impl Reader {
             }
         }
         let origin = Origin { path, pos: value.pos };
-        self.policy.ssh.push(SshRule { action, srcs, dsts, users, check_period, accept_env, origin });
+        self.policy.ssh.push(SshRule { action, srcs, dsts, users, check_period, accept_env, forwarding, origin });
         Ok(())
     }
 

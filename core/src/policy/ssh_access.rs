@@ -8,6 +8,8 @@
 //! never give root whatever the name resolves to).
 
 use super::compile::{NodeId, NodeSshAction, NodeSshRule};
+#[cfg(test)]
+use super::model::SshForwarding;
 use super::read::check_local_user;
 
 /// The decision for one login.
@@ -58,7 +60,7 @@ pub fn ssh_access<'a>(rules: &'a [NodeSshRule], source: NodeId, requested: &str)
         named = true;
         let Some((local_user, allow_root)) = map_user(rule, requested) else { continue };
         return match rule.action {
-            NodeSshAction::Accept { .. } => SshAccess::Accept { local_user, allow_root, rule },
+            NodeSshAction::Accept => SshAccess::Accept { local_user, allow_root, rule },
             NodeSshAction::Check => SshAccess::Check { local_user, allow_root, rule },
         };
     }
@@ -94,13 +96,13 @@ mod tests {
             principals: principals.iter().map(|&n| NodeId(n)).collect(),
             users: Arc::new(users.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect::<BTreeMap<_, _>>()),
             action,
+            forwarding: SshForwarding::NONE,
             accept_env: Arc::from(Vec::new()),
             rule: index,
         }
     }
 
-    const ACCEPT: NodeSshAction =
-        NodeSshAction::Accept { agent_forwarding: false, local_forwarding: false, remote_forwarding: false };
+    const ACCEPT: NodeSshAction = NodeSshAction::Accept;
 
     #[test]
     fn first_matching_rule_wins_and_maps_the_user() {

@@ -343,6 +343,20 @@ fn the_default_policy_keeps_each_user_to_their_own_nodes_with_check_ssh() {
 }
 
 #[test]
+fn an_ssh_rule_may_withhold_forwarding() {
+    let net = Net::new(&with_defs(
+        r#""ssh": [{"action": "accept", "src": ["group:eng"], "dst": ["tag:web"], "users": ["deploy"],
+                    "allowLocalPortForwarding": false, "allowAgentForwarding": false}]"#,
+    ));
+    let rule = &net.ssh("web")[0];
+    assert_eq!(rule.forwarding, SshForwarding { agent: false, local: false, remote: true });
+    let bad = r#"{"ssh": [{"action": "accept", "src": ["*"], "dst": ["*"], "users": ["x"],
+                 "allowRemotePortForwarding": "no"}]}"#;
+    let error = reject(bad).to_string();
+    assert!(error.contains("allowRemotePortForwarding: expected true or false"), "{error}");
+}
+
+#[test]
 fn ssh_user_maps_nonroot_root_and_named_users() {
     let ssh = |users: &str| {
         with_defs(&format!(
@@ -354,10 +368,8 @@ fn ssh_user_maps_nonroot_root_and_named_users() {
     assert_eq!(rule.users.get("*").map(String::as_str), Some("="));
     assert_eq!(rule.users.get("root").map(String::as_str), Some(""), "root is never implied");
     assert_eq!(&*rule.principals, net.ids(&["alice-laptop", "alice-phone", "bob-desktop"]).as_slice());
-    assert_eq!(
-        rule.action,
-        NodeSshAction::Accept { agent_forwarding: true, local_forwarding: true, remote_forwarding: true }
-    );
+    assert_eq!(rule.action, NodeSshAction::Accept);
+    assert_eq!(rule.forwarding, SshForwarding::ALL, "accept allows all forwarding unless the rule says otherwise");
     let net = Net::new(&ssh(r#""root", "deploy""#));
     let rule = &net.ssh("web")[0];
     assert_eq!(rule.users.get("root").map(String::as_str), Some("root"));

@@ -79,7 +79,7 @@ fn report(node: &NodeInfo, policy: &NodePolicy, nodes: &[NodeInfo], names: &BTre
             .iter()
             .map(|r| SshReport {
                 action: match r.action {
-                    NodeSshAction::Accept { .. } => "accept",
+                    NodeSshAction::Accept => "accept",
                     NodeSshAction::Check => "check",
                 },
                 principals: r

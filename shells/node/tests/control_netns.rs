@@ -757,6 +757,19 @@ fn ssh_by_identity_runs_as_the_mapped_user_and_is_revoked_with_the_policy() {
     let took = deleted.elapsed();
     assert!(took < Duration::from_secs(2), "revoked {took:?} after the source node was deleted");
 
+    // Every decision reached the server's audit log: who, from where, as whom, which rule.
+    let audit = net.admin(&["audit", "--limit", "1000"]);
+    let lines = |action: &str| audit.lines().filter(|l| l.contains(action)).map(str::to_string).collect::<Vec<_>>();
+    let accepted = lines("ssh-accept");
+    assert!(
+        accepted.iter().any(|l| l.contains(&format!("as {}", user.name)) && l.contains("ssh[0]")),
+        "accepts in the audit log:\n{audit}"
+    );
+    assert!(accepted.iter().all(|l| l.contains("(node0, alice@example.com) to node") && l.contains("(node1,")));
+    assert!(lines("ssh-deny").iter().any(|l| l.contains("login root")), "the root denial:\n{audit}");
+    assert!(lines("ssh-deny").iter().any(|l| l.contains("locked")), "the locked account:\n{audit}");
+    assert!(lines("ssh-revoke").len() >= 2, "the revoked session and forward:\n{audit}");
+
     // Port 22 is served on the mesh addresses only: from the underlay (node0, and node1
     // itself) nothing answers.
     let underlay = "192.168.93.3";
@@ -956,5 +969,147 @@ fn scp_sftp_and_an_interactive_terminal_through_the_daemon() {
     let _ = tmux(&["kill-session", "-t", &session]);
     assert_eq!(fs::read_to_string(&exit).expect("exit").trim(), "ssh-exit=3");
     let _ = fs::remove_file(&remote);
+    drop(user);
+}
+
+/// The fields of /proc/<pid>/status a privilege check looks at.
+fn proc_status_field<'a>(status: &'a str, name: &str) -> &'a str {
+    status.lines().find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(':'))).unwrap_or("").trim()
+}
+
+#[test]
+fn forwarding_agent_privileges_and_uid_0_names_follow_the_rule() {
+    if !is_root() || !Path::new("/usr/bin/ssh-agent").exists() || !Path::new("/usr/bin/setpriv").exists() {
+        return;
+    }
+    let Some(user) = support::TestUser::create("/bin/bash") else { return };
+    let Some(other) = support::TestUser::create("/bin/bash") else { return };
+    // The first rule withholds forwarding from `other`; the second gives the rest all of it.
+    let policy = format!(
+        r#"{{
+          "acls": [{{"action": "accept", "src": ["*"], "dst": ["*:*"]}}],
+          "ssh": [
+            {{"action": "accept", "src": ["autogroup:member"], "dst": ["autogroup:self"], "users": ["{}"],
+              "allowLocalPortForwarding": false, "allowAgentForwarding": false}},
+            {{"action": "accept", "src": ["autogroup:member"], "dst": ["autogroup:self"], "users": ["autogroup:nonroot"]}},
+          ],
+        }}"#,
+        other.name
+    );
+    let (mut net, known, a1) = ssh_lab("fwd", 96, &policy);
+    let dest = format!("{}@{a1}", user.name);
+
+    // Agent forwarding: a real ssh-agent on node0 with one key; the session on node1 sees
+    // it through a socket of the user's, mode 0600, that another user cannot use.
+    let agent_sock = net.dir.join("agent.sock");
+    let agent = Command::new("ssh-agent").arg("-D").arg("-a").arg(&agent_sock).stdout(Stdio::null()).spawn();
+    net.children.push(agent.expect("ssh-agent"));
+    wait_for(|| agent_sock.exists(), "ssh-agent's socket", || net.logs());
+    let key = net.dir.join("id_agent");
+    let made = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "agent-key-7", "-f"])
+        .arg(&key)
+        .status();
+    assert!(made.expect("ssh-keygen").success());
+    let added = Command::new("ssh-add").arg(&key).env("SSH_AUTH_SOCK", &agent_sock).output().expect("ssh-add");
+    assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+    let mut session = ssh_with(
+        &net.nodes[0],
+        &known,
+        &["-A"],
+        &dest,
+        "echo \"$SSH_AUTH_SOCK\"; stat -c '%U %a' \"$SSH_AUTH_SOCK\"; ssh-add -l; sleep 3",
+    )
+    .env("SSH_AUTH_SOCK", &agent_sock)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("ssh -A");
+    let mut out = BufReader::new(session.stdout.take().expect("stdout"));
+    let mut line = || {
+        let mut l = String::new();
+        out.read_line(&mut l).expect("read");
+        l.trim().to_string()
+    };
+    let remote_sock = line();
+    assert!(remote_sock.starts_with('/'), "SSH_AUTH_SOCK in the session: {remote_sock:?}\n{}", net.logs());
+    assert_eq!(line(), format!("{} 600", user.name), "the socket is the user's, 0600");
+    assert!(line().contains("agent-key-7"), "the session lists the forwarded key");
+    let as_user = |name: &str| {
+        Command::new("runuser")
+            .args(["-u", name, "--", "env", &format!("SSH_AUTH_SOCK={remote_sock}"), "ssh-add", "-l"])
+            .output()
+            .expect("runuser")
+    };
+    let theirs = as_user(&user.name);
+    assert!(String::from_utf8_lossy(&theirs.stdout).contains("agent-key-7"), "the user reaches the agent");
+    let foreign = as_user(&other.name);
+    assert!(!foreign.status.success(), "another user must not reach the agent");
+    assert!(String::from_utf8_lossy(&foreign.stderr).contains("Permission denied"), "{foreign:?}");
+    assert!(session.wait().expect("wait").success());
+    wait_for(|| !Path::new(&remote_sock).exists(), "the agent socket to go with the connection", || net.logs());
+
+    // The rule without forwarding: -W (direct-tcpip) is refused, -A gives no socket; a
+    // plain command still runs.
+    let other_dest = format!("{}@{a1}", other.name);
+    let out = ssh_with(&net.nodes[0], &known, &["-W", "127.0.0.1:9"], &other_dest, "")
+        .stdin(Stdio::null())
+        .output()
+        .expect("ssh -W");
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success() && stderr.contains("administratively prohibited"), "-W refused: {stderr}");
+    let out = ssh_with(&net.nodes[0], &known, &["-A"], &other_dest, "echo \"agent=${SSH_AUTH_SOCK:-none}\"")
+        .env("SSH_AUTH_SOCK", &agent_sock)
+        .output()
+        .expect("ssh -A");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "agent=none", "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Privileges, read from /proc: exactly the user's uid, gid and supplementary groups, no
+    // capabilities, and root cannot be regained.
+    let group = format!("meshg{}", std::process::id());
+    user.admin("groupadd", &[&group]);
+    user.admin("usermod", &["-a", "-G", &group, &user.name]);
+    let out = ssh_command(
+        &net.nodes[0],
+        &known,
+        &dest,
+        "cat /proc/self/status; setpriv --reuid=0 --regid=0 --clear-groups id -u",
+    )
+    .output()
+    .expect("ssh");
+    let status = String::from_utf8_lossy(&out.stdout).to_string();
+    let entry = nix::unistd::User::from_name(&user.name).expect("lookup").expect("user");
+    let (uid, gid) = (entry.uid.as_raw(), entry.gid.as_raw());
+    assert_eq!(proc_status_field(&status, "Uid"), format!("{uid}\t{uid}\t{uid}\t{uid}"), "{status}");
+    assert_eq!(proc_status_field(&status, "Gid"), format!("{gid}\t{gid}\t{gid}\t{gid}"));
+    let id_groups = Command::new("id").args(["-G", &user.name]).output().expect("id -G");
+    let mut want: Vec<u32> =
+        String::from_utf8_lossy(&id_groups.stdout).split_whitespace().filter_map(|g| g.parse().ok()).collect();
+    let mut got: Vec<u32> =
+        proc_status_field(&status, "Groups").split_whitespace().filter_map(|g| g.parse().ok()).collect();
+    want.sort_unstable();
+    got.sort_unstable();
+    assert_eq!(got, want, "supplementary groups as NSS has them");
+    assert!(want.len() >= 2, "the test group is among them: {want:?}");
+    for caps in ["CapInh", "CapPrm", "CapEff", "CapAmb"] {
+        assert_eq!(proc_status_field(&status, caps), "0000000000000000", "{caps}");
+    }
+    assert!(!out.status.success(), "setpriv to uid 0 must fail");
+    assert!(!status.lines().any(|l| l.trim() == "0"), "no command ran as root: {status}");
+    let _ = Command::new("groupdel").arg(&group).status();
+
+    // Names that are, or look like, uid 0 never log in under autogroup:nonroot: `0`, ` 0`,
+    // `00`, root, and an alias account with uid 0.
+    // (A TestUser, so it is deleted whatever happens.)
+    let alias = support::TestUser { name: format!("meshr{}", std::process::id()) };
+    user.admin("useradd", &["-o", "-u", "0", "-g", "0", "-M", "-N", "-p", "*", "-s", "/bin/bash", &alias.name]);
+    for name in ["0", " 0", "00", "root", alias.name.as_str()] {
+        let out = ssh_with(&net.nodes[0], &known, &["-l", name], &a1, "id -u").output().expect("ssh");
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(out.status.code(), Some(255), "{name:?} must not log in: {stderr}");
+        assert!(out.stdout.is_empty(), "{name:?} ran something");
+    }
+    drop(alias);
+    drop(other);
     drop(user);
 }

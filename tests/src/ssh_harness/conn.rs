@@ -140,8 +140,7 @@ impl Conn {
             local_user: config.local_user.clone(),
             allow_root: true,
             accept_env: config.accept_env.clone(),
-            local_forwarding: true,
-            remote_forwarding: true,
+            forwarding: mesh_core::policy::SshForwarding::ALL,
             remote_bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
         };
         Ok(Self {

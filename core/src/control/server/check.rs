@@ -52,9 +52,12 @@ impl ControlServer {
                             CheckPeriod::Always => (true, 0),
                             CheckPeriod::Seconds(s) => (false, s),
                         };
-                        let detail = format!(
-                            "node {} to node {} as {} (ssh[{}])",
-                            request.src.0, dst.0, request.local_user, request.rule
+                        let detail = self.ssh_detail(
+                            Some(request.src),
+                            dst,
+                            &request.local_user,
+                            &request.local_user,
+                            Some(request.rule),
                         );
                         self.pending_checks.insert(
                             token,
@@ -107,9 +110,12 @@ impl ControlServer {
             self.approvals.insert((record.src, record.dst, record.local_user.clone()), record.clone());
             self.out.push_back(Output::Persist(Change::Approval(record)));
         }
-        let detail = format!(
-            "node {} to node {} as {} (ssh[{}])",
-            p.request.src.0, p.dst.0, p.request.local_user, p.request.rule
+        let detail = self.ssh_detail(
+            Some(p.request.src),
+            p.dst,
+            &p.request.local_user,
+            &p.request.local_user,
+            Some(p.request.rule),
         );
         self.audit(actor, "ssh-check-approve", detail);
         self.answer_check(now, token, CheckAnswer::Approved { authenticated_secs_ago: 0 });
@@ -118,7 +124,13 @@ impl ControlServer {
 
     pub fn reject_check(&mut self, now: Instant, actor: &str, token: &str) -> Result<(), super::AdminError> {
         let p = self.pending_checks.get(token).cloned().ok_or_else(|| super::AdminError::NoPending(token.into()))?;
-        let detail = format!("node {} to node {} as {}", p.request.src.0, p.dst.0, p.request.local_user);
+        let detail = self.ssh_detail(
+            Some(p.request.src),
+            p.dst,
+            &p.request.local_user,
+            &p.request.local_user,
+            Some(p.request.rule),
+        );
         self.audit(actor, "ssh-check-reject", detail);
         self.answer_check(now, token, CheckAnswer::Rejected { reason: "the check was rejected".into() });
         Ok(())

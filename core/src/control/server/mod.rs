@@ -22,6 +22,7 @@ mod check;
 mod index;
 mod netmap;
 mod records;
+mod ssh_audit;
 mod tokens;
 
 pub use records::*;
@@ -42,6 +43,8 @@ use crate::wireguard::PublicKey;
 pub(super) struct Conn {
     pub(super) machine_key: PublicKey,
     pub(super) node: Option<NodeId>,
+    /// What it may still report to the audit log this minute.
+    pub(super) audit: ssh_audit::AuditBudget,
 }
 
 /// A node's map stream: the one connection it streams on (a newer one replaces it).
@@ -265,7 +268,7 @@ impl ControlServer {
     /// A node finished the secure channel's handshake with this machine key.
     pub fn handle_connect(&mut self, _now: Instant, conn: ConnId, machine_key: PublicKey) {
         let node = self.index.by_machine_key(&machine_key);
-        if let Some(old) = self.conns.insert(conn, Conn { machine_key, node }) {
+        if let Some(old) = self.conns.insert(conn, Conn { machine_key, node, audit: Default::default() }) {
             self.forget_conn(conn, old.node);
         }
         if let Some(node) = node {
@@ -318,6 +321,7 @@ impl ControlServer {
             }
             NodeMessage::Check(request) => self.check(now, conn, request),
             NodeMessage::RotateKey { node_key } => self.rotate(now, conn, node_key),
+            NodeMessage::SshAudit(report) => self.ssh_audit(now, conn, report),
             NodeMessage::Logout => {
                 if let Some(node) = self.conn_node(conn) {
                     self.remove_node(node);

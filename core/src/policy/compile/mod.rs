@@ -109,11 +109,11 @@ impl NodePolicy {
     }
 }
 
-/// What an SSH rule lets a matching login do.
+/// What an SSH rule does with a matching login.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum NodeSshAction {
-    /// Log in; the forwarding a rule allows comes with it (Tailscale's accept carries all).
-    Accept { agent_forwarding: bool, local_forwarding: bool, remote_forwarding: bool },
+    /// Log in.
+    Accept,
     /// Hold the login and ask the coordination server, which enforces `checkPeriod`.
     Check,
 }
@@ -127,6 +127,8 @@ pub struct NodeSshRule {
     /// to itself (never to uid 0), an empty value means "no match here".
     pub users: UserMap,
     pub action: NodeSshAction,
+    /// What its logins may forward (also after a check is approved).
+    pub forwarding: crate::policy::SshForwarding,
     /// Environment name globs the client may set.
     pub accept_env: Arc<[String]>,
     /// The index of the policy's `ssh` entry it came from (check requests name it).

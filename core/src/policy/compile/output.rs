@@ -112,11 +112,10 @@ impl Tailnet {
                 continue;
             }
             let action = match rule.action {
-                SshAction::Accept => {
-                    NodeSshAction::Accept { agent_forwarding: true, local_forwarding: true, remote_forwarding: true }
-                }
+                SshAction::Accept => NodeSshAction::Accept,
                 SshAction::Check => NodeSshAction::Check,
             };
+            let forwarding = rule.forwarding;
             let position = u32::try_from(state.position).unwrap_or(u32::MAX);
             // `localpart:*@domain`: one rule per source user of that domain, for that
             // user's own nodes only.
@@ -136,6 +135,7 @@ impl Tailnet {
                         principals: own.ids.clone(),
                         users: map.clone(),
                         action,
+                        forwarding,
                         accept_env: state.accept_env.clone(),
                         rule: position,
                     });
@@ -147,6 +147,7 @@ impl Tailnet {
                     principals,
                     users: state.users.clone(),
                     action,
+                    forwarding,
                     accept_env: state.accept_env.clone(),
                     rule: position,
                 });

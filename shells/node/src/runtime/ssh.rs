@@ -14,9 +14,9 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use mesh_core::control::client::NetmapState;
-use mesh_core::control::messages::{CheckAnswer, CheckRequest};
+use mesh_core::control::messages::{CheckAnswer, CheckRequest, SshAudit, SshOutcome};
 use mesh_core::node::{SessionId, SshEvent};
-use mesh_core::policy::{ssh_access, NodeId, NodeSshAction, SshAccess};
+use mesh_core::policy::{ssh_access, NodeId, SshAccess};
 use mesh_core::ssh::event::SessionEvent;
 use mesh_core::time::Instant;
 use mesh_core::wireguard::PeerId;
@@ -54,6 +54,8 @@ struct SshConn {
     requested_user: String,
     local_user: String,
     source: Option<NodeId>,
+    /// The policy `ssh` entry that let it in (or holds it).
+    rule: Option<u32>,
     login: Login,
 }
 
@@ -127,6 +129,7 @@ impl Runtime {
                     requested_user: String::new(),
                     local_user: String::new(),
                     source: None,
+                    rule: None,
                     login: Login::Waiting,
                 };
                 self.ssh.conns.insert(session, conn);
@@ -168,7 +171,8 @@ impl Runtime {
         debug!(session = session.as_u64(), user = %conn.local_user, "SSH connection over");
     }
 
-    /// Accept, deny with a banner, or hold for a check.
+    /// Accept, deny with a banner, or hold for a check; each decision goes to the control
+    /// server's audit log (holds are logged there when the server makes them).
     fn decide_login(&mut self, now: Instant, session: SessionId, requested: &str) {
         let Some(conn) = self.ssh.conns.get(&session) else { return };
         let peer = conn.peer;
@@ -177,13 +181,16 @@ impl Runtime {
             return self.deny(now, session, "this node has no netmap to decide logins with");
         };
         let Some((source, source_name)) = source_of(netmap, &key) else {
-            return self.deny(now, session, "the connecting node is not in this node's netmap");
+            let why = "the connecting node is not in this node's netmap";
+            self.audit_ssh(None, requested, "", None, SshOutcome::Denied { reason: why.into() });
+            return self.deny(now, session, why);
         };
         let rules = netmap.ssh.clone();
         let decision = ssh_access(&rules, source, requested);
         let (local_user, allow_root, rule, check) = match decision {
             SshAccess::Deny(why) => {
                 info!(%source_name, requested, %why, "SSH login denied");
+                self.audit_ssh(Some(source), requested, "", None, SshOutcome::Denied { reason: why.to_string() });
                 return self.deny(now, session, &why.to_string());
             }
             SshAccess::Accept { local_user, allow_root, rule } => (local_user, allow_root, rule.clone(), false),
@@ -191,12 +198,15 @@ impl Runtime {
         };
         if let Err(why) = account_usable(&local_user, allow_root) {
             info!(%source_name, requested, local_user, why, "SSH login denied");
+            let outcome = SshOutcome::Denied { reason: why.clone() };
+            self.audit_ssh(Some(source), requested, &local_user, Some(rule.rule), outcome);
             return self.deny(now, session, &why);
         }
         let Some(conn) = self.ssh.conns.get_mut(&session) else { return };
         conn.requested_user = requested.to_string();
         conn.local_user = local_user.clone();
         conn.source = Some(source);
+        conn.rule = Some(rule.rule);
         if check {
             let id = self.ssh.next_check;
             self.ssh.next_check += 1;
@@ -212,7 +222,23 @@ impl Runtime {
             return;
         }
         info!(%source_name, requested, local_user, rule = rule.rule, "SSH login accepted");
+        self.audit_ssh(Some(source), requested, &local_user, Some(rule.rule), SshOutcome::Accepted);
         self.start_login(now, session, local_user, allow_root, &rule);
+    }
+
+    /// One SSH decision for the control server's audit log (queued while it is away).
+    fn audit_ssh(
+        &mut self,
+        src: Option<NodeId>,
+        login: &str,
+        local_user: &str,
+        rule: Option<u32>,
+        outcome: SshOutcome,
+    ) {
+        let Some(link) = self.daemon.as_mut().and_then(|d| d.control.as_mut()) else { return };
+        let report = SshAudit { src, login: login.into(), local_user: local_user.into(), rule, outcome };
+        link.client.report_ssh(report);
+        self.drain_control();
     }
 
     fn start_login(
@@ -223,10 +249,6 @@ impl Runtime {
         allow_root: bool,
         rule: &mesh_core::policy::NodeSshRule,
     ) {
-        let (local_forwarding, remote_forwarding) = match rule.action {
-            NodeSshAction::Accept { local_forwarding, remote_forwarding, .. } => (local_forwarding, remote_forwarding),
-            NodeSshAction::Check => (true, true),
-        };
         // `-R` ports are bound on the mesh address (reachable only through the tunnel), or
         // on loopback without a TUN.
         let remote_bind = match (&self.tun, self.node.addrs().first()) {
@@ -237,8 +259,7 @@ impl Runtime {
             local_user,
             allow_root,
             accept_env: rule.accept_env.to_vec(),
-            local_forwarding,
-            remote_forwarding,
+            forwarding: rule.forwarding,
             remote_bind,
         };
         let Some(conn) = self.ssh.conns.get_mut(&session) else { return };
@@ -273,10 +294,12 @@ impl Runtime {
             CheckAnswer::Approved { authenticated_secs_ago } => {
                 // Decided again on the current netmap: the policy may have changed meanwhile.
                 let Some(conn) = self.ssh.conns.get(&session) else { return };
-                let (requested, held_user) = (conn.requested_user.clone(), conn.local_user.clone());
-                match self.current_access(&requested, conn.source) {
+                let (requested, held_user, source) =
+                    (conn.requested_user.clone(), conn.local_user.clone(), conn.source);
+                match self.current_access(&requested, source) {
                     Some((local_user, allow_root, rule)) if local_user == held_user => {
                         info!(id, authenticated_secs_ago, local_user, "SSH check approved");
+                        self.audit_ssh(source, &requested, &local_user, Some(rule.rule), SshOutcome::Accepted);
                         self.start_login(now, session, local_user, allow_root, &rule);
                     }
                     _ => self.deny(now, session, "the tailnet policy changed during the check"),
@@ -329,6 +352,8 @@ impl Runtime {
         for session in revoked {
             info!(session = session.as_u64(), "SSH access revoked");
             if let Some(mut conn) = self.ssh.conns.remove(&session) {
+                let (login, local_user) = (conn.requested_user.clone(), conn.local_user.clone());
+                self.audit_ssh(conn.source, &login, &local_user, conn.rule, SshOutcome::Revoked);
                 if let Login::Running(host) = &mut conn.login {
                     self.node.ssh_session(now, session, |s| host.notify_all(s, now, REVOKED));
                 }
@@ -363,6 +388,11 @@ impl Runtime {
                 Some(Login::Held { since, .. }) if now.saturating_duration_since(*since) >= CHECK_HOLD
             );
             if expired {
+                if let Some(conn) = self.ssh.conns.get(&session) {
+                    let (src, login, local_user) = (conn.source, conn.requested_user.clone(), conn.local_user.clone());
+                    let reason = "the check was not completed in time".to_string();
+                    self.audit_ssh(src, &login, &local_user, conn.rule, SshOutcome::Denied { reason });
+                }
                 self.deny(now, session, "the check was not completed in time");
                 continue;
             }

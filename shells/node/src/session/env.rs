@@ -130,6 +130,9 @@ pub(crate) fn build(
         ("SSH_CLIENT".into(), field(&request.ssh_client, "ssh_client")?.into()),
         ("SSH_CONNECTION".into(), field(&request.ssh_connection, "ssh_connection")?.into()),
     ];
+    if let Some(socket) = &request.agent_socket {
+        env.push(("SSH_AUTH_SOCK".into(), socket.clone().into_os_string()));
+    }
     if let (Some(tty), Some(pty)) = (tty, &request.pty) {
         env.push(("TERM".into(), term_name(&pty.term).into()));
         env.push(("SSH_TTY".into(), tty.into()));

@@ -132,6 +132,9 @@ pub enum SessionError {
     /// waitpid failed.
     #[error("waiting for the session process: {0}")]
     Wait(io::Error),
+    /// The forwarded agent's socket could not be made.
+    #[error("agent socket: {0}")]
+    AgentSocket(io::Error),
 }
 
 impl SessionError {

@@ -20,6 +20,7 @@
 //! lives), `handle` (the [`Session`] itself). `sys` and `shadow` hold the only unsafe code.
 
 mod account;
+mod agent;
 mod cgroup;
 mod config;
 mod env;
@@ -36,6 +37,7 @@ mod subsystem;
 mod sys;
 mod user;
 
+pub use agent::AgentSocket;
 pub use config::{CgroupPolicy, SessionConfig, DEFAULT_NOLOGIN_PATH};
 pub use env::{MAX_ENV_VARS, MAX_ENV_VAR_BYTES};
 pub use error::SessionError;
@@ -74,6 +76,9 @@ pub struct SessionRequest {
     pub ssh_client: String,
     /// Value for `SSH_CONNECTION` ("ip port localip localport").
     pub ssh_connection: String,
+    /// `SSH_AUTH_SOCK`: the forwarded agent's socket ([`AgentSocket`]), when the client
+    /// asked for agent forwarding and the rule allows it.
+    pub agent_socket: Option<std::path::PathBuf>,
 }
 
 /// A `pty-req` as the SSH core decoded it (terminal type, window size, parsed terminal

@@ -2,18 +2,18 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, Read as _, Write as _};
-use std::net::{IpAddr, Shutdown, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd as _;
 
+use mesh_core::policy::SshForwarding;
 use mesh_core::ssh::channel::{open_failure, ChannelId, ChannelKind, ChannelRequest, GlobalRequest};
 use mesh_core::ssh::connection::ConnectionEvent;
 use mesh_core::ssh::server::ServerSession;
 use mesh_core::time::Instant;
-use mio::net::TcpStream;
 use mio::Interest;
 
-use super::io::{connect, deregister, register, ChannelTarget, Io, Tokens};
-use crate::session::{ExitStatus, PtyRequest, Session, SessionRequest};
+use super::io::{connect, deregister, register, ChannelTarget, ForwardStream, Io, Tokens};
+use crate::session::{AgentSocket, ExitStatus, PtyRequest, Session, SessionRequest};
 
 /// Client environment variables kept per channel at most.
 const MAX_ENV: usize = 64;
@@ -27,10 +27,8 @@ pub struct ChannelPolicy {
     pub allow_root: bool,
     /// Client environment names accepted (`NAME`, or a prefix `NAME*`).
     pub accept_env: Vec<String>,
-    /// `direct-tcpip` (`ssh -L`, `-D`).
-    pub local_forwarding: bool,
-    /// `tcpip-forward` (`ssh -R`).
-    pub remote_forwarding: bool,
+    /// Which of `-A`, `-L`/`-D`/`-W` and `-R` its logins may use.
+    pub forwarding: SshForwarding,
     /// The address `ssh -R` ports are bound on, whatever the client names (the node's mesh
     /// address or loopback: never the underlay).
     pub remote_bind: IpAddr,
@@ -47,7 +45,7 @@ enum Backend {
         stderr: Option<Io>,
     },
     Forward {
-        stream: TcpStream,
+        stream: ForwardStream,
         io: Io,
         read_closed: bool,
     },
@@ -102,8 +100,12 @@ pub struct ChannelHost {
     /// Read buffer for child output, reused.
     scratch: Vec<u8>,
     remote_forwards: Vec<RemoteForward>,
-    /// Connections accepted on a remote-forward port, waiting for their channel.
-    opening: BTreeMap<ChannelId, TcpStream>,
+    /// Connections accepted on a remote-forward port or the agent socket, waiting for
+    /// their channel.
+    opening: BTreeMap<ChannelId, ForwardStream>,
+    /// The forwarded agent's socket, once a session asked for it (one per connection, as
+    /// OpenSSH: every later session of the connection sees it too).
+    agent: Option<(AgentSocket, Io)>,
     /// Output the caller still takes in this round (see [`ChannelHost::service`]).
     budget: usize,
 }
@@ -119,6 +121,7 @@ impl ChannelHost {
             scratch: Vec::new(),
             remote_forwards: Vec::new(),
             opening: BTreeMap::new(),
+            agent: None,
             budget: 0,
         }
     }
@@ -153,6 +156,11 @@ impl ChannelHost {
             ChannelTarget::Listener(port) => {
                 if let Some(f) = self.remote_forwards.iter_mut().find(|f| f.bound == port) {
                     f.io.ready = true;
+                }
+            }
+            ChannelTarget::AgentListener => {
+                if let Some((_, io)) = &mut self.agent {
+                    io.ready = true;
                 }
             }
             ChannelTarget::Forward(id) => {
@@ -214,14 +222,14 @@ impl ChannelHost {
                         c.accept(channel)
                     };
                 }
-                ChannelKind::DirectTcpip { .. } if !self.policy.local_forwarding => {
+                ChannelKind::DirectTcpip { .. } if !self.policy.forwarding.local => {
                     if let Some(mut c) = session.channels(self.now) {
                         c.refuse(channel, open_failure::ADMINISTRATIVELY_PROHIBITED, "port forwarding is not allowed")
                     }
                 }
                 ChannelKind::DirectTcpip { host, port, .. } => {
                     let started = connect(&host, port)
-                        .map(|stream| self.start_forward(channel, stream, mio, tokens))
+                        .map(|stream| self.start_forward(channel, ForwardStream::Tcp(stream), mio, tokens))
                         .map_err(|e| e.to_string());
                     match started {
                         Ok(true) => {
@@ -305,7 +313,7 @@ impl ChannelHost {
         tokens: &mut dyn Tokens,
     ) -> Option<Option<u32>> {
         match request {
-            GlobalRequest::TcpipForward { .. } if !self.policy.remote_forwarding => None,
+            GlobalRequest::TcpipForward { .. } if !self.policy.forwarding.remote => None,
             GlobalRequest::TcpipForward { address, port } => {
                 let wanted = u16::try_from(port).ok()?;
                 let mut listener =
@@ -346,7 +354,7 @@ impl ChannelHost {
                             originator_port: u32::from(peer.port()),
                         };
                         if let Some(id) = session.channels(self.now).and_then(|mut c| c.open(&kind)) {
-                            self.opening.insert(id, stream);
+                            self.opening.insert(id, ForwardStream::Tcp(stream));
                         }
                         progress = true;
                     }
@@ -355,19 +363,60 @@ impl ChannelHost {
                 }
             }
         }
+        while let Some((socket, io)) = self.agent.as_mut().filter(|(_, io)| io.ready) {
+            match socket.listener().accept() {
+                Ok((stream, _)) => {
+                    progress = true;
+                    if stream.set_nonblocking(true).is_err() {
+                        continue;
+                    }
+                    let stream = ForwardStream::Unix(mio::net::UnixStream::from_std(stream));
+                    if let Some(id) = session.channels(self.now).and_then(|mut c| c.open(&ChannelKind::AuthAgent)) {
+                        self.opening.insert(id, stream);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => io.ready = false,
+            }
+        }
         progress
+    }
+
+    /// `auth-agent-req@openssh.com`: the agent socket exists (made now if this is the
+    /// first ask), when the rule allows agent forwarding.
+    fn start_agent(&mut self, mio: &mio::Registry, tokens: &mut dyn Tokens) -> bool {
+        if !self.policy.forwarding.agent {
+            return false;
+        }
+        if self.agent.is_some() {
+            return true;
+        }
+        let socket = match AgentSocket::create(&self.policy.local_user, self.policy.allow_root) {
+            Ok(socket) => socket,
+            Err(error) => {
+                tracing::warn!(%error, user = %self.policy.local_user, "no agent forwarding");
+                return false;
+            }
+        };
+        match register(mio, tokens, socket.listener().as_raw_fd(), ChannelTarget::AgentListener, Interest::READABLE) {
+            Ok(io) => {
+                self.agent = Some((socket, io));
+                true
+            }
+            Err(_) => false,
+        }
     }
 
     /// A channel now carries `stream` both ways.
     fn start_forward(
         &mut self,
         channel: ChannelId,
-        stream: TcpStream,
+        stream: ForwardStream,
         mio: &mio::Registry,
         tokens: &mut dyn Tokens,
     ) -> bool {
         let interest = Interest::READABLE | Interest::WRITABLE;
-        match register(mio, tokens, stream.as_raw_fd(), ChannelTarget::Forward(channel), interest) {
+        match register(mio, tokens, stream.fd(), ChannelTarget::Forward(channel), interest) {
             Ok(io) => {
                 self.channels.insert(channel, Chan::new(Backend::Forward { stream, io, read_closed: false }));
                 true
@@ -383,6 +432,11 @@ impl ChannelHost {
         mio: &mio::Registry,
         tokens: &mut dyn Tokens,
     ) -> bool {
+        if matches!(request, ChannelRequest::AuthAgent) {
+            let pending = self.channels.get(&id).is_some_and(|c| matches!(c.backend, Backend::Pending));
+            return pending && self.start_agent(mio, tokens);
+        }
+        let agent_socket = self.agent.as_ref().map(|(socket, _)| socket.path().to_path_buf());
         let accept_env = &self.policy.accept_env;
         let Some(chan) = self.channels.get_mut(&id) else { return false };
         let (command, subsystem) = match request {
@@ -434,6 +488,7 @@ impl ChannelHost {
                 self.local.ip(),
                 self.local.port()
             ),
+            agent_socket,
         };
         let spawned = match &subsystem {
             Some(name) => Session::spawn_subsystem(&request, name),
@@ -511,7 +566,7 @@ impl ChannelHost {
                     progress = true;
                 }
                 Backend::Forward { stream, .. } => {
-                    let _ = stream.shutdown(Shutdown::Write);
+                    stream.shutdown_write();
                     chan.inbound_closed = true;
                     progress = true;
                 }
@@ -674,6 +729,9 @@ impl ChannelHost {
         for mut f in std::mem::take(&mut self.remote_forwards) {
             let _ = mio.deregister(&mut f.listener);
             tokens.forget(f.io.token);
+        }
+        if let Some((_socket, io)) = self.agent.take() {
+            deregister(mio, tokens, &io);
         }
         self.opening.clear();
     }

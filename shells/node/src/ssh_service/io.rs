@@ -2,12 +2,12 @@
 //! forgetting them, and the outbound connections of `direct-tcpip`.
 
 use std::io;
-use std::net::ToSocketAddrs as _;
-use std::os::fd::RawFd;
+use std::net::{Shutdown, ToSocketAddrs as _};
+use std::os::fd::{AsRawFd as _, RawFd};
 use std::time::Duration;
 
 use mesh_core::ssh::channel::ChannelId;
-use mio::net::TcpStream;
+use mio::net::{TcpStream, UnixStream};
 use mio::unix::SourceFd;
 use mio::{Interest, Token};
 
@@ -20,6 +20,8 @@ pub enum ChannelTarget {
     Forward(ChannelId),
     /// A port listening for `ssh -R`, by the port it is bound to.
     Listener(u16),
+    /// The forwarded agent's socket (`ssh -A`).
+    AgentListener,
 }
 
 /// The caller's token allocation for one connection.
@@ -60,6 +62,52 @@ pub(super) fn register(
 pub(super) fn deregister(mio: &mio::Registry, tokens: &mut dyn Tokens, io: &Io) {
     let _ = mio.deregister(&mut SourceFd(&io.fd));
     tokens.forget(io.token);
+}
+
+/// What a forwarding channel carries: a TCP connection (`-L`, `-R`) or a connection to the
+/// agent socket (`-A`).
+#[derive(Debug)]
+pub(super) enum ForwardStream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl ForwardStream {
+    pub(super) fn fd(&self) -> RawFd {
+        match self {
+            ForwardStream::Tcp(s) => s.as_raw_fd(),
+            ForwardStream::Unix(s) => s.as_raw_fd(),
+        }
+    }
+
+    pub(super) fn shutdown_write(&self) {
+        let _ = match self {
+            ForwardStream::Tcp(s) => s.shutdown(Shutdown::Write),
+            ForwardStream::Unix(s) => s.shutdown(Shutdown::Write),
+        };
+    }
+}
+
+impl io::Read for ForwardStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            ForwardStream::Tcp(s) => s.read(buf),
+            ForwardStream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl io::Write for ForwardStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            ForwardStream::Tcp(s) => s.write(buf),
+            ForwardStream::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A `direct-tcpip` connection: a bounded blocking connect (the target is usually local),
