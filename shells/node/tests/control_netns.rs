@@ -863,6 +863,7 @@ fn ssh_check_mode_holds_until_the_server_approves_and_remembers_for_the_period()
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "checked", "{stderr}\n{}", net.logs());
     assert!(stderr.contains("# SSH requires an additional check."), "{stderr}");
     assert!(stderr.contains("# To authenticate, visit: http://192.168.94.1:"), "{stderr}");
+    assert!(stderr.contains("# Authentication checked just now."), "{stderr}");
 
     // Within the check period the next login is not held.
     let started = Instant::now();

@@ -300,6 +300,8 @@ impl Runtime {
                     Some((local_user, allow_root, rule)) if local_user == held_user => {
                         info!(id, authenticated_secs_ago, local_user, "SSH check approved");
                         self.audit_ssh(source, &requested, &local_user, Some(rule.rule), SshOutcome::Accepted);
+                        let banner = format!("# Authentication checked {}.\r\n", ago(authenticated_secs_ago));
+                        self.node.ssh_session(now, session, |s| s.auth_banner(now, &banner));
                         self.start_login(now, session, local_user, allow_root, &rule);
                     }
                     _ => self.deny(now, session, "the tailnet policy changed during the check"),
@@ -418,6 +420,17 @@ impl Runtime {
     }
 }
 
+/// "just now", "5 minutes ago", "3 hours ago": how long ago a check's user authenticated.
+fn ago(secs: u64) -> String {
+    let (n, unit) = match secs {
+        0..=59 => return "just now".to_string(),
+        60..=3599 => (secs / 60, "minute"),
+        3600..=86_399 => (secs / 3600, "hour"),
+        _ => (secs / 86_400, "day"),
+    };
+    format!("{n} {unit}{} ago", if n == 1 { "" } else { "s" })
+}
+
 /// Whether `name` is a local account a session may run as (NSS, `getent` semantics; locked,
 /// expired and nologin refused as OpenSSH does), said in words for the banner when not.
 fn account_usable(name: &str, allow_root: bool) -> Result<(), String> {
@@ -425,4 +438,17 @@ fn account_usable(name: &str, allow_root: bool) -> Result<(), String> {
         debug!(%error, name, "account refused");
         error.to_string()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ago;
+
+    #[test]
+    fn check_ages_read_as_a_person_would_say_them() {
+        assert_eq!(ago(5), "just now");
+        assert_eq!(ago(60), "1 minute ago");
+        assert_eq!(ago(7200), "2 hours ago");
+        assert_eq!(ago(3 * 86_400 + 5), "3 days ago");
+    }
 }
