@@ -9,6 +9,7 @@
 //! | `POST /control` + `Upgrade: meshcontrol-v1` | `101`, then the control channel ([`crate::connection`]) |
 //! | `POST /api/v1/<op>` | the admin API ([`crate::admin_api`]), `Authorization: Bearer mskapi-...` |
 //! | `GET`/`POST /register/<token>`, `/check/<token>` | the login pages ([`crate::login_page`]) |
+//! | `POST /register/<token>/sso`, `/check/<token>/sso`, `GET /oidc/callback` | single sign-on ([`crate::oidc_page`]) |
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -32,8 +33,9 @@ use crate::admin_api::{AdminReply, AdminRequest, MAX_FRAME};
 use crate::admin_dispatch::dispatch;
 use crate::login::LoginMethod;
 use crate::metrics::Metrics;
+use crate::oidc::Oidc;
 use crate::storage::StoreHandle;
-use crate::{connection, login_page, os_random};
+use crate::{connection, login_page, oidc_page, os_random};
 
 /// What every handler shares.
 #[derive(Clone, Debug)]
@@ -44,6 +46,8 @@ pub struct AppState {
     pub server_key: Arc<PrivateKey>,
     pub next_conn: Arc<AtomicU64>,
     pub login: Arc<dyn LoginMethod>,
+    /// Single sign-on, when configured ([`crate::oidc_page`]).
+    pub oidc: Option<Arc<Oidc>>,
     /// The server URL is https: cookies are `Secure`.
     pub secure_cookies: bool,
     /// One permit per open control connection ([`MAX_CONTROL_CONNECTIONS`]).
@@ -64,6 +68,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/{*op}", post(api).layer(DefaultBodyLimit::max(MAX_FRAME)))
         .route("/register/{token}", get(login_page::register_get).post(login_page::register_post))
         .route("/check/{token}", get(login_page::check_get).post(login_page::check_post))
+        .route("/register/{token}/sso", post(oidc_page::start_register))
+        .route("/check/{token}/sso", post(oidc_page::start_check))
+        .route("/oidc/callback", get(oidc_page::callback))
         .with_state(state)
 }
 

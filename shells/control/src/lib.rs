@@ -32,6 +32,8 @@ pub mod inventory;
 pub mod login;
 pub mod login_page;
 pub mod metrics;
+pub mod oidc;
+pub mod oidc_page;
 pub mod os_random;
 pub mod policy_cmd;
 pub mod serve;

@@ -38,7 +38,7 @@ fn fail(app: &AppState, token: &str) {
     }
 }
 
-fn escape(text: &str) -> String {
+pub(crate) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -53,7 +53,7 @@ fn escape(text: &str) -> String {
     out
 }
 
-fn path(kind: PendingKind, token: &str) -> String {
+pub(crate) fn path(kind: PendingKind, token: &str) -> String {
     match kind {
         PendingKind::Login => format!("/register/{token}"),
         PendingKind::Check => format!("/check/{token}"),
@@ -62,7 +62,7 @@ fn path(kind: PendingKind, token: &str) -> String {
 
 /// A page with the headers every login page carries (no framing, no caching, no referrer:
 /// the URL holds the token).
-fn page(status: StatusCode, title: &str, body: &str, cookie: Option<String>) -> Response {
+pub(crate) fn page(status: StatusCode, title: &str, body: &str, cookie: Option<String>) -> Response {
     let html = format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>{title}</title>\
          <meta name=\"viewport\" content=\"width=device-width\"><style>\
@@ -90,11 +90,11 @@ fn page(status: StatusCode, title: &str, body: &str, cookie: Option<String>) -> 
     response
 }
 
-fn gone() -> Response {
+pub(crate) fn gone() -> Response {
     page(StatusCode::NOT_FOUND, "Link expired", "<p>This link is not valid any more: it expired or was used.</p>", None)
 }
 
-fn unavailable() -> Response {
+pub(crate) fn unavailable() -> Response {
     page(StatusCode::SERVICE_UNAVAILABLE, "Unavailable", "<p>The server is shutting down.</p>", None)
 }
 
@@ -116,17 +116,38 @@ async fn form(app: &AppState, kind: PendingKind, token: &str, status: StatusCode
         None => String::new(),
     };
     let note = if note.is_empty() { String::new() } else { format!("<p><strong>{}</strong></p>", escape(note)) };
+    // With single sign-on, its button comes first; local passwords stay below it.
+    let sso = match &app.oidc {
+        Some(_) => format!(
+            "<form method=\"post\" action=\"{action}/sso\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+             <button type=\"submit\" id=\"sso\">Continue with single sign-on</button></form>\
+             <p>Or with a local password:</p>",
+            action = escape(&action),
+        ),
+        None => String::new(),
+    };
     let body = format!(
-        "<p>{desc}</p>{who}{note}<form method=\"post\" action=\"{action}\">\
+        "<p>{desc}</p>{who}{note}{sso}<form method=\"post\" action=\"{action}\">\
          <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">{fields}<button type=\"submit\">Approve</button></form>",
         desc = escape(&info.description),
         action = escape(&action),
         fields = app.login.form_fields(),
     );
-    page(status, "Log in to approve", &body, Some(cookie))
+    let mut response = page(status, "Log in to approve", &body, Some(cookie));
+    if let Some(oidc) = &app.oidc {
+        // The SSO form's answer redirects to the provider: form-action must allow it.
+        let csp = format!(
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self' {}; frame-ancestors 'none'",
+            oidc.origin()
+        );
+        if let Ok(v) = HeaderValue::from_str(&csp) {
+            response.headers_mut().insert(header::CONTENT_SECURITY_POLICY, v);
+        }
+    }
+    response
 }
 
-fn csrf_ok(headers: &HeaderMap, form: &BTreeMap<String, String>) -> bool {
+pub(crate) fn csrf_ok(headers: &HeaderMap, form: &BTreeMap<String, String>) -> bool {
     let Some(sent) = form.get("csrf").filter(|t| !t.is_empty()) else { return false };
     let cookies = headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok());
     let mut ok = false;
@@ -185,7 +206,13 @@ async fn submit(
             return unavailable();
         }
     };
-    match app.actor.approve(kind, token.clone(), user.clone()).await {
+    approve(&app, kind, &token, &user).await
+}
+
+/// `user` proved who they are: approve the pending login or check as them.
+pub(crate) async fn approve(app: &AppState, kind: PendingKind, token: &str, user: &str) -> Response {
+    let user = user.to_string();
+    match app.actor.approve(kind, token.to_string(), user.clone()).await {
         Ok(Ok(())) => {
             app.metrics.logins_approved.fetch_add(1, Relaxed);
             tracing::info!(kind = ?kind, user, "login page: approved");

@@ -22,6 +22,7 @@ use crate::clock::{unix_now, Clock};
 use crate::http::{router, AppState, MAX_CONTROL_CONNECTIONS};
 use crate::login::PasswordLogin;
 use crate::metrics::Metrics;
+use crate::oidc::{Oidc, OidcConfig, OidcError};
 use crate::storage::sqlite::SqliteStore;
 use crate::storage::{StoreError, StoreHandle};
 use crate::{admin_socket, http_server, os_random, server_key};
@@ -33,6 +34,8 @@ pub struct ServeConfig {
     /// How nodes and people reach the server (login links); default `http://<listen>`.
     pub server_url: Option<String>,
     pub dns_domain: Option<String>,
+    /// Single sign-on; `None`: local passwords only.
+    pub oidc: Option<OidcConfig>,
 }
 
 #[derive(Debug, Error)]
@@ -53,6 +56,8 @@ pub enum ServeError {
     Actor(#[from] ActorError),
     #[error("the control server stopped")]
     ActorGone,
+    #[error(transparent)]
+    Oidc(#[from] OidcError),
 }
 
 fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> ServeError + '_ {
@@ -88,7 +93,16 @@ pub async fn run(config: ServeConfig) -> Result<(), ServeError> {
     let socket = admin_socket::bind(&dir.join("admin.sock"))?;
     tokio::spawn(admin_socket::serve(socket, handle.clone(), store.clone()));
 
+    let oidc = match config.oidc.clone() {
+        Some(c) => {
+            let oidc = Oidc::new(c, &server_url).await?;
+            tracing::info!(issuer = %oidc.config().issuer, "single sign-on through OpenID Connect");
+            Some(Arc::new(oidc))
+        }
+        None => None,
+    };
     let app = AppState {
+        oidc,
         actor: handle.clone(),
         store: store.clone(),
         metrics,

@@ -58,6 +58,11 @@ impl Server {
     }
 
     pub fn start_with(dir: &TempDir, extra: &[&str]) -> Self {
+        Self::start_on(dir, "127.0.0.1:0", extra)
+    }
+
+    /// On `listen` (an address chosen beforehand, when something must know the URL first).
+    pub fn start_on(dir: &TempDir, listen: &str, extra: &[&str]) -> Self {
         let state = dir.state();
         let n = std::fs::read_dir(dir.path()).map(|d| d.count()).unwrap_or(0);
         let log = dir.path().join(format!("server-{n}.log"));
@@ -66,7 +71,7 @@ impl Server {
             .arg("serve")
             .arg("--state-dir")
             .arg(&state)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", listen])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

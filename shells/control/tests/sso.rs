@@ -1,0 +1,246 @@
+//! Single sign-on against a real OpenID Provider (oidc-provider on Node.js, started by the
+//! test on loopback; `.ci/run` installs it with `npm ci --prefix tests/oidc`): a node's
+//! interactive registration approved by logging in at the provider (the user is created on
+//! first login), a check-mode hold approved only by the source node's owner after a fresh
+//! re-authentication, and the state checks (a replayed or foreign callback is refused and
+//! changes nothing). The browser here is a small cookie-keeping HTTP client that follows
+//! redirects and submits the provider's sign-in form, as a person's browser would.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead as _, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use common::{http_full, Node, Server, TempDir};
+use mesh_core::control::messages::{CheckAnswer, CheckRequest, NodeMessage, RegisterAuth, ServerMessage};
+
+/// The provider's directory (its package.json and, once installed, node_modules).
+fn provider_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/oidc")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+struct Provider(Child);
+
+impl Drop for Provider {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_provider(port: u16, redirect: &str, secret: &str) -> Option<Provider> {
+    if !provider_dir().join("node_modules/oidc-provider").exists() {
+        eprintln!("note: tests/oidc/node_modules missing (npm ci --prefix tests/oidc); skipping");
+        return None;
+    }
+    let mut child = Command::new("node")
+        .arg(provider_dir().join("provider.mjs"))
+        .args([&port.to_string(), redirect, secret])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let mut line = String::new();
+    let stdout = child.stdout.take()?;
+    let _ = BufReader::new(stdout).read_line(&mut line);
+    assert!(line.starts_with("issuer "), "the provider did not start: {line:?}");
+    Some(Provider(child))
+}
+
+/// A browser, as far as these flows need one: cookies per host, redirects followed.
+#[derive(Default)]
+struct Browser {
+    cookies: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+struct Page {
+    status: u16,
+    url: String,
+    body: String,
+}
+
+fn split_url(url: &str) -> (SocketAddr, String) {
+    let rest = url.strip_prefix("http://").unwrap_or_else(|| panic!("not http: {url}"));
+    let (host, path) = rest.split_once('/').map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
+    (host.parse().unwrap_or_else(|e| panic!("{host}: {e}")), path)
+}
+
+impl Browser {
+    fn request(&mut self, method: &str, url: &str, form: Option<&str>) -> Page {
+        let mut url = url.to_string();
+        let mut method = method.to_string();
+        let mut form = form.map(str::to_string);
+        for _ in 0..20 {
+            let (addr, path) = split_url(&url);
+            let host = addr.to_string();
+            let cookie: Vec<String> = self
+                .cookies
+                .get(&host)
+                .map(|c| c.iter().map(|(n, v)| format!("{n}={v}")).collect())
+                .unwrap_or_default();
+            let cookie = cookie.join("; ");
+            let mut headers = vec![];
+            if !cookie.is_empty() {
+                headers.push(("Cookie", cookie.as_str()));
+            }
+            if form.is_some() {
+                headers.push(("Content-Type", "application/x-www-form-urlencoded"));
+            }
+            let (status, response_headers, body) =
+                http_full(addr, &method, &path, &headers, form.as_deref().unwrap_or_default());
+            for (name, value) in &response_headers {
+                if name == "set-cookie" {
+                    let pair = value.split(';').next().unwrap_or_default();
+                    if let Some((n, v)) = pair.split_once('=') {
+                        let jar = self.cookies.entry(host.clone()).or_default();
+                        if v.is_empty() || value.contains("Max-Age=0") || value.contains("expires=Thu, 01 Jan 1970") {
+                            jar.remove(n.trim());
+                        } else {
+                            jar.insert(n.trim().to_string(), v.to_string());
+                        }
+                    }
+                }
+            }
+            let location = response_headers.iter().find(|(n, _)| n == "location").map(|(_, v)| v.clone());
+            match (status, location) {
+                (301 | 302 | 303 | 307, Some(to)) => {
+                    url = if to.starts_with("http://") { to } else { format!("http://{host}{to}") };
+                    if status != 307 {
+                        method = "GET".into();
+                        form = None;
+                    }
+                }
+                _ => return Page { status, url, body },
+            }
+        }
+        panic!("too many redirects");
+    }
+
+    fn get(&mut self, url: &str) -> Page {
+        self.request("GET", url, None)
+    }
+}
+
+fn field(html: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html.find(&marker).unwrap_or_else(|| panic!("no {name} field in {html}")) + marker.len();
+    html[start..].split('"').next().unwrap_or_default().to_string()
+}
+
+/// The action of the page's first form whose action contains `part`.
+fn form_action(html: &str, part: &str) -> String {
+    html.match_indices("action=\"")
+        .map(|(i, m)| html[i + m.len()..].split('"').next().unwrap_or_default().replace("&amp;", "&"))
+        .find(|a| a.contains(part))
+        .unwrap_or_else(|| panic!("no form for {part} in {html}"))
+}
+
+/// From a login link of ours to the provider's sign-in, signed in as `person`, and back:
+/// the last page.
+fn sign_in_through_provider(browser: &mut Browser, link: &str, person: &str) -> Page {
+    let page = browser.get(link);
+    assert_eq!(page.status, 200, "{}", page.body);
+    let csrf = field(&page.body, "csrf");
+    let (addr, _) = split_url(link);
+    let sso = format!("http://{addr}{}", form_action(&page.body, "/sso"));
+    let page = browser.request("POST", &sso, Some(&format!("csrf={csrf}")));
+    assert!(page.url.contains("/interaction/"), "at the provider's sign-in: {} {}", page.url, page.body);
+    let (provider, _) = split_url(&page.url);
+    let action = form_action(&page.body, "/interaction/");
+    let submit = if action.starts_with("http://") { action } else { format!("http://{provider}{action}") };
+    browser.request("POST", &submit, Some(&format!("prompt=login&login={person}&password=anything")))
+}
+
+#[test]
+fn nodes_register_and_checks_pass_through_a_real_identity_provider() {
+    let (provider_port, server_port) = (free_port(), free_port());
+    let server_url = format!("http://127.0.0.1:{server_port}");
+    let secret = "a-client-secret-for-tests";
+    let Some(_provider) = start_provider(provider_port, &format!("{server_url}/oidc/callback"), secret) else {
+        return;
+    };
+    let dir = TempDir::new("sso");
+    let secret_file = dir.path().join("client-secret");
+    std::fs::write(&secret_file, format!("{secret}\n")).unwrap_or_else(|e| panic!("{e}"));
+    let issuer = format!("http://127.0.0.1:{provider_port}");
+    let server = Server::start_on(
+        &dir,
+        &format!("127.0.0.1:{server_port}"),
+        &[
+            "--server-url",
+            &server_url,
+            "--oidc-issuer",
+            &issuer,
+            "--oidc-client-id",
+            "meshcontrol",
+            "--oidc-client-secret-file",
+            secret_file.to_str().unwrap_or_default(),
+            "--oidc-allowed-domains",
+            "example.com",
+        ],
+    );
+
+    // Registration: the node waits; alice logs in at the provider; she is created and owns it.
+    let mut laptop = Node::connect(server.addr, server.key(), 31);
+    laptop.register("laptop", RegisterAuth::Interactive);
+    let link = laptop.expect("LoginNeeded", |m| match m {
+        ServerMessage::LoginNeeded { url } => Some(url.clone()),
+        _ => None,
+    });
+    let mut alice = Browser::default();
+    let done = sign_in_through_provider(&mut alice, &link, "alice");
+    assert_eq!(done.status, 200, "{}\n{}", done.body, server.log());
+    assert!(done.body.contains("The node is registered"), "{}", done.body);
+    let registered = laptop.expect("Registered", |m| match m {
+        ServerMessage::Registered(r) => Some(r.clone()),
+        _ => None,
+    });
+    assert_eq!(registered.user, "alice@example.com");
+    // The callback URL works once: the same code and state again are refused.
+    let replay = alice.get(&done.url);
+    assert_eq!(replay.status, 400, "{}", replay.body);
+    assert!(replay.body.contains("state mismatch"), "{}", replay.body);
+    // A callback this browser never started is refused too.
+    let foreign = Browser::default().get(&format!("{server_url}/oidc/callback?state=forged&code=x"));
+    assert_eq!(foreign.status, 400);
+
+    // A second node of alice's (pre-auth key) is the SSH destination.
+    let key = server.cli(&["preauthkeys", "create", "--user", "alice@example.com", "--reusable"]).ok();
+    let mut host = Node::connect(server.addr, server.key(), 32);
+    host.register("host", RegisterAuth::AuthKey(key.trim().to_string()));
+    host.expect("Registered", |m| matches!(m, ServerMessage::Registered(_)).then_some(()));
+    host.send(&NodeMessage::Map { endpoints: vec![] });
+    host.expect("Map", |m| matches!(m, ServerMessage::Map(_)).then_some(()));
+    let hold = |host: &mut Node, id: u64| {
+        host.send(&NodeMessage::Check(CheckRequest { id, src: registered.node, local_user: "alice".into(), rule: 0 }));
+        host.expect("a pending check", |m| match m {
+            ServerMessage::CheckAnswer { id: got, answer: CheckAnswer::Pending { url } } if *got == id => {
+                Some(url.clone())
+            }
+            _ => None,
+        })
+    };
+
+    // Bob signs in at the provider with alice's check link: refused, the hold stays.
+    let link = hold(&mut host, 1);
+    let page = sign_in_through_provider(&mut Browser::default(), &link, "bob");
+    assert_eq!(page.status, 409, "{}", page.body);
+    assert!(page.body.contains("only the user who owns the connecting node"), "{}", page.body);
+    // Alice (already signed in at the provider, asked again: prompt=login) approves it.
+    let page = sign_in_through_provider(&mut alice, &link, "alice");
+    assert_eq!(page.status, 200, "{}\n{}", page.body, server.log());
+    assert!(page.body.contains("The SSH login may proceed"), "{}", page.body);
+    host.expect("an approved check", |m| match m {
+        ServerMessage::CheckAnswer { id: 1, answer: CheckAnswer::Approved { .. } } => Some(()),
+        _ => None,
+    });
+    let audit = server.cli(&["audit", "--json"]).ok();
+    assert!(audit.contains("ssh-check-approve") && audit.contains("login-approve"), "{audit}");
+}
