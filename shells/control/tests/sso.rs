@@ -204,12 +204,15 @@ fn nodes_register_and_checks_pass_through_a_real_identity_provider() {
     });
     assert_eq!(registered.user, "alice@example.com");
     // The callback URL works once: the same code and state again are refused.
+    let before = (server.cli(&["users", "list", "--json"]).ok(), server.cli(&["nodes", "list", "--json"]).ok());
     let replay = alice.get(&done.url);
     assert_eq!(replay.status, 400, "{}", replay.body);
     assert!(replay.body.contains("state mismatch"), "{}", replay.body);
     // A callback this browser never started is refused too.
     let foreign = Browser::default().get(&format!("{server_url}/oidc/callback?state=forged&code=x"));
     assert_eq!(foreign.status, 400);
+    let after = (server.cli(&["users", "list", "--json"]).ok(), server.cli(&["nodes", "list", "--json"]).ok());
+    assert_eq!(before, after, "a refused callback changes nothing");
 
     // A second node of alice's (pre-auth key) is the SSH destination.
     let key = server.cli(&["preauthkeys", "create", "--user", "alice@example.com", "--reusable"]).ok();
@@ -233,6 +236,7 @@ fn nodes_register_and_checks_pass_through_a_real_identity_provider() {
     let page = sign_in_through_provider(&mut Browser::default(), &link, "bob");
     assert_eq!(page.status, 409, "{}", page.body);
     assert!(page.body.contains("only the user who owns the connecting node"), "{}", page.body);
+    assert!(server.cli(&["auth", "list", "--json"]).ok().contains("check"), "the hold is still pending");
     // Alice (already signed in at the provider, asked again: prompt=login) approves it.
     let page = sign_in_through_provider(&mut alice, &link, "alice");
     assert_eq!(page.status, 200, "{}\n{}", page.body, server.log());

@@ -177,11 +177,11 @@ impl Oidc {
             .await
             .map_err(|e| OidcError::Refused(error_chain(&e)))?;
         let id_token = response.id_token().ok_or_else(|| OidcError::InvalidToken("no ID token".into()))?;
-        let claims = match self.verify(&client, id_token, &flow.nonce, flow.max_age) {
+        let claims = match verify(&client, id_token, &flow.nonce, flow.max_age) {
             Err(ClaimsVerificationError::SignatureVerification(SignatureVerificationError::NoMatchingKey)) => {
                 // Perhaps the provider rotated its keys: fetch them again and retry once.
                 let client = self.refresh().await?;
-                self.verify(&client, id_token, &flow.nonce, flow.max_age)
+                verify(&client, id_token, &flow.nonce, flow.max_age)
             }
             other => other,
         }
@@ -196,30 +196,6 @@ impl Oidc {
         };
         let user = self.config.user_of(&claims, &self.issuer_host()).map_err(OidcError::NotAllowed)?;
         Ok(Identity { user, groups: claims.groups, purpose: flow.purpose, auth_time: claims.auth_time })
-    }
-
-    /// The token's claims, if it is valid for this client and this flow.
-    fn verify(
-        &self,
-        client: &Client,
-        id_token: &openidconnect::core::CoreIdToken,
-        nonce: &Nonce,
-        max_age: Option<Duration>,
-    ) -> Result<Claims, ClaimsVerificationError> {
-        let verifier = client.id_token_verifier().set_allowed_algs(ALLOWED_ALGS.iter().cloned());
-        let verifier = match max_age {
-            Some(age) => verifier.set_auth_time_verifier_fn(move |t| fresh(t.map(|t| t.timestamp()), age)),
-            None => verifier,
-        };
-        let verified = id_token.claims(&verifier, nonce)?;
-        let groups = groups_of(&id_token.to_string());
-        Ok(Claims {
-            sub: verified.subject().to_string(),
-            email: verified.email().map(|e| e.to_string()),
-            email_verified: verified.email_verified(),
-            groups,
-            auth_time: verified.auth_time().and_then(|t| u64::try_from(t.timestamp()).ok()),
-        })
     }
 
     /// `claims` completed from the userinfo endpoint, which must name the same `sub`.
@@ -286,6 +262,29 @@ impl Oidc {
             .and_then(|u| u.host_str().map(str::to_string))
             .unwrap_or_default()
     }
+}
+
+/// The token's claims, if it is valid for this client and this flow.
+fn verify(
+    client: &Client,
+    id_token: &openidconnect::core::CoreIdToken,
+    nonce: &Nonce,
+    max_age: Option<Duration>,
+) -> Result<Claims, ClaimsVerificationError> {
+    let verifier = client.id_token_verifier().set_allowed_algs(ALLOWED_ALGS.iter().cloned());
+    let verifier = match max_age {
+        Some(age) => verifier.set_auth_time_verifier_fn(move |t| fresh(t.map(|t| t.timestamp()), age)),
+        None => verifier,
+    };
+    let verified = id_token.claims(&verifier, nonce)?;
+    let groups = groups_of(&id_token.to_string());
+    Ok(Claims {
+        sub: verified.subject().to_string(),
+        email: verified.email().map(|e| e.to_string()),
+        email_verified: verified.email_verified(),
+        groups,
+        auth_time: verified.auth_time().and_then(|t| u64::try_from(t.timestamp()).ok()),
+    })
 }
 
 /// Asymmetric signatures only: never `none`, never HMAC (whose key is the client secret).
@@ -355,6 +354,9 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tokens;
 
 #[cfg(test)]
 mod tests {
