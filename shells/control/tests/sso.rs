@@ -158,15 +158,13 @@ fn sign_in_through_provider(browser: &mut Browser, link: &str, person: &str) -> 
     browser.request("POST", &submit, Some(&format!("prompt=login&login={person}&password=anything")))
 }
 
-#[test]
-fn nodes_register_and_checks_pass_through_a_real_identity_provider() {
+/// A provider and a server that uses it (`None`: the provider is not installed).
+fn sso_lab(name: &str) -> Option<(Provider, TempDir, Server)> {
     let (provider_port, server_port) = (free_port(), free_port());
     let server_url = format!("http://127.0.0.1:{server_port}");
     let secret = "a-client-secret-for-tests";
-    let Some(_provider) = start_provider(provider_port, &format!("{server_url}/oidc/callback"), secret) else {
-        return;
-    };
-    let dir = TempDir::new("sso");
+    let provider = start_provider(provider_port, &format!("{server_url}/oidc/callback"), secret)?;
+    let dir = TempDir::new(name);
     let secret_file = dir.path().join("client-secret");
     std::fs::write(&secret_file, format!("{secret}\n")).unwrap_or_else(|e| panic!("{e}"));
     let issuer = format!("http://127.0.0.1:{provider_port}");
@@ -186,6 +184,13 @@ fn nodes_register_and_checks_pass_through_a_real_identity_provider() {
             "example.com",
         ],
     );
+    Some((provider, dir, server))
+}
+
+#[test]
+fn nodes_register_and_checks_pass_through_a_real_identity_provider() {
+    let Some((_provider, _dir, server)) = sso_lab("sso") else { return };
+    let server_url = server.url();
 
     // Registration: the node waits; alice logs in at the provider; she is created and owns it.
     let mut laptop = Node::connect(server.addr, server.key(), 31);
@@ -247,4 +252,69 @@ fn nodes_register_and_checks_pass_through_a_real_identity_provider() {
     });
     let audit = server.cli(&["audit", "--json"]).ok();
     assert!(audit.contains("ssh-check-approve") && audit.contains("login-approve"), "{audit}");
+}
+
+/// Where the browser test leaves its screenshots (one per page it saw).
+fn screenshot_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/sso-screenshots")
+}
+
+/// The page a real Chromium ends on after signing in at `link` as `person`.
+fn browse(link: &str, person: &str, name: &str) -> serde_json::Value {
+    let out = Command::new("node")
+        .arg(provider_dir().join("browser.mjs"))
+        .args([link, person])
+        .arg(screenshot_dir())
+        .arg(name)
+        .output()
+        .unwrap_or_else(|e| panic!("node: {e}"));
+    assert!(out.status.success(), "browser: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+#[test]
+fn a_real_browser_registers_a_node_and_approves_only_its_owners_check() {
+    if !std::path::Path::new("/usr/bin/chromium").exists() {
+        eprintln!("note: no /usr/bin/chromium (apt-get install chromium); skipping");
+        return;
+    }
+    let Some((_provider, _dir, server)) = sso_lab("sso-browser") else { return };
+    let mut laptop = Node::connect(server.addr, server.key(), 41);
+    laptop.register("laptop", RegisterAuth::Interactive);
+    let link = laptop.expect("LoginNeeded", |m| match m {
+        ServerMessage::LoginNeeded { url } => Some(url.clone()),
+        _ => None,
+    });
+    let page = browse(&link, "alice", "register");
+    assert_eq!(page["status"], 200, "{page}");
+    assert!(page["text"].as_str().unwrap_or_default().contains("The node is registered"), "{page}");
+    let registered = laptop.expect("Registered", |m| match m {
+        ServerMessage::Registered(r) => Some(r.clone()),
+        _ => None,
+    });
+    assert_eq!(registered.user, "alice@example.com");
+    // The used link shows the expired page.
+    let page = browse(&link, "alice", "register-again");
+    assert_eq!(page["status"], 404, "{page}");
+    assert!(page["text"].as_str().unwrap_or_default().contains("not valid any more"), "{page}");
+
+    let key = server.cli(&["preauthkeys", "create", "--user", "alice@example.com", "--reusable"]).ok();
+    let mut host = Node::connect(server.addr, server.key(), 42);
+    host.register("host", RegisterAuth::AuthKey(key.trim().to_string()));
+    host.expect("Registered", |m| matches!(m, ServerMessage::Registered(_)).then_some(()));
+    host.send(&NodeMessage::Check(CheckRequest { id: 9, src: registered.node, local_user: "alice".into(), rule: 0 }));
+    let link = host.expect("a pending check", |m| match m {
+        ServerMessage::CheckAnswer { id: 9, answer: CheckAnswer::Pending { url } } => Some(url.clone()),
+        _ => None,
+    });
+    let page = browse(&link, "bob", "check-bob");
+    assert_eq!(page["status"], 409, "{page}");
+    let page = browse(&link, "alice", "check-alice");
+    assert_eq!(page["status"], 200, "{page}");
+    assert!(page["text"].as_str().unwrap_or_default().contains("The SSH login may proceed"), "{page}");
+    host.expect("an approved check", |m| match m {
+        ServerMessage::CheckAnswer { id: 9, answer: CheckAnswer::Approved { .. } } => Some(()),
+        _ => None,
+    });
+    assert!(screenshot_dir().join("check-alice-2-provider.png").exists());
 }
