@@ -82,6 +82,10 @@ impl Tailnet {
     }
 
     fn start_server(&mut self) -> usize {
+        self.start_server_with(&[])
+    }
+
+    fn start_server_with(&mut self, extra: &[&str]) -> usize {
         let log = fs::File::create(self.dir.join("control.log")).expect("log");
         let listen = format!("{}:{CONTROL_PORT}", self.bridge_ip);
         let child = Command::new("ip")
@@ -90,6 +94,7 @@ impl Tailnet {
             .arg("--state-dir")
             .arg(self.server_dir())
             .args(["serve", "--listen", &listen])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -1112,5 +1117,142 @@ fn forwarding_agent_privileges_and_uid_0_names_follow_the_rule() {
     }
     drop(alias);
     drop(other);
+    drop(user);
+}
+
+/// tests/oidc: the test identity provider and the browser driver (`npm ci` installs them).
+fn oidc_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/oidc")
+}
+
+/// A real Chromium in the server's namespace signs in at `link` as `person`: the page it
+/// ends on (JSON: status, title, text, url). Screenshots go to target/sso-screenshots/.
+fn browse(net: &Tailnet, link: &str, person: &str, name: &str) -> serde_json::Value {
+    let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/sso-screenshots");
+    let out = Command::new("ip")
+        .args(["netns", "exec", &net.server_ns, "node"])
+        .arg(oidc_dir().join("browser.mjs"))
+        .args([link, person])
+        .arg(shots)
+        .arg(name)
+        .output()
+        .expect("node browser.mjs");
+    assert!(out.status.success(), "browser: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("browser JSON")
+}
+
+#[test]
+fn single_sign_on_joins_a_node_and_approves_a_held_ssh_login_in_a_real_browser() {
+    if !is_root()
+        || !Path::new("/usr/bin/ssh").exists()
+        || !Path::new("/usr/bin/chromium").exists()
+        || !oidc_dir().join("node_modules/oidc-provider").exists()
+    {
+        eprintln!("note: needs root, ssh, chromium and tests/oidc/node_modules; skipping");
+        return;
+    }
+    let Some(user) = support::TestUser::create("/bin/bash") else { return };
+    let mut net = Tailnet::new("sso", 97, 2);
+    // The identity provider, in the server's namespace on its loopback.
+    let secret = net.dir.join("client-secret");
+    fs::write(&secret, "sso-test-secret\n").expect("secret");
+    let redirect = format!("{}/oidc/callback", net.url());
+    let mut provider = Command::new("ip")
+        .args(["netns", "exec", &net.server_ns, "node"])
+        .arg(oidc_dir().join("provider.mjs"))
+        .args(["9555", &redirect, "sso-test-secret"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("provider");
+    let mut line = String::new();
+    BufReader::new(provider.stdout.take().expect("provider stdout")).read_line(&mut line).expect("provider line");
+    assert!(line.starts_with("issuer "), "{line}");
+    net.children.push(provider);
+    let secret = secret.to_str().expect("path").to_string();
+    net.start_server_with(&[
+        "--server-url",
+        &net.url(),
+        "--oidc-issuer",
+        "http://127.0.0.1:9555",
+        "--oidc-client-id",
+        "meshcontrol",
+        "--oidc-client-secret-file",
+        &secret,
+    ]);
+    net.set_policy(
+        r#"{
+          "acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}],
+          "ssh": [{"action": "check", "checkPeriod": "always", "src": ["autogroup:member"],
+                   "dst": ["autogroup:self"], "users": ["autogroup:nonroot"]}],
+        }"#,
+    );
+    for i in 0..2 {
+        net.start_node(i);
+    }
+
+    // `meshctl up` without a key prints the link; alice signs in; the command returns.
+    let url = net.url();
+    let mut up = Command::new("ip")
+        .args(["netns", "exec", &net.nodes[0], env!("CARGO_BIN_EXE_meshctl"), "--socket"])
+        .arg(net.node_dir(0).join("meshd.sock"))
+        .args(["up", "--login-server", &url, "--hostname", "node0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("meshctl up");
+    let mut out = BufReader::new(up.stdout.take().expect("up stdout"));
+    let link = loop {
+        let mut l = String::new();
+        assert!(out.read_line(&mut l).expect("read") > 0, "meshctl up ended without a link\n{}", net.logs());
+        if let Some(link) = l.trim().strip_prefix("http://").map(|rest| format!("http://{rest}")) {
+            break link;
+        }
+    };
+    assert!(link.contains("/register/"), "{link}");
+    let page = browse(&net, &link, "alice", "meshctl-up");
+    assert_eq!(page["status"], 200, "{page}\n{}", net.logs());
+    let status = up.wait().expect("meshctl up");
+    assert!(status.success(), "meshctl up returns once registered");
+    let nodes = net.admin(&["nodes", "list", "--json"]);
+    assert!(nodes.contains("alice@example.com"), "node0 is alice's: {nodes}");
+
+    // node1 joins alice's tailnet with a key and serves SSH.
+    let key = net.admin(&["preauthkeys", "create", "--user", "alice@example.com", "--reusable"]);
+    net.up(1, &key, &["--ssh"]);
+    wait_for(|| peer_names(&net.status(0)).contains(&"node1".to_string()), "node0 to list node1", || net.logs());
+    let a1 = ipv4_of(&net.status(1));
+    let known = net.dir.join("known_hosts");
+    wait_for(
+        || {
+            let out = net.meshctl(0, &["known-hosts"]);
+            fs::write(&known, &out.stdout).expect("known_hosts");
+            !out.stdout.is_empty()
+        },
+        "node1's host key",
+        || net.logs(),
+    );
+
+    // An SSH login is held by the check; alice re-authenticates in the browser; it proceeds.
+    let dest = format!("{}@{a1}", user.name);
+    let child = ssh_command(&net.nodes[0], &known, &dest, "echo through-sso")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ssh");
+    let mut token = Vec::new();
+    wait_for(
+        || {
+            token = check_tokens(&net);
+            !token.is_empty()
+        },
+        "a check hold",
+        || net.logs(),
+    );
+    let link = format!("{}/check/{}", net.url(), token.remove(0));
+    let page = browse(&net, &link, "alice", "ssh-check");
+    assert_eq!(page["status"], 200, "{page}");
+    let out = child.wait_with_output().expect("ssh");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "through-sso", "{}", String::from_utf8_lossy(&out.stderr));
     drop(user);
 }
