@@ -1183,7 +1183,7 @@ fn single_sign_on_joins_a_node_and_approves_a_held_ssh_login_in_a_real_browser()
     net.set_policy(
         r#"{
           "acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}],
-          "ssh": [{"action": "check", "checkPeriod": "always", "src": ["autogroup:member"],
+          "ssh": [{"action": "check", "checkPeriod": "15s", "src": ["autogroup:member"],
                    "dst": ["autogroup:self"], "users": ["autogroup:nonroot"]}],
         }"#,
     );
@@ -1235,24 +1235,55 @@ fn single_sign_on_joins_a_node_and_approves_a_held_ssh_login_in_a_real_browser()
 
     // An SSH login is held by the check; alice re-authenticates in the browser; it proceeds.
     let dest = format!("{}@{a1}", user.name);
-    let child = ssh_command(&net.nodes[0], &known, &dest, "echo through-sso")
+    let held_login = |shot: &str| {
+        let child = ssh_command(&net.nodes[0], &known, &dest, "echo through-sso")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("ssh");
+        let mut token = Vec::new();
+        wait_for(
+            || {
+                token = check_tokens(&net);
+                !token.is_empty()
+            },
+            "a check hold",
+            || net.logs(),
+        );
+        let link = format!("{}/check/{}", net.url(), token.remove(0));
+        let page = browse(&net, &link, "alice", shot);
+        assert_eq!(page["status"], 200, "{page}");
+        let out = child.wait_with_output().expect("ssh");
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "through-sso", "{stderr}");
+        assert!(stderr.contains("# To authenticate, visit:"), "{stderr}");
+        (link, Instant::now())
+    };
+    let (link, approved) = held_login("ssh-check");
+    // Within the 15 s check period the next login is not held (a held one would block: it
+    // is waited for with a deadline).
+    let mut unheld = ssh_command(&net.nodes[0], &known, &dest, "echo unheld")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("ssh");
-    let mut token = Vec::new();
-    wait_for(
-        || {
-            token = check_tokens(&net);
-            !token.is_empty()
-        },
-        "a check hold",
-        || net.logs(),
-    );
-    let link = format!("{}/check/{}", net.url(), token.remove(0));
-    let page = browse(&net, &link, "alice", "ssh-check");
-    assert_eq!(page["status"], 200, "{page}");
-    let out = child.wait_with_output().expect("ssh");
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "through-sso", "{}", String::from_utf8_lossy(&out.stderr));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while unheld.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = unheld.kill();
+            panic!("a login within the check period was held\n{}", net.logs());
+        }
+        sleep(Duration::from_millis(50));
+    }
+    let out = unheld.wait_with_output().expect("ssh");
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "unheld", "{stderr}");
+    assert!(!stderr.contains("To authenticate"), "not held within the period: {stderr}");
+    // The check link is used up: the browser sees the expired page.
+    let again = browse(&net, &link, "alice", "ssh-check-reused");
+    assert_eq!(again["status"], 404, "{again}");
+    // After the period, the login is held again.
+    sleep(Duration::from_secs(16).saturating_sub(approved.elapsed()));
+    held_login("ssh-check-after-period");
     drop(user);
 }
