@@ -42,6 +42,8 @@ pub struct SshServerConfig {
     pub host_key: SigningKey,
     pub session: ServerConfig,
     /// Sessions one peer may have before authentication (OpenSSH: PerSourceMaxStartups).
+    /// 16: a node running a burst of logins (Ansible's forks, a CI fan-out) gets them all,
+    /// and a held check counts here while it waits.
     pub max_unauthenticated_per_peer: usize,
     /// Sessions before authentication in all (OpenSSH: MaxStartups).
     pub max_unauthenticated: usize,
@@ -49,7 +51,7 @@ pub struct SshServerConfig {
 
 impl SshServerConfig {
     pub fn new(host_key: SigningKey) -> Self {
-        Self { host_key, session: ServerConfig::default(), max_unauthenticated_per_peer: 4, max_unauthenticated: 64 }
+        Self { host_key, session: ServerConfig::default(), max_unauthenticated_per_peer: 16, max_unauthenticated: 128 }
     }
 
     /// The session settings, and shares that let at least one login in.

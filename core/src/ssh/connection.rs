@@ -501,11 +501,18 @@ impl Connection {
         t.send_packet(w.finish_packet());
     }
 
-    /// Bytes [`Self::write`] would take now.
+    /// Bytes [`Self::write`] would take now. An answer of 0 on an open channel counts as a
+    /// write cut short: the peer's next window adjustment reports
+    /// [`ConnectionEvent::Writable`] (an application that sizes its writes by this never
+    /// writes more than the window, so `write` alone would never notice).
     pub fn writable(&mut self, id: ChannelId) -> usize {
-        self.channel(id)
-            .filter(|c| c.phase == Phase::Open && !c.sent_eof && !c.sent_close)
-            .map_or(0, |c| c.remote_window as usize)
+        let Some(c) = self.channel(id).filter(|c| c.phase == Phase::Open && !c.sent_eof && !c.sent_close) else {
+            return 0;
+        };
+        if c.remote_window == 0 {
+            c.blocked = true;
+        }
+        c.remote_window as usize
     }
 
     /// Send `data` as far as the peer's window allows; returns how much was taken.

@@ -1048,3 +1048,36 @@ fn recycled_packets_carry_the_next_channel_data() {
     }
     assert!(reused >= 15, "sent packets' buffers reused: {reused} of {}", seen.len());
 }
+
+#[test]
+fn a_writer_that_sizes_writes_by_the_window_hears_when_it_opens_again() {
+    let client = ClientConfig { user: "alice".into(), host_key: Some(host_public()), ..Default::default() };
+    let mut pair = Pair::new(client, ServerConfig::default(), Decision::Accept);
+    pair.run();
+    let (c, s) = pair.open_session();
+    pair.server_events.clear();
+    // Write exactly what the window takes (never a write cut short), then ask again: 0.
+    let room = pair.server.channels(pair.now).map_or(0, |mut ch| ch.writable(s));
+    assert!(room > 0);
+    let data = vec![7u8; room];
+    assert_eq!(pair.server.channels(pair.now).map_or(0, |mut ch| ch.write(s, &data)), room);
+    assert_eq!(pair.server.channels(pair.now).map_or(1, |mut ch| ch.writable(s)), 0);
+    pair.run();
+    // The client takes the data and gives the window back: the server is told.
+    let received: usize = pair
+        .client_events
+        .drain(..)
+        .filter_map(|e| match e {
+            SessionEvent::Connection(ConnectionEvent::Data { data, .. }) => Some(data.len()),
+            _ => None,
+        })
+        .sum();
+    assert_eq!(received, room);
+    pair.client.channels(pair.now).consume(c, received);
+    pair.run();
+    assert!(
+        pair.server_events.contains(&SessionEvent::Connection(ConnectionEvent::Writable { channel: s })),
+        "{:?}",
+        pair.server_events
+    );
+}
