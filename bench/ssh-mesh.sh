@@ -17,8 +17,8 @@
 # non-root user (as in scripts/demo). The bulk and login tests run from c1.
 #
 # Usage (root): bench/ssh-mesh.sh [RUNS] [SIZE] [IMPAIRED_SIZE]   (defaults 3, 256M, 16M: the
-# embedded server's downloads run at ~8 MB/s clean and ~0.2 MB/s at 1 % loss (BENCHMARKS.md),
-# so larger sizes take far longer than the 12-13 minutes these do)
+# embedded server's downloads run at ~10 MB/s clean and ~0.2 MB/s at 1 % loss (BENCHMARKS.md),
+# so larger sizes take far longer than the ~15 minutes these do)
 # Environment: CIPHERS (default "chacha20-poly1305@openssh.com aes256-gcm@openssh.com"),
 #   LOSSES (default "1 3", percent per direction; "" skips phase 2), IMPAIRED_SIZE_3 (size
 #   at 3 % loss, default IMPAIRED_SIZE / 4), LOGINS (default 20), BURSTS (default RUNS),
@@ -46,7 +46,7 @@ if [ "$(id -u)" -ne 0 ]; then
   echo "bench/ssh-mesh.sh needs root (network namespaces, TUN devices, a local user)" >&2
   exit 1
 fi
-for tool in ip iptables-legacy ssh ssh-keygen /usr/sbin/sshd numfmt bc /usr/bin/python3; do
+for tool in ip nsenter iptables-legacy ssh ssh-keygen /usr/sbin/sshd numfmt bc /usr/bin/python3; do
   command -v "$tool" >/dev/null || {
     echo "bench/ssh-mesh.sh needs $tool (apt-get install iproute2 iptables openssh-client openssh-server bc python3)" >&2
     exit 1
@@ -142,7 +142,10 @@ admin policy set --file "$dir/policy.hujson" >/dev/null
 ctl() { local n="$1"; shift; ip netns exec "${tag}-$n" "$meshctl" --socket "$dir/$n/meshd.sock" "$@"; }
 for n in "${nodes[@]}"; do
   ns="${tag}-$n"
-  ip netns exec "$ns" "$meshd" --state-dir "$dir/$n" --tun mesh0 2>"$dir/meshd-$n.log" &
+  # nsenter, not `ip netns exec`: that mounts a fresh /sys, which hides the cgroup2 mount,
+  # and meshd would run its sessions without their per-session cgroups (a warning in its
+  # log) and its logins would skip the cgroup's cost. Only the network namespace changes.
+  nsenter --net="/run/netns/$ns" "$meshd" --state-dir "$dir/$n" --tun mesh0 2>"$dir/meshd-$n.log" &
   pids+=($!)
   for _ in $(seq 100); do [ -S "$dir/$n/meshd.sock" ] && break; sleep 0.1; done
   ctl "$n" up --login-server http://10.79.0.1:8080 --auth-key "$key" --hostname "$n" --ssh >/dev/null
@@ -315,6 +318,11 @@ fi
 ctl srv debug metrics >"$out/metrics-srv-start.json" 2>/dev/null || true
 
 echo "# runs $runs size $size impaired_size $impaired_size impaired_bytes_3 $impaired_bytes_3 logins $logins bursts $bursts ciphers $ciphers" >>"$results"
+if grep -q "no usable cgroup" "$dir/meshd-srv.log"; then
+  echo "# srv's meshd: no usable cgroup v2, sessions run without per-session cgroups" >>"$results"
+else
+  echo "# srv's meshd: per-session cgroups in use" >>"$results"
+fi
 sample_load "start"
 log "phase 1: bulk, $runs rounds of $size per direction, server and cipher"
 for round in $(seq "$runs"); do
@@ -560,7 +568,7 @@ for phase in phases:
             ko, ks = (phase, what, cipher, "ours"), (phase, what, cipher, "sshd")
             o, s = med(ko), med(ks)
             label = f"{phase} {what} {cipher.split('@')[0]}"
-            print(f"{label:44} {o:8.1f} MB/s {s:8.1f} MB/s {o / s:6.2f}x  {len(rows.get(ko, []))}/{len(rows.get(ks, []))}"
+            print(f"{label:44} {o:8.2f} MB/s {s:8.2f} MB/s {o / s:6.2f}x  {len(rows.get(ko, []))}/{len(rows.get(ks, []))}"
                   + fail_note(ko, ks))
 ko, ks = ("login", "login", "-", "ours"), ("login", "login", "-", "sshd")
 if ko in rows or ks in rows:
