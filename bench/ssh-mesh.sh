@@ -17,7 +17,7 @@
 # non-root user (as in scripts/demo). The bulk and login tests run from c1.
 #
 # Usage (root): bench/ssh-mesh.sh [RUNS] [SIZE] [IMPAIRED_SIZE]   (defaults 3, 256M, 16M: the
-# embedded server's downloads run at ~10 MB/s clean and ~0.2 MB/s at 1 % loss (BENCHMARKS.md),
+# embedded server's downloads run at ~10 MB/s clean and ~0.15 MB/s at 1 % loss (BENCHMARKS.md),
 # so larger sizes take far longer than the ~15 minutes these do)
 # Environment: CIPHERS (default "chacha20-poly1305@openssh.com aes256-gcm@openssh.com"),
 #   LOSSES (default "1 3", percent per direction; "" skips phase 2), IMPAIRED_SIZE_3 (size
