@@ -149,16 +149,18 @@ async fn form(app: &AppState, kind: PendingKind, token: &str, status: StatusCode
 
 pub(crate) fn csrf_ok(headers: &HeaderMap, form: &BTreeMap<String, String>) -> bool {
     let Some(sent) = form.get("csrf").filter(|t| !t.is_empty()) else { return false };
+    has_cookie(headers, COOKIE, sent)
+}
+
+/// Whether the request carries cookie `name` with value `expected` (compared in constant
+/// time; every cookie of that name is looked at).
+pub(crate) fn has_cookie(headers: &HeaderMap, name: &str, expected: &str) -> bool {
     let cookies = headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok());
-    let mut ok = false;
-    for pair in cookies.flat_map(|c| c.split(';')) {
-        if let Some((name, value)) = pair.trim().split_once('=') {
-            if name == COOKIE && bool::from(value.as_bytes().ct_eq(sent.as_bytes())) {
-                ok = true;
-            }
-        }
+    let mut found = false;
+    for (n, value) in cookies.flat_map(|c| c.split(';')).filter_map(|pair| pair.trim().split_once('=')) {
+        found |= n == name && bool::from(value.as_bytes().ct_eq(expected.as_bytes()));
     }
-    ok
+    found
 }
 
 async fn submit(

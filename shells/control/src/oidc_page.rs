@@ -13,12 +13,11 @@ use std::sync::atomic::Ordering::Relaxed;
 use axum::extract::{Form, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use subtle::ConstantTimeEq;
 
 use crate::actor::PendingKind;
 use crate::admin_api::AdminRequest;
 use crate::http::AppState;
-use crate::login_page::{approve, csrf_ok, escape, gone, page, unavailable};
+use crate::login_page::{approve, csrf_ok, escape, gone, has_cookie, page, unavailable};
 use crate::oidc::{OidcError, Purpose, FLOW_TTL};
 
 /// The state cookie's name for one flow (so logins in several tabs do not collide).
@@ -96,14 +95,7 @@ async fn start(
 
 /// Whether the browser holds the cookie of `state` (set when this browser started it).
 fn state_cookie_ok(headers: &HeaderMap, state: &str) -> bool {
-    let name = cookie_name(state);
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|c| c.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .any(|(n, v)| n == name && bool::from(v.as_bytes().ct_eq(state.as_bytes())))
+    has_cookie(headers, &cookie_name(state), state)
 }
 
 /// The provider sends the browser back here.

@@ -4,14 +4,8 @@
 
 mod common;
 
-use common::{cli, http_full, Node, Server, TempDir};
+use common::{cli, form_value, http_full, Node, Server, TempDir};
 use mesh_core::control::messages::{CheckAnswer, CheckRequest, NodeMessage, RegisterAuth, ServerMessage};
-
-fn form_value(html: &str, name: &str) -> String {
-    let marker = format!("name=\"{name}\" value=\"");
-    let start = html.find(&marker).unwrap_or_else(|| panic!("no {name} field in {html}")) + marker.len();
-    html[start..].split('"').next().unwrap_or_default().to_string()
-}
 
 #[test]
 fn the_login_page_registers_a_waiting_node() {

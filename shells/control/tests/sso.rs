@@ -14,7 +14,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
-use common::{http_full, Node, Server, TempDir};
+use common::{form_value, http_full, Node, Server, TempDir};
 use mesh_core::control::messages::{CheckAnswer, CheckRequest, NodeMessage, RegisterAuth, ServerMessage};
 
 /// The provider's directory (its package.json and, once installed, node_modules).
@@ -128,12 +128,6 @@ impl Browser {
     }
 }
 
-fn field(html: &str, name: &str) -> String {
-    let marker = format!("name=\"{name}\" value=\"");
-    let start = html.find(&marker).unwrap_or_else(|| panic!("no {name} field in {html}")) + marker.len();
-    html[start..].split('"').next().unwrap_or_default().to_string()
-}
-
 /// The action of the page's first form whose action contains `part`.
 fn form_action(html: &str, part: &str) -> String {
     html.match_indices("action=\"")
@@ -147,7 +141,7 @@ fn form_action(html: &str, part: &str) -> String {
 fn sign_in_through_provider(browser: &mut Browser, link: &str, person: &str) -> Page {
     let page = browser.get(link);
     assert_eq!(page.status, 200, "{}", page.body);
-    let csrf = field(&page.body, "csrf");
+    let csrf = form_value(&page.body, "csrf");
     let (addr, _) = split_url(link);
     let sso = format!("http://{addr}{}", form_action(&page.body, "/sso"));
     let page = browser.request("POST", &sso, Some(&format!("csrf={csrf}")));

@@ -786,6 +786,21 @@ fn ssh_by_identity_runs_as_the_mapped_user_and_is_revoked_with_the_policy() {
     drop(user);
 }
 
+/// `meshctl known-hosts` of node `i` in a file, once it lists a host key.
+fn known_hosts_of(net: &Tailnet, i: usize) -> PathBuf {
+    let known = net.dir.join("known_hosts");
+    wait_for(
+        || {
+            let out = net.meshctl(i, &["known-hosts"]);
+            fs::write(&known, &out.stdout).expect("known_hosts");
+            !out.stdout.is_empty()
+        },
+        "a peer's host key",
+        || net.logs(),
+    );
+    known
+}
+
 /// Two nodes of one user with `policy`: node1 serves SSH, node0 holds node1's host key in
 /// the returned known_hosts file. Also node1's IPv4 mesh address.
 fn ssh_lab(tag: &str, subnet: u8, policy: &str) -> (Tailnet, PathBuf, String) {
@@ -801,16 +816,7 @@ fn ssh_lab(tag: &str, subnet: u8, policy: &str) -> (Tailnet, PathBuf, String) {
     net.up(0, &key, &[]);
     wait_for(|| peer_names(&net.status(0)).contains(&"node1".to_string()), "node0 to list node1", || net.logs());
     let a1 = ipv4_of(&net.status(1));
-    let known = net.dir.join("known_hosts");
-    wait_for(
-        || {
-            let out = net.meshctl(0, &["known-hosts"]);
-            fs::write(&known, &out.stdout).expect("known_hosts");
-            !out.stdout.is_empty()
-        },
-        "node1's host key",
-        || net.logs(),
-    );
+    let known = known_hosts_of(&net, 0);
     (net, known, a1)
 }
 
@@ -1222,16 +1228,7 @@ fn single_sign_on_joins_a_node_and_approves_a_held_ssh_login_in_a_real_browser()
     net.up(1, &key, &["--ssh"]);
     wait_for(|| peer_names(&net.status(0)).contains(&"node1".to_string()), "node0 to list node1", || net.logs());
     let a1 = ipv4_of(&net.status(1));
-    let known = net.dir.join("known_hosts");
-    wait_for(
-        || {
-            let out = net.meshctl(0, &["known-hosts"]);
-            fs::write(&known, &out.stdout).expect("known_hosts");
-            !out.stdout.is_empty()
-        },
-        "node1's host key",
-        || net.logs(),
-    );
+    let known = known_hosts_of(&net, 0);
 
     // An SSH login is held by the check; alice re-authenticates in the browser; it proceeds.
     let dest = format!("{}@{a1}", user.name);

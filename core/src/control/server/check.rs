@@ -52,13 +52,7 @@ impl ControlServer {
                             CheckPeriod::Always => (true, 0),
                             CheckPeriod::Seconds(s) => (false, s),
                         };
-                        let detail = self.ssh_detail(
-                            Some(request.src),
-                            dst,
-                            &request.local_user,
-                            &request.local_user,
-                            Some(request.rule),
-                        );
+                        let detail = self.check_detail(&request, dst);
                         self.pending_checks.insert(
                             token,
                             PendingCheck {
@@ -78,6 +72,11 @@ impl ControlServer {
             }
         };
         self.send(now, conn, ServerMessage::CheckAnswer { id, answer });
+    }
+
+    /// The audit log's words for a check of `request` on node `dst`.
+    fn check_detail(&self, request: &CheckRequest, dst: crate::policy::NodeId) -> String {
+        self.ssh_detail(Some(request.src), dst, &request.local_user, &request.local_user, Some(request.rule))
     }
 
     /// Sends the answer of a held check to its node and forgets the hold.
@@ -110,13 +109,7 @@ impl ControlServer {
             self.approvals.insert((record.src, record.dst, record.local_user.clone()), record.clone());
             self.out.push_back(Output::Persist(Change::Approval(record)));
         }
-        let detail = self.ssh_detail(
-            Some(p.request.src),
-            p.dst,
-            &p.request.local_user,
-            &p.request.local_user,
-            Some(p.request.rule),
-        );
+        let detail = self.check_detail(&p.request, p.dst);
         self.audit(actor, "ssh-check-approve", detail);
         self.answer_check(now, token, CheckAnswer::Approved { authenticated_secs_ago: 0 });
         Ok(())
@@ -124,13 +117,7 @@ impl ControlServer {
 
     pub fn reject_check(&mut self, now: Instant, actor: &str, token: &str) -> Result<(), super::AdminError> {
         let p = self.pending_checks.get(token).cloned().ok_or_else(|| super::AdminError::NoPending(token.into()))?;
-        let detail = self.ssh_detail(
-            Some(p.request.src),
-            p.dst,
-            &p.request.local_user,
-            &p.request.local_user,
-            Some(p.request.rule),
-        );
+        let detail = self.check_detail(&p.request, p.dst);
         self.audit(actor, "ssh-check-reject", detail);
         self.answer_check(now, token, CheckAnswer::Rejected { reason: "the check was rejected".into() });
         Ok(())

@@ -352,3 +352,10 @@ impl Node {
 pub fn would_block(e: &std::io::Error) -> bool {
     matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)
 }
+
+/// The value of the form field `name` in a page of ours (`name="..." value="..."`).
+pub fn form_value(html: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html.find(&marker).unwrap_or_else(|| panic!("no {name} field in {html}")) + marker.len();
+    html[start..].split('"').next().unwrap_or_default().to_string()
+}
