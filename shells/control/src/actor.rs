@@ -66,16 +66,56 @@ pub struct PendingInfo {
 /// Debug names the variant only: inputs carry API-key secrets, password hashes and
 /// login tokens.
 enum Input {
-    Connect { conn: ConnId, machine_key: PublicKey, tx: mpsc::Sender<ConnOutput> },
-    Message { conn: ConnId, message: NodeMessage },
-    Disconnect { conn: ConnId },
-    Admin { actor: String, request: AdminRequest, reply: oneshot::Sender<Result<Value, String>> },
-    SetPassword { actor: String, user: String, hash: String, reply: oneshot::Sender<Result<Value, String>> },
-    VerifyApiKey { secret: String, reply: oneshot::Sender<Option<u64>> },
-    UserId { name: String, reply: oneshot::Sender<Option<mesh_core::control::server::UserId>> },
-    Pending { kind: PendingKind, token: String, reply: oneshot::Sender<Option<PendingInfo>> },
-    Approve { kind: PendingKind, token: String, user: String, reply: oneshot::Sender<Result<(), String>> },
-    Gauges { reply: oneshot::Sender<Gauges> },
+    Connect {
+        conn: ConnId,
+        machine_key: PublicKey,
+        tx: mpsc::Sender<ConnOutput>,
+    },
+    Message {
+        conn: ConnId,
+        message: NodeMessage,
+    },
+    Disconnect {
+        conn: ConnId,
+    },
+    Admin {
+        actor: String,
+        request: AdminRequest,
+        reply: oneshot::Sender<Result<Value, String>>,
+    },
+    SetPassword {
+        actor: String,
+        user: String,
+        hash: String,
+        reply: oneshot::Sender<Result<Value, String>>,
+    },
+    VerifyApiKey {
+        secret: String,
+        reply: oneshot::Sender<Option<u64>>,
+    },
+    UserId {
+        name: String,
+        reply: oneshot::Sender<Option<mesh_core::control::server::UserId>>,
+    },
+    Pending {
+        kind: PendingKind,
+        token: String,
+        reply: oneshot::Sender<Option<PendingInfo>>,
+    },
+    Approve {
+        kind: PendingKind,
+        token: String,
+        user: String,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    Gauges {
+        reply: oneshot::Sender<Gauges>,
+    },
+    /// A shell event for the audit log (console sign-ins), durable before the reply.
+    Audit {
+        entry: AuditEntry,
+        reply: oneshot::Sender<()>,
+    },
 }
 
 impl std::fmt::Debug for Input {
@@ -91,6 +131,7 @@ impl std::fmt::Debug for Input {
             Input::Pending { .. } => "Input::Pending",
             Input::Approve { .. } => "Input::Approve",
             Input::Gauges { .. } => "Input::Gauges",
+            Input::Audit { .. } => "Input::Audit",
         })
     }
 }
@@ -155,6 +196,13 @@ impl ActorHandle {
 
     pub async fn gauges(&self) -> Result<Gauges, Stopped> {
         self.ask(|reply| Input::Gauges { reply }).await
+    }
+
+    /// Records `action` by `actor` in the audit log (now), durably.
+    pub async fn audit(&self, actor: &str, action: &str, detail: String) -> Result<(), Stopped> {
+        let entry =
+            AuditEntry { unix: unix_now().0.as_secs(), actor: actor.to_string(), action: action.to_string(), detail };
+        self.ask(|reply| Input::Audit { entry, reply }).await
     }
 }
 
@@ -248,6 +296,11 @@ impl Actor {
                 let result = self.core(|s| approve(s, now, kind, &token, &user));
                 self.drain().await?;
                 let _ = reply.send(result);
+                return Ok(());
+            }
+            Input::Audit { entry, reply } => {
+                self.commit(vec![Change::Audit(entry)]).await?;
+                let _ = reply.send(());
                 return Ok(());
             }
             Input::Gauges { reply } => {

@@ -100,6 +100,12 @@ pub enum AdminRequest {
         limit: Option<usize>,
         #[serde(default)]
         actor: Option<String>,
+        /// Entries whose action starts with this (`node-`, `ssh-check`).
+        #[serde(default)]
+        action: Option<String>,
+        /// Entries whose detail contains this.
+        #[serde(default)]
+        contains: Option<String>,
     },
 }
 
@@ -138,6 +144,10 @@ pub struct NodeView {
     pub tags: Vec<String>,
     pub addresses: Vec<String>,
     pub online: bool,
+    /// Unix seconds of the last connection (now, when online); `None`: not since the
+    /// server started.
+    #[serde(default)]
+    pub last_seen: Option<u64>,
     /// Unix seconds; `None`: never.
     pub key_expiry: Option<u64>,
     pub expired: bool,

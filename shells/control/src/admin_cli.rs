@@ -138,6 +138,12 @@ pub struct AuditArgs {
     pub limit: usize,
     #[arg(long)]
     pub actor: Option<String>,
+    /// Only actions starting with this (`node-`, `ssh-check`).
+    #[arg(long)]
+    pub action: Option<String>,
+    /// Only entries whose detail contains this.
+    #[arg(long)]
+    pub contains: Option<String>,
     #[command(flatten)]
     pub json: Json,
 }
@@ -265,9 +271,10 @@ fn request(command: AdminCommand) -> Result<(AdminRequest, Show), String> {
                 (AdminRequest::AuthReject { token: token_of(&token) }, Show::Done("rejected"))
             }
         },
-        AdminCommand::Audit(a) => {
-            (AdminRequest::Audit { limit: Some(a.limit), actor: a.actor }, Show::Audit(a.json.json))
-        }
+        AdminCommand::Audit(a) => (
+            AdminRequest::Audit { limit: Some(a.limit), actor: a.actor, action: a.action, contains: a.contains },
+            Show::Audit(a.json.json),
+        ),
         AdminCommand::PolicyGet => (AdminRequest::PolicyGet {}, Show::Policy),
         AdminCommand::PolicySet { file } => {
             let text = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;

@@ -12,8 +12,9 @@ const DEFAULT_AUDIT_LIMIT: usize = 1000;
 
 pub async fn dispatch(actor: &ActorHandle, store: &StoreHandle, who: String, request: AdminRequest) -> AdminReply {
     let result = match request {
-        AdminRequest::Audit { limit, actor: filter_actor } => {
-            let filter = AuditFilter { limit: limit.unwrap_or(DEFAULT_AUDIT_LIMIT), actor: filter_actor };
+        AdminRequest::Audit { limit, actor: filter_actor, action, contains } => {
+            let filter =
+                AuditFilter { limit: limit.unwrap_or(DEFAULT_AUDIT_LIMIT), actor: filter_actor, action, contains };
             match store.run(move |s| s.audit(&filter)).await {
                 Ok(entries) => serde_json::to_value(entries).map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),

@@ -48,6 +48,7 @@ pub fn nodes(server: &ControlServer, unix: u64) -> Vec<NodeView> {
             tags: n.tags.clone(),
             addresses: n.addresses.iter().map(|a| a.to_string()).collect(),
             online: server.is_online(n.id),
+            last_seen: server.last_seen(n.id),
             key_expiry: n.key_expiry,
             expired: n.key_expiry.is_some_and(|e| e <= unix),
             ephemeral: n.ephemeral,

@@ -10,6 +10,7 @@
 //! | `POST /api/v1/<op>` | the admin API ([`crate::admin_api`]), `Authorization: Bearer mskapi-...` |
 //! | `GET`/`POST /register/<token>`, `/check/<token>` | the login pages ([`crate::login_page`]) |
 //! | `POST /register/<token>/sso`, `/check/<token>/sso`, `GET /oidc/callback` | single sign-on ([`crate::oidc_page`]) |
+//! | `/admin/...` | the admin console ([`crate::console`]) |
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -31,11 +32,12 @@ use tokio::sync::Semaphore;
 use crate::actor::ActorHandle;
 use crate::admin_api::{AdminReply, AdminRequest, MAX_FRAME};
 use crate::admin_dispatch::dispatch;
+use crate::console::{ConsoleConfig, Sessions};
 use crate::login::LoginMethod;
 use crate::metrics::Metrics;
 use crate::oidc::Oidc;
 use crate::storage::StoreHandle;
-use crate::{connection, login_page, oidc_page, os_random};
+use crate::{connection, console, login_page, oidc_page, os_random};
 
 /// What every handler shares.
 #[derive(Clone, Debug)]
@@ -54,6 +56,9 @@ pub struct AppState {
     pub control_slots: Arc<Semaphore>,
     /// Wrong logins per page token ([`crate::login_page`] stops after a few).
     pub login_failures: Arc<Mutex<BTreeMap<String, u32>>>,
+    /// Who may sign in to the admin console, and who has ([`crate::console`]).
+    pub console: Arc<ConsoleConfig>,
+    pub console_sessions: Arc<Sessions>,
 }
 
 /// Control connections open at once; past it the upgrade is answered 503.
@@ -71,6 +76,7 @@ pub fn router(state: AppState) -> Router {
         .route("/register/{token}/sso", post(oidc_page::start_register))
         .route("/check/{token}/sso", post(oidc_page::start_check))
         .route("/oidc/callback", get(oidc_page::callback))
+        .merge(console::routes())
         .with_state(state)
 }
 

@@ -64,7 +64,7 @@ pub(crate) fn path(kind: PendingKind, token: &str) -> String {
 /// the URL holds the token).
 pub(crate) fn page(status: StatusCode, title: &str, body: &str, cookie: Option<String>) -> Response {
     let html = format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{title}</title>\
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title>\
          <meta name=\"viewport\" content=\"width=device-width\"><style>\
          body{{font-family:sans-serif;max-width:28em;margin:3em auto;padding:0 1em}}\
          label{{display:block;margin:.8em 0}}input{{display:block;width:100%;padding:.4em}}\
@@ -72,21 +72,29 @@ pub(crate) fn page(status: StatusCode, title: &str, body: &str, cookie: Option<S
          <body><h1>{title}</h1>{body}</body></html>",
         title = escape(title)
     );
+    let mut response = html_response(status, html);
+    if let Some(cookie) = cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        response.headers_mut().insert(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+/// The policy every page of the server has: nothing from elsewhere, no scripts, forms
+/// only to this server, never framed.
+pub(crate) const PAGE_CSP: &str =
+    "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'";
+
+/// An HTML page with the headers every page of the server carries (no framing, no
+/// caching, no referrer: URLs and pages hold tokens and secrets).
+pub(crate) fn html_response(status: StatusCode, html: String) -> Response {
     let mut response = (status, html).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
-        ),
-    );
-    if let Some(cookie) = cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
-        headers.insert(header::SET_COOKIE, cookie);
-    }
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(PAGE_CSP));
     response
 }
 
@@ -135,16 +143,18 @@ async fn form(app: &AppState, kind: PendingKind, token: &str, status: StatusCode
     );
     let mut response = page(status, "Log in to approve", &body, Some(cookie));
     if let Some(oidc) = &app.oidc {
-        // The SSO form's answer redirects to the provider: form-action must allow it.
-        let csp = format!(
-            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self' {}; frame-ancestors 'none'",
-            oidc.origin()
-        );
-        if let Ok(v) = HeaderValue::from_str(&csp) {
-            response.headers_mut().insert(header::CONTENT_SECURITY_POLICY, v);
-        }
+        allow_forms_to(&mut response, &oidc.origin());
     }
     response
+}
+
+/// Lets the page's forms also go to `origin`: the SSO button's answer redirects to the
+/// provider, and form-action covers redirects.
+pub(crate) fn allow_forms_to(response: &mut Response, origin: &str) {
+    let csp = PAGE_CSP.replace("form-action 'self'", &format!("form-action 'self' {origin}"));
+    if let Ok(v) = HeaderValue::from_str(&csp) {
+        response.headers_mut().insert(header::CONTENT_SECURITY_POLICY, v);
+    }
 }
 
 pub(crate) fn csrf_ok(headers: &HeaderMap, form: &BTreeMap<String, String>) -> bool {

@@ -1,6 +1,5 @@
 //! `meshcontrol`: the coordination server (`serve`) and its admin tools.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -8,8 +7,8 @@ use clap::{Parser, Subcommand};
 use meshcontrol::admin_cli::{self, AdminCommand, ApikeysCommand, AuditArgs, AuthCommand, NodesCommand};
 use meshcontrol::admin_cli::{PreauthkeysCommand, UsersCommand};
 use meshcontrol::admin_client::Transport;
-use meshcontrol::oidc::{OidcConfig, UserClaim};
 use meshcontrol::serve::{self, ServeConfig};
+use meshcontrol::serve_args::ServeArgs;
 use meshcontrol::{inventory, policy_cmd};
 
 #[derive(Debug, Parser)]
@@ -31,66 +30,10 @@ struct Cli {
     command: Command,
 }
 
-/// Single sign-on through an OpenID Connect provider (register `<server-url>/oidc/callback`
-/// as the client's redirect URI there). Without `--oidc-issuer`, the login pages take local
-/// passwords (`meshcontrol users passwd`).
-#[derive(Debug, clap::Args)]
-struct OidcArgs {
-    /// The provider's issuer URL (discovery at ISSUER/.well-known/openid-configuration).
-    #[arg(long, requires_all = ["oidc_client_id", "oidc_client_secret_file"])]
-    oidc_issuer: Option<String>,
-    #[arg(long)]
-    oidc_client_id: Option<String>,
-    /// A file holding the client secret (kept off the command line).
-    #[arg(long)]
-    oidc_client_secret_file: Option<PathBuf>,
-    /// The claim that names the user: a verified `email`, or `sub` (as sub@issuer-host).
-    #[arg(long, value_enum, default_value = "email")]
-    oidc_user_claim: UserClaim,
-    /// Only these email domains may log in (comma-separated).
-    #[arg(long, value_delimiter = ',')]
-    oidc_allowed_domains: Vec<String>,
-    /// Only these users may log in (comma-separated).
-    #[arg(long, value_delimiter = ',')]
-    oidc_allowed_users: Vec<String>,
-    /// Only members of one of these groups (the token's `groups` claim) may log in.
-    #[arg(long, value_delimiter = ',')]
-    oidc_allowed_groups: Vec<String>,
-    /// How recent a check-mode re-authentication must be, in seconds (sent as max_age).
-    #[arg(long, default_value_t = 300)]
-    oidc_check_max_age: u64,
-}
-
-impl OidcArgs {
-    fn config(self) -> Option<OidcConfig> {
-        Some(OidcConfig {
-            issuer: self.oidc_issuer?,
-            client_id: self.oidc_client_id?,
-            client_secret_file: self.oidc_client_secret_file?,
-            user_claim: self.oidc_user_claim,
-            allowed_domains: self.oidc_allowed_domains,
-            allowed_users: self.oidc_allowed_users,
-            allowed_groups: self.oidc_allowed_groups,
-            check_max_age: std::time::Duration::from_secs(self.oidc_check_max_age),
-        })
-    }
-}
-
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server: HTTP and the control protocol on one port.
-    Serve {
-        #[arg(long, default_value = "0.0.0.0:8080")]
-        listen: SocketAddr,
-        /// The URL nodes and people reach the server at (login links); default http://LISTEN.
-        #[arg(long)]
-        server_url: Option<String>,
-        /// The MagicDNS domain (default mesh.internal).
-        #[arg(long)]
-        dns_domain: Option<String>,
-        #[command(flatten)]
-        oidc: OidcArgs,
-    },
+    Serve(Box<ServeArgs>),
     /// Users of the tailnet.
     Users {
         #[command(subcommand)]
@@ -248,9 +191,14 @@ fn transport(
 fn main() -> ExitCode {
     let Cli { state_dir, socket, server, api_key, command } = Cli::parse();
     let admin = match command {
-        Command::Serve { listen, server_url, dns_domain, oidc } => {
-            let oidc = oidc.config();
-            return serve_command(ServeConfig { state_dir, listen, server_url, dns_domain, oidc });
+        Command::Serve(args) => {
+            return match args.into_config(state_dir) {
+                Ok(config) => serve_command(config),
+                Err(e) => {
+                    eprintln!("meshcontrol: {e}");
+                    ExitCode::from(INVALID)
+                }
+            };
         }
         Command::Policy { command: PolicyCommand::Get } => AdminCommand::PolicyGet,
         Command::Policy { command: PolicyCommand::Set { file } } => AdminCommand::PolicySet { file },

@@ -16,9 +16,10 @@ use axum::response::{IntoResponse, Response};
 
 use crate::actor::PendingKind;
 use crate::admin_api::AdminRequest;
+use crate::console;
 use crate::http::AppState;
 use crate::login_page::{approve, csrf_ok, escape, gone, has_cookie, page, unavailable};
-use crate::oidc::{OidcError, Purpose, FLOW_TTL};
+use crate::oidc::{Oidc, OidcError, Purpose, FLOW_TTL};
 
 /// The state cookie's name for one flow (so logins in several tabs do not collide).
 fn cookie_name(state: &str) -> String {
@@ -26,7 +27,7 @@ fn cookie_name(state: &str) -> String {
     format!("meshcontrol_oidc_{tag}")
 }
 
-fn refused(status: StatusCode, why: &str) -> Response {
+pub(crate) fn refused(status: StatusCode, why: &str) -> Response {
     page(status, "Login failed", &format!("<p>{}</p>", escape(why)), None)
 }
 
@@ -69,7 +70,12 @@ async fn start(
         Ok(None) => return gone(),
         Err(_) => return unavailable(),
     }
-    let (url, state) = match oidc.start(Purpose { kind, token }).await {
+    redirect_to_provider(&app, &oidc, Purpose::Pending { kind, token }).await
+}
+
+/// Starts a flow for `purpose`: the state cookie, and a redirect to the provider.
+pub(crate) async fn redirect_to_provider(app: &AppState, oidc: &Oidc, purpose: Purpose) -> Response {
+    let (url, state) = match oidc.start(purpose).await {
         Ok(started) => started,
         Err(e) => {
             tracing::warn!(error = %e, "single sign-on: cannot start");
@@ -131,15 +137,28 @@ pub async fn callback(
             return refused(status, &e.to_string());
         }
     };
-    let Purpose { kind, token } = identity.purpose.clone();
+    let mut response = match identity.purpose.clone() {
+        Purpose::Pending { kind, token } => finish_pending(&app, kind, &token, &identity.user).await,
+        Purpose::Console => console::signin::finish_sso(&app, &identity).await,
+    };
+    // The cookie has done its work.
+    let expired = format!("{}=; Path=/oidc/callback; Max-Age=0; HttpOnly; SameSite=Lax", cookie_name(state));
+    if let Ok(v) = HeaderValue::from_str(&expired) {
+        response.headers_mut().append(header::SET_COOKIE, v);
+    }
+    response
+}
+
+/// A verified login for a pending registration or check: approve it as `user`.
+async fn finish_pending(app: &AppState, kind: PendingKind, token: &str, user: &str) -> Response {
     if kind == PendingKind::Login {
         // A first login makes the user (named by the provider, allowed by the lists).
-        match app.actor.user_id(identity.user.clone()).await {
+        match app.actor.user_id(user.to_string()).await {
             Ok(Some(_)) => {}
             Ok(None) => {
-                let request = AdminRequest::UsersCreate { name: identity.user.clone() };
+                let request = AdminRequest::UsersCreate { name: user.to_string() };
                 match app.actor.admin("oidc".into(), request).await {
-                    Ok(Ok(_)) => tracing::info!(user = %identity.user, "single sign-on: new user"),
+                    Ok(Ok(_)) => tracing::info!(user, "single sign-on: new user"),
                     Ok(Err(why)) => return refused(StatusCode::CONFLICT, &why),
                     Err(_) => return unavailable(),
                 }
@@ -147,11 +166,5 @@ pub async fn callback(
             Err(_) => return unavailable(),
         }
     }
-    let mut response = approve(&app, kind, &token, &identity.user).await;
-    // The cookie has done its work.
-    let expired = format!("{}=; Path=/oidc/callback; Max-Age=0; HttpOnly; SameSite=Lax", cookie_name(state));
-    if let Ok(v) = HeaderValue::from_str(&expired) {
-        response.headers_mut().append(header::SET_COOKIE, v);
-    }
-    response
+    approve(app, kind, token, user).await
 }

@@ -19,6 +19,7 @@ use tokio::sync::Semaphore;
 
 use crate::actor::{Actor, ActorError};
 use crate::clock::{unix_now, Clock};
+use crate::console::{ConsoleError, ConsoleOptions};
 use crate::http::{router, AppState, MAX_CONTROL_CONNECTIONS};
 use crate::login::PasswordLogin;
 use crate::metrics::Metrics;
@@ -36,6 +37,8 @@ pub struct ServeConfig {
     pub dns_domain: Option<String>,
     /// Single sign-on; `None`: local passwords only.
     pub oidc: Option<OidcConfig>,
+    /// Who may sign in to the admin console.
+    pub console: ConsoleOptions,
 }
 
 #[derive(Debug, Error)]
@@ -58,6 +61,8 @@ pub enum ServeError {
     ActorGone,
     #[error(transparent)]
     Oidc(#[from] OidcError),
+    #[error(transparent)]
+    Console(#[from] ConsoleError),
 }
 
 fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> ServeError + '_ {
@@ -65,6 +70,12 @@ fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> ServeError + '_ 
 }
 
 pub async fn run(config: ServeConfig) -> Result<(), ServeError> {
+    let console = config.console.clone().load()?;
+    if !console.enabled() {
+        tracing::info!(
+            "the admin console is off (no --console-password-file, --console-admins or --console-admin-groups)"
+        );
+    }
     let dir = &config.state_dir;
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io(dir))?;
     let key = server_key::load_or_create(&dir.join("server.key"))?;
@@ -112,6 +123,8 @@ pub async fn run(config: ServeConfig) -> Result<(), ServeError> {
         secure_cookies: server_url.starts_with("https://"),
         control_slots: Arc::new(Semaphore::new(MAX_CONTROL_CONNECTIONS)),
         login_failures: Arc::default(),
+        console: Arc::new(console),
+        console_sessions: Arc::default(),
     };
     let public = os_random::hex(&app.server_key.public_key().0);
     tracing::info!(%local, %server_url, server_key = %public, "serving");

@@ -292,4 +292,13 @@ impl ControlServer {
     pub fn is_online(&self, id: NodeId) -> bool {
         self.online.contains(&id)
     }
+
+    /// When node `id` was last connected (unix seconds; `None`: not since this server
+    /// started). An online node was seen now.
+    pub fn last_seen(&self, id: NodeId) -> Option<u64> {
+        if self.online.contains(&id) {
+            return Some(self.unix);
+        }
+        self.last_seen.get(&id).copied()
+    }
 }

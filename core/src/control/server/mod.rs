@@ -26,6 +26,7 @@ mod ssh_audit;
 mod tokens;
 
 pub use records::*;
+pub use ssh_audit::clean as audit_text;
 
 use sha2::{Digest, Sha256};
 
@@ -80,6 +81,9 @@ pub struct ControlServer {
     pub(super) conns: BTreeMap<ConnId, Conn>,
     /// Nodes with a live connection.
     pub(super) online: BTreeSet<NodeId>,
+    /// When each node was last connected (unix seconds; since this server started: it is
+    /// not persisted, as Tailscale's "last seen" it is for people, not decisions).
+    pub(super) last_seen: BTreeMap<NodeId, u64>,
     /// Registered nodes by key, name and address.
     pub(super) index: index::NodeIndex,
     /// Map streams by node slot (see `netmap::slot`).
@@ -188,6 +192,7 @@ impl ControlServer {
             node_conns: BTreeMap::new(),
             streams: Vec::new(),
             online: BTreeSet::new(),
+            last_seen: BTreeMap::new(),
             empty: Default::default(),
             peer_cache: Vec::new(),
             compiles: 0,
@@ -300,6 +305,7 @@ impl ControlServer {
             *s = None;
         }
         self.online.remove(&node);
+        self.last_seen.insert(node, self.unix);
         if self.nodes.get(&node).is_some_and(|n| n.ephemeral) {
             self.ephemeral_offline.insert(node, now);
         }
@@ -603,6 +609,7 @@ impl ControlServer {
         if let Some(record) = self.nodes.remove(&id) {
             self.index.remove(&record);
             self.online.remove(&id);
+            self.last_seen.remove(&id);
             self.ephemeral_offline.remove(&id);
             // Its approvals (as source or destination) go with it: a node id must never
             // inherit another node's check-mode approval.

@@ -35,6 +35,7 @@ impl ControlServer {
         }
         self.set_endpoints(node, endpoints);
         self.online.insert(node);
+        self.last_seen.insert(node, self.unix);
         self.ephemeral_offline.remove(&node);
         // A second request on a streaming connection gets no second full map (each would
         // cost a whole netmap); a request on another connection replaces the stream (the

@@ -86,7 +86,8 @@ impl ControlServer {
     }
 }
 
-/// A node-supplied string as it may appear in the log: bounded, no control characters.
-fn clean(text: &str) -> String {
+/// An outsider's string (a node's report, a name typed at a sign-in form) as it may appear
+/// in the audit log: bounded, no control characters.
+pub fn clean(text: &str) -> String {
     text.chars().take(MAX_FIELD).map(|c| if c.is_control() { '?' } else { c }).collect()
 }

@@ -60,11 +60,13 @@ pub enum OidcError {
     NotAllowed(String),
 }
 
-/// What a login is for: approving a pending registration or check.
+/// What a login is for.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Purpose {
-    pub kind: PendingKind,
-    pub token: String,
+pub enum Purpose {
+    /// Approving the pending registration or check of `token`.
+    Pending { kind: PendingKind, token: String },
+    /// Signing in to the admin console ([`crate::console`]).
+    Console,
 }
 
 /// A login in progress at the provider.
@@ -139,10 +141,11 @@ impl Oidc {
             .add_scope(Scope::new("email".into()))
             .add_scope(Scope::new("profile".into()))
             .set_pkce_challenge(challenge);
-        if !self.config.allowed_groups.is_empty() {
+        if self.config.request_groups {
             request = request.add_scope(Scope::new("groups".into()));
         }
-        let max_age = (purpose.kind == PendingKind::Check).then_some(self.config.check_max_age);
+        let check = matches!(purpose, Purpose::Pending { kind: PendingKind::Check, .. });
+        let max_age = check.then_some(self.config.check_max_age);
         if let Some(age) = max_age {
             request = request.add_prompt(CoreAuthPrompt::Login).set_max_age(age);
         }
@@ -188,7 +191,7 @@ impl Oidc {
         .map_err(|e| OidcError::InvalidToken(error_chain(&e)))?;
         // Providers may keep the email and groups for the userinfo endpoint (oidc-provider
         // does, as the spec suggests when an access token is issued).
-        let wants_groups = !self.config.allowed_groups.is_empty() && claims.groups.is_empty();
+        let wants_groups = self.config.request_groups && claims.groups.is_empty();
         let claims = if claims.email.is_none() || wants_groups {
             self.with_userinfo(&client, response.access_token().secret(), claims).await?
         } else {

@@ -29,11 +29,17 @@ pub enum StoreError {
     Gone,
 }
 
-/// Which audit entries to read: the newest `limit`, optionally of one actor.
+/// Which audit entries to read: the newest `limit` that pass every filter set.
 #[derive(Clone, Debug, Default)]
 pub struct AuditFilter {
+    /// The most recent entries kept, at most this many.
     pub limit: usize,
+    /// Exactly this actor.
     pub actor: Option<String>,
+    /// Actions starting with this.
+    pub action: Option<String>,
+    /// Details containing this.
+    pub contains: Option<String>,
 }
 
 /// Everything meshcontrol keeps. A commit is atomic: all of `changes` or none.

@@ -291,11 +291,14 @@ impl Store for SqliteStore {
         let limit = i64::try_from(filter.limit).unwrap_or(i64::MAX);
         let mut stmt = self.conn.prepare(
             "SELECT unix, actor, action, detail FROM
-                (SELECT id, unix, actor, action, detail FROM audit WHERE ?1 IS NULL OR actor = ?1
+                (SELECT id, unix, actor, action, detail FROM audit
+                 WHERE (?1 IS NULL OR actor = ?1)
+                   AND (?3 IS NULL OR substr(action, 1, length(?3)) = ?3)
+                   AND (?4 IS NULL OR instr(detail, ?4) > 0)
                  ORDER BY id DESC LIMIT ?2)
              ORDER BY id",
         )?;
-        let mut rows = stmt.query(params![filter.actor, limit])?;
+        let mut rows = stmt.query(params![filter.actor, limit, filter.action, filter.contains])?;
         let mut out = Vec::new();
         while let Some(r) = rows.next()? {
             out.push(AuditEntry { unix: unsigned(r.get(0)?)?, actor: r.get(1)?, action: r.get(2)?, detail: r.get(3)? });
@@ -391,7 +394,12 @@ mod tests {
                 Change::Approval(approval("alice")),
                 Change::ApprovalRemoved { src: NodeId(1), dst: NodeId(2), local_user: "root".into() },
                 Change::UserRemoved(UserId(2)),
-                Change::Audit(AuditEntry { unix: 1, actor: "admin".into(), action: "a".into(), detail: "d".into() }),
+                Change::Audit(AuditEntry {
+                    unix: 1,
+                    actor: "admin".into(),
+                    action: "node-expire".into(),
+                    detail: "alpha (3)".into(),
+                }),
             ];
             store.commit(&changes).unwrap_or_else(|e| panic!("{e}"));
             store.set_password(UserId(1), "$argon2id$x").unwrap_or_else(|e| panic!("{e}"));
@@ -413,10 +421,19 @@ mod tests {
         );
         assert_eq!(store.password_hash(UserId(1)).unwrap_or_else(|e| panic!("{e}")).as_deref(), Some("$argon2id$x"));
         assert_eq!(store.password_hash(UserId(2)).unwrap_or_else(|e| panic!("{e}")), None);
-        let audit = store.audit(&AuditFilter { limit: 10, actor: None }).unwrap_or_else(|e| panic!("{e}"));
+        let all = AuditFilter { limit: 10, ..AuditFilter::default() };
+        let audit = store.audit(&all).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(audit.len(), 1);
-        let none = store.audit(&AuditFilter { limit: 10, actor: Some("x".into()) }).unwrap_or_else(|e| panic!("{e}"));
-        assert!(none.is_empty());
+        let entry = &audit[0];
+        let found = |filter: AuditFilter| store.audit(&filter).unwrap_or_else(|e| panic!("{e}")).len();
+        assert_eq!(found(AuditFilter { actor: Some("x".into()), ..all.clone() }), 0);
+        assert_eq!(found(AuditFilter { actor: Some(entry.actor.clone()), ..all.clone() }), 1);
+        let prefix: String = entry.action.chars().take(3).collect();
+        assert_eq!(found(AuditFilter { action: Some(prefix), ..all.clone() }), 1);
+        assert_eq!(found(AuditFilter { action: Some("zz".into()), ..all.clone() }), 0);
+        let middle: String = entry.detail.chars().skip(1).take(2).collect();
+        assert_eq!(found(AuditFilter { contains: Some(middle), ..all.clone() }), 1);
+        assert_eq!(found(AuditFilter { contains: Some("%".into()), ..all.clone() }), 0);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -3,6 +3,8 @@
 //! the control protocol with the core's `ChannelClient` over a std `TcpStream`.
 #![allow(dead_code)]
 
+pub mod browser;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
