@@ -1284,3 +1284,222 @@ fn single_sign_on_joins_a_node_and_approves_a_held_ssh_login_in_a_real_browser()
     held_login("ssh-check-after-period");
     drop(user);
 }
+
+/// A real Chromium in the server's namespace that the test steers a step at a time
+/// (tests/oidc/drive.mjs): each step answers with the page it ends on.
+struct Chromium {
+    child: Child,
+    stdin: std::process::ChildStdin,
+    stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl Chromium {
+    fn start(net: &Tailnet) -> Self {
+        let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/sso-screenshots");
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &net.server_ns, "node"])
+            .arg(oidc_dir().join("drive.mjs"))
+            .arg(shots)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("node drive.mjs");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        Self { child, stdin, stdout }
+    }
+
+    /// One step; panics when the browser could not do it.
+    fn step(&mut self, command: serde_json::Value) -> serde_json::Value {
+        writeln!(self.stdin, "{command}").expect("to the browser");
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).expect("from the browser");
+        let page: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+        assert_eq!(page["ok"], true, "{command} failed: {page}");
+        page
+    }
+
+    fn goto(&mut self, url: &str) -> serde_json::Value {
+        self.step(serde_json::json!({"op": "goto", "url": url}))
+    }
+
+    fn click(&mut self, selector: &str) -> serde_json::Value {
+        self.step(serde_json::json!({"op": "click", "selector": selector}))
+    }
+
+    fn fill(&mut self, selector: &str, value: &str) {
+        self.step(serde_json::json!({"op": "fill", "selector": selector, "value": value}));
+    }
+
+    fn shot(&mut self, name: &str) {
+        self.step(serde_json::json!({"op": "shot", "name": name}));
+    }
+}
+
+impl Drop for Chromium {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn text(page: &serde_json::Value) -> &str {
+    page["text"].as_str().unwrap_or_default()
+}
+
+#[test]
+fn the_admin_console_in_a_real_browser_expires_a_machine_edits_the_policy_and_approves_a_hold() {
+    if !is_root()
+        || !Path::new("/usr/bin/ssh").exists()
+        || !Path::new("/usr/bin/chromium").exists()
+        || !oidc_dir().join("node_modules/oidc-provider").exists()
+    {
+        eprintln!("note: needs root, ssh, chromium and tests/oidc/node_modules; skipping");
+        return;
+    }
+    let Some(user) = support::TestUser::create("/bin/bash") else { return };
+    let mut net = Tailnet::new("console", 98, 3);
+    let secret = net.dir.join("client-secret");
+    fs::write(&secret, "console-test-secret\n").expect("secret");
+    let redirect = format!("{}/oidc/callback", net.url());
+    let mut provider = Command::new("ip")
+        .args(["netns", "exec", &net.server_ns, "node"])
+        .arg(oidc_dir().join("provider.mjs"))
+        .args(["9556", &redirect, "console-test-secret"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("provider");
+    let mut line = String::new();
+    BufReader::new(provider.stdout.take().expect("provider stdout")).read_line(&mut line).expect("provider line");
+    assert!(line.starts_with("issuer "), "{line}");
+    net.children.push(provider);
+    let secret = secret.to_str().expect("path").to_string();
+    // alice is in the provider's group eng, bob in sales: eng runs the tailnet.
+    net.start_server_with(&[
+        "--server-url",
+        &net.url(),
+        "--oidc-issuer",
+        "http://127.0.0.1:9556",
+        "--oidc-client-id",
+        "meshcontrol",
+        "--oidc-client-secret-file",
+        &secret,
+        "--console-admin-groups",
+        "eng",
+    ]);
+    let accept = r#"{
+      "acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}],
+      "ssh": [{"action": "accept", "src": ["autogroup:member"], "dst": ["autogroup:self"], "users": ["autogroup:nonroot"]}],
+    }"#;
+    net.set_policy(accept);
+    net.admin(&["users", "create", "alice@example.com"]);
+    let key = net.admin(&["preauthkeys", "create", "--user", "alice@example.com", "--reusable"]);
+    for i in 0..3 {
+        net.start_node(i);
+        net.up(i, &key, if i == 1 { &["--ssh"] } else { &[] });
+    }
+    wait_for(|| peer_names(&net.status(0)).len() == 2, "node0 to list both peers", || net.logs());
+    let a1 = ipv4_of(&net.status(1));
+    let known = known_hosts_of(&net, 0);
+    let nodes: serde_json::Value = serde_json::from_str(&net.admin(&["nodes", "list", "--json"])).expect("nodes");
+    let id_of = |name: &str| {
+        nodes.as_array().and_then(|a| a.iter().find(|n| n["name"] == name)).and_then(|n| n["id"].as_u64()).expect("id")
+    };
+
+    let mut browser = Chromium::start(&net);
+    let console = format!("{}/admin", net.url());
+
+    // Signing in: bob is no admin; alice (group eng) is.
+    let page = browser.goto(&console);
+    assert!(page["url"].as_str().unwrap_or_default().ends_with("/admin/login"), "{page}");
+    browser.shot("console-01-sign-in");
+    let page = browser.step(serde_json::json!({"op": "sso", "person": "bob"}));
+    assert_eq!(page["status"], 403, "{page}");
+    assert!(text(&page).contains("bob@example.com may not use this console"), "{page}");
+    browser.shot("console-02-bob-refused");
+    browser.step(serde_json::json!({"op": "fresh"}));
+    browser.goto(&format!("{console}/login"));
+    let page = browser.step(serde_json::json!({"op": "sso", "person": "alice"}));
+    assert!(page["url"].as_str().unwrap_or_default().ends_with("/admin/machines"), "{page}\n{}", net.logs());
+    for name in ["node0", "node1", "node2", "alice@example.com", "online"] {
+        assert!(text(&page).contains(name), "{name} on the machines page: {page}");
+    }
+    browser.shot("console-03-machines");
+
+    // Expire node2 from the console: its peers drop it.
+    let page = browser.click(&format!("form[action=\"/admin/machines/{}/expire\"] button", id_of("node2")));
+    assert!(text(&page).contains("key expired"), "{page}");
+    browser.shot("console-04-machine-expired");
+    wait_for(
+        || !peer_names(&net.status(0)).contains(&"node2".to_string()),
+        "node0 to drop the expired node2",
+        || net.logs(),
+    );
+    assert!(peer_names(&net.status(0)).contains(&"node1".to_string()));
+
+    // The users and keys pages; a key made in the browser is shown once.
+    browser.goto(&format!("{console}/users"));
+    browser.shot("console-05-users");
+    browser.goto(&format!("{console}/keys"));
+    let page = browser.click("form[action=\"/admin/keys/create\"] button");
+    assert!(text(&page).contains("it is not shown again") && text(&page).contains("mskey-"), "{page}");
+    browser.shot("console-06-key-created");
+
+    // The policy editor: an invalid policy shows its line and is not saved.
+    let before = net.admin(&["policy", "get"]);
+    browser.goto(&format!("{console}/policy"));
+    let invalid = "{\n  \"acls\": [\n    {\"action\": \"accept\", \"src\": [\"*\"], \"dst\": [\"*:*\"]},\n    {\"action\": \"accept\", \"src\": [\"group:missing\"], \"dst\": [\"*:22\"]},\n  ],\n}\n";
+    browser.fill("#policy-text", invalid);
+    let page = browser.click("#save");
+    assert_eq!(page["status"], 422, "{page}");
+    assert!(text(&page).contains("policy.hujson:4:"), "the error names line 4: {page}");
+    browser.shot("console-07-policy-error");
+    assert_eq!(net.admin(&["policy", "get"]), before, "nothing saved");
+    // A valid one: SSH into node1 now needs a check. The preview names node1's change.
+    let check = r#"{
+  "acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}],
+  "ssh": [{"action": "check", "checkPeriod": "1h", "src": ["autogroup:member"], "dst": ["autogroup:self"], "users": ["autogroup:nonroot"]}],
+}
+"#;
+    browser.fill("#policy-text", check);
+    let page = browser.click("#preview");
+    assert!(text(&page).contains("What would change") && text(&page).contains("ssh check"), "{page}");
+    browser.shot("console-08-policy-preview");
+    assert_eq!(net.admin(&["policy", "get"]), before, "a preview saves nothing");
+    browser.fill("#policy-text", check);
+    let page = browser.click("#save");
+    assert!(text(&page).contains("Saved: every node receives the new policy"), "{page}");
+    browser.shot("console-09-policy-saved");
+
+    // The nodes have it: the next login to node1 is held, and the console approves it.
+    sleep(Duration::from_millis(500));
+    let dest = format!("{}@{a1}", user.name);
+    let ssh = ssh_command(&net.nodes[0], &known, &dest, "echo approved-in-console")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ssh");
+    wait_for(|| !check_tokens(&net).is_empty(), "a check hold", || net.logs());
+    let page = browser.goto(&format!("{console}/pending"));
+    assert!(text(&page).contains("SSH check"), "{page}");
+    browser.shot("console-10-pending");
+    let page = browser.click("form[action=\"/admin/pending/approve\"] button");
+    assert!(text(&page).contains("Approved."), "{page}");
+    let out = ssh.wait_with_output().expect("ssh");
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "approved-in-console", "{stderr}");
+    assert!(stderr.contains("# To authenticate, visit:"), "it was held: {stderr}");
+
+    // Each action is in the audit log, under alice's console actor.
+    let page = browser.goto(&format!("{console}/audit?actor=console%3Aalice%40example.com"));
+    for action in ["console-sign-in", "node-expire", "preauthkey-create", "policy-set", "ssh-check-approve"] {
+        assert!(text(&page).contains(action), "{action} in the audit log: {page}");
+    }
+    browser.shot("console-11-audit");
+    let page = browser.goto(&format!("{console}/audit?action=console-sign-in-refused"));
+    assert!(text(&page).contains("bob@example.com is not an admin"), "{page}");
+    drop(browser);
+    drop(user);
+}

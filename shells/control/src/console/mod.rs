@@ -142,7 +142,7 @@ const NAV: [(&str, &str); 6] = [
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:0;color:#1b1b1b}\
     header{background:#20305a;color:#fff;padding:.6em 1.2em;display:flex;gap:1.2em;align-items:center;flex-wrap:wrap}\
     header a{color:#fff}header a[aria-current]{font-weight:bold;text-decoration:none;border-bottom:2px solid #fff}\
-    header form{margin-left:auto}main{padding:1em 1.2em;max-width:80em}\
+    header nav{display:flex;gap:1em;flex-wrap:wrap}header form{margin-left:auto}main{padding:1em 1.2em;max-width:80em}\
     table{border-collapse:collapse;width:100%;margin:1em 0}th,td{border-bottom:1px solid #ccc;padding:.35em .5em;text-align:left;vertical-align:top}\
     th{background:#f0f2f7}form.inline{display:inline-flex;gap:.3em;margin:.1em .3em .1em 0}\
     input,select,button{font:inherit;padding:.25em .5em}textarea{width:100%;font-family:monospace;font-size:.9em}\
