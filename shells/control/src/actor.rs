@@ -76,6 +76,7 @@ enum Input {
     Pending { kind: PendingKind, token: String, reply: oneshot::Sender<Option<PendingInfo>> },
     Approve { kind: PendingKind, token: String, user: String, reply: oneshot::Sender<Result<(), String>> },
     Gauges { reply: oneshot::Sender<Gauges> },
+    SetUserGroups { user: String, groups: Vec<String>, reply: oneshot::Sender<Result<bool, String>> },
 }
 
 impl std::fmt::Debug for Input {
@@ -91,6 +92,7 @@ impl std::fmt::Debug for Input {
             Input::Pending { .. } => "Input::Pending",
             Input::Approve { .. } => "Input::Approve",
             Input::Gauges { .. } => "Input::Gauges",
+            Input::SetUserGroups { .. } => "Input::SetUserGroups",
         })
     }
 }
@@ -155,6 +157,12 @@ impl ActorHandle {
 
     pub async fn gauges(&self) -> Result<Gauges, Stopped> {
         self.ask(|reply| Input::Gauges { reply }).await
+    }
+
+    /// Records the group claim of `user`'s verified single sign-on (the core sanitizes and
+    /// bounds it); whether the groups changed. Durable before the reply.
+    pub async fn set_user_groups(&self, user: String, groups: Vec<String>) -> Result<Result<bool, String>, Stopped> {
+        self.ask(|reply| Input::SetUserGroups { user, groups, reply }).await
     }
 }
 
@@ -246,6 +254,12 @@ impl Actor {
             }
             Input::Approve { kind, token, user, reply } => {
                 let result = self.core(|s| approve(s, now, kind, &token, &user));
+                self.drain().await?;
+                let _ = reply.send(result);
+                return Ok(());
+            }
+            Input::SetUserGroups { user, groups, reply } => {
+                let result = self.core(|s| s.set_user_groups(now, "oidc", &user, &groups)).map_err(|e| e.to_string());
                 self.drain().await?;
                 let _ = reply.send(result);
                 return Ok(());

@@ -6,6 +6,8 @@
 //! the ID token, creates the user on a first registration, and approves the registration or
 //! the check as that user. A check is approved only for the owner of the source node (the
 //! actor enforces it) and only with a fresh `auth_time` (the flow asked for `max_age`).
+//! Before approving, the ID token's group claim is recorded for the user (see
+//! [`record_groups`]), so the node a registration creates is compiled with them.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::Relaxed;
@@ -147,6 +149,9 @@ pub async fn callback(
             Err(_) => return unavailable(),
         }
     }
+    if let Err(response) = record_groups(&app, &identity).await {
+        return response;
+    }
     let mut response = approve(&app, kind, &token, &identity.user).await;
     // The cookie has done its work.
     let expired = format!("{}=; Path=/oidc/callback; Max-Age=0; HttpOnly; SameSite=Lax", cookie_name(state));
@@ -154,4 +159,18 @@ pub async fn callback(
         response.headers_mut().append(header::SET_COOKIE, v);
     }
     response
+}
+
+/// Records the verified ID token's group claim for its user: the most recent sign-on says
+/// which declared policy groups the IdP puts the user in (the core ignores values that are
+/// no group names and bounds the rest). Someone who is not a user (a check by a stranger)
+/// changes nothing here; the approval refuses them.
+async fn record_groups(app: &AppState, identity: &crate::oidc::Identity) -> Result<(), Response> {
+    match app.actor.set_user_groups(identity.user.clone(), identity.groups.clone()).await {
+        Ok(Ok(true)) => tracing::info!(user = %identity.user, claimed = identity.groups.len(), "single sign-on: groups changed"),
+        Ok(Ok(false)) => {}
+        Ok(Err(why)) => tracing::info!(user = %identity.user, %why, "single sign-on: groups not recorded"),
+        Err(_) => return Err(unavailable()),
+    }
+    Ok(())
 }
