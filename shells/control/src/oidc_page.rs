@@ -167,7 +167,9 @@ pub async fn callback(
 /// changes nothing here; the approval refuses them.
 async fn record_groups(app: &AppState, identity: &crate::oidc::Identity) -> Result<(), Response> {
     match app.actor.set_user_groups(identity.user.clone(), identity.groups.clone()).await {
-        Ok(Ok(true)) => tracing::info!(user = %identity.user, claimed = identity.groups.len(), "single sign-on: groups changed"),
+        Ok(Ok(true)) => {
+            tracing::info!(user = %identity.user, claimed = identity.groups.len(), "single sign-on: groups changed")
+        }
         Ok(Ok(false)) => {}
         Ok(Err(why)) => tracing::info!(user = %identity.user, %why, "single sign-on: groups not recorded"),
         Err(_) => return Err(unavailable()),

@@ -77,8 +77,7 @@ impl SqliteStore {
 
     fn users(&self) -> Result<Vec<UserRecord>, StoreError> {
         let mut stmt = self.conn.prepare("SELECT id, name, groups FROM users ORDER BY id")?;
-        let rows =
-            stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?;
         rows.map(|row| {
             let (id, name, groups) = row?;
             // Sanitized again: the core keeps its bounds even on a database edited by hand.
