@@ -21,6 +21,7 @@ fn tailnet() -> Vec<NodeInfo> {
             IpAddr::from([0xfd7a, 0x115c, 0xa1e0, 0, 0, 0, 0, u16::from(i)]),
         ],
         routes: routes.iter().filter_map(|r| r.parse().ok()).collect(),
+        idp_groups: Vec::new(),
     };
     vec![
         node(1, "alice@example.com", &[], &[]),

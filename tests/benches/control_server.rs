@@ -46,7 +46,7 @@ fn streaming_server(n: usize, policy: &str) -> (ControlServer, Instant) {
             let user =
                 info.user.trim_start_matches("user").split('@').next().and_then(|u| u.parse().ok()).unwrap_or(0u64);
             if users.last().is_none_or(|u| u.id.0 != user + 1) {
-                users.push(UserRecord { id: UserId(user + 1), name: info.user.clone() });
+                users.push(UserRecord { id: UserId(user + 1), name: info.user.clone(), groups: Vec::new() });
             }
             NodeRecord {
                 id: info.id,

@@ -34,6 +34,7 @@ pub fn nodes(nodes: usize) -> Vec<NodeInfo> {
                     )),
                 ],
                 routes: Vec::new(),
+                idp_groups: Vec::new(),
             }
         })
         .collect()

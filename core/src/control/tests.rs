@@ -901,3 +901,6 @@ fn nodes_report_ssh_decisions_into_the_audit_log_within_a_budget() {
     h.send(9, NodeMessage::SshAudit(report(SshOutcome::Accepted)));
     assert_eq!(h.persisted.len(), before);
 }
+
+/// Groups filled by the identity provider.
+mod idp_groups;

@@ -8,7 +8,9 @@
 //!   rejects the policy. Parts the system reads but does not act on become
 //!   [`Policy::warnings`], never silent drops.
 //! - [`compile`] turns a policy and an inventory of nodes into what each node receives:
-//!   its packet filter, its SSH rules and the peers it may see ([`NodePolicy`]).
+//!   its packet filter, its SSH rules and the peers it may see ([`NodePolicy`]). A node's
+//!   user is in the groups the policy lists it in and in the declared groups its
+//!   identity provider's group claim names ([`NodeInfo::idp_groups`], see [`idp_groups`]).
 //!
 //! Pure: no IO, no clock. The coordination server runs it; `meshcontrol policy check`
 //! runs it offline.
@@ -17,6 +19,7 @@ pub mod alias;
 mod compile;
 mod evaluate;
 mod hujson;
+mod idp;
 mod model;
 mod nodeset;
 mod ports;
@@ -30,6 +33,7 @@ use thiserror::Error;
 pub use alias::Alias;
 pub use compile::{compile, Compiled, NodeId, NodeInfo, NodePolicy, NodeSshAction, NodeSshRule, Tailnet, UserMap};
 pub use hujson::{Pos, MAX_POLICY_BYTES};
+pub use idp::{idp_groups, idp_policy_group, IdpGroups, MAX_IDP_GROUPS, MAX_IDP_GROUP_BYTES};
 pub use model::*;
 pub use nodeset::NodeSet;
 pub use read::check_local_user;

@@ -37,6 +37,7 @@ fn tailnet() -> Vec<NodeInfo> {
             IpAddr::from([0xfd7a, 0x115c, 0xa1e0, 0, 0, 0, 0, u16::from(last)]),
         ],
         routes: routes.iter().map(|r| prefix(r)).collect(),
+        idp_groups: vec![],
     };
     vec![
         node(1, "alice-laptop", "alice@example.com", &[], 1, &[]),
@@ -597,6 +598,7 @@ fn localpart_never_maps_to_root_or_to_an_invalid_account() {
             tags: vec![],
             addresses: vec![IpAddr::from([100, 64, 0, last])],
             routes: vec![],
+            idp_groups: vec![],
         });
     }
     let policy = parse(&with_defs(

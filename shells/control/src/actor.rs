@@ -111,6 +111,11 @@ enum Input {
     Gauges {
         reply: oneshot::Sender<Gauges>,
     },
+    SetUserGroups {
+        user: String,
+        groups: Vec<String>,
+        reply: oneshot::Sender<Result<bool, String>>,
+    },
     /// A shell event for the audit log (console sign-ins), durable before the reply.
     Audit {
         entry: AuditEntry,
@@ -132,6 +137,7 @@ impl std::fmt::Debug for Input {
             Input::Approve { .. } => "Input::Approve",
             Input::Gauges { .. } => "Input::Gauges",
             Input::Audit { .. } => "Input::Audit",
+            Input::SetUserGroups { .. } => "Input::SetUserGroups",
         })
     }
 }
@@ -203,6 +209,12 @@ impl ActorHandle {
         let entry =
             AuditEntry { unix: unix_now().0.as_secs(), actor: actor.to_string(), action: action.to_string(), detail };
         self.ask(|reply| Input::Audit { entry, reply }).await
+    }
+
+    /// Records the group claim of `user`'s verified single sign-on (the core sanitizes and
+    /// bounds it); whether the groups changed. Durable before the reply.
+    pub async fn set_user_groups(&self, user: String, groups: Vec<String>) -> Result<Result<bool, String>, Stopped> {
+        self.ask(|reply| Input::SetUserGroups { user, groups, reply }).await
     }
 }
 
@@ -301,6 +313,12 @@ impl Actor {
             Input::Audit { entry, reply } => {
                 self.commit(vec![Change::Audit(entry)]).await?;
                 let _ = reply.send(());
+                return Ok(());
+            }
+            Input::SetUserGroups { user, groups, reply } => {
+                let result = self.core(|s| s.set_user_groups(now, "oidc", &user, &groups)).map_err(|e| e.to_string());
+                self.drain().await?;
+                let _ = reply.send(result);
                 return Ok(());
             }
             Input::Gauges { reply } => {

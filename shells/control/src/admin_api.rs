@@ -134,6 +134,9 @@ pub struct UserView {
     pub id: u64,
     pub name: String,
     pub nodes: usize,
+    /// The group claim of the user's latest single sign-on (`eng` fills `group:eng`).
+    #[serde(default)]
+    pub groups: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -30,6 +30,7 @@ pub fn users(server: &ControlServer) -> Vec<UserView> {
             id: u.id.0,
             name: u.name.clone(),
             nodes: server.nodes().filter(|n| n.user == u.id).count(),
+            groups: u.groups.clone(),
         })
         .collect()
 }

@@ -79,9 +79,11 @@ pub fn render(show: Show, value: Value) -> Result<String, String> {
         | Show::Created(true) => json(&value)?,
         Show::Users(false) => {
             let users: Vec<UserView> = parse(value)?;
-            let rows: Vec<_> =
-                users.iter().map(|u| vec![u.id.to_string(), u.name.clone(), u.nodes.to_string()]).collect();
-            table(&["ID", "NAME", "NODES"], &rows)
+            let rows: Vec<_> = users
+                .iter()
+                .map(|u| vec![u.id.to_string(), u.name.clone(), u.nodes.to_string(), u.groups.join(",")])
+                .collect();
+            table(&["ID", "NAME", "NODES", "IDP GROUPS"], &rows)
         }
         Show::Nodes(false) => {
             let nodes: Vec<NodeView> = parse(value)?;

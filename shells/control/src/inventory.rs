@@ -6,6 +6,11 @@
 //!  {"name": "web", "user": "alice@example.com", "tags": ["tag:web"],
 //!   "addresses": ["100.64.0.2", "fd7a:115c:a1e0::2"], "routes": ["192.168.1.0/24"]}]
 //! ```
+//!
+//! `"groups": ["eng"]` on a node says what the identity provider's group claim carried for
+//! its user at the last single sign-on (as `users list` shows it): the node's user is then
+//! also in `group:eng` when the policy declares it. Values that are not group names are
+//! ignored and at most 64 are kept, as the server does.
 
 use std::net::IpAddr;
 
@@ -32,6 +37,9 @@ struct NodeEntry {
     addresses: Vec<IpAddr>,
     #[serde(default)]
     routes: Vec<String>,
+    /// The IdP groups of the node's user (`eng`, not `group:eng`).
+    #[serde(default)]
+    groups: Vec<String>,
     /// Optional; nodes are numbered by position otherwise.
     id: Option<u64>,
 }
@@ -63,6 +71,11 @@ pub fn parse(text: &str) -> Result<Vec<NodeInfo>, InventoryError> {
             tags: e.tags,
             addresses: e.addresses,
             routes,
+            idp_groups: mesh_core::policy::idp_groups(&e.groups)
+                .kept
+                .iter()
+                .filter_map(|g| mesh_core::policy::idp_policy_group(g))
+                .collect(),
         });
     }
     Ok(nodes)

@@ -6,6 +6,8 @@
 //! the ID token, creates the user on a first registration, and approves the registration or
 //! the check as that user. A check is approved only for the owner of the source node (the
 //! actor enforces it) and only with a fresh `auth_time` (the flow asked for `max_age`).
+//! Before approving, the ID token's group claim is recorded for the user (see
+//! [`record_groups`]), so the node a registration creates is compiled with them.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::Relaxed;
@@ -19,7 +21,7 @@ use crate::admin_api::AdminRequest;
 use crate::console;
 use crate::http::AppState;
 use crate::login_page::{approve, csrf_ok, escape, gone, has_cookie, page, unavailable};
-use crate::oidc::{Oidc, OidcError, Purpose, FLOW_TTL};
+use crate::oidc::{Identity, Oidc, OidcError, Purpose, FLOW_TTL};
 
 /// The state cookie's name for one flow (so logins in several tabs do not collide).
 fn cookie_name(state: &str) -> String {
@@ -138,7 +140,7 @@ pub async fn callback(
         }
     };
     let mut response = match identity.purpose.clone() {
-        Purpose::Pending { kind, token } => finish_pending(&app, kind, &token, &identity.user).await,
+        Purpose::Pending { kind, token } => finish_pending(&app, kind, &token, &identity).await,
         Purpose::Console => console::signin::finish_sso(&app, &identity).await,
     };
     // The cookie has done its work.
@@ -150,7 +152,8 @@ pub async fn callback(
 }
 
 /// A verified login for a pending registration or check: approve it as `user`.
-async fn finish_pending(app: &AppState, kind: PendingKind, token: &str, user: &str) -> Response {
+async fn finish_pending(app: &AppState, kind: PendingKind, token: &str, identity: &Identity) -> Response {
+    let user = identity.user.as_str();
     if kind == PendingKind::Login {
         // A first login makes the user (named by the provider, allowed by the lists).
         match app.actor.user_id(user.to_string()).await {
@@ -166,5 +169,24 @@ async fn finish_pending(app: &AppState, kind: PendingKind, token: &str, user: &s
             Err(_) => return unavailable(),
         }
     }
+    if let Err(response) = record_groups(app, identity).await {
+        return response;
+    }
     approve(app, kind, token, user).await
+}
+
+/// Records the verified ID token's group claim for its user: the most recent sign-on says
+/// which declared policy groups the IdP puts the user in (the core ignores values that are
+/// no group names and bounds the rest). Someone who is not a user (a check by a stranger)
+/// changes nothing here; the approval refuses them.
+async fn record_groups(app: &AppState, identity: &Identity) -> Result<(), Response> {
+    match app.actor.set_user_groups(identity.user.clone(), identity.groups.clone()).await {
+        Ok(Ok(true)) => {
+            tracing::info!(user = %identity.user, claimed = identity.groups.len(), "single sign-on: groups changed")
+        }
+        Ok(Ok(false)) => {}
+        Ok(Err(why)) => tracing::info!(user = %identity.user, %why, "single sign-on: groups not recorded"),
+        Err(_) => return Err(unavailable()),
+    }
+    Ok(())
 }

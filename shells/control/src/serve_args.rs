@@ -2,7 +2,7 @@
 //!
 //! `--config FILE` reads a TOML file whose keys are the long options without their dashes
 //! (`listen = "0.0.0.0:8080"`, `oidc-issuer = "https://id.example.com"`,
-//! `oidc-allowed-domains = ["example.com"]`, `oidc-no-groups-scope = true`). An option given
+//! `oidc-allowed-domains = ["example.com"]`). An option given
 //! on the command line wins over the file; a list given on the command line replaces the
 //! file's. Unknown keys are errors, so a typo is not silently ignored.
 
@@ -63,10 +63,6 @@ pub struct OidcArgs {
     #[arg(long, value_delimiter = ',')]
     #[serde(default)]
     pub oidc_allowed_groups: Vec<String>,
-    /// Do not ask for the `groups` scope (for providers that refuse unknown scopes).
-    #[arg(long)]
-    #[serde(default)]
-    pub oidc_no_groups_scope: bool,
     /// How recent a check-mode re-authentication must be, in seconds (sent as max_age; default 300).
     #[arg(long)]
     pub oidc_check_max_age: Option<u64>,
@@ -169,7 +165,6 @@ impl ServeArgs {
                 allowed_domains: list(o.oidc_allowed_domains, f.oidc_allowed_domains),
                 allowed_users: list(o.oidc_allowed_users, f.oidc_allowed_users),
                 allowed_groups: list(o.oidc_allowed_groups, f.oidc_allowed_groups),
-                request_groups: !(o.oidc_no_groups_scope || f.oidc_no_groups_scope),
                 check_max_age: Duration::from_secs(
                     pick(o.oidc_check_max_age, f.oidc_check_max_age).unwrap_or(DEFAULT_CHECK_MAX_AGE),
                 ),
@@ -207,7 +202,6 @@ oidc-client-id = "meshcontrol"
 oidc-client-secret-file = "/etc/meshcontrol/client-secret"
 oidc-user-claim = "sub"
 oidc-allowed-domains = ["example.com"]
-oidc-no-groups-scope = true
 console-admin-groups = ["admins"]
 "#;
 
@@ -230,7 +224,6 @@ console-admin-groups = ["admins"]
         assert_eq!(oidc.issuer, "https://id.example.com");
         assert_eq!(oidc.user_claim, UserClaim::Sub);
         assert_eq!(oidc.allowed_domains, vec!["example.com".to_string()]);
-        assert!(!oidc.request_groups);
         assert_eq!(oidc.check_max_age, Duration::from_secs(300));
         assert_eq!(config.console.admin_groups, vec!["ops".to_string()], "a command-line list replaces the file's");
     }

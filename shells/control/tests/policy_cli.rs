@@ -122,3 +122,30 @@ fn compile_shows_what_each_node_receives() {
     assert_eq!(code, 1);
     assert!(err.contains("no node named"), "{err}");
 }
+
+/// `"groups"` on an inventory node stands for its user's IdP group claim: bob (in no group
+/// of the policy) reaches the web server once his claim says `eng`; values that are no
+/// group names are ignored.
+#[test]
+fn compile_takes_idp_groups_from_the_inventory() {
+    let f = write("idp.hujson", POLICY);
+    let nodes = NODES.replace(
+        r#""user": "bob@example.com","#,
+        r#""user": "bob@example.com", "groups": ["eng", "not a group", "sales"],"#,
+    );
+    let n = write("idp-nodes.json", &nodes);
+    let (code, out, err) = meshcontrol(&[
+        "policy",
+        "compile",
+        "-f",
+        &f.display().to_string(),
+        "--nodes",
+        &n.display().to_string(),
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let web = v.as_array().and_then(|a| a.iter().find(|n| n["name"] == "web")).cloned().unwrap_or_default();
+    assert_eq!(web["peers"], serde_json::json!(["laptop", "phone", "other"]), "{web}");
+    assert_eq!(web["ssh"][0]["principals"], serde_json::json!(["laptop", "phone", "other"]), "{web}");
+}

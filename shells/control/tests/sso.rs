@@ -3,7 +3,8 @@
 //! interactive registration approved by logging in at the provider (the user is created on
 //! first login), a check-mode hold approved only by the source node's owner after a fresh
 //! re-authentication, and the state checks (a replayed or foreign callback is refused and
-//! changes nothing). The browser here is a small cookie-keeping HTTP client that follows
+//! changes nothing), and the provider's group claim filling a declared policy group. The
+//! browser here is a small cookie-keeping HTTP client that follows
 //! redirects and submits the provider's sign-in form, as a person's browser would.
 
 mod common;
@@ -164,6 +165,76 @@ fn nodes_register_and_checks_pass_through_a_real_identity_provider() {
     });
     let audit = server.cli(&["audit", "--json"]).ok();
     assert!(audit.contains("ssh-check-approve") && audit.contains("login-approve"), "{audit}");
+}
+
+/// The provider's group claim fills the policy's declared groups: alice's sign-on carries
+/// `eng`, so once she registers a node by single sign-on, the `tag:server` node that
+/// `group:eng` may reach (and SSH into) gets a filter and an SSH rule naming her node.
+#[test]
+fn the_providers_group_claim_fills_a_declared_policy_group() {
+    let Some((_provider, dir, server)) = sso_lab("sso-groups") else { return };
+    let policy = r#"{
+  "groups": {"group:eng": []},
+  "tagOwners": {"tag:server": ["ops@example.com"]},
+  "acls": [{"action": "accept", "src": ["group:eng"], "dst": ["tag:server:22"]}],
+  "ssh": [{"action": "accept", "src": ["group:eng"], "dst": ["tag:server"], "users": ["root"]}]
+}"#;
+    let file = dir.path().join("policy.hujson");
+    std::fs::write(&file, policy).unwrap_or_else(|e| panic!("{e}"));
+    server.cli(&["policy", "set", "-f", file.to_str().unwrap_or_default()]).ok();
+    server.cli(&["users", "create", "ops@example.com"]).ok();
+    let key = server.cli(&["preauthkeys", "create", "--user", "ops@example.com", "--tags", "tag:server"]).ok();
+    let mut host = Node::connect(server.addr, server.key(), 51);
+    host.register("host", RegisterAuth::AuthKey(key.trim().to_string()));
+    host.expect("Registered", |m| matches!(m, ServerMessage::Registered(_)).then_some(()));
+    host.send(&NodeMessage::Map { endpoints: vec![] });
+    let map = host.expect("Map", |m| match m {
+        ServerMessage::Map(map) => Some(map.clone()),
+        _ => None,
+    });
+    let no_sources = map.filter.iter().all(|r| r.srcs.is_empty());
+    assert!(no_sources && map.ssh.is_empty(), "group:eng has no members yet: {map:?}");
+
+    let mut laptop = Node::connect(server.addr, server.key(), 52);
+    laptop.register("laptop", RegisterAuth::Interactive);
+    let link = laptop.expect("LoginNeeded", |m| match m {
+        ServerMessage::LoginNeeded { url } => Some(url.clone()),
+        _ => None,
+    });
+    let done = sign_in_through_provider(&mut Browser::default(), &link, "alice");
+    assert_eq!(done.status, 200, "{}\n{}", done.body, server.log());
+    let registered = laptop.expect("Registered", |m| match m {
+        ServerMessage::Registered(r) => Some(r.clone()),
+        _ => None,
+    });
+
+    // The host's update: alice's node is a source of its filter and the principal of its
+    // SSH rule, and a peer it sees.
+    let delta = host.expect("a delta with group:eng's new member", |m| match m {
+        ServerMessage::Delta(d) if d.filter.as_ref().is_some_and(|f| f.iter().any(|r| !r.srcs.is_empty())) => {
+            Some(d.clone())
+        }
+        _ => None,
+    });
+    let filter = delta.filter.as_ref().map(|f| f.to_vec()).unwrap_or_default();
+    for address in &registered.addresses {
+        assert!(filter.iter().any(|r| r.srcs.iter().any(|p| p.contains(*address))), "{filter:?}");
+    }
+    let ssh = delta.ssh.as_ref().map(|s| s.to_vec()).unwrap_or_default();
+    assert!(ssh.iter().any(|r| r.principals.contains(&registered.node)), "{ssh:?}");
+    assert!(delta.upsert.iter().any(|p| p.id == registered.node), "{delta:?}");
+
+    // `users list` shows the groups; the audit log has the change.
+    let users: serde_json::Value =
+        serde_json::from_str(&server.cli(&["users", "list", "--json"]).ok()).unwrap_or_else(|e| panic!("{e}"));
+    let alice = users
+        .as_array()
+        .and_then(|u| u.iter().find(|u| u["name"] == "alice@example.com"))
+        .unwrap_or_else(|| panic!("{users}"));
+    assert_eq!(alice["groups"], serde_json::json!(["eng"]), "{users}");
+    assert!(server.cli(&["users", "list"]).ok().contains("eng"));
+    let audit = server.cli(&["audit", "--json"]).ok();
+    assert!(audit.contains("user-groups") && audit.contains("alice@example.com: eng"), "{audit}");
 }
 
 /// Where the browser test leaves its screenshots (one per page it saw).

@@ -42,7 +42,7 @@ impl ControlServer {
         }
         let id = UserId(self.next_user);
         self.next_user += 1;
-        let record = UserRecord { id, name: name.into() };
+        let record = UserRecord { id, name: name.into(), groups: Vec::new() };
         self.users.insert(id, record.clone());
         self.out.push_back(Output::Persist(Change::User(record)));
         self.audit(actor, "user-create", name.to_string());
@@ -55,13 +55,51 @@ impl ControlServer {
             return Err(AdminError::UserExists(new.into()));
         }
         let id = self.user_id(old).ok_or_else(|| AdminError::NoUser(old.into()))?;
-        let record = UserRecord { id, name: new.into() };
+        let groups = self.users.get(&id).map(|u| u.groups.clone()).unwrap_or_default();
+        let record = UserRecord { id, name: new.into(), groups };
         self.users.insert(id, record.clone());
         self.out.push_back(Output::Persist(Change::User(record)));
         self.audit(actor, "user-rename", format!("{old} -> {new}"));
         let theirs: Vec<NodeId> = self.nodes.values().filter(|n| n.user == id).map(|n| n.id).collect();
         self.nodes_changed(now, &theirs);
         Ok(())
+    }
+
+    /// Records the group claim of `name`'s latest single sign-on (the shell calls this after
+    /// verifying an ID token): the user is then also in every declared policy group the
+    /// claim names (see [`crate::policy::idp_groups`]). Values that are not valid group
+    /// names are ignored and at most [`crate::policy::MAX_IDP_GROUPS`] are kept. Returns
+    /// whether the groups changed; only a change is persisted, audited (`user-groups`) and
+    /// compiled, and the nodes whose filter, SSH rules or peers depend on it get an update.
+    pub fn set_user_groups(
+        &mut self,
+        now: Instant,
+        actor: &str,
+        name: &str,
+        groups: &[String],
+    ) -> Result<bool, AdminError> {
+        let id = self.user_id(name).ok_or_else(|| AdminError::NoUser(name.into()))?;
+        let sanitized = crate::policy::idp_groups(groups);
+        if sanitized.ignored > 0 || sanitized.dropped > 0 {
+            tracing::info!(
+                user = name,
+                ignored = sanitized.ignored,
+                dropped = sanitized.dropped,
+                "IdP groups: invalid names ignored, groups past the limit dropped"
+            );
+        }
+        let Some(user) = self.users.get_mut(&id) else { return Err(AdminError::NoUser(name.into())) };
+        if user.groups == sanitized.kept {
+            return Ok(false);
+        }
+        user.groups = sanitized.kept;
+        let record = user.clone();
+        self.out.push_back(Output::Persist(Change::User(record.clone())));
+        let shown = if record.groups.is_empty() { "(none)".to_string() } else { record.groups.join(", ") };
+        self.audit(actor, "user-groups", format!("{name}: {shown}"));
+        let theirs: Vec<NodeId> = self.nodes.values().filter(|n| n.user == id).map(|n| n.id).collect();
+        self.nodes_changed(now, &theirs);
+        Ok(true)
     }
 
     /// Deletes a user without nodes (delete or move their nodes first); their pre-auth

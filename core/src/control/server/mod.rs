@@ -506,6 +506,12 @@ impl ControlServer {
         self.users.get(&user).map(|u| u.name.clone()).unwrap_or_default()
     }
 
+    /// The policy groups `user`'s IdP groups name (`eng` -> `group:eng`), for the compiler.
+    pub(super) fn idp_groups(&self, user: UserId) -> Vec<String> {
+        let groups = self.users.get(&user).map_or(&[][..], |u| &u.groups[..]);
+        groups.iter().filter_map(|g| crate::policy::idp_policy_group(g)).collect()
+    }
+
     /// An audit entry, persisted with everything else.
     pub(super) fn audit(&mut self, actor: &str, action: &str, detail: String) {
         let entry = AuditEntry { unix: self.unix, actor: actor.to_string(), action: action.to_string(), detail };

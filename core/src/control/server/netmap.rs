@@ -114,6 +114,7 @@ impl ControlServer {
             tags: n.tags.clone(),
             addresses: n.addresses.clone(),
             routes: Vec::new(),
+            idp_groups: self.idp_groups(n.user),
         })
     }
 

@@ -23,6 +23,12 @@ pub struct UserRecord {
     pub id: UserId,
     /// `alice@example.com`: the name policies use.
     pub name: String,
+    /// The group claim of the user's most recent single sign-on (`eng`, which fills the
+    /// policy's `group:eng` when the policy declares it), sanitized by
+    /// [`crate::policy::idp_groups`]: sorted, valid names only, at most
+    /// [`crate::policy::MAX_IDP_GROUPS`]. Empty for users who never signed on.
+    #[serde(default)]
+    pub groups: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

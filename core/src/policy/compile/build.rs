@@ -82,6 +82,8 @@ struct Index<'a> {
     /// Untagged nodes by user name.
     by_user: BTreeMap<&'a str, Vec<usize>>,
     by_tag: BTreeMap<&'a str, Vec<usize>>,
+    /// Untagged nodes by the policy groups their IdP groups name.
+    by_idp_group: BTreeMap<&'a str, Vec<usize>>,
     src_sets: BTreeMap<Alias, NodeSet>,
     dst_sets: BTreeMap<Alias, NodeSet>,
 }
@@ -90,6 +92,7 @@ impl<'a> Index<'a> {
     fn new(policy: &'a Policy, slots: &'a [Option<NodeInfo>]) -> Self {
         let mut by_user: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
         let mut by_tag: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        let mut by_idp_group: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
         for (i, n) in nodes(slots) {
             if n.is_tagged() {
                 for t in &n.tags {
@@ -97,9 +100,13 @@ impl<'a> Index<'a> {
                 }
             } else {
                 by_user.entry(n.user.as_str()).or_default().push(i);
+                for g in &n.idp_groups {
+                    by_idp_group.entry(g.as_str()).or_default().push(i);
+                }
             }
         }
-        Self { policy, slots, by_user, by_tag, src_sets: BTreeMap::new(), dst_sets: BTreeMap::new() }
+        let (src_sets, dst_sets) = (BTreeMap::new(), BTreeMap::new());
+        Self { policy, slots, by_user, by_tag, by_idp_group, src_sets, dst_sets }
     }
 
     /// Untagged nodes of the users a policy name stands for.
@@ -119,6 +126,9 @@ impl<'a> Index<'a> {
             Alias::Group(g) => {
                 for u in self.policy.groups.get(g).into_iter().flatten() {
                     self.user_nodes(u, set);
+                }
+                for &i in self.by_idp_group.get(g.as_str()).into_iter().flatten() {
+                    set.insert(i);
                 }
             }
             Alias::Tag(t) => {

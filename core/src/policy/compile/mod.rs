@@ -50,6 +50,10 @@ pub struct NodeInfo {
     pub addresses: Vec<IpAddr>,
     /// Approved routes it serves (subnets, `0.0.0.0/0` for an exit node).
     pub routes: Vec<IpPrefix>,
+    /// Policy groups (`group:eng`) its user is in by the identity provider's group claim,
+    /// besides the groups the policy lists the user in. Groups the policy does not declare
+    /// are ignored (rules can only name declared ones); a tagged node is in no group.
+    pub idp_groups: Vec<String>,
 }
 
 impl NodeInfo {
@@ -159,7 +163,8 @@ pub struct Tailnet {
     slots: Vec<Option<NodeInfo>>,
     /// Group member selector -> the groups it is listed in (from the policy).
     member_groups: BTreeMap<String, Vec<String>>,
-    /// User -> the groups it belongs to, for every user with a node.
+    /// User -> the groups the policy lists it in, for every user with a node (a node's
+    /// IdP groups are added per node, see `groups_of`).
     user_groups: BTreeMap<String, Arc<[String]>>,
     /// How many nodes hold each address (addresses are unique on a server; an offline
     /// inventory may repeat one).
@@ -313,8 +318,17 @@ impl Tailnet {
         id
     }
 
-    fn groups_of(&self, user: &str) -> &[String] {
-        self.user_groups.get(user).map_or(&[], |g| g)
+    /// The groups of `node`'s user: those the policy lists it in (cached per user), and
+    /// the node's IdP groups (borrowed when there are none, the common case).
+    fn groups_of(&self, node: &NodeInfo) -> std::borrow::Cow<'_, [String]> {
+        let listed: &[String] = self.user_groups.get(&node.user).map_or(&[], |g| g);
+        if node.idp_groups.is_empty() {
+            return std::borrow::Cow::Borrowed(listed);
+        }
+        let mut all: Vec<String> = listed.iter().chain(&node.idp_groups).cloned().collect();
+        all.sort();
+        all.dedup();
+        std::borrow::Cow::Owned(all)
     }
 }
 

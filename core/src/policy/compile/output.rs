@@ -65,7 +65,7 @@ impl Tailnet {
     /// filter rule, the index of the policy rule it came from (`u32::MAX` for the
     /// `autogroup:self` part, whose sources are the user's own).
     pub(super) fn filter_of(&self, slot: usize, node: &NodeInfo, class: usize) -> (Vec<FilterRule>, Vec<u32>) {
-        let groups = self.groups_of(&node.user);
+        let groups = self.groups_of(node);
         let signature = self.classes.get(class).and_then(Option::as_ref).map_or(&[][..], |c| &c.signature[..]);
         let destination_of = |r: usize| has_bit(signature, 2 * r + 1);
         let mut out = Vec::new();
@@ -75,7 +75,7 @@ impl Tailnet {
             if destination_of(r) {
                 let mut dsts = Vec::new();
                 for d in &rule.dsts {
-                    if *d != Alias::SelfNodes && destination(d, node, groups) {
+                    if *d != Alias::SelfNodes && destination(d, node, &groups) {
                         destinations(d, node, &rule.ports, &mut dsts);
                     }
                 }

@@ -1,6 +1,7 @@
 //! The incremental compiler against the full build: after every change, each node's
 //! output equals what a fresh build of the same inventory gives, and every node whose
-//! output changed is reported.
+//! output changed is reported. Nodes carry IdP groups (declared, declared-but-empty
+//! `group:g2`, undeclared) so both paths resolve groups an identity provider fills.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ const SRCS: &[&str] = &[
     "u1@ex.com",
     "group:g0",
     "group:g1",
+    "group:g2",
     "tag:t0",
     "tag:t1",
     "*",
@@ -30,6 +32,7 @@ const DSTS: &[&str] = &[
     "u2@ex.com:*",
     "group:g0:*",
     "group:g1:80",
+    "group:g2:*",
     "tag:t0:80",
     "tag:t1:*",
     "*:443",
@@ -42,7 +45,7 @@ const DSTS: &[&str] = &[
     "autogroup:tagged:*",
     "h0:22",
 ];
-const SSH_SRCS: &[&str] = &["u0@ex.com", "group:g0", "group:g1", "autogroup:member", "tag:t0"];
+const SSH_SRCS: &[&str] = &["u0@ex.com", "group:g0", "group:g1", "group:g2", "autogroup:member", "tag:t0"];
 const SSH_DSTS: &[&str] = &["autogroup:self", "tag:t0", "tag:t1", "u0@ex.com"];
 const SSH_USERS: &[&str] =
     &[r#"["root"]"#, r#"["autogroup:nonroot"]"#, r#"["localpart:*@ex.com"]"#, r#"["deploy", "root"]"#];
@@ -72,7 +75,7 @@ fn random_policy(rng: &mut Rng) -> Policy {
         }
         let text = format!(
             r#"{{
-  "groups": {{"group:g0": ["u0@ex.com", "u1@ex.com"], "group:g1": ["u2@ex.com", "x@other.org", "root@ex.com"]}},
+  "groups": {{"group:g0": ["u0@ex.com", "u1@ex.com"], "group:g1": ["u2@ex.com", "x@other.org", "root@ex.com"], "group:g2": []}},
   "hosts": {{"h0": "100.64.0.4/31"}},
   "tagOwners": {{"tag:t0": ["u0@ex.com"], "tag:t1": ["group:g1"]}},
   "acls": [{}],
@@ -102,6 +105,15 @@ fn random_node(rng: &mut Rng, slot: usize) -> NodeInfo {
         1 => vec![IpPrefix::default_route(false)],
         _ => Vec::new(),
     };
+    // What an identity provider may have said about the node's user; the two nodes of a
+    // user may disagree here (the server never does that, the compiler must not care).
+    let idp_groups = match rng.below(6) {
+        0 => vec!["group:g2".to_string()],
+        1 => vec!["group:g0".to_string(), "group:g2".to_string()],
+        2 => vec!["group:g1".to_string()],
+        3 => vec!["group:undeclared".to_string()],
+        _ => Vec::new(),
+    };
     NodeInfo {
         id: NodeId(slot as u64 + 100),
         name: format!("n{slot}"),
@@ -112,6 +124,7 @@ fn random_node(rng: &mut Rng, slot: usize) -> NodeInfo {
             IpAddr::from(std::net::Ipv6Addr::from(0xfd7a_115c_a1e0_0000_0000_0000_0000_0000u128 + u128::from(n))),
         ],
         routes,
+        idp_groups,
     }
 }
 
@@ -132,7 +145,7 @@ fn incremental_changes_equal_a_fresh_build() {
             if slot >= slots.len() {
                 slots.resize(slot + 1, None);
             }
-            slots[slot] = node.clone();
+            let old = std::mem::replace(&mut slots[slot], node.clone());
             let before: Vec<_> = (0..slots.len()).map(|s| tailnet.node(s).cloned()).collect();
             let changed = tailnet.set(slot, node);
             let fresh = Tailnet::new(policy.clone(), slots.clone());
@@ -140,7 +153,8 @@ fn incremental_changes_equal_a_fresh_build() {
                 assert_eq!(
                     tailnet.node(s),
                     fresh.node(s),
-                    "seed {seed} step {step}: slot {s} differs after setting slot {slot}\n{policy:#?}"
+                    "seed {seed} step {step}: slot {s} differs after setting slot {slot} from {old:?} to {:?}\n{policy:#?}",
+                    slots[slot]
                 );
                 if !changed.contains(&s) {
                     assert_eq!(

@@ -38,7 +38,7 @@ impl Tailnet {
             self.user_groups.insert(node.user.clone(), groups.into());
         }
         let order: Vec<usize> = self.ssh.iter().map(|s| s.position).collect();
-        let m = Membership::of(&self.policy, &order, &node, self.groups_of(&node.user));
+        let m = Membership::of(&self.policy, &order, &node, &self.groups_of(&node));
         let hosts: Vec<IpPrefix> = node.addresses.iter().map(|a| IpPrefix::host(*a)).collect();
         for a in &node.addresses {
             *self.address_holders.entry(*a).or_insert(0) += 1;
@@ -74,6 +74,11 @@ impl Tailnet {
                         }
                     }
                 }
+                dirty.ssh.extend(ssh.dsts.iter());
+            } else if localpart_person(&ssh.localpart_people, &node) {
+                // Not a source itself, but its user is one through another node (IdP
+                // groups are per node): the user's `localpart:` rules list all its own
+                // nodes, now this one too.
                 dirty.ssh.extend(ssh.dsts.iter());
             }
             if m.ssh_dst[k] {
@@ -124,7 +129,7 @@ impl Tailnet {
     pub(super) fn remove(&mut self, slot: usize, dirty: &mut Dirty) {
         let Some(node) = self.slots.get_mut(slot).and_then(Option::take) else { return };
         let order: Vec<usize> = self.ssh.iter().map(|s| s.position).collect();
-        let m = Membership::of(&self.policy, &order, &node, self.groups_of(&node.user));
+        let m = Membership::of(&self.policy, &order, &node, &self.groups_of(&node));
         let hosts: Vec<IpPrefix> = node.addresses.iter().map(|a| IpPrefix::host(*a)).collect();
         let mut shared = false;
         for a in &node.addresses {
@@ -161,38 +166,36 @@ impl Tailnet {
                 }
             }
         }
-        let own_left = if node.is_tagged() {
-            true
-        } else {
-            match self.own.get_mut(&node.user) {
-                Some(own) => {
-                    let mut nodes = (*own.nodes).clone();
-                    nodes.remove(slot);
-                    let left = !nodes.is_empty();
-                    own.nodes = Arc::new(nodes);
-                    own.prefixes = if shared {
-                        own_prefixes(&self.slots, &own.nodes)
-                    } else {
-                        with_removed(&own.prefixes, &hosts).unwrap_or_else(|| own.prefixes.clone())
-                    };
-                    own.ids = own.ids.iter().copied().filter(|id| *id != node.id).collect();
-                    if !left {
-                        self.own.remove(&node.user);
-                    }
-                    left
-                }
-                None => false,
+        if let Some(own) = self.own.get_mut(&node.user).filter(|_| !node.is_tagged()) {
+            let mut nodes = (*own.nodes).clone();
+            nodes.remove(slot);
+            let left = !nodes.is_empty();
+            own.nodes = Arc::new(nodes);
+            own.prefixes = if shared {
+                own_prefixes(&self.slots, &own.nodes)
+            } else {
+                with_removed(&own.prefixes, &hosts).unwrap_or_else(|| own.prefixes.clone())
+            };
+            own.ids = own.ids.iter().copied().filter(|id| *id != node.id).collect();
+            if !left {
+                self.own.remove(&node.user);
             }
-        };
+        }
         for (k, ssh) in self.ssh.iter_mut().enumerate() {
             if m.ssh_src[k] {
                 ssh.srcs.remove(slot);
                 ssh.principals = ssh.principals.iter().copied().filter(|id| *id != node.id).collect();
-                if !node.is_tagged() && !own_left {
+                // The user stays a `localpart:` person while another of its nodes is a
+                // source (all of them are, unless IdP groups differ between them).
+                let still = self.own.get(&node.user).is_some_and(|o| o.nodes.iter().any(|i| ssh.srcs.contains(i)));
+                if !node.is_tagged() && !still {
                     for (_, people) in &mut ssh.localpart_people {
                         people.remove(&node.user);
                     }
                 }
+                dirty.ssh.extend(ssh.dsts.iter());
+            } else if localpart_person(&ssh.localpart_people, &node) {
+                // Its user's `localpart:` rules list all the user's own nodes.
                 dirty.ssh.extend(ssh.dsts.iter());
             }
             ssh.dsts.remove(slot);
@@ -266,8 +269,8 @@ impl Tailnet {
         }
         for i in self.rules[r].srcs.iter() {
             let Some(n) = self.info(i) else { continue };
-            let groups = self.groups_of(&n.user);
-            if rule.srcs.iter().any(|s| membership::adds_node_addresses(s) && membership::identity(s, n, groups)) {
+            let groups = self.groups_of(n);
+            if rule.srcs.iter().any(|s| membership::adds_node_addresses(s) && membership::identity(s, n, &groups)) {
                 prefixes.extend(n.addresses.iter().map(|a| IpPrefix::host(*a)));
             }
         }
@@ -387,6 +390,11 @@ fn with_id(ids: &Arc<[NodeId]>, id: NodeId) -> Arc<[NodeId]> {
         Ok(_) => ids.clone(),
         Err(at) => ids[..at].iter().chain([&id]).chain(&ids[at..]).copied().collect(),
     }
+}
+
+/// Whether `node`'s user is among the `localpart:` people of an SSH rule (untagged only).
+fn localpart_person(people: &[(String, std::collections::BTreeSet<String>)], node: &NodeInfo) -> bool {
+    !node.is_tagged() && people.iter().any(|(_, p)| p.contains(&node.user))
 }
 
 fn intersects(a: &[u64], b: &[u64]) -> bool {

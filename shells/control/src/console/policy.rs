@@ -9,10 +9,10 @@ use std::fmt::Write;
 use axum::extract::{Form, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use mesh_core::policy::{NodeId, NodeInfo};
+use mesh_core::policy::{idp_policy_group, NodeId, NodeInfo};
 
 use super::{csrf_field, failed, fetch, form_admin, frame_with, run, signed_in, Admin};
-use crate::admin_api::{AdminRequest, NodeView, PolicyView};
+use crate::admin_api::{AdminRequest, NodeView, PolicyView, UserView};
 use crate::http::AppState;
 use crate::login_page::escape;
 use crate::policy_cmd;
@@ -84,8 +84,10 @@ pub async fn submit(
     editor(&admin, StatusCode::OK, &above, &text)
 }
 
-/// The nodes the server compiles for (expired ones receive nothing, as in the server).
-fn inventory(nodes: &[NodeView]) -> Vec<NodeInfo> {
+/// The nodes the server compiles for (expired ones receive nothing, as in the server),
+/// with their users' groups from single sign-on.
+fn inventory(nodes: &[NodeView], users: &[UserView]) -> Vec<NodeInfo> {
+    let groups: BTreeMap<&str, &[String]> = users.iter().map(|u| (u.name.as_str(), u.groups.as_slice())).collect();
     nodes
         .iter()
         .filter(|n| !n.expired)
@@ -96,6 +98,12 @@ fn inventory(nodes: &[NodeView]) -> Vec<NodeInfo> {
             tags: n.tags.clone(),
             addresses: n.addresses.iter().filter_map(|a| a.parse().ok()).collect(),
             routes: Vec::new(),
+            idp_groups: groups
+                .get(n.user.as_str())
+                .into_iter()
+                .flat_map(|g| g.iter())
+                .filter_map(|g| idp_policy_group(g))
+                .collect(),
         })
         .collect()
 }
@@ -105,7 +113,8 @@ fn inventory(nodes: &[NodeView]) -> Vec<NodeInfo> {
 async fn preview(app: &AppState, admin: &Admin, text: &str) -> Result<String, String> {
     let current: PolicyView = fetch(app, admin, AdminRequest::PolicyGet {}).await?;
     let nodes: Vec<NodeView> = fetch(app, admin, AdminRequest::NodesList {}).await?;
-    let nodes = inventory(&nodes);
+    let users: Vec<UserView> = fetch(app, admin, AdminRequest::UsersList {}).await?;
+    let nodes = inventory(&nodes, &users);
     let before = policy_cmd::compile_report(FILE, &current.text, &nodes, None)?;
     let after = policy_cmd::compile_report(FILE, text, &nodes, None)?;
     let mut out = String::new();

@@ -36,9 +36,6 @@ pub struct OidcConfig {
     pub allowed_users: Vec<String>,
     /// Groups of which a user must be in one (empty: any).
     pub allowed_groups: Vec<String>,
-    /// Ask for the `groups` scope and complete a token without groups from userinfo
-    /// (providers that refuse unknown scopes need this off).
-    pub request_groups: bool,
     /// How recent a check-mode login must be (`max_age` sent to the provider, and the
     /// oldest `auth_time` accepted).
     pub check_max_age: Duration,

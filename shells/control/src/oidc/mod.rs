@@ -99,6 +99,11 @@ pub struct Oidc {
     http: openidconnect::reqwest::Client,
     client: RwLock<(Arc<Client>, Instant)>,
     flows: Mutex<BTreeMap<String, Flow>>,
+    /// Whether logins ask for the `groups` scope (and complete groups from userinfo): when
+    /// the allow lists name groups, or the provider advertises the scope (the claim fills
+    /// policy groups). Never asked of a provider that does not list it: some refuse
+    /// unknown scopes.
+    groups_scope: bool,
 }
 
 impl Oidc {
@@ -116,7 +121,8 @@ impl Oidc {
             .timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| OidcError::Config(e.to_string()))?;
-        let client = discover(&config, &client_secret, &redirect, &http).await?;
+        let (client, advertises_groups) = discover(&config, &client_secret, &redirect, &http).await?;
+        let groups_scope = advertises_groups || !config.allowed_groups.is_empty();
         Ok(Oidc {
             config,
             client_secret,
@@ -124,6 +130,7 @@ impl Oidc {
             http,
             client: RwLock::new((Arc::new(client), Instant::now())),
             flows: Mutex::new(BTreeMap::new()),
+            groups_scope,
         })
     }
 
@@ -141,7 +148,7 @@ impl Oidc {
             .add_scope(Scope::new("email".into()))
             .add_scope(Scope::new("profile".into()))
             .set_pkce_challenge(challenge);
-        if self.config.request_groups {
+        if self.groups_scope {
             request = request.add_scope(Scope::new("groups".into()));
         }
         let check = matches!(purpose, Purpose::Pending { kind: PendingKind::Check, .. });
@@ -191,7 +198,7 @@ impl Oidc {
         .map_err(|e| OidcError::InvalidToken(error_chain(&e)))?;
         // Providers may keep the email and groups for the userinfo endpoint (oidc-provider
         // does, as the spec suggests when an access token is issued).
-        let wants_groups = self.config.request_groups && claims.groups.is_empty();
+        let wants_groups = self.groups_scope && claims.groups.is_empty();
         let claims = if claims.email.is_none() || wants_groups {
             self.with_userinfo(&client, response.access_token().secret(), claims).await?
         } else {
@@ -244,7 +251,8 @@ impl Oidc {
         if current.1.elapsed() < REFRESH_EVERY {
             return Ok(current.0.clone());
         }
-        let client = Arc::new(discover(&self.config, &self.client_secret, &self.redirect, &self.http).await?);
+        let (client, _) = discover(&self.config, &self.client_secret, &self.redirect, &self.http).await?;
+        let client = Arc::new(client);
         tracing::info!(issuer = %self.config.issuer, "identity provider keys fetched again");
         *current = (client.clone(), Instant::now());
         Ok(client)
@@ -303,17 +311,22 @@ const ALLOWED_ALGS: &[CoreJwsSigningAlgorithm] = &[
     CoreJwsSigningAlgorithm::EdDsa,
 ];
 
+/// The client for the provider's metadata, and whether the provider advertises the
+/// `groups` scope.
 async fn discover(
     config: &OidcConfig,
     secret: &ClientSecret,
     redirect: &RedirectUrl,
     http: &openidconnect::reqwest::Client,
-) -> Result<Client, OidcError> {
+) -> Result<(Client, bool), OidcError> {
     let issuer = IssuerUrl::new(config.issuer.clone()).map_err(|e| OidcError::Config(format!("issuer: {e}")))?;
     let metadata =
         CoreProviderMetadata::discover_async(issuer, http).await.map_err(|e| OidcError::Provider(error_chain(&e)))?;
-    Ok(CoreClient::from_provider_metadata(metadata, ClientId::new(config.client_id.clone()), Some(secret.clone()))
-        .set_redirect_uri(redirect.clone()))
+    let groups = metadata.scopes_supported().is_some_and(|s| s.iter().any(|s| s.as_str() == "groups"));
+    let client =
+        CoreClient::from_provider_metadata(metadata, ClientId::new(config.client_id.clone()), Some(secret.clone()))
+            .set_redirect_uri(redirect.clone());
+    Ok((client, groups))
 }
 
 /// `auth_time` (Unix seconds) no older than `max_age` (and not in the future).

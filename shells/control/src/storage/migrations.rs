@@ -8,7 +8,8 @@ use rusqlite::Connection;
 use super::StoreError;
 
 /// (version, SQL), in order.
-pub const MIGRATIONS: &[(u32, &str)] = &[(1, include_str!("migrations/001_initial.sql"))];
+pub const MIGRATIONS: &[(u32, &str)] =
+    &[(1, include_str!("migrations/001_initial.sql")), (2, include_str!("migrations/002_user_groups.sql"))];
 
 /// The newest schema this build knows.
 pub fn latest() -> u32 {

@@ -76,11 +76,14 @@ impl SqliteStore {
     }
 
     fn users(&self) -> Result<Vec<UserRecord>, StoreError> {
-        let mut stmt = self.conn.prepare("SELECT id, name FROM users ORDER BY id")?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+        let mut stmt = self.conn.prepare("SELECT id, name, groups FROM users ORDER BY id")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?;
         rows.map(|row| {
-            let (id, name) = row?;
-            Ok(UserRecord { id: UserId(unsigned(id)?), name })
+            let (id, name, groups) = row?;
+            // Sanitized again: the core keeps its bounds even on a database edited by hand.
+            let groups: Vec<String> = from_json(&groups)?;
+            let groups = mesh_core::policy::idp_groups(&groups).kept;
+            Ok(UserRecord { id: UserId(unsigned(id)?), name, groups })
         })
         .collect()
     }
@@ -185,8 +188,9 @@ fn apply(tx: &rusqlite::Transaction<'_>, change: &Change, unix: u64) -> Result<(
     match change {
         Change::User(u) => {
             tx.execute(
-                "INSERT INTO users (id, name) VALUES (?1, ?2) ON CONFLICT (id) DO UPDATE SET name = excluded.name",
-                params![id(u.id.0)?, u.name],
+                "INSERT INTO users (id, name, groups) VALUES (?1, ?2, ?3)
+                    ON CONFLICT (id) DO UPDATE SET name = excluded.name, groups = excluded.groups",
+                params![id(u.id.0)?, u.name, json(&u.groups)?],
             )?;
         }
         Change::UserRemoved(user) => {
@@ -356,8 +360,9 @@ mod tests {
     fn every_change_round_trips_through_a_reopen() {
         let dir = temp("roundtrip");
         let path = dir.join("db");
-        let alice = UserRecord { id: UserId(1), name: "alice@example.com".into() };
-        let bob = UserRecord { id: UserId(2), name: "bob@example.com".into() };
+        let alice = UserRecord { id: UserId(1), name: "alice@example.com".into(), groups: vec!["eng".into()] };
+        let alice_before = UserRecord { groups: vec!["eng".into(), "ops".into()], ..alice.clone() };
+        let bob = UserRecord { id: UserId(2), name: "bob@example.com".into(), groups: vec![] };
         let key = AuthKeyRecord {
             id: 1,
             user: UserId(1),
@@ -381,8 +386,10 @@ mod tests {
         {
             let mut store = SqliteStore::open(&path).unwrap_or_else(|e| panic!("{e}"));
             let changes = vec![
-                Change::User(alice.clone()),
+                Change::User(alice_before),
                 Change::User(bob.clone()),
+                // A later sign-on: the groups are replaced, not merged.
+                Change::User(alice.clone()),
                 Change::Node(node(1, 1)),
                 Change::Node(node(2, 2)),
                 Change::NodeRemoved(NodeId(2)),
@@ -441,10 +448,38 @@ mod tests {
     fn a_failed_commit_changes_nothing() {
         let dir = temp("atomic");
         let mut store = SqliteStore::open(&dir.join("db")).unwrap_or_else(|e| panic!("{e}"));
-        let a = UserRecord { id: UserId(1), name: "a@x".into() };
-        let clash = UserRecord { id: UserId(2), name: "a@x".into() };
+        let a = UserRecord { id: UserId(1), name: "a@x".into(), groups: vec![] };
+        let clash = UserRecord { id: UserId(2), name: "a@x".into(), groups: vec![] };
         assert!(store.commit(&[Change::User(a), Change::User(clash)]).is_err(), "names are unique");
         assert!(store.load().unwrap_or_else(|e| panic!("{e}")).users.is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A database from before migration 2 keeps its users, with no IdP groups; groups
+    /// that a hand edit put out of bounds are sanitized on load.
+    #[test]
+    fn migration_2_adds_user_groups_to_an_older_database() {
+        let dir = temp("migrate2");
+        let path = dir.join("db");
+        {
+            let conn = Connection::open(&path).unwrap_or_else(|e| panic!("{e}"));
+            conn.execute_batch(migrations::MIGRATIONS[0].1).unwrap_or_else(|e| panic!("{e}"));
+            conn.execute_batch(
+                "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied INTEGER NOT NULL);
+                 INSERT INTO schema_version (version, applied) VALUES (1, 0);
+                 INSERT INTO users (id, name) VALUES (1, 'alice@example.com');",
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let store = SqliteStore::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        let state = store.load().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(state.users, vec![UserRecord { id: UserId(1), name: "alice@example.com".into(), groups: vec![] }]);
+        let edited = r#"["b", "a b", "a", "a"]"#;
+        store.conn.execute("UPDATE users SET groups = ?1", params![edited]).unwrap_or_else(|e| panic!("{e}"));
+        let state = store.load().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(state.users[0].groups, ["a", "b"]);
+        store.conn.execute("UPDATE users SET groups = 'not json'", []).unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(store.load(), Err(StoreError::Corrupt(_))));
         let _ = std::fs::remove_dir_all(&dir);
     }
 
