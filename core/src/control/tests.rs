@@ -489,6 +489,47 @@ fn check_mode_holds_until_approved_and_remembers_for_the_period() {
 }
 
 #[test]
+fn a_check_approved_by_an_id_token_counts_its_period_from_the_authentication() {
+    let mut h = Harness::new();
+    h.server.create_user("admin", "alice@example.com").unwrap_or_else(|e| panic!("{e}"));
+    h.server.set_policy(h.now, "admin", CHECKED).unwrap_or_else(|e| panic!("{e}"));
+    let key = h.key("alice@example.com", AuthKeyOptions { reusable: true, ..Default::default() });
+    let laptop = h.join(1, "laptop", &key);
+    h.join(2, "server", &key);
+    h.server.handle_timeout(h.now, unix(T0 + 1000));
+    h.drain();
+    // alice authenticated at the provider 120 s before the approval arrives.
+    let CheckAnswer::Pending { url } = check(&mut h, 2, 7, laptop, "root", 0) else { panic!("not pending") };
+    h.server
+        .approve_check_authenticated(h.now, "alice@example.com", &token_of(&url), T0 + 880)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let sent = h.drain();
+    assert!(matches!(
+        to(&sent, 2)[..],
+        [ServerMessage::CheckAnswer { id: 7, answer: CheckAnswer::Approved { authenticated_secs_ago: 120 } }]
+    ));
+    assert!(h
+        .persisted
+        .iter()
+        .any(|c| matches!(c, Change::Approval(a) if a.authenticated == T0 + 880 && a.expires == T0 + 880 + 3600)));
+    // The hour runs from the authentication: gone at T0 + 880 + 3600, not T0 + 1000 + 3600.
+    h.server.handle_timeout(h.now, unix(T0 + 880 + 3599));
+    h.drain();
+    assert_eq!(check(&mut h, 2, 8, laptop, "root", 0), CheckAnswer::Approved { authenticated_secs_ago: 3599 });
+    h.server.handle_timeout(h.now, unix(T0 + 880 + 3601));
+    h.drain();
+    assert!(matches!(check(&mut h, 2, 9, laptop, "root", 0), CheckAnswer::Pending { .. }));
+    // A time in the future counts as now.
+    let token = h.server.pending_checks().next().map(|(t, ..)| t.to_string()).unwrap_or_default();
+    h.server.approve_check_authenticated(h.now, "admin", &token, u64::MAX).unwrap_or_else(|e| panic!("{e}"));
+    let sent = h.drain();
+    assert!(matches!(
+        to(&sent, 2)[..],
+        [ServerMessage::CheckAnswer { id: 9, answer: CheckAnswer::Approved { authenticated_secs_ago: 0 } }]
+    ));
+}
+
+#[test]
 fn check_mode_rejections_timeouts_and_policy_changes() {
     let mut h = Harness::new();
     h.server.create_user("admin", "alice@example.com").unwrap_or_else(|e| panic!("{e}"));

@@ -106,6 +106,7 @@ enum Input {
         kind: PendingKind,
         token: String,
         user: String,
+        authenticated: Option<u64>,
         reply: oneshot::Sender<Result<(), String>>,
     },
     Gauges {
@@ -196,8 +197,15 @@ impl ActorHandle {
         self.ask(|reply| Input::Pending { kind, token, reply }).await
     }
 
-    pub async fn approve(&self, kind: PendingKind, token: String, user: String) -> Result<Result<(), String>, Stopped> {
-        self.ask(|reply| Input::Approve { kind, token, user, reply }).await
+    /// Approves as `user`, who authenticated at `authenticated` (unix seconds; `None`: now).
+    pub async fn approve(
+        &self,
+        kind: PendingKind,
+        token: String,
+        user: String,
+        authenticated: Option<u64>,
+    ) -> Result<Result<(), String>, Stopped> {
+        self.ask(|reply| Input::Approve { kind, token, user, authenticated, reply }).await
     }
 
     pub async fn gauges(&self) -> Result<Gauges, Stopped> {
@@ -304,8 +312,8 @@ impl Actor {
             Input::Pending { kind, token, reply } => {
                 let _ = reply.send(self.pending(kind, &token));
             }
-            Input::Approve { kind, token, user, reply } => {
-                let result = self.core(|s| approve(s, now, kind, &token, &user));
+            Input::Approve { kind, token, user, authenticated, reply } => {
+                let result = self.core(|s| approve(s, now, kind, &token, &user, authenticated));
                 self.drain().await?;
                 let _ = reply.send(result);
                 return Ok(());
@@ -453,6 +461,7 @@ fn approve(
     kind: PendingKind,
     token: &str,
     user: &str,
+    authenticated: Option<u64>,
 ) -> Result<(), String> {
     match kind {
         PendingKind::Login => s.approve_login(now, user, token, user).map(|_| ()).map_err(|e| e.to_string()),
@@ -463,7 +472,11 @@ fn approve(
             if owner.as_deref() != Some(user) {
                 return Err("only the user who owns the connecting node may approve this login".into());
             }
-            s.approve_check(now, user, token).map_err(|e| e.to_string())
+            match authenticated {
+                Some(at) => s.approve_check_authenticated(now, user, token, at),
+                None => s.approve_check(now, user, token),
+            }
+            .map_err(|e| e.to_string())
         }
     }
 }

@@ -218,13 +218,20 @@ async fn submit(
             return unavailable();
         }
     };
-    approve(&app, kind, &token, &user).await
+    approve(&app, kind, &token, &user, None).await
 }
 
-/// `user` proved who they are: approve the pending login or check as them.
-pub(crate) async fn approve(app: &AppState, kind: PendingKind, token: &str, user: &str) -> Response {
+/// `user` proved who they are (at `authenticated`, unix seconds; `None`: now): approve the
+/// pending login or check as them.
+pub(crate) async fn approve(
+    app: &AppState,
+    kind: PendingKind,
+    token: &str,
+    user: &str,
+    authenticated: Option<u64>,
+) -> Response {
     let user = user.to_string();
-    match app.actor.approve(kind, token.to_string(), user.clone()).await {
+    match app.actor.approve(kind, token.to_string(), user.clone(), authenticated).await {
         Ok(Ok(())) => {
             app.metrics.logins_approved.fetch_add(1, Relaxed);
             tracing::info!(kind = ?kind, user, "login page: approved");

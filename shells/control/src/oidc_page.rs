@@ -172,7 +172,7 @@ async fn finish_pending(app: &AppState, kind: PendingKind, token: &str, identity
     if let Err(response) = record_groups(app, identity).await {
         return response;
     }
-    approve(app, kind, token, user).await
+    approve(app, kind, token, user, identity.auth_time).await
 }
 
 /// Records the verified ID token's group claim for its user: the most recent sign-on says

@@ -88,8 +88,23 @@ impl ControlServer {
         }
     }
 
-    /// The user behind a held login re-authenticated (or an admin approved it).
+    /// The user behind a held login re-authenticated just now (or an admin approved it).
     pub fn approve_check(&mut self, now: Instant, actor: &str, token: &str) -> Result<(), super::AdminError> {
+        self.approve_check_authenticated(now, actor, token, self.unix)
+    }
+
+    /// The user behind a held login authenticated at `authenticated` (unix seconds: the ID
+    /// token's `auth_time`, which the shell checked is recent). The approval lasts the
+    /// rule's `checkPeriod` from then, not from now, and the node's banner says how long
+    /// ago it was. A time in the future counts as now.
+    pub fn approve_check_authenticated(
+        &mut self,
+        now: Instant,
+        actor: &str,
+        token: &str,
+        authenticated: u64,
+    ) -> Result<(), super::AdminError> {
+        let authenticated = authenticated.min(self.unix);
         let p = self.pending_checks.get(token).cloned().ok_or_else(|| super::AdminError::NoPending(token.into()))?;
         if self.nodes.get(&p.request.src).is_none_or(|n| !n.tags.is_empty()) {
             self.answer_check(now, token, CheckAnswer::Rejected { reason: "the source node is gone or tagged".into() });
@@ -102,8 +117,8 @@ impl ControlServer {
                 src: p.request.src,
                 dst: p.dst,
                 local_user: p.request.local_user.clone(),
-                authenticated: self.unix,
-                expires: self.unix.saturating_add(p.period),
+                authenticated,
+                expires: authenticated.saturating_add(p.period),
                 rule: p.fingerprint.clone(),
             };
             self.approvals.insert((record.src, record.dst, record.local_user.clone()), record.clone());
@@ -111,7 +126,8 @@ impl ControlServer {
         }
         let detail = self.check_detail(&p.request, p.dst);
         self.audit(actor, "ssh-check-approve", detail);
-        self.answer_check(now, token, CheckAnswer::Approved { authenticated_secs_ago: 0 });
+        let authenticated_secs_ago = self.unix - authenticated;
+        self.answer_check(now, token, CheckAnswer::Approved { authenticated_secs_ago });
         Ok(())
     }
 
