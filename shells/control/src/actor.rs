@@ -247,13 +247,19 @@ impl Actor {
     pub async fn run(mut self) -> Result<(), ActorError> {
         // Outputs of construction (none today), then the loop.
         self.drain().await?;
+        // The tick's deadline is kept across inputs: were it `now + TICK` afresh each time,
+        // a server that hears from some node more often than once a second would never
+        // refresh the core's wall clock (audit times, key expiry, pending logins).
+        let mut next_tick = self.clock.now() + TICK;
         loop {
-            let now = self.clock.now();
-            let due = self.server.poll_timeout().map_or(now + TICK, |at| at.min(now + TICK));
+            let due = self.server.poll_timeout().map_or(next_tick, |at| at.min(next_tick));
             let input = tokio::select! {
                 input = self.rx.recv() => input,
                 () = tokio::time::sleep_until(self.clock.deadline(due)) => {
                     let now = self.clock.now();
+                    if now >= next_tick {
+                        next_tick = now + TICK;
+                    }
                     self.core(|s| s.handle_timeout(now, unix_now()));
                     self.drain().await?;
                     continue;

@@ -130,3 +130,32 @@ async fn a_failed_commit_stops_the_actor_without_answering() {
     let stopped = tokio::time::timeout(Duration::from_secs(10), f.task).await.unwrap_or_else(|e| panic!("{e}"));
     assert!(matches!(stopped, Ok(Err(crate::actor::ActorError::Commit(_)))), "{stopped:?}");
 }
+
+#[tokio::test]
+async fn the_core_clock_ticks_while_requests_keep_coming() {
+    let f = start(false);
+    // A request every 200 ms for 2.6 s: the tick must still run, so the audit entries the
+    // core stamps with its wall clock move on with time.
+    for i in 0..13 {
+        let request = AdminRequest::UsersCreate { name: format!("user{i}@example.com") };
+        f.handle
+            .admin("admin".into(), request)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let stamps: Vec<u64> = f
+        .committed
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .filter_map(|c| match c {
+            Change::Audit(a) => Some(a.unix),
+            _ => None,
+        })
+        .collect();
+    let (first, last) = (stamps.first().copied().unwrap_or(0), stamps.last().copied().unwrap_or(0));
+    assert!(last >= first + 2, "the core's clock stood still: {stamps:?}");
+    f.task.abort();
+}
