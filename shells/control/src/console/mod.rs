@@ -9,7 +9,7 @@
 //! |---|---|
 //! | `GET /admin/login`, `POST /admin/login`, `POST /admin/login/sso`, `POST /admin/logout` | sign-in ([`signin`]) |
 //! | `GET /admin/machines`, `POST /admin/machines/{id}/{expire,delete,rename,tags}` | machines ([`machines`]) |
-//! | `GET /admin/users`, `POST /admin/users/{create,delete}` | users ([`users`]) |
+//! | `GET /admin/users`, `POST /admin/users/{create,delete,passwd}` | users ([`users`]) |
 //! | `GET /admin/keys`, `POST /admin/keys/create`, `POST /admin/keys/{id}/revoke` | pre-auth keys ([`keys`]) |
 //! | `GET /admin/policy`, `POST /admin/policy` | the policy editor with its preview ([`policy`]) |
 //! | `GET /admin/pending`, `POST /admin/pending/{approve,reject}` | registrations and check holds ([`pending`]) |
