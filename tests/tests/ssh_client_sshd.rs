@@ -28,6 +28,29 @@ struct Sshd {
 impl Sshd {
     fn start(name: &str, extra_config: &str) -> Option<Self> {
         let sshd = ["/usr/sbin/sshd", "/usr/bin/sshd"].into_iter().find(|p| std::path::Path::new(p).exists())?;
+        Self::start_binary(std::path::Path::new(sshd), name, extra_config)
+    }
+
+    /// OpenSSH 10's sshd, unpacked by scripts/fetch-openssh10 into target/openssh10 (its
+    /// sshd-session and sshd-auth named by path, so the system's 9.2 is not involved).
+    fn start_openssh10(name: &str) -> Option<Self> {
+        let root = std::env::var_os("MESH_OPENSSH10")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/openssh10"));
+        let sshd = root.join("usr/sbin/sshd");
+        if !sshd.exists() {
+            return None;
+        }
+        let lib = root.join("usr/lib/openssh");
+        let extra = format!(
+            "SshdSessionPath {}\nSshdAuthPath {}\n",
+            lib.join("sshd-session").display(),
+            lib.join("sshd-auth").display()
+        );
+        Self::start_binary(&sshd, name, &extra)
+    }
+
+    fn start_binary(sshd: &std::path::Path, name: &str, extra_config: &str) -> Option<Self> {
         let dir = std::env::temp_dir().join(format!("mesh-sshd-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).ok()?;
@@ -207,4 +230,24 @@ fn sntrup761_both_names_and_curve25519_against_sshd() {
         client.session.transport().negotiated().map(|n| n.kex.clone()).as_deref(),
         Some("sntrup761x25519-sha512")
     );
+}
+
+/// Our client against OpenSSH 10's sshd: mlkem768x25519-sha256 by default (both sides'
+/// first choice), forced, and sntrup761 under its RFC name; each runs a command and
+/// rekeys keeping the session id.
+#[test]
+fn mlkem768x25519_against_openssh10_sshd() {
+    let Some(sshd) = Sshd::start_openssh10("openssh10") else {
+        println!("OpenSSH 10 sshd not unpacked (scripts/fetch-openssh10): skipped");
+        return;
+    };
+    let client = sshd.client(TransportConfig::default());
+    assert_eq!(
+        client.session.transport().negotiated().map(|n| n.kex.clone()).as_deref(),
+        Some("mlkem768x25519-sha256")
+    );
+    drop(client);
+    for kex in ["mlkem768x25519-sha256", "sntrup761x25519-sha512", "curve25519-sha256"] {
+        login_with_kex(&sshd, kex);
+    }
 }
