@@ -14,7 +14,7 @@ use crate::control::{ChannelClient, ChannelConfig, ChannelServer};
 use crate::node::NodeConfig;
 use crate::ssh::cipher::PacketCipher;
 use crate::ssh::client::{ClientConfig, ClientSession};
-use crate::ssh::kex::{self, Curve25519, HashInputs};
+use crate::ssh::kex::{self, ClientKex, Curve25519, HashInputs, KEncoding, KexHash, KexMethod, SharedSecret};
 use crate::ssh::kexinit::{CIPHER_AES128_GCM, CIPHER_AES256_GCM, CIPHER_CHACHA20_POLY1305};
 use crate::ssh::server::{ServerConfig, ServerSession};
 use crate::time::{Instant, UnixTime};
@@ -80,6 +80,12 @@ fn secret_types_are_wiped_on_drop() {
     assert_zod::<CookieStamper>();
     assert_zod::<PacketCipher>();
     assert_zod::<Curve25519>();
+    assert_zod::<SharedSecret>();
+    // The post-quantum halves: ml-kem wipes its decapsulation key with its `zeroize`
+    // feature (a compile error here without it), sntrup761 its key and secret always.
+    assert_zod::<ml_kem::DecapsulationKey768>();
+    assert_zod::<sntrup761::DecapsulationKey>();
+    assert_zod::<sntrup761::SharedSecret>();
     // Dependencies' types, which hold our keys: these fail to compile without their
     // `zeroize` features.
     assert_zod::<SigningKey>();
@@ -100,7 +106,21 @@ fn key_exchange_results_are_wiped_on_drop() {
     let shared = a.shared(&b.public).unwrap_or_else(|e| panic!("{e}"));
     assert_zod_value(&shared);
     assert_zod_value(&kex::mpint(&SECRET));
-    assert_zod_value(&kex::derive(&SECRET, &[1; 32], b'C', &[1; 32], 64));
+    assert_zod_value(&kex::derive(&secret(), &[1; 32], b'C', &[1; 32], 64));
+    for method in [KexMethod::MlKem768X25519Sha256, KexMethod::Sntrup761X25519Sha512, KexMethod::Curve25519Sha256] {
+        let client = ClientKex::start(method, &mut rng);
+        let (reply, k) = kex::server_respond(method, client.public(), &mut rng).unwrap_or_else(|e| panic!("{e}"));
+        let ours = client.finish(&reply).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(ours.raw(), k.raw());
+        assert_redacted("SharedSecret", &k, k.raw());
+        assert_redacted("ClientKex", &client, ours.raw());
+        assert_zod_value(&k);
+    }
+}
+
+/// A shared secret of the test bytes, curve25519's way.
+fn secret() -> SharedSecret {
+    SharedSecret::new(KexHash::Sha256, KEncoding::Mpint, zeroize::Zeroizing::new(SECRET.to_vec()))
 }
 
 #[test]
@@ -130,7 +150,7 @@ fn ssh_ciphers_hide_keys() {
         let cipher = PacketCipher::new(name, &SECRET, &SECRET[..12]).unwrap_or_else(|e| panic!("{e}"));
         assert_redacted(name, &cipher, &SECRET);
     }
-    let derived = kex::derive(&SECRET, &[1; 32], b'C', &[1; 32], 64);
+    let derived = kex::derive(&secret(), &[1; 32], b'C', &[1; 32], 64);
     assert_redacted("derived key", &derived, &derived);
     let inputs = HashInputs {
         client_id: b"SSH-2.0-a",
@@ -140,7 +160,7 @@ fn ssh_ciphers_hide_keys() {
         host_key: &[],
         client_public: &[],
         server_public: &[],
-        shared: &SECRET[..32],
+        shared: &secret(),
     };
     assert_redacted("HashInputs", &inputs, &SECRET[..32]);
 }

@@ -132,6 +132,7 @@ fn main() -> std::io::Result<()> {
     ssh.extend_from_slice(&packet);
     write(dir, "ssh_transport_plain", "kexinit", &ssh)?;
     write(dir, "ssh_name_list", "kex", b"curve25519-sha256,curve25519-sha256@libssh.org,ext-info-c")?;
+    write(dir, "ssh_name_list", "kex-pq", mesh_core::ssh::kexinit::KEX_METHODS.join(",").as_bytes())?;
     // Connection protocol: a pty-req (selector 0) with terminal modes, an env (selector 1).
     {
         use mesh_core::ssh::channel::{ChannelRequest, PtyRequest};
@@ -180,13 +181,24 @@ fn main() -> std::io::Result<()> {
     // A whole login as our client sends it to the fuzz target's server (same host key, RNG
     // and time, so the server answers exactly as it did here): the fuzzer starts with keys in
     // use and reaches SERVICE_REQUEST and USERAUTH_REQUEST. First byte: the target's split.
-    {
+    // One seed per key exchange: `login` is the default (mlkem768x25519-sha256), the others
+    // force sntrup761x25519-sha512 and curve25519-sha256.
+    for (name, kex) in [
+        ("login", None),
+        ("login-sntrup761", Some(mesh_core::ssh::kexinit::KEX_SNTRUP761X25519)),
+        ("login-curve25519", Some(mesh_core::ssh::kexinit::KEX_CURVE25519)),
+    ] {
         use mesh_core::ssh::client::{ClientConfig, ClientSession};
         use mesh_core::ssh::server::{ServerConfig, ServerSession};
+        use mesh_core::ssh::transport::TransportConfig;
         let key = ed25519_dalek::SigningKey::from_bytes(&[42; 32]);
         let mut server =
             ServerSession::new(key, ServerConfig::default(), mesh_core::rng::Rng::new([1; 32]), Instant::ZERO);
-        let config = ClientConfig { user: "fuzz".into(), ..Default::default() };
+        let mut transport = TransportConfig::default();
+        if let Some(kex) = kex {
+            transport.kex = vec![kex.to_string()];
+        }
+        let config = ClientConfig { user: "fuzz".into(), transport, ..Default::default() };
         let mut client = ClientSession::new(config, mesh_sim::seeded_rng(7), Instant::ZERO);
         let mut stream = vec![40u8];
         for _ in 0..20 {
@@ -199,7 +211,7 @@ fn main() -> std::io::Result<()> {
             }
             while server.poll_event().is_some() || client.poll_event().is_some() {}
         }
-        write(dir, "ssh_server_transport", "login", &stream)?;
+        write(dir, "ssh_server_transport", name, &stream)?;
     }
     control_channel_seeds(dir)?;
     println!("seeds written under {}", dir.display());

@@ -28,6 +28,29 @@ struct Sshd {
 impl Sshd {
     fn start(name: &str, extra_config: &str) -> Option<Self> {
         let sshd = ["/usr/sbin/sshd", "/usr/bin/sshd"].into_iter().find(|p| std::path::Path::new(p).exists())?;
+        Self::start_binary(std::path::Path::new(sshd), name, extra_config)
+    }
+
+    /// OpenSSH 10's sshd, unpacked by scripts/fetch-openssh10 into target/openssh10 (its
+    /// sshd-session and sshd-auth named by path, so the system's 9.2 is not involved).
+    fn start_openssh10(name: &str) -> Option<Self> {
+        let root = std::env::var_os("MESH_OPENSSH10")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/openssh10"));
+        let sshd = root.join("usr/sbin/sshd");
+        if !sshd.exists() {
+            return None;
+        }
+        let lib = root.join("usr/lib/openssh");
+        let extra = format!(
+            "SshdSessionPath {}\nSshdAuthPath {}\n",
+            lib.join("sshd-session").display(),
+            lib.join("sshd-auth").display()
+        );
+        Self::start_binary(&sshd, name, &extra)
+    }
+
+    fn start_binary(sshd: &std::path::Path, name: &str, extra_config: &str) -> Option<Self> {
         let dir = std::env::temp_dir().join(format!("mesh-sshd-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).ok()?;
@@ -163,4 +186,68 @@ fn a_hundred_megabytes_each_way_with_rekeys_started_by_sshd() {
     let Some(sshd) = Sshd::start("server-rekey", "RekeyLimit 4M") else { return };
     let rekeys = hundred_megabytes(&sshd, TransportConfig::default());
     assert!(rekeys >= 20, "only {rekeys} rekeys");
+}
+
+/// Our client offering only `kex` logs in to sshd 9.2, runs a command, and rekeys twice
+/// (the session id, 64 bytes for sntrup761, stays).
+fn login_with_kex(sshd: &Sshd, kex: &str) {
+    let transport = TransportConfig { kex: vec![kex.to_string()], rekey_bytes: 1 << 20, ..Default::default() };
+    let mut client = sshd.client(transport);
+    assert_eq!(client.session.transport().negotiated().map(|n| n.kex.clone()), Some(kex.to_string()));
+    let id = client.session.transport().session_id().map(<[u8]>::to_vec);
+    let result = client.exec_simple("echo kex-ok").unwrap_or_else(|e| panic!("{kex}: {e}"));
+    assert_eq!(result.stdout, b"kex-ok\n", "{kex}");
+    let mut sent = 0usize;
+    let mut input = |buf: &mut [u8]| {
+        let n = buf.len().min(3 * 1024 * 1024 - sent);
+        buf[..n].fill(b'x');
+        sent += n;
+        n
+    };
+    let result = client.exec("wc -c", &mut input, None).unwrap_or_else(|e| panic!("{kex}: {e}"));
+    assert_eq!(String::from_utf8_lossy(&result.stdout).trim(), "3145728", "{kex}");
+    assert!(client.session.transport().rekeys() >= 2, "{kex}: {} rekeys", client.session.transport().rekeys());
+    assert_eq!(client.session.transport().session_id().map(<[u8]>::to_vec), id, "{kex}");
+}
+
+#[test]
+fn sntrup761_both_names_and_curve25519_against_sshd() {
+    let Some(sshd) = Sshd::start("kex", "") else {
+        println!("sshd not installed: skipped");
+        return;
+    };
+    for kex in ["sntrup761x25519-sha512@openssh.com", "sntrup761x25519-sha512", "curve25519-sha256"] {
+        login_with_kex(&sshd, kex);
+    }
+    let sid_len = |kex: &str| {
+        let client = sshd.client(TransportConfig { kex: vec![kex.to_string()], ..Default::default() });
+        client.session.transport().session_id().map(<[u8]>::len)
+    };
+    assert_eq!(sid_len("sntrup761x25519-sha512"), Some(64));
+    // sshd 9.2's own order puts sntrup761 first; ours puts mlkem768 first, which 9.2 lacks.
+    let client = sshd.client(TransportConfig::default());
+    assert_eq!(
+        client.session.transport().negotiated().map(|n| n.kex.clone()).as_deref(),
+        Some("sntrup761x25519-sha512")
+    );
+}
+
+/// Our client against OpenSSH 10's sshd: mlkem768x25519-sha256 by default (both sides'
+/// first choice), forced, and sntrup761 under its RFC name; each runs a command and
+/// rekeys keeping the session id.
+#[test]
+fn mlkem768x25519_against_openssh10_sshd() {
+    let Some(sshd) = Sshd::start_openssh10("openssh10") else {
+        println!("OpenSSH 10 sshd not unpacked (scripts/fetch-openssh10): skipped");
+        return;
+    };
+    let client = sshd.client(TransportConfig::default());
+    assert_eq!(
+        client.session.transport().negotiated().map(|n| n.kex.clone()).as_deref(),
+        Some("mlkem768x25519-sha256")
+    );
+    drop(client);
+    for kex in ["mlkem768x25519-sha256", "sntrup761x25519-sha512", "curve25519-sha256"] {
+        login_with_kex(&sshd, kex);
+    }
 }

@@ -61,7 +61,12 @@ impl Fixture {
     }
 
     fn ssh(&self, extra: &[&str], command: &str) -> Command {
-        let mut cmd = Command::new("ssh");
+        self.ssh_program(Path::new("ssh"), extra, command)
+    }
+
+    /// [`Self::ssh`] with another `ssh` binary (OpenSSH 10 from a private directory).
+    fn ssh_program(&self, program: &Path, extra: &[&str], command: &str) -> Command {
+        let mut cmd = Command::new(program);
         cmd.args(self.common_options()).args(["-p", &self.harness.port().to_string()]).args(extra);
         cmd.arg("tester@127.0.0.1");
         if !command.is_empty() {
@@ -390,4 +395,171 @@ fn idle_pre_auth_connections_time_out_and_are_released() {
         let _ = s.read_to_end(&mut all);
         assert!(all.starts_with(b"SSH-2.0-meshd"), "{:?}", &all[..all.len().min(40)]);
     }
+}
+
+/// The key exchange names the installed `ssh` knows (`ssh -Q kex`).
+fn ssh_kex_names() -> Vec<String> {
+    let out = run({
+        let mut c = Command::new("ssh");
+        c.args(["-Q", "kex"]);
+        c
+    });
+    text(&out.stdout).lines().map(str::to_string).collect()
+}
+
+/// Each of our key exchange methods that this OpenSSH knows, forced in turn, runs a
+/// command; its debug output names the method. (OpenSSH 9.2 knows sntrup761 under both
+/// names and no mlkem768; those it does not know are reported and skipped.)
+#[test]
+fn every_known_kex_method_forced_in_turn_runs_a_command() {
+    use mesh_core::ssh::kexinit::KEX_METHODS;
+    let known = ssh_kex_names();
+    let f = Fixture::new("kex");
+    let mut ran = 0;
+    for name in KEX_METHODS {
+        if !known.iter().any(|k| k == name) {
+            println!("ssh does not know {name}: skipped");
+            continue;
+        }
+        let out = run(f.ssh(&["-v", "-o", &format!("KexAlgorithms={name}")], "echo kex-ok"));
+        let log = text(&out.stderr);
+        assert!(out.status.success(), "{name}: {log}");
+        assert!(log.contains(&format!("kex: algorithm: {name}")), "{name} not negotiated: {log}");
+        assert_eq!(text(&out.stdout), "kex-ok\n", "{name}");
+        ran += 1;
+    }
+    assert!(ran >= 2, "no post-quantum method tried: ssh knows {known:?}");
+}
+
+/// Unforced, OpenSSH's default list meets ours on the best hybrid it has.
+#[test]
+fn openssh_picks_a_hybrid_by_default() {
+    let known = ssh_kex_names();
+    // Debian's 9.2 lists sntrup761x25519-sha512 (either name: the prefix matches both).
+    let expected = if known.iter().any(|k| k == "mlkem768x25519-sha256") {
+        "mlkem768x25519-sha256"
+    } else {
+        "sntrup761x25519-sha512"
+    };
+    let f = Fixture::new("kex-default");
+    let out = run(f.ssh(&["-v"], "true"));
+    let log = text(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains(&format!("kex: algorithm: {expected}")), "{log}");
+}
+
+/// Rekeys under sntrup761 (SHA-512: a 64-byte session id) mid-transfer keep every byte.
+#[test]
+fn a_rekey_under_sntrup761_mid_transfer_keeps_every_byte() {
+    let f = Fixture::new("rekey-sntrup");
+    let log = cat_round_trip(
+        &f,
+        &["-v", "-o", "RekeyLimit=1M", "-o", "KexAlgorithms=sntrup761x25519-sha512@openssh.com"],
+        8 * 1024 * 1024,
+    );
+    assert!(log.contains("kex: algorithm: sntrup761x25519-sha512@openssh.com"), "{log}");
+    let kexes = log.matches("SSH2_MSG_NEWKEYS received").count();
+    assert!(kexes >= 4, "expected several key exchanges, saw {kexes}:\n{log}");
+}
+
+/// OpenSSH 10's client, unpacked by scripts/fetch-openssh10 into target/openssh10 (the
+/// system's 9.2 stays as it is); `None` when it is not there.
+fn openssh10_ssh() -> Option<PathBuf> {
+    let path = std::env::var_os("MESH_OPENSSH10")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/openssh10"));
+    let ssh = path.join("usr/bin/ssh");
+    ssh.exists().then_some(ssh)
+}
+
+/// OpenSSH 10 offers mlkem768x25519-sha256 first: forced and by default, it is what we
+/// negotiate, and a command runs; sntrup761 under its RFC name too, and a rekey under
+/// mlkem keeps every byte.
+#[test]
+fn openssh10_negotiates_mlkem768x25519_and_runs_a_command() {
+    let Some(ssh) = openssh10_ssh() else {
+        println!("OpenSSH 10 not unpacked (scripts/fetch-openssh10): skipped");
+        return;
+    };
+    let f = Fixture::new("openssh10");
+    for (extra, expected) in [
+        (vec!["-v"], "mlkem768x25519-sha256"),
+        (vec!["-v", "-o", "KexAlgorithms=mlkem768x25519-sha256"], "mlkem768x25519-sha256"),
+        (vec!["-v", "-o", "KexAlgorithms=sntrup761x25519-sha512"], "sntrup761x25519-sha512"),
+        (vec!["-v", "-o", "KexAlgorithms=curve25519-sha256"], "curve25519-sha256"),
+    ] {
+        let out = run(f.ssh_program(&ssh, &extra, "echo kex-ok"));
+        let log = text(&out.stderr);
+        assert!(out.status.success(), "{expected}: {log}");
+        assert!(log.contains(&format!("kex: algorithm: {expected}")), "{expected} not negotiated: {log}");
+        assert_eq!(text(&out.stdout), "kex-ok\n");
+    }
+    let out = run(f.ssh_program(&ssh, &["-v", "-o", "RekeyLimit=256K"], "head -c 2000000 /dev/zero"));
+    let log = text(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(out.stdout.len() == 2_000_000 && out.stdout.iter().all(|&b| b == 0), "{} bytes", out.stdout.len());
+    let kexes = log.matches("SSH2_MSG_NEWKEYS received").count();
+    assert!(kexes >= 3, "expected rekeys under mlkem768x25519, saw {kexes}:\n{log}");
+}
+
+/// The venv's python with paramiko (made by .ci/run in target/pyenv, or MESH_PYENV).
+fn paramiko_python() -> Option<PathBuf> {
+    let dir = std::env::var_os("MESH_PYENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/pyenv"));
+    let python = dir.join("bin/python");
+    let ok = Command::new(&python)
+        .args(["-c", "import paramiko.kex_mlkem as k; assert k.KexMLKEM768X25519.is_available()"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    ok.then_some(python)
+}
+
+/// paramiko 5.1 (its own mlkem768x25519-sha256 and curve25519; no sntrup761) logs in with
+/// each method, checks our host key, runs a command, rekeys (the session id stays) and
+/// runs another.
+#[test]
+fn paramiko_negotiates_mlkem768x25519_runs_commands_and_rekeys() {
+    let Some(python) = paramiko_python() else {
+        println!("paramiko with mlkem768 not installed (target/pyenv, see .ci/run): skipped");
+        return;
+    };
+    let f = Fixture::new("paramiko");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/paramiko_kex.py");
+    let key = f.harness.host_key_openssh();
+    let key_b64 = key.split_whitespace().nth(1).unwrap_or_default().to_string();
+    for kex in ["mlkem768x25519-sha256", "curve25519-sha256@libssh.org"] {
+        let mut cmd = Command::new(&python);
+        cmd.arg(&script).args(["127.0.0.1", &f.harness.port().to_string(), "tester", kex, &key_b64]);
+        let out = run(cmd);
+        let stdout = text(&out.stdout);
+        assert!(out.status.success(), "{kex}: {stdout}\n{}", text(&out.stderr));
+        assert!(stdout.contains(&format!("kex: algorithm: {kex}")), "{stdout}");
+        assert!(stdout.contains("kex-ok\nstatus 0\nafter-rekey\n"), "{stdout}");
+        assert!(stdout.contains("session id 32 32 same=True"), "{stdout}");
+    }
+}
+
+/// The ML-KEM-768 known answer in core/src/ssh/kex/tests.rs (SHA-256 of ek, SHA-256 of the
+/// ciphertext, the shared secret; d = 00..1f, z = 20..3f, m = 40..5f) from kyber-py, an
+/// independent FIPS 203 implementation, when the venv has it.
+#[test]
+fn mlkem768_known_answer_matches_kyber_py() {
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/pyenv/bin/python");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/mlkem_kat.py");
+    let Ok(out) = Command::new(&python).arg(&script).output() else {
+        println!("no target/pyenv (see .ci/run): skipped");
+        return;
+    };
+    if !out.status.success() && text(&out.stderr).contains("No module named 'kyber_py'") {
+        println!("kyber-py not installed: skipped");
+        return;
+    }
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "0b7934c83125c788995e2ba6bd761e33046b3e40571be53e023309a29f398cc9\n\
+         dbf4e9aa48b078ad46ec1c9c47bda8c2d2fec9d0e7a21bd48d2238a2abedb856\n\
+         9cddd089ffe70e3996e76f7c8d06746df34d07e8657bc0fcf2bb0e1c3084aea1\n"
+    );
 }

@@ -211,7 +211,7 @@ fn send_auth_request(transport: &mut Transport, now: Instant, user: &str, method
     if let Some(key) = key {
         let blob = host_key_blob(key);
         let mut signed = Writer::new();
-        signed.string(&transport.session_id().unwrap_or_default());
+        signed.string(transport.session_id().unwrap_or_default());
         signed.u8(msg::USERAUTH_REQUEST).string(user.as_bytes()).string(b"ssh-connection");
         signed.string(b"publickey").bool(true).string(HOST_KEY_ED25519.as_bytes()).string(&blob);
         let signature = key.sign(&signed.finish());

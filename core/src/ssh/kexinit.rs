@@ -7,8 +7,10 @@ use thiserror::Error;
 use super::msg;
 use super::wire::{NameList, Reader, WireError, Writer};
 
-pub const KEX_CURVE25519: &str = "curve25519-sha256";
-pub const KEX_CURVE25519_LIBSSH: &str = "curve25519-sha256@libssh.org";
+pub use super::kex::{
+    KEX_CURVE25519, KEX_CURVE25519_LIBSSH, KEX_METHODS, KEX_MLKEM768X25519, KEX_SNTRUP761X25519,
+    KEX_SNTRUP761X25519_OPENSSH,
+};
 pub const HOST_KEY_ED25519: &str = "ssh-ed25519";
 pub const CIPHER_CHACHA20_POLY1305: &str = "chacha20-poly1305@openssh.com";
 pub const CIPHER_AES256_GCM: &str = "aes256-gcm@openssh.com";
@@ -53,20 +55,23 @@ fn names<const N: usize>(list: [&str; N]) -> Vec<String> {
 }
 
 impl KexInit {
-    /// What our server offers.
+    /// What our server offers: [`KEX_METHODS`] in that order of preference, then the
+    /// signals.
     pub fn server(cookie: [u8; 16]) -> Self {
-        Self::ours(cookie, [KEX_CURVE25519, KEX_CURVE25519_LIBSSH, EXT_INFO_SERVER, STRICT_KEX_SERVER])
+        Self::ours(cookie, &KEX_METHODS, [EXT_INFO_SERVER, STRICT_KEX_SERVER])
     }
 
-    /// What our client offers.
+    /// What our client offers, in the same order.
     pub fn client(cookie: [u8; 16]) -> Self {
-        Self::ours(cookie, [KEX_CURVE25519, KEX_CURVE25519_LIBSSH, EXT_INFO_CLIENT, STRICT_KEX_CLIENT])
+        Self::ours(cookie, &KEX_METHODS, [EXT_INFO_CLIENT, STRICT_KEX_CLIENT])
     }
 
-    fn ours(cookie: [u8; 16], kex: [&str; 4]) -> Self {
+    /// Our KEXINIT with the key exchange methods `kex` (preferred first) and the signals
+    /// `pseudo` after them.
+    pub fn ours<S: AsRef<str>>(cookie: [u8; 16], kex: &[S], pseudo: [&str; 2]) -> Self {
         Self {
             cookie,
-            kex: names(kex),
+            kex: kex.iter().map(|s| s.as_ref().to_string()).chain(pseudo.iter().map(|s| s.to_string())).collect(),
             host_key: names([HOST_KEY_ED25519]),
             cipher_c2s: names(CIPHERS),
             cipher_s2c: names(CIPHERS),
@@ -207,6 +212,27 @@ mod tests {
     }
 
     #[test]
+    fn both_roles_offer_the_hybrids_first_and_curve25519_still() {
+        for ours in [KexInit::server([0; 16]), KexInit::client([0; 16])] {
+            assert_eq!(&ours.kex[..5], &KEX_METHODS.map(String::from)[..]);
+            assert_eq!(
+                KEX_METHODS,
+                [
+                    "mlkem768x25519-sha256",
+                    "sntrup761x25519-sha512",
+                    "sntrup761x25519-sha512@openssh.com",
+                    "curve25519-sha256",
+                    "curve25519-sha256@libssh.org"
+                ]
+            );
+        }
+        let mut curve_only = openssh_client();
+        curve_only.kex = vec![KEX_CURVE25519_LIBSSH.into()];
+        let n = negotiate(&curve_only, &KexInit::server([0; 16])).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(n.kex, KEX_CURVE25519_LIBSSH);
+    }
+
+    #[test]
     fn encode_decode_round_trip() {
         let ours = KexInit::server([1; 16]);
         assert_eq!(KexInit::decode(&ours.encode()), Ok(ours));
@@ -217,7 +243,8 @@ mod tests {
     #[test]
     fn negotiates_with_openssh_and_detects_strict_kex_and_ext_info() {
         let n = negotiate(&openssh_client(), &KexInit::server([0; 16])).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(n.kex, KEX_CURVE25519);
+        // OpenSSH 9.2 offers sntrup761 under its @openssh.com name only.
+        assert_eq!(n.kex, KEX_SNTRUP761X25519_OPENSSH);
         assert_eq!(n.host_key, HOST_KEY_ED25519);
         assert_eq!(n.cipher_c2s, CIPHER_CHACHA20_POLY1305);
         assert!(n.strict_kex);
@@ -242,7 +269,15 @@ mod tests {
         let mut c = openssh_client();
         c.first_kex_follows = true;
         let n = negotiate(&c, &KexInit::server([0; 16])).unwrap_or_else(|e| panic!("{e}"));
-        assert!(n.ignore_first_kex_packet, "guessed sntrup761, we chose curve25519");
+        assert!(n.ignore_first_kex_packet, "guessed sntrup761@openssh.com, our first is mlkem768");
+        // A client whose first choice is ours guessed right.
+        let mut c = openssh_client();
+        c.kex.insert(0, KEX_MLKEM768X25519.into());
+        c.host_key = vec![HOST_KEY_ED25519.into()];
+        c.first_kex_follows = true;
+        let n = negotiate(&c, &KexInit::server([0; 16])).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(n.kex, KEX_MLKEM768X25519);
+        assert!(!n.ignore_first_kex_packet);
     }
 
     #[test]

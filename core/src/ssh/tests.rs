@@ -10,7 +10,10 @@ use super::channel::{ChannelId, ChannelKind, ChannelRequest};
 use super::client::{ClientConfig, ClientSession};
 use super::connection::ConnectionEvent;
 use super::event::SessionEvent;
-use super::kexinit::{KexInit, CIPHERS};
+use super::kex::{server_respond, ClientKex, KexError, KexMethod};
+use super::kexinit::{
+    KexInit, CIPHERS, KEX_CURVE25519, KEX_METHODS, KEX_MLKEM768X25519, KEX_SNTRUP761X25519, KEX_SNTRUP761X25519_OPENSSH,
+};
 use super::msg;
 use super::packet::frame_plain_packet;
 use super::server::{ServerConfig, ServerSession};
@@ -1080,4 +1083,164 @@ fn a_writer_that_sizes_writes_by_the_window_hears_when_it_opens_again() {
         "{:?}",
         pair.server_events
     );
+}
+
+// --- Post-quantum hybrid key exchange (issue 13) ---
+
+/// A client offering only `kex`, against the default server.
+fn pair_with_kex(kex: &[&str]) -> Pair {
+    let transport = TransportConfig { kex: kex.iter().map(|s| s.to_string()).collect(), ..Default::default() };
+    let client = ClientConfig { user: "alice".into(), host_key: Some(host_public()), transport, ..Default::default() };
+    Pair::new(client, ServerConfig::default(), Decision::Accept)
+}
+
+fn negotiated_kex(events: &[SessionEvent]) -> Option<String> {
+    events.iter().find_map(|e| match e {
+        SessionEvent::Keyed { negotiated, .. } => Some(negotiated.kex.clone()),
+        _ => None,
+    })
+}
+
+#[test]
+fn the_default_client_and_server_agree_on_mlkem768x25519() {
+    let mut pair = Pair::default_pair();
+    pair.run();
+    assert!(pair.client.is_authenticated());
+    assert_eq!(negotiated_kex(&pair.client_events).as_deref(), Some(KEX_MLKEM768X25519));
+    assert_eq!(pair.server.transport().session_id().map(<[u8]>::len), Some(32));
+}
+
+#[test]
+fn every_method_logs_in_moves_data_and_rekeys_keeping_the_session_id() {
+    for name in KEX_METHODS {
+        let mut pair = pair_with_kex(&[name]);
+        pair.run();
+        assert!(pair.client.is_authenticated() && pair.server.is_authenticated(), "{name}");
+        assert_eq!(negotiated_kex(&pair.client_events).as_deref(), Some(name));
+        assert_eq!(negotiated_kex(&pair.server_events).as_deref(), Some(name));
+        let id = pair.client.transport().session_id().map(<[u8]>::to_vec);
+        let expected_len = KexMethod::from_name(name).map(|m| m.hash().output_len());
+        assert_eq!(id.as_ref().map(Vec::len), expected_len, "{name}");
+        assert_eq!(id.as_deref(), pair.server.transport().session_id());
+        let (c, s) = pair.open_session();
+        bulk_both_ways(&mut pair, c, s, 100_000);
+        for round in 1..=2 {
+            pair.now += Duration::from_secs(3601);
+            pair.server.handle_timeout(pair.now);
+            pair.client.handle_timeout(pair.now);
+            pair.run();
+            assert_eq!((pair.client.transport().rekeys(), pair.server.transport().rekeys()), (round, round), "{name}");
+            assert_eq!(pair.client.transport().session_id().map(<[u8]>::to_vec), id, "{name}: session id changed");
+            assert_eq!(pair.server.transport().session_id().map(<[u8]>::to_vec), id);
+            bulk_both_ways(&mut pair, c, s, 50_000);
+        }
+    }
+}
+
+#[test]
+fn a_rekey_with_another_method_keeps_the_first_exchanges_session_id() {
+    for (first, second) in [
+        (KEX_SNTRUP761X25519, KEX_CURVE25519),
+        (KEX_CURVE25519, KEX_SNTRUP761X25519_OPENSSH),
+        (KEX_MLKEM768X25519, KEX_SNTRUP761X25519),
+        (KEX_SNTRUP761X25519, KEX_MLKEM768X25519),
+    ] {
+        let now = Instant::from_micros(1);
+        let transport = TransportConfig { kex: vec![first.into()], ..Default::default() };
+        let mut raw = Raw::new(ServerConfig::default());
+        raw.client = Transport::new(Role::Client { host_key: None }, transport, crate::rng::test_rng(3), now);
+        raw.run();
+        assert!(raw.client.is_keyed(), "{first}");
+        let id = raw.client.session_id().map(<[u8]>::to_vec);
+        let first_len = KexMethod::from_name(first).map(|m| m.hash().output_len());
+        assert_eq!(id.as_ref().map(Vec::len), first_len);
+        raw.client.set_kex_methods(&[second]);
+        raw.now += Duration::from_secs(3601);
+        raw.client.handle_timeout(raw.now);
+        raw.run();
+        assert_eq!(raw.client.rekeys(), 1, "{first} then {second}");
+        assert_eq!(raw.client.negotiated().map(|n| n.kex.as_str()), Some(second));
+        assert_eq!(raw.server.transport().negotiated().map(|n| n.kex.as_str()), Some(second));
+        assert_eq!(raw.client.session_id().map(<[u8]>::to_vec), id);
+        assert_eq!(raw.server.transport().session_id().map(<[u8]>::to_vec), id);
+        // The new keys agree: the login goes on under them.
+        raw.service_request();
+        raw.auth_request("alice");
+        assert!(raw.authenticated() && !raw.server.is_closed(), "{first} then {second}: {:?}", raw.closed_with());
+    }
+}
+
+/// The server after a client KEXINIT offering `kex` first, and a KEX_ECDH_INIT of `q_c`:
+/// the error it closed with.
+fn server_given_init(kex: &str, q_c: &[u8]) -> Option<TransportError> {
+    let mut init = KexInit::client([1; 16]);
+    init.kex.insert(0, kex.to_string());
+    let mut w = Writer::message(msg::KEX_ECDH_INIT);
+    w.string(q_c);
+    let mut s = server_fed(&[&init.encode(), &w.finish()]);
+    assert!(s.is_closed(), "{kex}: a bad init of {} bytes was accepted", q_c.len());
+    std::iter::from_fn(|| s.poll_event()).find_map(|e| match e {
+        SessionEvent::Closed(error) => Some(error),
+        _ => None,
+    })
+}
+
+#[test]
+fn bad_hybrid_inits_disconnect_cleanly() {
+    let mut rng = crate::rng::test_rng(40);
+    for name in [KEX_MLKEM768X25519, KEX_SNTRUP761X25519, KEX_SNTRUP761X25519_OPENSSH, KEX_CURVE25519] {
+        let method = KexMethod::from_name(name).unwrap_or_else(|| panic!("{name}"));
+        let good = ClientKex::start(method, &mut rng).public().to_vec();
+        let n = good.len();
+        for len in [0, 32, 1190, 1216, n - 1, n + 1].into_iter().filter(|&l| l != n) {
+            let error = server_given_init(name, &vec![9u8; len]);
+            assert!(matches!(error, Some(TransportError::Kex(KexError::BadLength { .. }))), "{name} {len}: {error:?}");
+        }
+        let mut zero_x25519 = good.clone();
+        zero_x25519[n - 32..].fill(0);
+        assert_eq!(server_given_init(name, &zero_x25519), Some(TransportError::Kex(KexError::ZeroSecret)), "{name}");
+    }
+    let mut bad_key = ClientKex::start(KexMethod::MlKem768X25519Sha256, &mut rng).public().to_vec();
+    bad_key[..2].copy_from_slice(&[0xff, 0xff]);
+    let error = server_given_init(KEX_MLKEM768X25519, &bad_key);
+    assert_eq!(error, Some(TransportError::Kex(KexError::InvalidMlKemKey)));
+    assert_eq!(error.map(|e| e.reason_code()), Some(3), "KEY_EXCHANGE_FAILED");
+}
+
+#[test]
+fn a_reply_for_another_method_disconnects_the_client_cleanly() {
+    let mut rng = crate::rng::test_rng(41);
+    let host_key = SigningKey::from_bytes(&HOST_KEY);
+    for (ours, theirs) in [
+        (KEX_MLKEM768X25519, KexMethod::Curve25519Sha256),
+        (KEX_MLKEM768X25519, KexMethod::Sntrup761X25519Sha512),
+        (KEX_SNTRUP761X25519, KexMethod::MlKem768X25519Sha256),
+        (KEX_CURVE25519, KexMethod::MlKem768X25519Sha256),
+    ] {
+        let transport = TransportConfig { kex: vec![ours.into()], ..Default::default() };
+        let mut client =
+            Transport::new(Role::Client { host_key: None }, transport, crate::rng::test_rng(5), Instant::ZERO);
+        // A server reply made for `theirs`, signed properly over some hash.
+        let other = ClientKex::start(theirs, &mut rng);
+        let (q_s, _) = server_respond(theirs, other.public(), &mut rng).unwrap_or_else(|e| panic!("{e}"));
+        let mut reply = Writer::message(msg::KEX_ECDH_REPLY);
+        let signature = ed25519_dalek::Signer::sign(&host_key, &[0u8; 32]);
+        reply
+            .string(&super::transport::host_key_blob(&host_key))
+            .string(&q_s)
+            .string(&super::transport::ed25519_signature_blob(&signature));
+        let mut input = b"SSH-2.0-raw\r\n".to_vec();
+        for (i, m) in [KexInit::server([2; 16]).encode().to_vec(), reply.finish().to_vec()].iter().enumerate() {
+            let mut p = packet(m);
+            frame_plain_packet(&mut p, &mut crate::rng::test_rng(i as u64 + 7));
+            input.extend_from_slice(&p);
+        }
+        client.handle_input(Instant::ZERO, &input);
+        assert!(client.is_closed(), "{ours} accepted a {theirs:?} reply");
+        let error = std::iter::from_fn(|| client.poll_event()).find_map(|e| match e {
+            TransportEvent::Closed(error) => Some(error),
+            _ => None,
+        });
+        assert!(matches!(error, Some(TransportError::Kex(KexError::BadLength { .. }))), "{ours}: {error:?}");
+    }
 }

@@ -1,5 +1,6 @@
 //! The SSH transport (RFC 4253) for both roles: identification exchange, KEXINIT,
-//! curve25519-sha256 with an ssh-ed25519 host key, NEWKEYS (strict KEX: sequence numbers
+//! mlkem768x25519-sha256, sntrup761x25519-sha512 or curve25519-sha256 (see [`super::kex`])
+//! with an ssh-ed25519 host key, NEWKEYS (strict KEX: sequence numbers
 //! reset at every NEWKEYS), packet protection, and rekeying started by either side after
 //! [`TransportConfig::rekey_bytes`] or [`TransportConfig::rekey_interval`] per direction.
 //!
@@ -18,8 +19,13 @@ use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use thiserror::Error;
 
 use super::cipher::{CipherError, PacketCipher, TAG_LEN};
-use super::kex::{derive, exchange_hash, Curve25519, HashInputs, KexError};
-use super::kexinit::{negotiate, KexInit, NegotiateError, Negotiated, CIPHERS, HOST_KEY_ED25519};
+use super::kex::{
+    derive, exchange_hash, server_respond, ClientKex, HashInputs, KexError, KexMethod, SharedSecret, KEX_METHODS,
+};
+use super::kexinit::{
+    negotiate, KexInit, NegotiateError, Negotiated, CIPHERS, EXT_INFO_CLIENT, EXT_INFO_SERVER, HOST_KEY_ED25519,
+    STRICT_KEX_CLIENT, STRICT_KEX_SERVER,
+};
 use super::msg;
 use super::packet::{frame_plain_packet, parse_plain, PacketError};
 use super::version::{VersionError, VersionReader, OUR_IDENTIFICATION};
@@ -82,6 +88,9 @@ pub struct TransportConfig {
     pub rekey_interval: Duration,
     /// Ciphers offered, preferred first (a subset of [`CIPHERS`]).
     pub ciphers: Vec<String>,
+    /// Key exchange methods offered, preferred first (a subset of [`KEX_METHODS`]; other
+    /// names are left out).
+    pub kex: Vec<String>,
 }
 
 impl Default for TransportConfig {
@@ -90,6 +99,7 @@ impl Default for TransportConfig {
             rekey_bytes: 1 << 30,
             rekey_interval: Duration::from_secs(3600),
             ciphers: CIPHERS.iter().map(|c| c.to_string()).collect(),
+            kex: KEX_METHODS.iter().map(|c| c.to_string()).collect(),
         }
     }
 }
@@ -150,8 +160,8 @@ struct Kex {
     ours: Bytes,
     theirs: Option<Bytes>,
     negotiated: Option<Negotiated>,
-    /// The client's ephemeral key, from its KEX_ECDH_INIT until the reply.
-    ephemeral: Option<Curve25519>,
+    /// The client's ephemeral keys, from its KEX_ECDH_INIT until the reply.
+    ephemeral: Option<ClientKex>,
     /// The peer guessed the key exchange wrongly: its next kex packet is ignored.
     ignore_next: bool,
     sent_newkeys: bool,
@@ -171,7 +181,9 @@ pub struct Transport {
     strict: bool,
     /// The peer's first NEWKEYS arrived: the first exchange is complete.
     keyed: bool,
-    session_id: Option<[u8; 32]>,
+    /// The first exchange's H: 32 or 64 bytes by its method, kept across rekeys whatever
+    /// method they use.
+    session_id: Option<Vec<u8>>,
     negotiated: Option<Negotiated>,
     peer_host_key: Option<[u8; 32]>,
     cipher_in: Option<PacketCipher>,
@@ -321,8 +333,16 @@ impl Transport {
         self.keyed
     }
 
-    pub fn session_id(&self) -> Option<[u8; 32]> {
-        self.session_id
+    /// The first exchange's H (32 bytes, or 64 after sntrup761x25519-sha512).
+    pub fn session_id(&self) -> Option<&[u8]> {
+        self.session_id.as_deref()
+    }
+
+    /// The key exchange methods offered from the next KEXINIT of ours on (tests switch
+    /// methods between a first exchange and a rekey).
+    #[cfg(test)]
+    pub(crate) fn set_kex_methods(&mut self, kex: &[&str]) {
+        self.config.kex = kex.iter().map(|s| s.to_string()).collect();
     }
 
     /// The algorithms of the current keys.
@@ -599,7 +619,11 @@ impl Transport {
 
     fn our_kexinit(&mut self) -> KexInit {
         let cookie = self.rng.gen_bytes();
-        let mut k = if self.is_server() { KexInit::server(cookie) } else { KexInit::client(cookie) };
+        let methods: Vec<&str> =
+            self.config.kex.iter().map(String::as_str).filter(|n| KexMethod::from_name(n).is_some()).collect();
+        let pseudo =
+            if self.is_server() { [EXT_INFO_SERVER, STRICT_KEX_SERVER] } else { [EXT_INFO_CLIENT, STRICT_KEX_CLIENT] };
+        let mut k = KexInit::ours(cookie, &methods, pseudo);
         if self.session_id.is_some() {
             // ext-info and strict-KEX signals belong to the first exchange only.
             k.kex.retain(|n| !n.starts_with("ext-info") && !n.starts_with("kex-strict"));
@@ -654,11 +678,12 @@ impl Transport {
         if self.session_id.is_none() {
             self.strict = negotiated.strict_kex;
         }
+        let method = KexMethod::from_name(&negotiated.kex).ok_or(KexError::Unsupported)?;
         kex.negotiated = Some(negotiated);
         if !server {
-            let ephemeral = Curve25519::generate(&mut self.rng);
-            let mut w = Writer::packet(msg::KEX_ECDH_INIT, 40);
-            w.string(&ephemeral.public);
+            let ephemeral = ClientKex::start(method, &mut self.rng);
+            let mut w = Writer::packet(msg::KEX_ECDH_INIT, 8 + method.client_public_len());
+            w.string(ephemeral.public());
             if let Some(kex) = self.kex.as_mut() {
                 kex.ephemeral = Some(ephemeral);
             }
@@ -683,14 +708,21 @@ impl Transport {
         }
     }
 
+    /// The method negotiated for the exchange in progress.
+    fn kex_method(&self) -> Result<KexMethod, TransportError> {
+        let negotiated = self.kex.as_ref().and_then(|k| k.negotiated.as_ref());
+        let name = negotiated.ok_or(TransportError::Unexpected(msg::KEX_ECDH_INIT))?;
+        Ok(KexMethod::from_name(&name.kex).ok_or(KexError::Unsupported)?)
+    }
+
     fn handle_ecdh_init(&mut self, payload: &[u8]) -> Result<(), TransportError> {
         let mut r = Reader::new(&payload[1..]);
         let client_public = r.string()?;
         r.finish()?;
+        let method = self.kex_method()?;
         // Borrowed, not cloned: no stray copy of the host key.
         let Role::Server { host_key } = &self.role else { return Err(TransportError::Unexpected(payload[0])) };
-        let ephemeral = Curve25519::generate(&mut self.rng);
-        let shared = ephemeral.shared(client_public)?;
+        let (server_public, shared) = server_respond(method, client_public, &mut self.rng)?;
         let host_blob = host_key_blob(host_key);
         let kex = self.kex.as_ref().ok_or(TransportError::Unexpected(payload[0]))?;
         let h = exchange_hash(&HashInputs {
@@ -700,13 +732,13 @@ impl Transport {
             server_kexinit: &kex.ours,
             host_key: &host_blob,
             client_public,
-            server_public: &ephemeral.public,
-            shared: &shared[..],
+            server_public: &server_public,
+            shared: &shared,
         });
         let signature = host_key.sign(&h);
         let our_host_key = host_key.verifying_key().to_bytes();
-        let mut reply = Writer::packet(msg::KEX_ECDH_REPLY, 200);
-        reply.string(&host_blob).string(&ephemeral.public).string(&ed25519_signature_blob(&signature));
+        let mut reply = Writer::packet(msg::KEX_ECDH_REPLY, 200 + server_public.len());
+        reply.string(&host_blob).string(&server_public).string(&ed25519_signature_blob(&signature));
         self.send_now(reply);
         self.peer_host_key = Some(our_host_key);
         self.send_newkeys(&shared, &h)
@@ -728,16 +760,16 @@ impl Transport {
         }
         let kex = self.kex.as_mut().ok_or(TransportError::Unexpected(payload[0]))?;
         let ephemeral = kex.ephemeral.take().ok_or(TransportError::Unexpected(payload[0]))?;
-        let shared = ephemeral.shared(server_public)?;
+        let shared = ephemeral.finish(server_public)?;
         let h = exchange_hash(&HashInputs {
             client_id: OUR_IDENTIFICATION.as_bytes(),
             server_id: &self.peer_id,
             client_kexinit: &kex.ours,
             server_kexinit: kex.theirs.as_deref().unwrap_or_default(),
             host_key: host_blob,
-            client_public: &ephemeral.public,
+            client_public: ephemeral.public(),
             server_public,
-            shared: &shared[..],
+            shared: &shared,
         });
         let mut r = Reader::new(signature_blob);
         if r.string()? != HOST_KEY_ED25519.as_bytes() {
@@ -753,8 +785,10 @@ impl Transport {
 
     /// Derive both directions' keys, send NEWKEYS and switch our outgoing keys; the
     /// incoming ones wait for the peer's NEWKEYS.
-    fn send_newkeys(&mut self, shared: &[u8; 32], h: &[u8; 32]) -> Result<(), TransportError> {
-        let session_id = *self.session_id.get_or_insert(*h);
+    /// The keys are derived under the current method's hash over the ORIGINAL session id
+    /// (RFC 4253 section 7.2), whatever its length.
+    fn send_newkeys(&mut self, shared: &SharedSecret, h: &[u8]) -> Result<(), TransportError> {
+        let session_id = self.session_id.get_or_insert_with(|| h.to_vec()).clone();
         let server = self.is_server();
         let kex = self.kex.as_mut().ok_or(TransportError::Unexpected(msg::NEWKEYS))?;
         let negotiated = kex.negotiated.clone().ok_or(TransportError::Unexpected(msg::NEWKEYS))?;
@@ -777,7 +811,7 @@ impl Transport {
         self.sent_since_kex = 0;
         // RFC 8308: right after our first NEWKEYS, tell a client that asked which signature
         // algorithms we accept for user keys.
-        if server && negotiated.client_wants_ext_info && session_id == *h {
+        if server && negotiated.client_wants_ext_info && session_id == h {
             let mut w = Writer::packet(msg::EXT_INFO, 40);
             w.u32(1).string(b"server-sig-algs").string(HOST_KEY_ED25519.as_bytes());
             self.send_now(w);
