@@ -499,7 +499,9 @@ fn openssh10_negotiates_mlkem768x25519_and_runs_a_command() {
     assert!(out.status.success(), "{log}");
     assert!(out.stdout.len() == 2_000_000 && out.stdout.iter().all(|&b| b == 0), "{} bytes", out.stdout.len());
     let kexes = log.matches("SSH2_MSG_NEWKEYS received").count();
-    assert!(kexes >= 3, "expected rekeys under mlkem768x25519, saw {kexes}:\n{log}");
+    // The first exchange and at least one rekey (how many more depends on timing: a clean
+    // CI machine saw exactly one in 2 MB).
+    assert!(kexes >= 2, "expected a rekey under mlkem768x25519, saw {kexes}:\n{log}");
 }
 
 /// The venv's python with paramiko (made by .ci/run in target/pyenv, or MESH_PYENV).
