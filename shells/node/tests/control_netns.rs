@@ -1131,6 +1131,27 @@ fn oidc_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/oidc")
 }
 
+/// The test OpenID provider (tests/oidc/provider.mjs) on `port` of the server namespace's
+/// loopback, its client secret `secret`: the secret file's path.
+fn start_provider(net: &mut Tailnet, port: u16, secret: &str) -> String {
+    let file = net.dir.join("client-secret");
+    fs::write(&file, format!("{secret}\n")).expect("secret");
+    let redirect = format!("{}/oidc/callback", net.url());
+    let mut provider = Command::new("ip")
+        .args(["netns", "exec", &net.server_ns, "node"])
+        .arg(oidc_dir().join("provider.mjs"))
+        .args([&port.to_string(), &redirect, secret])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("provider");
+    let mut line = String::new();
+    BufReader::new(provider.stdout.take().expect("provider stdout")).read_line(&mut line).expect("provider line");
+    assert!(line.starts_with("issuer "), "{line}");
+    net.children.push(provider);
+    file.to_str().expect("path").to_string()
+}
+
 /// A real Chromium in the server's namespace signs in at `link` as `person`: the page it
 /// ends on (JSON: status, title, text, url). Screenshots go to target/sso-screenshots/.
 fn browse(net: &Tailnet, link: &str, person: &str, name: &str) -> serde_json::Value {
@@ -1160,22 +1181,7 @@ fn single_sign_on_joins_a_node_and_approves_a_held_ssh_login_in_a_real_browser()
     let Some(user) = support::TestUser::create("/bin/bash") else { return };
     let mut net = Tailnet::new("sso", 97, 2);
     // The identity provider, in the server's namespace on its loopback.
-    let secret = net.dir.join("client-secret");
-    fs::write(&secret, "sso-test-secret\n").expect("secret");
-    let redirect = format!("{}/oidc/callback", net.url());
-    let mut provider = Command::new("ip")
-        .args(["netns", "exec", &net.server_ns, "node"])
-        .arg(oidc_dir().join("provider.mjs"))
-        .args(["9555", &redirect, "sso-test-secret"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("provider");
-    let mut line = String::new();
-    BufReader::new(provider.stdout.take().expect("provider stdout")).read_line(&mut line).expect("provider line");
-    assert!(line.starts_with("issuer "), "{line}");
-    net.children.push(provider);
-    let secret = secret.to_str().expect("path").to_string();
+    let secret = start_provider(&mut net, 9555, "sso-test-secret");
     net.start_server_with(&[
         "--server-url",
         &net.url(),
@@ -1360,22 +1366,7 @@ fn the_admin_console_in_a_real_browser_expires_a_machine_edits_the_policy_and_ap
     }
     let Some(user) = support::TestUser::create("/bin/bash") else { return };
     let mut net = Tailnet::new("console", 98, 3);
-    let secret = net.dir.join("client-secret");
-    fs::write(&secret, "console-test-secret\n").expect("secret");
-    let redirect = format!("{}/oidc/callback", net.url());
-    let mut provider = Command::new("ip")
-        .args(["netns", "exec", &net.server_ns, "node"])
-        .arg(oidc_dir().join("provider.mjs"))
-        .args(["9556", &redirect, "console-test-secret"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("provider");
-    let mut line = String::new();
-    BufReader::new(provider.stdout.take().expect("provider stdout")).read_line(&mut line).expect("provider line");
-    assert!(line.starts_with("issuer "), "{line}");
-    net.children.push(provider);
-    let secret = secret.to_str().expect("path").to_string();
+    let secret = start_provider(&mut net, 9556, "console-test-secret");
     // alice is in the provider's group eng, bob in sales: eng runs the tailnet.
     net.start_server_with(&[
         "--server-url",
