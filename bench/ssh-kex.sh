@@ -2,7 +2,8 @@
 # `ssh host true` wall time per key exchange method against the core's server (the test
 # harness, release build), issue 13. Client: OpenSSH 10 from target/openssh10
 # (scripts/fetch-openssh10; it knows mlkem768x25519) and the system's 9.2 for the methods it
-# knows. Usage: bench/ssh-kex.sh [LOGINS_PER_METHOD] (default 30); medians in ms.
+# knows, and PuTTY's plink 0.78, alternating login by login. Usage: bench/ssh-kex.sh [LOGINS_PER_METHOD] (default 30);
+# medians in ms.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n="${1:-30}"
@@ -20,21 +21,46 @@ harness_pid=$!
 for _ in $(seq 100); do grep -q '^port' "$work/harness.out" 2>/dev/null && break; sleep 0.1; done
 port="$(awk '/^port/ {print $2}' "$work/harness.out")"
 sed -n 2p "$work/harness.out" > "$work/known_hosts"
-login() { # ssh-binary kex
+# PuTTY's plink (0.78, if installed) takes its method order from a saved session under
+# $HOME/.putty: ntru-curve25519 (sntrup761x25519-sha512@openssh.com) is its default first.
+fingerprint="$(ssh-keygen -lf "$work/known_hosts" | awk '{print $2}')"
+mkdir -p "$work/home/.putty/sessions"
+: > "$work/home/.putty/sessions/sntrup761x25519-sha512"
+echo "KEX=ecdh,ntru-curve25519,WARN" > "$work/home/.putty/sessions/curve25519-sha256"
+login() { # client kex
+  if [ "$1" = plink ]; then
+    HOME="$work/home" plink -load "$2" -batch -ssh -P "$port" -hostkey "$fingerprint" -l "$user" 127.0.0.1 true
+    return
+  fi
   "$1" -F /dev/null -p "$port" -o IdentitiesOnly=yes -o IdentityFile=/dev/null -o BatchMode=yes \
     -o StrictHostKeyChecking=yes -o UserKnownHostsFile="$work/known_hosts" -o GlobalKnownHostsFile=/dev/null \
     -o KexAlgorithms="$2" -c chacha20-poly1305@openssh.com "$user@127.0.0.1" true
 }
-for client in target/openssh10/usr/bin/ssh ssh; do
+# Every (client, method) pair the client knows, one login each per round, alternating, so
+# a slow moment of the machine falls on all of them alike.
+pairs=()
+knows() { # client kex
+  if [ "$1" = plink ]; then command -v plink >/dev/null && [ "$2" != mlkem768x25519-sha256 ]; else "$1" -Q kex | grep -qx "$2"; fi
+}
+version() { if [ "$1" = plink ]; then plink -V | head -1 | tr -d ':'; else "$1" -V 2>&1 | cut -d, -f1; fi; }
+for client in target/openssh10/usr/bin/ssh ssh plink; do
   for kex in curve25519-sha256 sntrup761x25519-sha512 mlkem768x25519-sha256; do
-    "$client" -Q kex | grep -qx "$kex" || continue
+    knows "$client" "$kex" || continue
+    pairs+=("$client $kex")
     login "$client" "$kex"  # warm-up
-    for _ in $(seq "$n"); do
-      t0=$(date +%s.%N); login "$client" "$kex"; t1=$(date +%s.%N)
-      echo "$t0 $t1"
-    done | python3 -c "
-import sys, statistics
-t = [(float(b) - float(a)) * 1000 for a, b in (l.split() for l in sys.stdin)]
-print(f'$("$client" -V 2>&1 | cut -d, -f1) $kex: median {statistics.median(t):.1f} ms (n={len(t)})')"
   done
 done
+for _ in $(seq "$n"); do
+  for pair in "${pairs[@]}"; do
+    read -r client kex <<<"$pair"
+    t0=$(date +%s.%N); login "$client" "$kex"; t1=$(date +%s.%N)
+    echo "$(version "$client") $kex $t0 $t1"
+  done
+done | python3 -c "
+import sys, statistics, collections
+t = collections.defaultdict(list)
+for line in sys.stdin:
+    version, kex, a, b = line.rsplit(None, 3)
+    t[(version, kex)].append((float(b) - float(a)) * 1000)
+for (version, kex), v in t.items():
+    print(f'{version} {kex}: median {statistics.median(v):.1f} ms (n={len(v)})')"

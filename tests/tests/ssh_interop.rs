@@ -504,11 +504,17 @@ fn openssh10_negotiates_mlkem768x25519_and_runs_a_command() {
     assert!(kexes >= 2, "expected a rekey under mlkem768x25519, saw {kexes}:\n{log}");
 }
 
-/// The venv's python with paramiko (made by .ci/run in target/pyenv, or MESH_PYENV).
-fn paramiko_python() -> Option<PathBuf> {
-    let dir = std::env::var_os("MESH_PYENV")
+/// The private Python venv .ci/run makes in target/pyenv (or `MESH_PYENV`): paramiko,
+/// kyber-py, ansible-pylibssh and ssh-audit, pinned there.
+fn pyenv() -> PathBuf {
+    std::env::var_os("MESH_PYENV")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/pyenv"));
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/pyenv"))
+}
+
+/// The venv's python with paramiko's mlkem768, or `None`.
+fn paramiko_python() -> Option<PathBuf> {
+    let dir = pyenv();
     let python = dir.join("bin/python");
     let ok = Command::new(&python)
         .args(["-c", "import paramiko.kex_mlkem as k; assert k.KexMLKEM768X25519.is_available()"])
@@ -547,7 +553,7 @@ fn paramiko_negotiates_mlkem768x25519_runs_commands_and_rekeys() {
 /// independent FIPS 203 implementation, when the venv has it.
 #[test]
 fn mlkem768_known_answer_matches_kyber_py() {
-    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/pyenv/bin/python");
+    let python = pyenv().join("bin/python");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/mlkem_kat.py");
     let Ok(out) = Command::new(&python).arg(&script).output() else {
         println!("no target/pyenv (see .ci/run): skipped");
@@ -564,4 +570,181 @@ fn mlkem768_known_answer_matches_kyber_py() {
          dbf4e9aa48b078ad46ec1c9c47bda8c2d2fec9d0e7a21bd48d2238a2abedb856\n\
          9cddd089ffe70e3996e76f7c8d06746df34d07e8657bc0fcf2bb0e1c3084aea1\n"
     );
+}
+
+/// PuTTY's `plink` (0.78: sntrup761x25519 only under its `@openssh.com` name), or `None`.
+fn plink() -> Option<PathBuf> {
+    let ok = Command::new("plink").arg("-V").output().is_ok_and(|o| o.status.success());
+    ok.then(|| PathBuf::from("plink"))
+}
+
+/// The key exchange name-list of the first KEXINIT plink sent, from its `-sshlog` packet
+/// log (hex dumps: `  OFFSET  XX XX .. XX  ascii`).
+fn plink_offered_kex(log: &str) -> Vec<String> {
+    let mut bytes = Vec::new();
+    let mut inside = false;
+    for line in log.lines() {
+        if line.starts_with("Outgoing packet #0x0, type 20 ") {
+            inside = true;
+            continue;
+        }
+        if !inside {
+            continue;
+        }
+        let Some(dump) = line.strip_prefix("  ") else { break };
+        // Sixteen hex bytes after the offset; the ASCII column follows two spaces later.
+        let hex = dump.get(10..).unwrap_or_default();
+        for pair in hex.split(' ').take(16).filter(|p| p.len() == 2) {
+            match u8::from_str_radix(pair, 16) {
+                Ok(b) => bytes.push(b),
+                Err(_) => break,
+            }
+        }
+    }
+    // KEXINIT payload after the type byte: cookie (16), then the kex name-list.
+    let Some(len) = bytes.get(16..20).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize) else {
+        return Vec::new();
+    };
+    let list = bytes.get(20..20 + len).unwrap_or_default();
+    String::from_utf8_lossy(list).split(',').map(str::to_string).collect()
+}
+
+/// PuTTY's plink 0.78 against our server: by default it offers sntrup761x25519 first,
+/// under the `@openssh.com` name only, and we agree on it (its event log says "NTRU Prime
+/// / Curve25519 hybrid", SHA-512); rekeys under it keep every byte; with curve25519 put
+/// first in its saved settings it gets curve25519. The host key is pinned by fingerprint.
+#[test]
+fn plink_negotiates_sntrup761x25519_at_openssh_com_runs_a_command_and_rekeys() {
+    let Some(plink) = plink() else {
+        println!("plink not installed (putty-tools, see .ci/run): skipped");
+        return;
+    };
+    let f = Fixture::new("plink");
+    let key = ssh_key::PublicKey::from_openssh(&f.harness.host_key_openssh()).unwrap_or_else(|e| panic!("{e}"));
+    let fingerprint = key.fingerprint(ssh_key::HashAlg::Sha256).to_string();
+    // PuTTY keeps its settings under $HOME/.putty: a private home, one saved session each.
+    let home = f.dir.join("home");
+    let sessions = home.join(".putty/sessions");
+    std::fs::create_dir_all(&sessions).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(sessions.join("default-kex"), "RekeyBytes=1M\n").unwrap_or_else(|e| panic!("{e}"));
+    // Listing ntru-curve25519 after ecdh keeps PuTTY from putting it back first.
+    std::fs::write(sessions.join("curve-first"), "KEX=ecdh,ntru-curve25519,WARN\n").unwrap_or_else(|e| panic!("{e}"));
+    let port = f.harness.port().to_string();
+    let login = |session: &str, command: &str| {
+        let log = f.dir.join(format!("{session}.log"));
+        let _ = std::fs::remove_file(&log);
+        let mut cmd = Command::new(&plink);
+        cmd.env("HOME", &home).args(["-load", session, "-batch", "-v", "-ssh", "-P", &port]);
+        cmd.args(["-hostkey", &fingerprint, "-l", "tester", "-sshlog"]).arg(&log);
+        cmd.args(["127.0.0.1", command]);
+        let out = run(cmd);
+        let packets = std::fs::read_to_string(&log).unwrap_or_default();
+        (out, packets)
+    };
+
+    let (out, packets) = login("default-kex", "echo plink-ok");
+    let events = text(&out.stderr);
+    assert!(out.status.success(), "{events}");
+    assert_eq!(text(&out.stdout), "plink-ok\n", "{events}");
+    assert!(events.contains("Doing NTRU Prime / Curve25519 hybrid key exchange, using hash SHA-512"), "{events}");
+    let offered = plink_offered_kex(&packets);
+    assert_eq!(offered.first().map(String::as_str), Some("sntrup761x25519-sha512@openssh.com"), "{offered:?}");
+    assert!(!offered.iter().any(|k| k == "sntrup761x25519-sha512"), "{offered:?}");
+
+    let (out, _) = login("default-kex", "head -c 4000000 /dev/zero");
+    let events = text(&out.stderr);
+    assert!(out.status.success(), "{events}");
+    assert!(out.stdout.len() == 4_000_000 && out.stdout.iter().all(|&b| b == 0), "{} bytes", out.stdout.len());
+    let kexes = events.matches("Doing NTRU Prime / Curve25519 hybrid key exchange").count();
+    assert!(events.contains("Initiating key re-exchange") && kexes >= 2, "no rekey under sntrup761: {events}");
+
+    let (out, packets) = login("curve-first", "echo plink-ok");
+    let events = text(&out.stderr);
+    assert!(out.status.success(), "{events}");
+    assert_eq!(text(&out.stdout), "plink-ok\n");
+    assert!(events.contains("Doing ECDH key exchange with curve Curve25519, using hash SHA-256"), "{events}");
+    assert_eq!(plink_offered_kex(&packets).first().map(String::as_str), Some("curve448-sha512"));
+}
+
+/// The venv's python with ansible-pylibssh (libssh 0.12 built in), or `None`.
+fn pylibssh_python() -> Option<PathBuf> {
+    let dir = pyenv();
+    let python = dir.join("bin/python");
+    let ok = Command::new(&python)
+        .args(["-c", "import pylibsshext.session"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    ok.then_some(python)
+}
+
+/// ansible-pylibssh (libssh 0.12, C) checks our host key against a known_hosts file,
+/// negotiates each of our methods when forced, mlkem768x25519 by default, and runs
+/// commands; libssh's own log names the agreed method.
+#[test]
+fn libssh_negotiates_each_hybrid_and_runs_commands() {
+    let Some(python) = pylibssh_python() else {
+        println!("ansible-pylibssh not installed (target/pyenv, see .ci/run): skipped");
+        return;
+    };
+    let f = Fixture::new("libssh");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/pylibssh_kex.py");
+    let known = f.dir.join("known_hosts");
+    for (kex, expected) in [
+        ("default", "mlkem768x25519-sha256"),
+        ("mlkem768x25519-sha256", "mlkem768x25519-sha256"),
+        ("sntrup761x25519-sha512", "sntrup761x25519-sha512"),
+        ("sntrup761x25519-sha512@openssh.com", "sntrup761x25519-sha512@openssh.com"),
+        ("curve25519-sha256", "curve25519-sha256"),
+    ] {
+        let mut cmd = Command::new(&python);
+        cmd.arg(&script).args(["127.0.0.1", &f.harness.port().to_string(), "tester", kex]).arg(&known);
+        let out = run(cmd);
+        let stdout = text(&out.stdout);
+        assert!(out.status.success(), "{kex}: {stdout}\n{}", text(&out.stderr));
+        assert!(stdout.contains("with libssh v0.12"), "{stdout}");
+        assert!(stdout.contains(&format!("kex: algorithm: {expected}\n")), "{kex}: {stdout}");
+        assert!(stdout.contains("kex-ok\nstatus 0\n300000\nstatus 0\n"), "{kex}: {stdout}");
+    }
+}
+
+/// ssh-audit 3.9 against our server: the three hybrids are offered first and draw no
+/// warning; the only findings are the two curve25519 names (kept for older clients,
+/// "does not provide protection against post-quantum attacks"); nothing fails.
+#[test]
+fn ssh_audit_finds_only_the_classical_fallbacks() {
+    let dir = pyenv();
+    let audit = dir.join("bin/ssh-audit");
+    if !audit.exists() {
+        println!("ssh-audit not installed (target/pyenv, see .ci/run): skipped");
+        return;
+    }
+    let f = Fixture::new("ssh-audit");
+    let mut cmd = Command::new(&audit);
+    cmd.args(["-n", "--skip-rate-test", "-p", &f.harness.port().to_string(), "127.0.0.1"]);
+    let out = run(cmd);
+    let report = text(&out.stdout);
+    let kex: Vec<&str> = report.lines().filter_map(|l| l.strip_prefix("(kex) ")).collect();
+    let names: Vec<&str> = kex.iter().filter_map(|l| l.split_whitespace().next()).collect();
+    assert_eq!(
+        names.get(..5),
+        Some(
+            &[
+                "mlkem768x25519-sha256",
+                "sntrup761x25519-sha512",
+                "sntrup761x25519-sha512@openssh.com",
+                "curve25519-sha256",
+                "curve25519-sha256@libssh.org"
+            ][..]
+        ),
+        "{report}"
+    );
+    assert!(!report.contains("[fail]"), "{report}");
+    let warned: Vec<&str> = report
+        .lines()
+        .filter(|l| l.contains("[warn]"))
+        .filter_map(|l| l.strip_prefix("(kex) ").and_then(|l| l.split_whitespace().next()))
+        .collect();
+    let warnings = report.matches("[warn]").count();
+    assert_eq!(warned, ["curve25519-sha256", "curve25519-sha256@libssh.org"], "{report}");
+    assert_eq!(warnings, 2, "{report}");
 }
