@@ -670,10 +670,8 @@ fn plink_negotiates_sntrup761x25519_at_openssh_com_runs_a_command_and_rekeys() {
 fn pylibssh_python() -> Option<PathBuf> {
     let dir = pyenv();
     let python = dir.join("bin/python");
-    let ok = Command::new(&python)
-        .args(["-c", "import pylibsshext.session"])
-        .output()
-        .is_ok_and(|o| o.status.success());
+    let ok =
+        Command::new(&python).args(["-c", "import pylibsshext.session"]).output().is_ok_and(|o| o.status.success());
     ok.then_some(python)
 }
 
