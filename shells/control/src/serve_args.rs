@@ -151,6 +151,12 @@ impl ServeArgs {
     fn merge(self, file: Self, state_dir: PathBuf) -> Result<ServeConfig, ArgsError> {
         let listen = pick(self.listen, file.listen)
             .unwrap_or_else(|| DEFAULT_LISTEN.parse().unwrap_or(SocketAddr::from(([0, 0, 0, 0], 8080))));
+        let (c, f) = (self.console, file.console);
+        let console = ConsoleOptions {
+            admins: list(c.console_admins, f.console_admins),
+            admin_groups: list(c.console_admin_groups, f.console_admin_groups),
+            password_file: pick(c.console_password_file, f.console_password_file),
+        };
         let (o, f) = (self.oidc, file.oidc);
         let issuer = pick(o.oidc_issuer, f.oidc_issuer);
         let client_id = pick(o.oidc_client_id, f.oidc_client_id);
@@ -165,6 +171,7 @@ impl ServeArgs {
                 allowed_domains: list(o.oidc_allowed_domains, f.oidc_allowed_domains),
                 allowed_users: list(o.oidc_allowed_users, f.oidc_allowed_users),
                 allowed_groups: list(o.oidc_allowed_groups, f.oidc_allowed_groups),
+                wants_groups: !console.admin_groups.is_empty(),
                 check_max_age: Duration::from_secs(
                     pick(o.oidc_check_max_age, f.oidc_check_max_age).unwrap_or(DEFAULT_CHECK_MAX_AGE),
                 ),
@@ -172,12 +179,6 @@ impl ServeArgs {
             (None, ..) => return Err(ArgsError::IncompleteOidc("oidc-issuer")),
             (_, None, _) => return Err(ArgsError::IncompleteOidc("oidc-client-id")),
             (_, _, None) => return Err(ArgsError::IncompleteOidc("oidc-client-secret-file")),
-        };
-        let (c, f) = (self.console, file.console);
-        let console = ConsoleOptions {
-            admins: list(c.console_admins, f.console_admins),
-            admin_groups: list(c.console_admin_groups, f.console_admin_groups),
-            password_file: pick(c.console_password_file, f.console_password_file),
         };
         Ok(ServeConfig {
             state_dir,
@@ -226,6 +227,10 @@ console-admin-groups = ["admins"]
         assert_eq!(oidc.allowed_domains, vec!["example.com".to_string()]);
         assert_eq!(oidc.check_max_age, Duration::from_secs(300));
         assert_eq!(config.console.admin_groups, vec!["ops".to_string()], "a command-line list replaces the file's");
+        assert!(oidc.wants_groups, "console admin groups are decided on the groups claim");
+        let without = FILE.replace("console-admin-groups = [\"admins\"]", "");
+        let oidc = merged(ServeArgs::default(), &without).ok().and_then(|c| c.oidc);
+        assert_eq!(oidc.map(|o| o.wants_groups), Some(false));
     }
 
     #[test]

@@ -36,6 +36,9 @@ pub struct OidcConfig {
     pub allowed_users: Vec<String>,
     /// Groups of which a user must be in one (empty: any).
     pub allowed_groups: Vec<String>,
+    /// Ask for the `groups` scope even when the provider does not list it: something
+    /// besides the allow lists decides on groups (the console's admin groups).
+    pub wants_groups: bool,
     /// How recent a check-mode login must be (`max_age` sent to the provider, and the
     /// oldest `auth_time` accepted).
     pub check_max_age: Duration,

@@ -100,9 +100,9 @@ pub struct Oidc {
     client: RwLock<(Arc<Client>, Instant)>,
     flows: Mutex<BTreeMap<String, Flow>>,
     /// Whether logins ask for the `groups` scope (and complete groups from userinfo): when
-    /// the allow lists name groups, or the provider advertises the scope (the claim fills
-    /// policy groups). Never asked of a provider that does not list it: some refuse
-    /// unknown scopes.
+    /// the allow lists or the console's admin groups name groups, or the provider
+    /// advertises the scope (the claim fills policy groups). Otherwise never asked of a
+    /// provider that does not list it: some refuse unknown scopes.
     groups_scope: bool,
 }
 
@@ -122,7 +122,7 @@ impl Oidc {
             .build()
             .map_err(|e| OidcError::Config(e.to_string()))?;
         let (client, advertises_groups) = discover(&config, &client_secret, &redirect, &http).await?;
-        let groups_scope = advertises_groups || !config.allowed_groups.is_empty();
+        let groups_scope = advertises_groups || !config.allowed_groups.is_empty() || config.wants_groups;
         Ok(Oidc {
             config,
             client_secret,
