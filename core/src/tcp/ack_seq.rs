@@ -20,7 +20,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 
-use smoltcp::wire::{IpAddress, IpProtocol, TcpPacket, TcpSeqNumber};
+use smoltcp::wire::{IpAddress, IpProtocol, TcpOption, TcpPacket, TcpSeqNumber};
 
 use crate::ip::packet::IpHeader;
 
@@ -31,12 +31,15 @@ pub(super) struct Segment {
     pub(super) dst: SocketAddr,
     seq: TcpSeqNumber,
     /// The acknowledgment number, if the ACK flag is set.
-    ack: Option<TcpSeqNumber>,
-    window: u16,
-    payload_len: usize,
-    syn: bool,
-    fin: bool,
-    rst: bool,
+    pub(super) ack: Option<TcpSeqNumber>,
+    /// The window field as sent (unscaled).
+    pub(super) window: u16,
+    pub(super) payload_len: usize,
+    pub(super) syn: bool,
+    pub(super) fin: bool,
+    pub(super) rst: bool,
+    /// The segment carries a SACK option (RFC 2018): its sender holds data beyond a hole.
+    pub(super) sack: bool,
 }
 
 impl Segment {
@@ -55,6 +58,7 @@ impl Segment {
             syn: tcp.syn(),
             fin: tcp.fin(),
             rst: tcp.rst(),
+            sack: has_sack(tcp.options()),
         })
     }
 
@@ -64,8 +68,20 @@ impl Segment {
     }
 }
 
+/// Whether TCP `options` hold a SACK block list; stops at the first malformed option.
+fn has_sack(mut options: &[u8]) -> bool {
+    while !options.is_empty() {
+        match TcpOption::parse(options) {
+            Ok((_, TcpOption::SackRange(_))) => return true,
+            Ok((_, TcpOption::EndOfList)) | Err(_) => return false,
+            Ok((rest, _)) => options = rest,
+        }
+    }
+    false
+}
+
 /// The addresses of an IP packet carrying TCP, and where its TCP segment lies.
-fn ip_parts(packet: &[u8]) -> Option<(IpAddr, IpAddr, Range<usize>)> {
+pub(super) fn ip_parts(packet: &[u8]) -> Option<(IpAddr, IpAddr, Range<usize>)> {
     let ip = IpHeader::parse(packet).ok().filter(|ip| ip.next_header == IpProtocol::Tcp)?;
     Some((ip.src, ip.dst, ip.payload()))
 }

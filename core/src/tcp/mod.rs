@@ -10,12 +10,15 @@
 //! memory: beyond the bound the port's listeners are not replenished and smoltcp answers
 //! further SYNs with RST.
 //!
-//! One fix-up sits between smoltcp and the wire: pure ACKs leave with the highest sequence
+//! Two fix-ups sit between smoltcp and the wire: pure ACKs leave with the highest sequence
 //! number sent, not the one smoltcp rewinds to on a retransmission timeout, which the peer
-//! would discard (`ack_seq`).
+//! would discard (`ack_seq`); and duplicate ACKs that SACK data beyond a hole reach smoltcp
+//! with the window of the ACK before them, so that a peer whose window grows during a loss
+//! (Linux) still triggers fast retransmit instead of a 1 s timeout (`dup_ack`).
 
 mod ack_seq;
 mod device;
+mod dup_ack;
 mod stack;
 
 pub use stack::{ConnId, TcpConfig, TcpConfigError, TcpError, TcpEvent, TcpStack, TcpStats};

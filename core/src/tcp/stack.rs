@@ -14,6 +14,7 @@ use tracing::{debug, trace};
 
 use super::ack_seq::{self, Segment, SendEdge};
 use super::device::QueueDevice;
+use super::dup_ack::DupAcks;
 use crate::ip::PacketInfo;
 use crate::time::Instant;
 use crate::wireguard::PeerId;
@@ -173,6 +174,8 @@ struct Conn {
     endpoint: Option<(IpAddr, u16)>,
     /// What the connection sent, to keep its pure ACKs acceptable (see `ack_seq`).
     edge: SendEdge,
+    /// The peer's last ACK, to let smoltcp count duplicate ACKs (see `dup_ack`).
+    dup_acks: DupAcks,
 }
 
 /// Userspace TCP for one node.
@@ -350,6 +353,9 @@ impl TcpStack {
             c.bound = true;
             if let Some(segment) = Segment::parse(&packet) {
                 c.edge.inbound(&segment);
+                if c.dup_acks.inbound(&segment, &mut packet) {
+                    trace!(%local, %remote, "duplicate ACK handed on with the window before it");
+                }
             }
             self.dirty.insert(id);
             self.device.rx.push_back(packet);
@@ -499,6 +505,7 @@ impl TcpStack {
                 flow,
                 endpoint: None,
                 edge: SendEdge::default(),
+                dup_acks: DupAcks::default(),
             },
         );
         self.flows.insert(flow, conn);
