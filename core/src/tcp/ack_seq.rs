@@ -38,8 +38,8 @@ pub(super) struct Segment {
     pub(super) syn: bool,
     pub(super) fin: bool,
     pub(super) rst: bool,
-    /// The segment carries a SACK option (RFC 2018): its sender holds data beyond a hole.
-    pub(super) sack: bool,
+    /// The SACK blocks (RFC 2018) of the segment: data its sender holds beyond a hole.
+    pub(super) sack: [Option<(u32, u32)>; 3],
 }
 
 impl Segment {
@@ -58,7 +58,7 @@ impl Segment {
             syn: tcp.syn(),
             fin: tcp.fin(),
             rst: tcp.rst(),
-            sack: has_sack(tcp.options()),
+            sack: sack_blocks(tcp.options()),
         })
     }
 
@@ -68,16 +68,16 @@ impl Segment {
     }
 }
 
-/// Whether TCP `options` hold a SACK block list; stops at the first malformed option.
-fn has_sack(mut options: &[u8]) -> bool {
+/// The SACK blocks in TCP `options`; stops at the first malformed option.
+fn sack_blocks(mut options: &[u8]) -> [Option<(u32, u32)>; 3] {
     while !options.is_empty() {
         match TcpOption::parse(options) {
-            Ok((_, TcpOption::SackRange(_))) => return true,
-            Ok((_, TcpOption::EndOfList)) | Err(_) => return false,
+            Ok((_, TcpOption::SackRange(blocks))) => return blocks,
+            Ok((_, TcpOption::EndOfList)) | Err(_) => break,
             Ok((rest, _)) => options = rest,
         }
     }
-    false
+    [None; 3]
 }
 
 /// The addresses of an IP packet carrying TCP, and where its TCP segment lies.

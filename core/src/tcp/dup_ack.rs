@@ -18,41 +18,90 @@
 //! its own is larger. The larger window is not lost: the next ACK that moves forward
 //! carries it. A window that shrank is passed through unchanged (smoltcp then treats it
 //! as the window update it is), so the node never sends beyond what the peer offers.
+//!
+//! smoltcp also lacks NewReno's partial-ACK rule (RFC 6582): when the retransmission of
+//! one hole is acknowledged up to a second hole, it waits for three fresh duplicates,
+//! which do not come once everything behind the hole is in flight, and then for the
+//! timeout. The same capture showed it: a partial ACK SACKing 35 KB behind the second
+//! hole, then 1 s of silence. So an ACK that moves forward to a hole with more than two
+//! segments' worth SACKed behind it (lost by RFC 6675's rule) is followed by three
+//! identical copies, smoltcp's own trigger for one fast retransmit, once per hole. Its
+//! Cubic controller cuts the window only on the first entry into recovery.
 
 use smoltcp::wire::{IpAddress, TcpPacket, TcpSeqNumber};
 
 use super::ack_seq::{ip_parts, Segment};
+
+/// SACKed bytes above the acknowledged one beyond which the segment at the acknowledgment
+/// counts as lost: RFC 6675's IsLost, more than (DupThresh - 1) * SMSS, with the mesh's
+/// usual MSS (1220: IPv6 in a 1280-byte tunnel MTU). NewReno would resend on any
+/// partial ACK; this asks for proof of the hole.
+const LOST_WHEN_SACKED: u32 = 2 * 1220;
+
+/// Extra copies of a partial ACK that make smoltcp retransmit the next hole (three
+/// duplicates start its fast retransmit).
+const DUPLICATES_TO_RETRANSMIT: usize = 3;
 
 /// The acknowledgment state smoltcp last saw from the peer on one connection.
 #[derive(Clone, Copy, Debug, Default)]
 pub(super) struct DupAcks {
     /// The acknowledgment number and window field of the newest ACK handed to smoltcp.
     last: Option<(TcpSeqNumber, u16)>,
+    /// The acknowledgment whose hole smoltcp was last made to retransmit.
+    repaired: Option<TcpSeqNumber>,
+}
+
+/// What to do with one inbound segment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Inbound {
+    /// Its window was set to the previous ACK's.
+    pub(super) rewritten: bool,
+    /// Hand smoltcp this many identical copies after it.
+    pub(super) copies: usize,
 }
 
 impl DupAcks {
     /// A segment from the peer, before smoltcp sees it: give a duplicate ACK with a grown
-    /// window the previous window. Returns whether `packet` was rewritten.
-    pub(super) fn inbound(&mut self, segment: &Segment, packet: &mut [u8]) -> bool {
-        let Some(ack) = segment.ack.filter(|_| !segment.rst) else { return false };
-        if let Some((last_ack, last_window)) = self.last {
+    /// window the previous window, and ask for copies of a partial ACK that leaves a hole
+    /// the SACK blocks prove lost.
+    pub(super) fn inbound(&mut self, segment: &Segment, packet: &mut [u8]) -> Inbound {
+        let mut out = Inbound::default();
+        let Some(ack) = segment.ack.filter(|_| !segment.rst) else { return out };
+        let pure = segment.payload_len == 0 && !segment.syn && !segment.fin;
+        match self.last {
             // A reordered older segment: smoltcp does not take its window either.
-            if ack < last_ack {
-                return false;
+            Some((last_ack, _)) if ack < last_ack => return out,
+            Some((last_ack, last_window)) if ack == last_ack => {
+                if pure && segment.sack[0].is_some() && segment.window > last_window {
+                    out.rewritten = set_window(packet, last_window);
+                } else {
+                    self.last = Some((ack, segment.window));
+                }
             }
-            let duplicate = ack == last_ack
-                && segment.sack
-                && segment.payload_len == 0
-                && !segment.syn
-                && !segment.fin
-                && segment.window > last_window;
-            if duplicate {
-                return set_window(packet, last_window);
+            // The acknowledgment moved. If it stops at another hole with plenty SACKed
+            // behind it (a second loss in the same window), smoltcp would wait for three
+            // new duplicates that may never come, and then for its 1 s timeout.
+            _ => {
+                self.last = Some((ack, segment.window));
+                if pure && sacked_above(segment, ack) > LOST_WHEN_SACKED && self.repaired != Some(ack) {
+                    self.repaired = Some(ack);
+                    out.copies = DUPLICATES_TO_RETRANSMIT;
+                }
             }
         }
-        self.last = Some((ack, segment.window));
-        false
+        out
     }
+}
+
+/// Bytes the segment's SACK blocks cover above `ack`.
+fn sacked_above(segment: &Segment, ack: TcpSeqNumber) -> u32 {
+    let ack = ack.0 as u32;
+    segment
+        .sack
+        .iter()
+        .flatten()
+        .filter(|&&(left, right)| (left.wrapping_sub(ack) as i32) >= 0 && (right.wrapping_sub(left) as i32) > 0)
+        .fold(0u32, |sum, &(left, right)| sum.saturating_add(right.wrapping_sub(left)))
 }
 
 /// Put `window` into the TCP segment of `packet` and recompute its checksum.
@@ -107,12 +156,41 @@ mod tests {
     }
 
     /// Pass `packet` through `dup`; the window it leaves with.
-    fn pass(dup: &mut DupAcks, mut packet: Vec<u8>) -> u16 {
+    fn pass(dup: &mut DupAcks, packet: Vec<u8>) -> u16 {
+        pass_counting(dup, packet).0
+    }
+
+    /// [`pass`], and the copies asked for.
+    fn pass_counting(dup: &mut DupAcks, mut packet: Vec<u8>) -> (u16, usize) {
         let segment = Segment::parse(&packet).unwrap_or_else(|| panic!("unparsable"));
-        dup.inbound(&segment, &mut packet);
+        let copies = dup.inbound(&segment, &mut packet).copies;
         let tcp = TcpPacket::new_checked(&packet[IPV4_HEADER_LEN..]).unwrap_or_else(|e| panic!("{e}"));
         assert!(tcp.verify_checksum(&A.into(), &B.into()), "checksum");
-        tcp.window_len()
+        (tcp.window_len(), copies)
+    }
+
+    #[test]
+    fn a_partial_ack_to_a_hole_with_much_sacked_behind_it_is_repeated_once() {
+        let mut dup = DupAcks::default();
+        assert_eq!(pass_counting(&mut dup, ack(1000, 177, None, &[], TcpControl::None)), (177, 0));
+        // Up to the second hole at 5000, 35 KB SACKed behind it: three copies, once.
+        let partial = ack(5000, 180, Some((6240, 41240)), &[], TcpControl::None);
+        assert_eq!(pass_counting(&mut dup, partial.clone()), (180, 3));
+        assert_eq!(pass_counting(&mut dup, partial), (180, 0), "once per hole");
+        // A forward ACK with little SACKed, or none: smoltcp's own counting will do.
+        assert_eq!(pass_counting(&mut dup, ack(7000, 190, Some((8240, 9480)), &[], TcpControl::None)), (190, 0));
+        assert_eq!(pass_counting(&mut dup, ack(9000, 190, None, &[], TcpControl::None)), (190, 0));
+        // Data carrying an ACK is not a duplicate, however much it SACKs.
+        assert_eq!(pass_counting(&mut dup, ack(10000, 190, Some((11240, 50000)), b"x", TcpControl::None)), (190, 0));
+        // SACK blocks below the acknowledgment (stale, or wrapped) count for nothing.
+        assert_eq!(pass_counting(&mut dup, ack(60000, 190, Some((1000, 50000)), &[], TcpControl::None)), (190, 0));
+        // Sequence numbers wrap.
+        let mut dup = DupAcks::default();
+        let near_wrap = u32::MAX - 100;
+        assert_eq!(pass_counting(&mut dup, ack(near_wrap, 190, None, &[], TcpControl::None)), (190, 0));
+        let wrapped =
+            ack(near_wrap.wrapping_add(2000), 190, Some((near_wrap.wrapping_add(3240), 20000)), &[], TcpControl::None);
+        assert_eq!(pass_counting(&mut dup, wrapped), (190, 3));
     }
 
     #[test]

@@ -351,13 +351,22 @@ impl TcpStack {
             }
             c.peer = peer;
             c.bound = true;
+            let mut copies = 0;
             if let Some(segment) = Segment::parse(&packet) {
                 c.edge.inbound(&segment);
-                if c.dup_acks.inbound(&segment, &mut packet) {
+                let fix = c.dup_acks.inbound(&segment, &mut packet);
+                if fix.rewritten {
                     trace!(%local, %remote, "duplicate ACK handed on with the window before it");
                 }
+                if fix.copies > 0 {
+                    trace!(%local, %remote, "partial ACK short of a SACKed hole repeated for a fast retransmit");
+                }
+                copies = fix.copies;
             }
             self.dirty.insert(id);
+            for _ in 0..copies {
+                self.device.rx.push_back(packet.clone());
+            }
             self.device.rx.push_back(packet);
             self.poll(now);
             return;

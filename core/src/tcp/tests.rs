@@ -457,22 +457,34 @@ fn three_sacked_duplicate_acks_with_growing_windows_retransmit_the_hole_at_once(
             .collect(),
     );
     for _ in 0..10 {
-        if sent.len() >= 4 {
+        if sent.len() >= 5 {
             break;
         }
         let Some(&(seq, len, client_seq)) = sent.last() else { panic!("nothing sent") };
         sent = data(deliver(&mut net, 1, &client_ack(from, client_seq, seq + len as u32, 30000, None)));
     }
-    assert!(sent.len() >= 4, "the server sent {} data segments", sent.len());
+    assert!(sent.len() >= 5, "the server sent {} data segments", sent.len());
     let (hole, _, client_seq) = sent[0];
+    let resent = |replies: &[bytes::BytesMut], seq: u32| {
+        replies.iter().map(|p| data_of(p)).any(|(s, len, _)| s == seq && len > 0)
+    };
     // The ACK that released this flight acknowledged everything before it, window 30000.
-    // The first segment was lost; the next three arrived, each answered by a duplicate
-    // ACK with a larger window.
+    // The first two segments were lost; the next three arrived, each answered by a
+    // duplicate ACK with a larger window.
     let mut retransmitted = false;
-    for (i, &(seq, len, _)) in sent.iter().enumerate().skip(1).take(3) {
-        let sack = Some((sent[1].0, seq + len as u32));
+    for (i, &(seq, len, _)) in sent.iter().enumerate().skip(2).take(3) {
+        let sack = Some((sent[2].0, seq + len as u32));
         let replies = deliver(&mut net, 1, &client_ack(from, client_seq, hole, 30000 + 2 * i as u16, sack));
-        retransmitted |= replies.iter().map(|p| data_of(p)).any(|(s, len, _)| s == hole && len > 0);
-        assert_eq!(retransmitted, i == 3, "retransmitted after duplicate {i}");
+        retransmitted |= resent(&replies, hole);
+        assert_eq!(retransmitted, i == 4, "retransmitted after duplicate {}", i - 1);
     }
+    // The retransmission arrives: the ACK moves to the second hole, everything behind it
+    // SACKed. Nothing else is in flight to draw duplicates, so it is resent at once.
+    let (second, _, _) = sent[1];
+    let (last, len, _) = sent[4];
+    let sacked = (last + len as u32) - sent[2].0;
+    assert!(sacked > 2 * 1220, "{sacked} bytes SACKed");
+    let replies =
+        deliver(&mut net, 1, &client_ack(from, client_seq, second, 30010, Some((sent[2].0, last + len as u32))));
+    assert!(resent(&replies, second), "the second hole waits for the retransmission timeout");
 }
