@@ -23,7 +23,8 @@
 #   LOSSES (default "1 3", percent per direction; "" skips phase 2), IMPAIRED_SIZE_3 (size
 #   at 3 % loss, default IMPAIRED_SIZE / 4), LOGINS (default 20), BURSTS (default RUNS),
 #   TIMEOUT (seconds per ssh, default 600), CARGO_TARGET_DIR as for cargo; HOLD=1 sets
-#   everything up, checks it, and waits (for inspection) instead of measuring.
+#   everything up, checks it, and waits (for inspection) instead of measuring; CAPTURE=FILE
+#   captures one lossy download from ours instead (needs tcpdump).
 # Raw results, uptime samples, impairment counters and copies of the daemons' logs are kept in
 # /tmp/ssh-mesh-results.<pid>/ (printed at the end); everything else is removed on exit.
 set -euo pipefail
@@ -473,6 +474,23 @@ unimpair() {
     rm -f "$dir/impair-$n.stats"
   done
 }
+# CAPTURE=FILE: one 1 MB download from ours at 1 % loss, captured on c1's TUN (tcpdump
+# headers only) into FILE, then exit: how the embedded server's TCP recovers, segment by
+# segment.
+if [ -n "${CAPTURE:-}" ]; then
+  impair 1
+  tun=$(ip -n "${tag}-c1" -o link | awk -F': ' '$2 !~ /^(lo|eth0)/ {print $2}' | cut -d@ -f1 | head -1)
+  log "capturing on c1's $tun into $CAPTURE"
+  ip netns exec "${tag}-c1" tcpdump -i "$tun" -s 120 -w "$CAPTURE" tcp port 22 2>/dev/null &
+  tcpdump_pid=$!
+  sleep 1
+  t0=$(date +%s.%N)
+  got=$(cssh c1 ours chacha20-poly1305@openssh.com "head -c 1000000 /dev/zero" | wc -c)
+  log "downloaded $got bytes in $(echo "$(date +%s.%N) - $t0" | bc) s"
+  sleep 1; kill "$tcpdump_pid"; wait "$tcpdump_pid" || true
+  unimpair
+  exit 0
+fi
 for loss in $losses; do
   n="$impaired_bytes"
   [ "$loss" = 3 ] && n="$impaired_bytes_3"
