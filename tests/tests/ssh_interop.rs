@@ -512,15 +512,16 @@ fn pyenv() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/pyenv"))
 }
 
+/// The venv's python, if `check` (a Python statement) runs there.
+fn pyenv_python_where(check: &str) -> Option<PathBuf> {
+    let python = pyenv().join("bin/python");
+    let ok = Command::new(&python).args(["-c", check]).output().is_ok_and(|o| o.status.success());
+    ok.then_some(python)
+}
+
 /// The venv's python with paramiko's mlkem768, or `None`.
 fn paramiko_python() -> Option<PathBuf> {
-    let dir = pyenv();
-    let python = dir.join("bin/python");
-    let ok = Command::new(&python)
-        .args(["-c", "import paramiko.kex_mlkem as k; assert k.KexMLKEM768X25519.is_available()"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    ok.then_some(python)
+    pyenv_python_where("import paramiko.kex_mlkem as k; assert k.KexMLKEM768X25519.is_available()")
 }
 
 /// paramiko 5.1 (its own mlkem768x25519-sha256 and curve25519; no sntrup761) logs in with
@@ -668,11 +669,7 @@ fn plink_negotiates_sntrup761x25519_at_openssh_com_runs_a_command_and_rekeys() {
 
 /// The venv's python with ansible-pylibssh (libssh 0.12 built in), or `None`.
 fn pylibssh_python() -> Option<PathBuf> {
-    let dir = pyenv();
-    let python = dir.join("bin/python");
-    let ok =
-        Command::new(&python).args(["-c", "import pylibsshext.session"]).output().is_ok_and(|o| o.status.success());
-    ok.then_some(python)
+    pyenv_python_where("import pylibsshext.session")
 }
 
 /// ansible-pylibssh (libssh 0.12, C) checks our host key against a known_hosts file,
@@ -710,8 +707,7 @@ fn libssh_negotiates_each_hybrid_and_runs_commands() {
 /// "does not provide protection against post-quantum attacks"); nothing fails.
 #[test]
 fn ssh_audit_finds_only_the_classical_fallbacks() {
-    let dir = pyenv();
-    let audit = dir.join("bin/ssh-audit");
+    let audit = pyenv().join("bin/ssh-audit");
     if !audit.exists() {
         println!("ssh-audit not installed (target/pyenv, see .ci/run): skipped");
         return;

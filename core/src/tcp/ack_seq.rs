@@ -81,17 +81,19 @@ fn sack_blocks(mut options: &[u8]) -> [Option<(u32, u32)>; 3] {
 }
 
 /// The addresses of an IP packet carrying TCP, and where its TCP segment lies.
-pub(super) fn ip_parts(packet: &[u8]) -> Option<(IpAddr, IpAddr, Range<usize>)> {
+fn ip_parts(packet: &[u8]) -> Option<(IpAddr, IpAddr, Range<usize>)> {
     let ip = IpHeader::parse(packet).ok().filter(|ip| ip.next_header == IpProtocol::Tcp)?;
     Some((ip.src, ip.dst, ip.payload()))
 }
 
-/// Put `seq` into the TCP segment of `packet` and recompute its checksum.
-fn set_seq(packet: &mut [u8], seq: TcpSeqNumber) {
-    let Some((src, dst, range)) = ip_parts(packet) else { return };
-    let Some(Ok(mut tcp)) = packet.get_mut(range).map(TcpPacket::new_checked) else { return };
-    tcp.set_seq_number(seq);
+/// Change the TCP segment of `packet` with `edit` and recompute its checksum; `false` if
+/// the packet holds no TCP segment.
+pub(super) fn edit_segment(packet: &mut [u8], edit: impl FnOnce(&mut TcpPacket<&mut [u8]>)) -> bool {
+    let Some((src, dst, range)) = ip_parts(packet) else { return false };
+    let Some(Ok(mut tcp)) = packet.get_mut(range).map(TcpPacket::new_checked) else { return false };
+    edit(&mut tcp);
     tcp.fill_checksum(&IpAddress::from(src), &IpAddress::from(dst));
+    true
 }
 
 /// One connection's view of its send sequence space, from the segments it exchanged.
@@ -140,10 +142,7 @@ impl SendEdge {
 /// sequence number of a pure ACK to SND.MAX. Returns whether the packet was rewritten.
 pub(super) fn outbound(edge: &mut SendEdge, segment: &Segment, packet: &mut [u8]) -> bool {
     match edge.outbound(segment) {
-        Some(seq) => {
-            set_seq(packet, seq);
-            true
-        }
+        Some(seq) => edit_segment(packet, |tcp| tcp.set_seq_number(seq)),
         None => false,
     }
 }

@@ -28,9 +28,9 @@
 //! identical copies, smoltcp's own trigger for one fast retransmit, once per hole. Its
 //! Cubic controller cuts the window only on the first entry into recovery.
 
-use smoltcp::wire::{IpAddress, TcpPacket, TcpSeqNumber};
+use smoltcp::wire::TcpSeqNumber;
 
-use super::ack_seq::{ip_parts, Segment};
+use super::ack_seq::{edit_segment, Segment};
 
 /// SACKed bytes above the acknowledged one beyond which the segment at the acknowledgment
 /// counts as lost: RFC 6675's IsLost, more than (DupThresh - 1) * SMSS, with the mesh's
@@ -73,7 +73,7 @@ impl DupAcks {
             Some((last_ack, _)) if ack < last_ack => return out,
             Some((last_ack, last_window)) if ack == last_ack => {
                 if pure && segment.sack[0].is_some() && segment.window > last_window {
-                    out.rewritten = set_window(packet, last_window);
+                    out.rewritten = edit_segment(packet, |tcp| tcp.set_window_len(last_window));
                 } else {
                     self.last = Some((ack, segment.window));
                 }
@@ -104,34 +104,36 @@ fn sacked_above(segment: &Segment, ack: TcpSeqNumber) -> u32 {
         .fold(0u32, |sum, &(left, right)| sum.saturating_add(right.wrapping_sub(left)))
 }
 
-/// Put `window` into the TCP segment of `packet` and recompute its checksum.
-fn set_window(packet: &mut [u8], window: u16) -> bool {
-    let Some((src, dst, range)) = ip_parts(packet) else { return false };
-    let Some(Ok(mut tcp)) = packet.get_mut(range).map(TcpPacket::new_checked) else { return false };
-    tcp.set_window_len(window);
-    tcp.fill_checksum(&IpAddress::from(src), &IpAddress::from(dst));
-    true
-}
-
 #[cfg(test)]
-mod tests {
-    use std::net::Ipv4Addr;
+pub(super) mod tests {
+    use std::net::{Ipv4Addr, SocketAddrV4};
 
     use smoltcp::phy::ChecksumCapabilities;
-    use smoltcp::wire::{IpProtocol, Ipv4Packet, Ipv4Repr, TcpControl, TcpRepr, IPV4_HEADER_LEN};
+    use smoltcp::wire::{IpProtocol, Ipv4Packet, Ipv4Repr, TcpControl, TcpPacket, TcpRepr, IPV4_HEADER_LEN};
 
     use super::*;
 
     const A: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 2);
     const B: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 1);
 
-    /// An IPv4 ACK A:40000 -> B:22 acknowledging `ack`, SACKing `sack` if given.
-    fn ack(ack: u32, window: u16, sack: Option<(u32, u32)>, payload: &[u8], control: TcpControl) -> Vec<u8> {
+    /// An IPv4 segment `src` -> `dst` with the ACK flag, `sack` as its one SACK block.
+    /// (Also the stack tests' client, `tcp::tests`.)
+    #[allow(clippy::too_many_arguments)]
+    pub(in crate::tcp) fn ipv4_ack(
+        src: SocketAddrV4,
+        dst: SocketAddrV4,
+        seq: u32,
+        ack: u32,
+        window: u16,
+        sack: Option<(u32, u32)>,
+        payload: &[u8],
+        control: TcpControl,
+    ) -> Vec<u8> {
         let tcp = TcpRepr {
-            src_port: 40000,
-            dst_port: 22,
+            src_port: src.port(),
+            dst_port: dst.port(),
             control,
-            seq_number: TcpSeqNumber(7),
+            seq_number: TcpSeqNumber(seq as i32),
             ack_number: Some(TcpSeqNumber(ack as i32)),
             window_len: window,
             window_scale: None,
@@ -142,8 +144,8 @@ mod tests {
             payload,
         };
         let ip = Ipv4Repr {
-            src_addr: A,
-            dst_addr: B,
+            src_addr: *src.ip(),
+            dst_addr: *dst.ip(),
             next_header: IpProtocol::Tcp,
             payload_len: tcp.buffer_len(),
             hop_limit: 64,
@@ -151,8 +153,14 @@ mod tests {
         let mut packet = vec![0u8; IPV4_HEADER_LEN + tcp.buffer_len()];
         ip.emit(&mut Ipv4Packet::new_unchecked(&mut packet), &ChecksumCapabilities::default());
         let mut seg = TcpPacket::new_unchecked(&mut packet[IPV4_HEADER_LEN..]);
-        tcp.emit(&mut seg, &A.into(), &B.into(), &ChecksumCapabilities::default());
+        tcp.emit(&mut seg, &(*src.ip()).into(), &(*dst.ip()).into(), &ChecksumCapabilities::default());
         packet
+    }
+
+    /// An IPv4 ACK A:40000 -> B:22 acknowledging `ack`, SACKing `sack` if given.
+    fn ack(ack: u32, window: u16, sack: Option<(u32, u32)>, payload: &[u8], control: TcpControl) -> Vec<u8> {
+        let (src, dst) = (SocketAddrV4::new(A, 40000), SocketAddrV4::new(B, 22));
+        ipv4_ack(src, dst, 7, ack, window, sack, payload, control)
     }
 
     /// Pass `packet` through `dup`; the window it leaves with.

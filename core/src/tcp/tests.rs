@@ -390,39 +390,9 @@ fn serves_only_its_own_connections_by_exact_4_tuple() {
 
 /// An IPv4 ACK from `from` to the server's port 22, with `sack` as its one SACK block.
 fn client_ack(from: SocketAddr, seq: u32, ack: u32, window: u16, sack: Option<(u32, u32)>) -> Vec<u8> {
-    use smoltcp::phy::ChecksumCapabilities;
-    use smoltcp::wire::{IpProtocol, Ipv4Packet, Ipv4Repr, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber};
-    let IpAddr::V4(src) = from.ip() else { panic!("IPv4 only") };
-    let tcp = TcpRepr {
-        src_port: from.port(),
-        dst_port: 22,
-        control: TcpControl::None,
-        seq_number: TcpSeqNumber(seq as i32),
-        ack_number: Some(TcpSeqNumber(ack as i32)),
-        window_len: window,
-        window_scale: None,
-        max_seg_size: None,
-        sack_permitted: false,
-        sack_ranges: [sack, None, None],
-        timestamp: None,
-        payload: &[],
-    };
-    let ip = Ipv4Repr {
-        src_addr: src,
-        dst_addr: SERVER,
-        next_header: IpProtocol::Tcp,
-        payload_len: tcp.buffer_len(),
-        hop_limit: 64,
-    };
-    let mut packet = vec![0u8; 20 + tcp.buffer_len()];
-    ip.emit(&mut Ipv4Packet::new_unchecked(&mut packet), &ChecksumCapabilities::default());
-    tcp.emit(
-        &mut TcpPacket::new_unchecked(&mut packet[20..]),
-        &src.into(),
-        &SERVER.into(),
-        &ChecksumCapabilities::default(),
-    );
-    packet
+    let SocketAddr::V4(from) = from else { panic!("IPv4 only") };
+    let to = std::net::SocketAddrV4::new(SERVER, 22);
+    super::dup_ack::tests::ipv4_ack(from, to, seq, ack, window, sack, &[], smoltcp::wire::TcpControl::None)
 }
 
 /// (seq, payload length, ack) of the TCP segment in an IPv4 packet the stack sent.
